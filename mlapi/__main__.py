@@ -1,0 +1,3 @@
+from mlapi.cli import main
+
+main()

@@ -1,0 +1,252 @@
+"""The `mlapi` command line. Heavy imports live inside commands so `--help` is instant.
+
+People read stderr (progress, tables, errors); programs read stdout (JSON).
+"""
+
+from __future__ import annotations
+
+import glob
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlapi import __version__
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def _stderr_console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    _stderr_console().print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(code)
+
+
+def parse_models(values: tuple[str, ...]) -> list[str]:
+    return [m.strip() for v in values for m in v.split(",") if m.strip()]
+
+
+def parse_options(values: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """`-o objects.confidence=0.5` → {"objects": {"confidence": "0.5"}}."""
+    options: dict[str, dict[str, str]] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        model, dot, name = key.partition(".")
+        if not sep or not dot or not model or not name:
+            raise click.BadParameter(f"{item!r} is not MODEL.KEY=VALUE", param_hint="-o")
+        options.setdefault(model.strip(), {})[name.strip()] = value.strip()
+    return options
+
+
+def expand_inputs(patterns: tuple[str, ...]) -> list[Path]:
+    """Files as given, image files inside directories, and glob matches, in order."""
+    paths: list[Path] = []
+    for pattern in patterns:
+        p = Path(pattern)
+        if p.is_dir():
+            paths += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif any(ch in pattern for ch in "*?[") and not p.exists():
+            paths += [Path(m) for m in sorted(glob.glob(pattern, recursive=True))]
+        else:
+            paths.append(p)  # missing files are reported per file, not fatal
+    return paths
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlapi")
+def main() -> None:
+    """mlapi: self-hosted object and face detection, offline on a CPU."""
+
+
+# -- detect ------------------------------------------------------------------------------
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "-m",
+    "--models",
+    "models",
+    multiple=True,
+    metavar="NAMES",
+    help="Detectors to run, comma-separated (default: objects).",
+)
+@click.option(
+    "-o",
+    "--option",
+    "options",
+    multiple=True,
+    metavar="MODEL.KEY=VALUE",
+    help="A detector option, e.g. -o objects.confidence=0.5 (repeatable).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["native", "mlapi"]),
+    default="native",
+    show_default=True,
+    help="Output shape: mlapi's native JSON or the seed's array.",
+)
+@click.option(
+    "--annotate",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write copies of the images with boxes drawn into this directory.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    envvar="MLAPI_WORKERS",
+    help="Parallel inference threads [env: MLAPI_WORKERS].",
+)
+def detect(
+    inputs: tuple[str, ...],
+    models: tuple[str, ...],
+    options: tuple[str, ...],
+    fmt: str,
+    annotate: Path | None,
+    workers: int,
+) -> None:
+    """Detect objects and faces in FILE, DIR or GLOB arguments; JSON on stdout.
+
+    One image prints one JSON document (what the server answers); several print JSON
+    lines of {"file", "result"} or {"file", "error"}. Exit code 1 if any image failed.
+    """
+    from mlapi.detect_cmd import run_detect
+
+    code = run_detect(
+        expand_inputs(inputs), parse_models(models), parse_options(options), fmt, annotate, workers
+    )
+    sys.exit(code)
+
+
+# -- models ------------------------------------------------------------------------------
+@main.group()
+def models() -> None:
+    """List, fetch, verify and import models (cache: MLAPI_CACHE_DIR)."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models_list(as_json: bool) -> None:
+    """Every catalog and imported model: task, licence, size, pulled or not."""
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from mlapi.result import dumps
+    from mlapi.store import ModelStore
+
+    store = ModelStore()
+    rows = store.statuses()
+    if as_json:
+        click.echo(dumps([asdict(r) for r in rows]))
+        return
+    table = Table(title=f"models in {store.root}")
+    for col in ("name", "task", "licence", "size", "source", "pulled"):
+        table.add_column(col)
+    for r in rows:
+        pulled = "yes" if r.pulled else ("no (default)" if r.default else "no")
+        table.add_row(r.name, r.task, r.licence, f"{r.size / 1e6:.1f} MB", r.source, pulled)
+    Console().print(table)
+
+
+@models.command("pull")
+@click.argument("names", nargs=-1)
+@click.option("--all", "pull_all", is_flag=True, help="Pull every catalog model.")
+def models_pull(names: tuple[str, ...], pull_all: bool) -> None:
+    """Fetch NAMES (or `default`, or --all) into the cache, check and convert them."""
+    from mlapi.errors import MlapiError
+    from mlapi.store import ModelStore, catalog
+
+    if pull_all:
+        wanted = [e.name for e in catalog.CATALOG]
+    else:
+        wanted = []
+        for n in names or ("default",):
+            wanted += [e.name for e in catalog.CATALOG if e.default] if n == "default" else [n]
+    store = ModelStore()
+    console = _stderr_console()
+    failed = 0
+    for name in dict.fromkeys(wanted):
+        if store.is_pulled(name):
+            console.print(f"{name}: already pulled")
+            continue
+        try:
+            with console.status(f"{name}: fetching and converting…"):
+                store.pull(name, _download_progress(console))
+            console.print(f"{name}: [green]pulled[/]")
+        except MlapiError as exc:
+            failed += 1
+            console.print(f"{name}: [red]failed[/]: {exc.message}", highlight=False)
+    sys.exit(1 if failed else 0)
+
+
+def _download_progress(console: Any):  # type: ignore[no-untyped-def]
+    state: dict[str, int] = {}
+
+    def report(name: str, done: int, total: int | None) -> None:
+        step = 1 << 23  # one line per 8 MiB keeps logs readable
+        if done // step != state.get(name, -1) or (total and done == total):
+            state[name] = done // step
+            total_text = f"{total / 1e6:.1f}" if total else "?"
+            console.print(f"  {name}: {done / 1e6:.1f} / {total_text} MB")
+
+    return report
+
+
+@models.command("verify")
+@click.argument("names", nargs=-1)
+def models_verify(names: tuple[str, ...]) -> None:
+    """Check the sha256 of every file of pulled models (or NAMES)."""
+    from mlapi.store import ModelStore
+
+    store = ModelStore()
+    targets = list(names) or [r.name for r in store.statuses() if r.pulled]
+    problems = [p for n in targets for p in store.verify(n)]
+    for name in targets:
+        ok = not any(p.startswith(f"{name}:") for p in problems)
+        click.echo(f"{name}: {'ok' if ok else 'FAILED'}")
+    for p in problems:
+        click.echo(f"  {p}", err=True)
+    sys.exit(1 if problems else 0)
+
+
+@models.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Name to store the model under.")
+@click.option("--task", default="custom", show_default=True, help="What the model does.")
+@click.option("--licence", default="unknown", show_default=True, help="The model's licence.")
+def models_import(file: Path, name: str, task: str, licence: str) -> None:
+    """Add a local model: .onnx, TF.js model.json (+ .bin), .tflite, or Darknet .cfg."""
+    from mlapi.errors import MlapiError
+    from mlapi.store import ModelStore
+
+    try:
+        folder = ModelStore().import_file(file, name, task, licence)
+    except MlapiError as exc:
+        _fail(exc.message)
+    click.echo(f"imported {name} into {folder}")
+
+
+@models.command("remove")
+@click.argument("name")
+def models_remove(name: str) -> None:
+    """Delete a model from the cache."""
+    from mlapi.store import ModelStore
+
+    store = ModelStore()
+    if not store.is_pulled(name):
+        _fail(f"model {name!r} is not in the cache")
+    store.remove(name)
+    click.echo(f"removed {name}")
+
+
+if __name__ == "__main__":
+    main()

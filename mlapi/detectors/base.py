@@ -1,0 +1,128 @@
+"""The plugin interface: one class per detector, registered under `mlapi.detectors`."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from mlapi.errors import OptionError
+from mlapi.images import Image
+from mlapi.result import Detection
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Base for a detector's options: typed fields with defaults, unknown keys refused.
+
+    Bounds go in field metadata: `field(default=0.5, metadata={"min": 0, "max": 1})`.
+    """
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any] | None, detector: str = "") -> Options:
+        raw = dict(raw or {})
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - set(fields))
+        prefix = f"{detector}: " if detector else ""
+        if unknown:
+            allowed = ", ".join(sorted(fields)) or "none"
+            raise OptionError(f"{prefix}unknown option {', '.join(unknown)} (allowed: {allowed})")
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for name, value in raw.items():
+            f = fields[name]
+            values[name] = _coerce(f"{prefix}{name}", value, hints[name], f.metadata)
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(name: str, value: Any, kind: Any, meta: Mapping[str, Any]) -> Any:
+    origin = typing.get_origin(kind)
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if value is None or value == "":
+            return None
+        kind, origin = args[0], typing.get_origin(args[0])
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE | _FALSE:
+                return text in _TRUE
+            raise ValueError
+        if origin is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(i).strip() for i in items if str(i).strip())
+        if kind in (int, float):
+            if isinstance(value, bool):
+                raise ValueError
+            number = kind(value) if kind is float else int(str(value), 10)
+            if number != number:  # NaN
+                raise ValueError
+            lo, hi = meta.get("min"), meta.get("max")
+            if (lo is not None and number < lo) or (hi is not None and number > hi):
+                raise OptionError(f"{name} must be between {lo} and {hi}, got {value!r}")
+            return number
+        if kind is str:
+            text = str(value)
+            choices = meta.get("choices")
+            if choices and text not in choices:
+                raise OptionError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+            return text
+    except OptionError:
+        raise
+    except (TypeError, ValueError):
+        kind_name = getattr(kind, "__name__", str(kind))
+        raise OptionError(f"{name} must be a {kind_name}, got {value!r}") from None
+    raise OptionError(f"{name}: unsupported option type {kind}")
+
+
+@dataclass(frozen=True)
+class NoOptions(Options):
+    pass
+
+
+class LoadContext(typing.Protocol):
+    """What a detector may use to load itself (see `mlapi.engine.Runtime`)."""
+
+    def model_path(self, name: str) -> Any: ...
+
+    def onnx_session(self, name: str) -> Any: ...
+
+
+class Detector(ABC):
+    """A named detector. Subclasses set the class attributes and implement `detect`.
+
+    `load()` runs once, lazily, under the engine's lock; `detect()` may then run from
+    several threads at once, so it must not mutate shared state.
+    """
+
+    name: ClassVar[str]
+    task: ClassVar[str]  # "objects", "faces", "attributes", "embedding", …
+    description: ClassVar[str] = ""
+    needs: ClassVar[tuple[str, ...]] = ()  # detectors whose results `detect` receives
+    models: ClassVar[tuple[str, ...]] = ()  # catalog entries the detector loads
+    min_side: ClassVar[int | None] = None  # long side it needs; None means full resolution
+    Options: ClassVar[type[Options]] = NoOptions
+
+    def __init__(self, context: LoadContext) -> None:
+        self.context = context
+
+    def load(self) -> None:  # noqa: B027 - optional hook
+        """Expensive set-up (sessions, weights)."""
+
+    @abstractmethod
+    def detect(
+        self, image: Image, options: Any, upstream: Mapping[str, list[Detection]]
+    ) -> list[Detection]:
+        """Detections in original upright pixels, best first."""

@@ -1,0 +1,213 @@
+"""The engine: resolves detector names, orders them by `needs`, validates options, loads
+lazily under a lock and runs inference in a bounded thread pool.
+
+The CLI, the server and the tests each build their own `Engine`; there are no globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from mlapi import images
+from mlapi.detectors.base import Detector, Options
+from mlapi.errors import MlapiError, UnknownModel
+from mlapi.images import Image
+from mlapi.result import Detection, Result
+from mlapi.store import ModelStore
+
+ENTRY_POINT_GROUP = "mlapi.detectors"
+DEFAULT_MODELS = ("objects",)
+
+
+def discover(group: str = ENTRY_POINT_GROUP) -> dict[str, type[Detector]]:
+    """Detector classes from installed entry points; a duplicate name is an error."""
+    found: dict[str, type[Detector]] = {}
+    for ep in entry_points(group=group):
+        if ep.name in found:
+            raise MlapiError(f"two installed detectors are named {ep.name!r}")
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, Detector)):
+            raise MlapiError(f"entry point {ep.name!r} ({ep.value}) is not a Detector class")
+        if getattr(cls, "name", ep.name) != ep.name:
+            raise MlapiError(f"entry point {ep.name!r} points at detector {cls.name!r}")
+        found[ep.name] = cls
+    return found
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    workers: int = 2  # inference threads (the bounded pool)
+    intra_op_threads: int = 1  # onnxruntime threads per session run
+    max_pixels: int = images.DEFAULT_MAX_PIXELS
+
+
+class Runtime:
+    """What detectors load from: the model store and one onnxruntime session per model."""
+
+    def __init__(self, store: ModelStore, config: RuntimeConfig) -> None:
+        self.store = store
+        self.config = config
+        self._sessions: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def model_path(self, name: str) -> Path:
+        return self.store.model_dir(name)
+
+    def onnx_session(self, name: str) -> Any:
+        with self._lock:
+            if name not in self._sessions:
+                import onnxruntime as ort
+
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = self.config.intra_op_threads
+                opts.inter_op_num_threads = 1
+                # Spinning threads burn the other worker's core on a shared 2-core box.
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                self._sessions[name] = ort.InferenceSession(
+                    str(self.store.artifact(name)), opts, providers=["CPUExecutionProvider"]
+                )
+            return self._sessions[name]
+
+
+class Engine:
+    def __init__(
+        self,
+        store: ModelStore | None = None,
+        config: RuntimeConfig | None = None,
+        registry: Mapping[str, type[Detector]] | None = None,
+    ) -> None:
+        self.config = config or RuntimeConfig()
+        self.runtime = Runtime(store or ModelStore(), self.config)
+        self.registry = dict(registry if registry is not None else discover())
+        self._loaded: dict[str, Detector] = {}
+        self._load_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="mlapi-infer")
+
+    @property
+    def store(self) -> ModelStore:
+        return self.runtime.store
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- planning ------------------------------------------------------------------------
+    def plan(self, names: Iterable[str]) -> list[str]:
+        """Requested detectors and what they need, dependencies first."""
+        order: list[str] = []
+        visiting: set[str] = set()
+
+        def visit(name: str) -> None:
+            if name in order:
+                return
+            if name not in self.registry:
+                known = ", ".join(sorted(self.registry))
+                raise UnknownModel(f"unknown model {name!r} (available: {known})")
+            if name in visiting:
+                raise MlapiError(f"detectors {name!r} and its needs form a cycle")
+            visiting.add(name)
+            for dep in self.registry[name].needs:
+                visit(dep)
+            visiting.discard(name)
+            order.append(name)
+
+        for name in names:
+            visit(name)
+        return order
+
+    def parse_options(
+        self, names: Sequence[str], raw: Mapping[str, Mapping[str, Any]] | None
+    ) -> dict[str, Options]:
+        raw = raw or {}
+        stray = sorted(set(raw) - set(names))
+        if stray:
+            raise UnknownModel(f"options given for {', '.join(stray)}, which is not being run")
+        return {n: self.registry[n].Options.parse(raw.get(n), n) for n in names}
+
+    def min_side(self, names: Sequence[str]) -> int | None:
+        sides = [self.registry[n].min_side for n in names]
+        return None if any(s is None for s in sides) else max(sides, default=None)  # type: ignore[type-var]
+
+    # -- loading -------------------------------------------------------------------------
+    def detector(self, name: str) -> Detector:
+        loaded = self._loaded.get(name)
+        if loaded is not None:
+            return loaded
+        with self._load_lock:
+            if name not in self._loaded:
+                cls = self.registry[name]
+                for model in cls.models:  # a clear error before any expensive work
+                    self.store.model_dir(model)
+                instance = cls(self.runtime)
+                instance.load()
+                self._loaded[name] = instance
+            return self._loaded[name]
+
+    def warm(self, names: Iterable[str]) -> None:
+        for name in self.plan(names):
+            self.detector(name)
+
+    # -- running -------------------------------------------------------------------------
+    def prepare(
+        self, models: Sequence[str] | None, options: Mapping[str, Mapping[str, Any]] | None
+    ) -> tuple[list[str], list[str], dict[str, Options]]:
+        """Validate a request before any decoding: (requested, plan, parsed options)."""
+        requested = list(dict.fromkeys(models or DEFAULT_MODELS))
+        order = self.plan(requested)
+        return requested, order, self.parse_options(order, options)
+
+    def decode(self, data: bytes, order: Sequence[str]) -> Image:
+        return images.decode(data, max_pixels=self.config.max_pixels, min_side=self.min_side(order))
+
+    def run_image(
+        self,
+        image: Image,
+        requested: Sequence[str],
+        order: Sequence[str],
+        options: Mapping[str, Options],
+    ) -> Result:
+        upstream: dict[str, list[Detection]] = {}
+        for name in order:
+            upstream[name] = self.detector(name).detect(image, options[name], upstream)
+        found = [d for name in requested for d in upstream[name]]
+        return Result(image.width, image.height, tuple(found))
+
+    def _detect(
+        self,
+        data: bytes,
+        models: Sequence[str] | None,
+        options: Mapping[str, Mapping[str, Any]] | None,
+    ) -> Result:
+        requested, order, parsed = self.prepare(models, options)
+        return self.run_image(self.decode(data, order), requested, order, parsed)
+
+    def detect(
+        self,
+        data: bytes,
+        models: Sequence[str] | None = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Result:
+        """Decode and detect on the bounded pool; blocks the calling thread."""
+        return self._pool.submit(self._detect, data, models, options).result()
+
+    async def detect_async(
+        self,
+        data: bytes,
+        models: Sequence[str] | None = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Result:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._detect, data, models, options)

