@@ -16,6 +16,7 @@ from mlapi.result import Detection
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+_KIND_NAMES = {float: "a number", int: "a whole number", bool: "true or false"}
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,8 @@ def _coerce(name: str, value: Any, kind: Any, meta: Mapping[str, Any]) -> Any:
     except OptionError:
         raise
     except (TypeError, ValueError):
-        kind_name = getattr(kind, "__name__", str(kind))
-        raise OptionError(f"{name} must be a {kind_name}, got {value!r}") from None
+        kind_name = _KIND_NAMES.get(kind, getattr(kind, "__name__", str(kind)))
+        raise OptionError(f"{name} must be {kind_name}, got {value!r}") from None
     raise OptionError(f"{name}: unsupported option type {kind}")
 
 

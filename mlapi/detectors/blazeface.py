@@ -59,7 +59,7 @@ class BlazeFace(Detector):
     Options = BlazeFaceOptions
 
     def load(self) -> None:
-        self.session = self.context.onnx_session("blazeface-full")
+        self.session = self.context.onnx_session(self.models[0])
         self.input_name = self.session.get_inputs()[0].name
         self.centres = anchors()
 

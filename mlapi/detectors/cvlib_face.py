@@ -31,7 +31,7 @@ class CaffeFace(Detector):
     Options = CaffeFaceOptions
 
     def load(self) -> None:
-        folder = self.context.model_path("res10-ssd")
+        folder = self.context.model_path(self.models[0])
         self.net = cv2.dnn.readNetFromCaffe(
             str(folder / "deploy.prototxt"),
             str(folder / "res10_300x300_ssd_iter_140000.caffemodel"),

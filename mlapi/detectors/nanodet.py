@@ -79,7 +79,7 @@ class NanoDet(Detector):
     Options = NanoDetOptions
 
     def load(self) -> None:
-        self.session = self.context.onnx_session("nanodet")
+        self.session = self.context.onnx_session(self.models[0])
         self.input_name = self.session.get_inputs()[0].name
         # Outputs are (cells, 80) class scores and (cells, 44) box bins per stride.
         self.outputs = [o.name for o in self.session.get_outputs()]

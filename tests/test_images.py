@@ -1,0 +1,87 @@
+"""Image input: formats from magic bytes, EXIF orientation, caps checked before decoding."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from mlapi import images
+from mlapi.images import ImageError, ImageTooLarge, decode, sniff
+
+
+def encoded(fmt: str, size: tuple[int, int] = (64, 48), exif: PILImage.Exif | None = None) -> bytes:
+    rgb = np.zeros((size[1], size[0], 3), np.uint8)
+    rgb[:, : size[0] // 2] = (255, 0, 0)  # left half red, right half black
+    buf = io.BytesIO()
+    kwargs = {"exif": exif} if exif is not None else {}
+    PILImage.fromarray(rgb).save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares width×height (a decompression bomb's shape)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("JPEG", "jpeg"), ("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp")])
+def test_formats_are_sniffed_and_decoded(fmt: str, name: str) -> None:
+    data = encoded(fmt)
+    assert sniff(data) == name
+    image = decode(data)
+    assert (image.width, image.height, image.format) == (64, 48, name)
+    assert image.pixels.shape == (48, 64, 3)
+    assert image.pixels[24, 10, 0] > 200 and image.pixels[24, 50, 0] < 50
+
+
+def test_exif_orientation_is_applied() -> None:
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    image = decode(encoded("JPEG", (64, 48), exif))
+    assert (image.width, image.height) == (48, 64)
+    assert image.pixels.shape == (64, 48, 3)
+    # the red left half of the stored image is the top half once upright
+    assert image.pixels[10, 24, 0] > 200 and image.pixels[54, 24, 0] < 50
+
+
+def test_reduced_jpeg_decoding_keeps_original_size() -> None:
+    data = encoded("JPEG", (1600, 1200))
+    image = decode(data, min_side=400)
+    assert (image.width, image.height) == (1600, 1200)
+    assert image.pixels.shape[1] == 400 and image.scale == 0.25
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"hello, this is plain text and not a picture", "not an image"),
+        (b"\xff\xd8\xff\xe0" + b"\0" * 10, "JPEG"),
+    ],
+)
+def test_bad_input_is_a_clear_error(data: bytes, message: str) -> None:
+    with pytest.raises(ImageError, match=message):
+        decode(data)
+
+
+def test_truncated_jpeg_is_refused() -> None:
+    data = encoded("JPEG", (640, 480))
+    with pytest.raises(ImageError, match="truncated|corrupt"):
+        decode(data[: len(data) // 2])
+
+
+def test_pixel_bomb_is_refused_from_the_header() -> None:
+    bomb = png_header_only(16000, 16000)
+    assert len(bomb) < 200
+    # The body holds no real pixel data, so only a header check can give this error.
+    with pytest.raises(ImageTooLarge, match="16000×16000"):
+        decode(bomb, max_pixels=images.DEFAULT_MAX_PIXELS)
+    assert ImageTooLarge.status == 413

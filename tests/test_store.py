@@ -1,0 +1,70 @@
+"""The model store: checksums refuse bad files, verify catches tampering, imports work."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mlapi.errors import MlapiError, ModelMissing
+from mlapi.store import ModelStore
+from mlapi.store.catalog import ModelEntry, Source, SourceFile
+from mlapi.store.sources import ChecksumMismatch
+
+
+def local_entry(path: Path, sha256: str) -> ModelEntry:
+    return ModelEntry("local-test", "objects", "a local file", "MIT", "onnx", Source("file"),
+                      (SourceFile(str(path), sha256, path.stat().st_size),))
+
+
+def test_checksum_mismatch_refuses_the_file(tmp_path: Path) -> None:
+    src = tmp_path / "model.onnx"
+    src.write_bytes(b"not the model you expected")
+    store = ModelStore(tmp_path / "cache")
+    with pytest.raises(ChecksumMismatch, match="does not match"):
+        store.pull_entry(local_entry(src, "0" * 64))
+    assert not store.is_pulled("local-test")
+    assert not (store.models / "local-test" / "model.onnx").exists()
+
+
+def test_matching_checksum_is_pulled_and_verified(tmp_path: Path) -> None:
+    src = tmp_path / "model.onnx"
+    src.write_bytes(b"model bytes")
+    store = ModelStore(tmp_path / "cache")
+    store.pull_entry(local_entry(src, hashlib.sha256(b"model bytes").hexdigest()))
+    assert store.is_pulled("local-test") and store.verify("local-test") == []
+
+
+def test_verify_catches_a_tampered_catalog_model(store: ModelStore, tmp_path: Path) -> None:
+    copy = ModelStore(tmp_path / "cache")
+    shutil.copytree(store.models / "res10-ssd", copy.models / "res10-ssd")
+    assert copy.verify("res10-ssd") == []
+    with open(copy.models / "res10-ssd" / "deploy.prototxt", "a") as fh:
+        fh.write("# tampered\n")
+    assert copy.verify("res10-ssd") == ["res10-ssd: deploy.prototxt does not match its sha256"]
+
+
+def test_missing_model_names_the_command_to_fetch_it(tmp_path: Path) -> None:
+    with pytest.raises(ModelMissing, match="mlapi models pull nanodet"):
+        ModelStore(tmp_path / "empty").model_dir("nanodet")
+
+
+def test_import_rejects_bad_names_and_formats(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "cache")
+    weird = tmp_path / "model.pt"
+    weird.write_bytes(b"x")
+    with pytest.raises(MlapiError, match="expected an .onnx"):
+        store.import_file(weird, "mine")
+    with pytest.raises(MlapiError, match="catalog model"):
+        store.import_file(weird, "nanodet")
+    with pytest.raises(MlapiError, match="lower-case"):
+        store.import_file(weird, "../escape")
+    assert not (store.models / "mine").exists()
+
+
+def test_statuses_list_catalog_and_imported_models(store: ModelStore) -> None:
+    rows = {r.name: r for r in store.statuses()}
+    assert rows["nanodet"].pulled and rows["nanodet"].default and rows["nanodet"].task == "objects"
+    assert rows["yolov3-tiny"].source == "url"
