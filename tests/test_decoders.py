@@ -16,14 +16,23 @@ from mlapi.images import Image
 from mlapi.store import ModelStore
 
 
-def constant_graph(path: Path, input_name: str, input_shape: list, outputs: dict[str, np.ndarray]) -> Path:
+def constant_graph(
+    path: Path, input_name: str, input_shape: list, outputs: dict[str, np.ndarray]
+) -> Path:
     """An ONNX model whose outputs are the given constants, whatever the input."""
     nodes, infos = [], []
     for name, value in outputs.items():
-        nodes.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value.astype(np.float32))))
+        nodes.append(
+            helper.make_node(
+                "Constant", [], [name], value=numpy_helper.from_array(value.astype(np.float32))
+            )
+        )
         infos.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(value.shape)))
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, input_shape)], infos
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, input_shape)],
+        infos,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -73,7 +82,9 @@ def test_blazeface_head_decodes_box_and_keypoints(tmp_path: Path, runtime: Runti
     cell = 20 * 48 + 30  # row 20, col 30 → anchor centre (122, 82) at stride 4
     raw[0, cell, :5] = [3.0, 2.0, -2.0, 40.0, 50.0]
     raw[0, cell, 5:17] = np.arange(12)
-    constant_graph(tmp_path / "bf.onnx", "input", [1, 192, 192, 3], {"Identity:0": raw, "Identity_1:0": raw})
+    constant_graph(
+        tmp_path / "bf.onnx", "input", [1, 192, 192, 3], {"Identity:0": raw, "Identity_1:0": raw}
+    )
     runtime.store.import_file(tmp_path / "bf.onnx", "tiny-blazeface")
 
     class TinyBlazeFace(BlazeFace):

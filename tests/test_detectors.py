@@ -16,7 +16,11 @@ def run(engine: Engine, photo: Path, models: list[str], options: dict | None = N
 def test_field_photo_has_a_person_a_dog_and_a_horse(engine: Engine, photos: Path) -> None:
     result = run(engine, photos / "object_detection_input.jpg", ["objects"])
     assert (result.width, result.height) == (640, 424)
-    expected = {"person": (188, 100, 276, 377), "dog": (67, 265, 200, 351), "horse": (404, 139, 604, 339)}
+    expected = {
+        "person": (188, 100, 276, 377),
+        "dog": (67, 265, 200, 351),
+        "horse": (404, 139, 604, 339),
+    }
     for label, box in expected.items():
         found = [d for d in result.detections if d.label == label]
         assert found, f"no {label} in {result.detections}"
@@ -26,8 +30,12 @@ def test_field_photo_has_a_person_a_dog_and_a_horse(engine: Engine, photos: Path
 
 
 def test_label_allow_list_and_max_count(engine: Engine, photos: Path) -> None:
-    result = run(engine, photos / "object_detection_input.jpg", ["objects"],
-                 {"objects": {"labels": "dog", "max_count": "1"}})
+    result = run(
+        engine,
+        photos / "object_detection_input.jpg",
+        ["objects"],
+        {"objects": {"labels": "dog", "max_count": "1"}},
+    )
     assert [d.label for d in result.detections] == ["dog"]
 
 

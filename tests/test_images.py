@@ -25,14 +25,24 @@ def encoded(fmt: str, size: tuple[int, int] = (64, 48), exif: PILImage.Exif | No
 
 def png_header_only(width: int, height: int) -> bytes:
     """A tiny PNG whose header declares width×height (a decompression bomb's shape)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
-@pytest.mark.parametrize(("fmt", "name"), [("JPEG", "jpeg"), ("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp")])
+@pytest.mark.parametrize(
+    ("fmt", "name"), [("JPEG", "jpeg"), ("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp")]
+)
 def test_formats_are_sniffed_and_decoded(fmt: str, name: str) -> None:
     data = encoded(fmt)
     assert sniff(data) == name
@@ -74,7 +84,7 @@ def test_bad_input_is_a_clear_error(data: bytes, message: str) -> None:
 
 def test_truncated_jpeg_is_refused() -> None:
     data = encoded("JPEG", (640, 480))
-    with pytest.raises(ImageError, match="truncated|corrupt"):
+    with pytest.raises(ImageError, match=r"truncated|corrupt"):
         decode(data[: len(data) // 2])
 
 

@@ -15,8 +15,15 @@ from mlapi.store.sources import ChecksumMismatch
 
 
 def local_entry(path: Path, sha256: str) -> ModelEntry:
-    return ModelEntry("local-test", "objects", "a local file", "MIT", "onnx", Source("file"),
-                      (SourceFile(str(path), sha256, path.stat().st_size),))
+    return ModelEntry(
+        "local-test",
+        "objects",
+        "a local file",
+        "MIT",
+        "onnx",
+        Source("file"),
+        (SourceFile(str(path), sha256, path.stat().st_size),),
+    )
 
 
 def test_checksum_mismatch_refuses_the_file(tmp_path: Path) -> None:
@@ -55,7 +62,7 @@ def test_import_rejects_bad_names_and_formats(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "cache")
     weird = tmp_path / "model.pt"
     weird.write_bytes(b"x")
-    with pytest.raises(MlapiError, match="expected an .onnx"):
+    with pytest.raises(MlapiError, match=r"expected an \.onnx"):
         store.import_file(weird, "mine")
     with pytest.raises(MlapiError, match="catalog model"):
         store.import_file(weird, "nanodet")

@@ -10,6 +10,8 @@ import numpy as np
 from mlapi.images import Image
 from mlapi.result import Box, clip_box
 
+PRE_NMS_TOP_K = 2000
+
 
 def letterbox(
     rgb: np.ndarray, size: int, pad: Sequence[int] = (0, 0, 0)
@@ -33,6 +35,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float) 
     """Per-class non-maximum suppression; indices of kept boxes, best first."""
     if len(boxes) == 0:
         return np.zeros(0, np.int64)
+    if len(boxes) > PRE_NMS_TOP_K:  # NMS is quadratic; weak candidates cannot survive anyway
+        top = np.argpartition(-scores, PRE_NMS_TOP_K)[:PRE_NMS_TOP_K]
+        return top[nms(boxes[top], scores[top], classes[top], iou)]
     xywh = np.column_stack(
         [boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]]
     )

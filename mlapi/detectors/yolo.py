@@ -5,9 +5,11 @@ Any pulled or imported Darknet model can be chosen with the `model` option.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -28,6 +30,12 @@ class YoloOptions(Options):
     confidence: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})
     iou: float = field(default=0.4, metadata={"min": 0.0, "max": 1.0})
     max_count: int = field(default=100, metadata={"min": 1, "max": 1000})
+
+
+def _input_size(cfg: Path) -> tuple[int, int]:
+    """The network's input width and height from the [net] section of its .cfg."""
+    values = dict(re.findall(r"^\s*(width|height)\s*=\s*(\d+)", cfg.read_text(), re.M))
+    return int(values.get("width", INPUT)), int(values.get("height", INPUT))
 
 
 def decode_rows(
@@ -52,25 +60,25 @@ class DarknetYolo(Detector):
     Options = YoloOptions
 
     def load(self) -> None:
-        self.nets: dict[str, cv2.dnn.Net] = {}
+        self.nets: dict[str, tuple[cv2.dnn.Net, tuple[int, int]]] = {}
         self.lock = threading.Lock()  # guards the nets; an OpenCV Net is single-threaded
 
-    def _net(self, model: str) -> cv2.dnn.Net:
+    def _net(self, model: str) -> tuple[cv2.dnn.Net, tuple[int, int]]:
         if model not in self.nets:
             folder = self.context.model_path(model)
             cfgs, weights = sorted(folder.glob("*.cfg")), sorted(folder.glob("*.weights"))
             if not cfgs or not weights:
                 raise OptionError(f"yolo: model {model!r} is not a Darknet model (.cfg + .weights)")
-            self.nets[model] = cv2.dnn.readNetFromDarknet(str(cfgs[0]), str(weights[0]))
+            net = cv2.dnn.readNetFromDarknet(str(cfgs[0]), str(weights[0]))
+            self.nets[model] = (net, _input_size(cfgs[0]))
         return self.nets[model]
 
     def detect(
         self, image: Image, options: YoloOptions, upstream: Mapping[str, list[Detection]]
     ) -> list[Detection]:
-        blob = cv2.dnn.blobFromImage(image.pixels, 1 / 255.0, (INPUT, INPUT), swapRB=False)
         with self.lock:
-            net = self._net(options.model)
-            net.setInput(blob)
+            net, size = self._net(options.model)
+            net.setInput(cv2.dnn.blobFromImage(image.pixels, 1 / 255.0, size, swapRB=False))
             outs = net.forward(net.getUnconnectedOutLayersNames())
         rows = np.concatenate([o.reshape(-1, o.shape[-1]) for o in outs])
         boxes, scores, classes = decode_rows(rows, options.confidence, image.width, image.height)

@@ -1,0 +1,123 @@
+"""`mlapi detect` and `mlapi models` as a user runs them: a real process, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from mlapi.store import ModelStore
+
+
+def mlapi(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if cache is not None:
+        env["MLAPI_CACHE_DIR"] = str(cache)
+    return subprocess.run(
+        [sys.executable, "-m", "mlapi", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    return json.loads(resources.files("mlapi").joinpath("schema/result.schema.json").read_text())
+
+
+def test_detect_one_photo_prints_one_schema_valid_document(photos: Path, schema: dict) -> None:
+    done = mlapi("detect", "-m", "objects,faces", str(photos / "gender_detection_input.jpg"))
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    jsonschema.validate(document, schema)
+    labels = [d["label"] for d in document["detections"]]
+    assert labels.count("face") == 2 and labels.count("person") >= 2
+
+
+def test_mlapi_format_is_the_seed_array(photos: Path) -> None:
+    done = mlapi(
+        "detect", "--format", "mlapi", "-m", "faces", str(photos / "face_detection_input.jpg")
+    )
+    items = json.loads(done.stdout)
+    assert len(items) == 5
+    for item in items:
+        assert set(item) == {"type", "confidence", "box"} and item["type"] == "face"
+        assert item["confidence"].endswith("%") and len(item["box"]) == 4
+
+
+def test_several_files_give_json_lines_and_bad_files_are_reported(
+    photos: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a photo")
+    annotated = tmp_path / "annotated"
+    done = mlapi(
+        "detect",
+        str(photos / "object_detection_input.jpg"),
+        str(bad),
+        str(photos / "gender_detection_input.jpg"),
+        "--annotate",
+        str(annotated),
+    )
+    assert done.returncode == 1  # one failure, the others still processed
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [Path(line["file"]).name for line in lines] == [
+        "object_detection_input.jpg",
+        "notes.jpg",
+        "gender_detection_input.jpg",
+    ]
+    assert "not an image" in lines[1]["error"] and "not an image" in done.stderr
+    assert lines[0]["result"]["width"] == 640
+    assert sorted(p.name for p in annotated.iterdir()) == [
+        "gender_detection_input.jpg",
+        "object_detection_input.jpg",
+    ]
+
+
+def test_directory_and_glob_inputs(photos: Path) -> None:
+    by_dir = mlapi("detect", str(photos))
+    by_glob = mlapi("detect", str(photos / "*_input.jpg"))
+    assert by_dir.returncode == by_glob.returncode == 0
+    assert by_dir.stdout == by_glob.stdout and len(by_dir.stdout.splitlines()) == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-m", "unicorns"], "unknown model 'unicorns'"),
+        (["-o", "objects.confidence=2"], "between 0.0 and 1.0"),
+        (["-o", "objects.colour=red"], "unknown option colour"),
+        (["-o", "confidence"], "is not MODEL.KEY=VALUE"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(photos: Path, args: list[str], message: str) -> None:
+    done = mlapi("detect", *args, str(photos / "object_detection_input.jpg"))
+    assert done.returncode == 2 and message in done.stderr and done.stdout == ""
+
+
+def test_missing_model_says_how_to_fetch_it(photos: Path, tmp_path: Path) -> None:
+    done = mlapi("detect", str(photos / "object_detection_input.jpg"), cache=tmp_path)
+    assert done.returncode == 1 and "mlapi models pull nanodet" in done.stderr
+
+
+def test_models_list_verify_and_import(store: ModelStore, tmp_path: Path) -> None:
+    listing = json.loads(mlapi("models", "list", "--json").stdout)
+    assert {"nanodet", "blazeface-full", "res10-ssd", "yolov3-tiny"} <= {r["name"] for r in listing}
+    verified = mlapi("models", "verify", "nanodet", "blazeface-full")
+    assert verified.returncode == 0 and "nanodet: ok" in verified.stdout
+    onnx_file = store.artifact("blazeface-full")
+    imported = mlapi("models", "import", str(onnx_file), "--name", "my-faces", cache=tmp_path)
+    assert imported.returncode == 0, imported.stderr
+    again = mlapi("models", "import", str(onnx_file), "--name", "my-faces", cache=tmp_path)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    listed = json.loads(mlapi("models", "list", "--json", cache=tmp_path).stdout)
+    assert any(r["name"] == "my-faces" and r["pulled"] for r in listed)
