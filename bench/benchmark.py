@@ -89,8 +89,8 @@ def main() -> None:
                 figures = stages(engine, name, hd, args.runs)
             else:
                 figures = {
-                    "decode": median_ms(lambda: engine.decode(hd, [name]), args.runs),
-                    "end to end": median_ms(lambda: engine.detect(hd, [name]), args.runs),
+                    "decode": median_ms(lambda n=name: engine.decode(hd, [n]), args.runs),
+                    "end to end": median_ms(lambda n=name: engine.detect(hd, [n]), args.runs),
                 }
             cells = "  ".join(f"{k} {v:6.2f}" for k, v in figures.items())
             print(f"  {name:8s} (1 worker × 2 threads)  {cells}")
