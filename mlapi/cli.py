@@ -104,6 +104,13 @@ def main() -> None:
     envvar="MLAPI_WORKERS",
     help="Parallel inference threads [env: MLAPI_WORKERS].",
 )
+@click.option(
+    "--server",
+    metavar="URL",
+    envvar="MLAPI_SERVER",
+    help="Ask this mlapi server instead of running locally (after `mlapi login`) "
+    "[env: MLAPI_SERVER].",
+)
 def detect(
     inputs: tuple[str, ...],
     models: tuple[str, ...],
@@ -111,6 +118,7 @@ def detect(
     fmt: str,
     annotate: Path | None,
     workers: int,
+    server: str | None,
 ) -> None:
     """Detect objects and faces in FILE, DIR or GLOB arguments; JSON on stdout.
 
@@ -119,8 +127,11 @@ def detect(
     """
     from mlapi.detect_cmd import run_detect
 
+    if server and annotate:
+        raise click.UsageError("--annotate works only locally, not with --server")
+    paths = expand_inputs(inputs)
     code = run_detect(
-        expand_inputs(inputs), parse_models(models), parse_options(options), fmt, annotate, workers
+        paths, parse_models(models), parse_options(options), fmt, annotate, workers, server
     )
     sys.exit(code)
 
@@ -246,6 +257,288 @@ def models_remove(name: str) -> None:
         _fail(f"model {name!r} is not in the cache")
     store.remove(name)
     click.echo(f"removed {name}")
+
+
+# -- serve -------------------------------------------------------------------------------
+@main.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="MLAPI_HOST",
+    help="Address to listen on; 0.0.0.0 for every interface [env: MLAPI_HOST].",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=5000,
+    show_default=True,
+    envvar="MLAPI_PORT",
+    help="[env: MLAPI_PORT]",
+)
+@click.option(
+    "--models",
+    "models",
+    default="objects,faces",
+    show_default=True,
+    envvar="MLAPI_MODELS",
+    help="Detectors loaded and warmed at start [env: MLAPI_MODELS].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    envvar="MLAPI_WORKERS",
+    help="Inference threads [env: MLAPI_WORKERS].",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    envvar="MLAPI_THREADS",
+    help="onnxruntime threads per inference [env: MLAPI_THREADS].",
+)
+@click.option(
+    "--max-queue",
+    type=click.IntRange(0, 10_000),
+    default=16,
+    show_default=True,
+    envvar="MLAPI_MAX_QUEUE",
+    help="Requests allowed to wait for a worker before 503 [env: MLAPI_MAX_QUEUE].",
+)
+@click.option(
+    "--max-body-mb",
+    type=click.FloatRange(0.1, 1024),
+    default=20,
+    show_default=True,
+    envvar="MLAPI_MAX_BODY_MB",
+    help="Request body limit (413) [env: MLAPI_MAX_BODY_MB].",
+)
+@click.option(
+    "--max-megapixels",
+    type=click.FloatRange(0.1, 1000),
+    default=50,
+    show_default=True,
+    envvar="MLAPI_MAX_MEGAPIXELS",
+    help="Image size limit, checked before decoding [env: MLAPI_MAX_MEGAPIXELS].",
+)
+@click.option(
+    "--uploads",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="MLAPI_UPLOADS",
+    help="Keep images sent to /api/v1/detect/object here (unless delete=true); "
+    "default: keep nothing [env: MLAPI_UPLOADS].",
+)
+@click.option(
+    "--allow-url-fetch",
+    is_flag=True,
+    envvar="MLAPI_ALLOW_URL_FETCH",
+    help="Let clients send a public image URL instead of a file [env: MLAPI_ALLOW_URL_FETCH].",
+)
+@click.option(
+    "--allow-anonymous",
+    is_flag=True,
+    envvar="MLAPI_ALLOW_ANONYMOUS",
+    help="Serve detection without credentials (trusted networks only) "
+    "[env: MLAPI_ALLOW_ANONYMOUS].",
+)
+@click.option(
+    "--token-lifetime",
+    type=click.IntRange(60, 30 * 86400),
+    default=3600,
+    show_default=True,
+    envvar="MLAPI_TOKEN_LIFETIME",
+    help="Seconds an access token stays valid [env: MLAPI_TOKEN_LIFETIME].",
+)
+def serve(
+    host: str,
+    port: int,
+    models: str,
+    workers: int,
+    threads: int,
+    max_queue: int,
+    max_body_mb: float,
+    max_megapixels: float,
+    uploads: Path | None,
+    allow_url_fetch: bool,
+    allow_anonymous: bool,
+    token_lifetime: int,
+) -> None:
+    """Start the HTTP server (data: MLAPI_DATA_DIR, models: MLAPI_CACHE_DIR)."""
+    import logging
+
+    from aiohttp import web
+
+    from mlapi.auth import TokenIssuer
+    from mlapi.engine import Engine, RuntimeConfig
+    from mlapi.errors import MlapiError
+    from mlapi.server import AccessLog, ServerConfig, create_app
+    from mlapi.users import UserStore
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    names = tuple(parse_models((models,)))
+    config = ServerConfig(
+        models=names,
+        max_body=int(max_body_mb * 1024 * 1024),
+        max_queue=max_queue,
+        allow_anonymous=allow_anonymous,
+        allow_url_fetch=allow_url_fetch,
+        uploads=uploads,
+    )
+    runtime = RuntimeConfig(
+        workers=workers, intra_op_threads=threads, max_pixels=int(max_megapixels * 1e6)
+    )
+    try:
+        engine = Engine(config=runtime)
+        engine.warm(names)  # missing models fail here, with the command to fetch them
+        users = UserStore()
+        app = create_app(engine, users, TokenIssuer(lifetime=token_lifetime), config)
+    except MlapiError as exc:
+        _fail(exc.message)
+    if not users.names() and not allow_anonymous:
+        logging.getLogger("mlapi").warning("no users yet: create one with `mlapi adduser NAME`")
+
+    async def close_engine(_: web.Application) -> None:
+        engine.close()
+
+    app.on_cleanup.append(close_engine)
+    # SIGTERM/SIGINT stop accepting, let in-flight requests finish (up to 30 s), then exit.
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        shutdown_timeout=30,
+        access_log_class=AccessLog,
+        print=lambda text: logging.getLogger("mlapi").info(text.strip()),
+    )
+
+
+# -- users and keys ----------------------------------------------------------------------
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt("password", hide_input=True, confirmation_prompt=True, err=True)
+
+
+def _users():  # type: ignore[no-untyped-def]
+    from mlapi.users import UserStore
+
+    return UserStore()
+
+
+@main.command()
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+def adduser(name: str, password_stdin: bool) -> None:
+    """Create a user who may call the server (data: MLAPI_DATA_DIR)."""
+    from mlapi.errors import MlapiError
+
+    try:
+        _users().add(name, _read_password(password_stdin))
+    except MlapiError as exc:
+        _fail(exc.message)
+    click.echo(f"added user {name}", err=True)
+
+
+@main.group()
+def users() -> None:
+    """List and remove users, change passwords."""
+
+
+@users.command("list")
+def users_list() -> None:
+    for name in _users().names():
+        click.echo(name)
+
+
+@users.command("remove")
+@click.argument("name")
+def users_remove(name: str) -> None:
+    """Delete a user and their API keys."""
+    from mlapi.errors import MlapiError
+
+    try:
+        _users().remove(name)
+    except MlapiError as exc:
+        _fail(exc.message)
+    click.echo(f"removed user {name}", err=True)
+
+
+@users.command("passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+def users_passwd(name: str, password_stdin: bool) -> None:
+    """Change a user's password."""
+    from mlapi.errors import MlapiError
+
+    try:
+        _users().set_password(name, _read_password(password_stdin))
+    except MlapiError as exc:
+        _fail(exc.message)
+    click.echo(f"password changed for {name}", err=True)
+
+
+@main.group()
+def keys() -> None:
+    """Long-lived API keys for cameras and scripts (Bearer or X-API-Key)."""
+
+
+@keys.command("create")
+@click.argument("user")
+@click.option("--name", default="key", show_default=True, help="A label to recognise it by.")
+def keys_create(user: str, name: str) -> None:
+    """Create a key for USER and print it (shown once; only a hash is stored)."""
+    from mlapi.errors import MlapiError
+
+    try:
+        click.echo(_users().create_key(user, name))
+    except MlapiError as exc:
+        _fail(exc.message)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    import datetime
+
+    for k in _users().api_keys():
+        created = datetime.datetime.fromtimestamp(k.created).isoformat(timespec="seconds")
+        click.echo(f"{k.id}  {k.user}  {k.name}  {created}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke the key with KEY_ID (the id column of `mlapi keys list`)."""
+    from mlapi.errors import MlapiError
+
+    try:
+        _users().revoke_key(key_id)
+    except MlapiError as exc:
+        _fail(exc.message)
+    click.echo(f"revoked {key_id}", err=True)
+
+
+@main.command()
+@click.argument("url")
+@click.option("--username", "-u", prompt=True, help="User name on the server.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+def login(url: str, username: str, password_stdin: bool) -> None:
+    """Log in to a server; later `mlapi detect --server URL` uses the saved token."""
+    from mlapi import client
+    from mlapi.errors import MlapiError
+
+    password = (
+        sys.stdin.readline().rstrip("\r\n")
+        if password_stdin
+        else click.prompt("password", hide_input=True, err=True)
+    )
+    try:
+        client.login(url, username, password)
+    except MlapiError as exc:
+        _fail(exc.message)
+    click.echo(f"logged in to {url}", err=True)
 
 
 @main.command()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,17 +20,40 @@ from mlapi.errors import MlapiError
 from mlapi.result import Result, dumps
 
 
-def _detect_file(
-    engine: Engine, path: Path, models: list[str], options: dict[str, Any]
-) -> tuple[Result | None, str | None]:
+class LocalBackend:
+    def __init__(self, engine: Engine, models: list[str], options: dict[str, Any], fmt: str):
+        self.engine, self.models, self.options, self.render = engine, models, options, FORMATS[fmt]
+
+    def __call__(self, data: bytes) -> tuple[str, Result | None]:
+        result = self.engine.detect(data, self.models, self.options)
+        return dumps(self.render(result)), result
+
+
+class RemoteBackend:
+    def __init__(self, url: str, models: list[str], options: dict[str, Any], fmt: str):
+        from mlapi import client
+
+        self.token = client.saved_token(url)
+        self.url, self.models, self.options, self.fmt = url, models, options, fmt
+
+    def __call__(self, data: bytes) -> tuple[str, Result | None]:
+        from mlapi import client
+
+        return client.detect(self.url, self.token, data, self.models, self.options, self.fmt), None
+
+
+Backend = Callable[[bytes], tuple[str, "Result | None"]]
+
+
+def _detect_file(backend: Backend, path: Path) -> tuple[str | None, Result | None, str | None]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        return None, f"cannot read: {exc.strerror or exc}"
+        return None, None, f"cannot read: {exc.strerror or exc}"
     try:
-        return engine.detect(data, models, options), None
+        return *backend(data), None
     except MlapiError as exc:
-        return None, exc.message
+        return None, None, exc.message
 
 
 def _annotate(path: Path, result: Result, folder: Path) -> None:
@@ -42,11 +66,11 @@ def _annotate(path: Path, result: Result, folder: Path) -> None:
 
 
 def _results(
-    engine: Engine, paths: Sequence[Path], models: list[str], options: dict[str, Any], workers: int
-) -> Iterator[tuple[Path, Result | None, str | None]]:
+    backend: Backend, paths: Sequence[Path], workers: int
+) -> Iterator[tuple[Path, str | None, Result | None, str | None]]:
     """Results in input order while `workers` images are in flight."""
     with ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(_detect_file, engine, p, models, options) for p in paths]
+        futures = [pool.submit(_detect_file, backend, p) for p in paths]
         for path, future in zip(paths, futures, strict=True):
             yield (path, *future.result())
 
@@ -58,16 +82,20 @@ def run_detect(
     fmt: str,
     annotate: Path | None,
     workers: int,
+    server: str | None = None,
 ) -> int:
     console = Console(stderr=True, soft_wrap=True)
     if not paths:
         console.print("[red]error:[/] no input files matched")
         return 1
-    render = FORMATS[fmt]
     engine = Engine(config=RuntimeConfig(workers=workers))
     try:
-        requested, order, _ = engine.prepare(models, options)
-        engine.warm(order)  # a missing model is one clear error, not one per file
+        requested, order, _ = engine.prepare(models, options) if not server else (models, [], {})
+        if server:
+            backend: Backend = RemoteBackend(server, models, options, fmt)
+        else:
+            engine.warm(order)  # a missing model is one clear error, not one per file
+            backend = LocalBackend(engine, requested, options, fmt)
     except MlapiError as exc:
         console.print(f"[red]error:[/] {exc.message}", highlight=False)
         engine.close()
@@ -79,29 +107,27 @@ def run_detect(
     try:
         with Progress(console=console, transient=True, disable=not interactive or single) as bar:
             task = bar.add_task("detecting", total=len(paths))
-            for path, result, error in _results(engine, paths, requested, options, workers):
+            for path, text, result, error in _results(backend, paths, workers):
                 bar.advance(task)
-                if error is not None:
+                if error is not None or text is None:
                     failed += 1
                     console.print(f"[red]{path}:[/] {error}", highlight=False)
                     if not single:
                         click.echo(dumps({"file": str(path), "error": error}))
                     continue
-                assert result is not None
-                document = render(result)
-                click.echo(
-                    dumps(document) if single else dumps({"file": str(path), "result": document})
-                )
+                if single:
+                    click.echo(text)
+                else:
+                    click.echo(dumps({"file": str(path), "result": json.loads(text)}))
                 sys.stdout.flush()
-                if annotate:
-                    _annotate(path, result, annotate)
-                labels = [d.label for d in result.detections]
-                summary.add_row(
-                    str(path),
-                    ", ".join(f"{labels.count(x)}× {x}" for x in dict.fromkeys(labels)) or "-",
-                )
+                if result is not None:
+                    if annotate:
+                        _annotate(path, result, annotate)
+                    labels = [d.label for d in result.detections]
+                    counts = ", ".join(f"{labels.count(x)}× {x}" for x in dict.fromkeys(labels))
+                    summary.add_row(str(path), counts or "-")
     finally:
         engine.close()
-    if interactive:
+    if interactive and not server:
         console.print(summary)
     return 1 if failed else 0

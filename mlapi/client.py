@@ -1,0 +1,92 @@
+"""A small client for a remote `mlapi serve`: log in once, then detect like the local CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from mlapi.errors import MlapiError
+from mlapi.storage import write_private
+
+CONFIG_ENV = "MLAPI_CONFIG_DIR"
+
+
+class RemoteError(MlapiError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def tokens_path() -> Path:
+    root = os.environ.get(CONFIG_ENV) or platformdirs.user_config_dir("mlapi")
+    return Path(root) / "tokens.json"
+
+
+def _normalise(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise MlapiError(f"{url!r} is not an http(s) server URL")
+    return url.rstrip("/")
+
+
+def _request(url: str, data: bytes, headers: dict[str, str], timeout: float = 60) -> bytes:
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.read()
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        try:
+            message = json.loads(body).get("msg") or body.decode()
+        except (ValueError, AttributeError):
+            message = body.decode(errors="replace") or exc.reason
+        raise RemoteError(exc.code, f"server answered {exc.code}: {message}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise RemoteError(503, f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
+
+
+def login(url: str, username: str, password: str) -> None:
+    """Get a token and keep it (mode 0600) in the user config dir for later commands."""
+    url = _normalise(url)
+    body = json.dumps({"username": username, "password": password}).encode()
+    answer = json.loads(_request(f"{url}/api/v1/login", body, {"Content-Type": "application/json"}))
+    path = tokens_path()
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        saved = {}
+    saved[url] = answer["access_token"]
+    write_private(path, json.dumps(saved, indent=2).encode())
+
+
+def saved_token(url: str) -> str:
+    url = _normalise(url)
+    try:
+        return json.loads(tokens_path().read_text())[url]
+    except (OSError, ValueError, KeyError):
+        raise MlapiError(f"not logged in to {url}; run: mlapi login {url}") from None
+
+
+def detect(
+    url: str,
+    token: str,
+    data: bytes,
+    models: list[str],
+    options: dict[str, dict[str, Any]],
+    fmt: str,
+) -> str:
+    """The server's answer for one image, as the exact JSON text it sent."""
+    query: list[tuple[str, str]] = [("format", fmt)]
+    if models:
+        query.append(("models", ",".join(models)))
+    query += [(f"{m}.{k}", str(v)) for m, opts in options.items() for k, v in opts.items()]
+    target = f"{_normalise(url)}/api/v1/detect?{urllib.parse.urlencode(query)}"
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"}
+    return _request(target, data, headers).decode()

@@ -1,0 +1,151 @@
+"""The OpenAPI document for `mlapi serve` (served at /api/v1/openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlapi import __version__
+
+_IMAGE_BODY = {
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        },
+        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+    }
+}
+_RAW_JPEG = {
+    "required": True,
+    "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+}
+_ERRORS = {
+    "400": {"description": "bad input: not an image, bad option, unknown parameter"},
+    "401": {"description": "missing or invalid credentials"},
+    "413": {"description": "body or image too large"},
+    "503": {"description": "busy (see Retry-After) or model not installed"},
+}
+
+
+def _op(
+    summary: str,
+    *,
+    body: dict | None = None,
+    params: list | None = None,
+    auth: bool = True,
+    tag: str = "native",
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "tags": [tag],
+        "responses": {"200": {"description": "OK"}, **(_ERRORS if body else {})},
+    }
+    if body:
+        op["requestBody"] = body
+    if params:
+        op["parameters"] = params
+    if not auth:
+        op["security"] = []
+    return op
+
+
+def _query(name: str, description: str, enum: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if enum:
+        schema["enum"] = enum
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _hg(summary: str) -> dict[str, Any]:
+    return {"post": _op(summary, body=_RAW_JPEG, tag="homegallery")}
+
+
+def document() -> dict[str, Any]:
+    key = {
+        "name": "key",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "an API key (for clients that cannot send headers)",
+    }
+    paths: dict[str, Any] = {
+        "/health": {"get": _op("liveness and uptime", auth=False, tag="meta")},
+        "/ready": {"get": _op("200 once the models are loaded, else 503", auth=False, tag="meta")},
+        "/api/v1/health": {"get": _op("mlapi 2.x health check", auth=False, tag="mlapi")},
+        "/api/v1/login": {
+            "post": _op(
+                "exchange a username and password for an access token",
+                auth=False,
+                tag="mlapi",
+                body={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["username", "password"],
+                                "properties": {
+                                    "username": {"type": "string"},
+                                    "password": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+            )
+        },
+        "/api/v1/models": {"get": _op("installed detectors and their options")},
+        "/api/v1/openapi.json": {"get": _op("this document", auth=False, tag="meta")},
+        "/api/v1/detect": {
+            "post": _op(
+                "detect with any detectors; canonical JSON (see result.schema.json)",
+                body=_IMAGE_BODY,
+                params=[
+                    _query("models", "comma-separated detector names (default objects)"),
+                    _query("format", "answer shape", ["native", "mlapi"]),
+                    _query("MODEL.KEY", "a detector option, e.g. objects.confidence=0.5"),
+                ],
+            )
+        },
+        "/api/v1/detect/object": {
+            "post": _op(
+                "the seed mlapi's detection array",
+                body=_IMAGE_BODY,
+                tag="mlapi",
+                params=[
+                    _query("type", "what to detect", ["object", "face"]),
+                    _query("gender", "add gender to faces", ["true", "false"]),
+                    _query("delete", "do not keep the upload", ["true", "false"]),
+                ],
+            )
+        },
+        "/objects": _hg("HomeGallery objects"),
+        "/faces": _hg("HomeGallery faces"),
+        "/embeddings": _hg("HomeGallery image embedding"),
+    }
+    for name in ("objects", "faces", "embeddings"):
+        op = _hg(f"HomeGallery {name}, authenticated by the base URL")
+        op["post"]["parameters"] = [key]
+        op["post"]["security"] = []
+        paths[f"/hg/{{key}}/{name}"] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "mlapi", "version": __version__},
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+        },
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "paths": paths,
+    }

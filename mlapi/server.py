@@ -1,0 +1,410 @@
+"""`mlapi serve`: the aiohttp adapter over the engine, speaking each client's dialect.
+
+Requests are parsed and checked here, inference runs in the engine's bounded pool, and
+answers are rendered by the same renderers the CLI uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from mlapi import __version__, openapi
+from mlapi.auth import AuthError, LoginLimiter, TokenIssuer
+from mlapi.dialects import FORMATS, homegallery, mlapi_seed
+from mlapi.engine import Engine
+from mlapi.errors import MlapiError
+from mlapi.fetch import fetch_image
+from mlapi.images import sniff
+from mlapi.result import Result, dumps
+from mlapi.users import UserStore
+
+log = logging.getLogger("mlapi.server")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PUBLIC = {"/health", "/ready", "/api/v1/health", "/api/v1/login", "/api/v1/openapi.json"}
+
+
+class RequestError(MlapiError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    models: tuple[str, ...] = ("objects", "faces")  # loaded and warmed before ready
+    max_body: int = 20 * 1024 * 1024
+    max_queue: int = 16  # requests waiting beyond the busy workers before 503
+    read_timeout: float = 30.0
+    allow_anonymous: bool = False
+    allow_url_fetch: bool = False
+    uploads: Path | None = None
+
+
+class ServerState:
+    def __init__(
+        self, engine: Engine, users: UserStore, tokens: TokenIssuer, config: ServerConfig
+    ) -> None:
+        self.engine, self.users, self.tokens, self.config = engine, users, tokens, config
+        self.limiter = LoginLimiter()
+        self.hashing = asyncio.Semaphore(2)  # argon2 costs ~64 MiB and ~0.1 s each
+        self.started = time.monotonic()
+        self.ready = False
+        self.inflight = 0
+
+
+ENGINE = web.AppKey("engine", Engine)
+STATE = web.AppKey("state", ServerState)
+HG_KEY = re.compile(r"^/hg/[^/]+")
+
+
+# -- errors ------------------------------------------------------------------------------
+def error_response(
+    path: str, status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """The error body of the dialect a path belongs to."""
+    if path.startswith("/api/"):
+        body: dict[str, Any] = {"code": status, "msg": message}
+    elif path.startswith("/v1/"):
+        body = {"success": False, "error": message, "duration": 0}
+    else:
+        body = {"error": message}
+    return web.json_response(body, status=status, headers=headers, dumps=dumps)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except MlapiError as exc:
+        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        if exc.status == 401 and request.path.startswith("/api/"):
+            headers = {"WWW-Authenticate": "Bearer"}
+        return error_response(request.path, exc.status, exc.message, headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.text and not exc.text[0].isdigit() else exc.reason
+        if exc.status == 413:
+            message = (
+                f"request body is over the limit of {request.app[STATE].config.max_body} bytes"
+            )
+        return error_response(request.path, exc.status, message, dict(exc.headers))
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(request.path, 500, "internal error; see the server log")
+
+
+# -- authentication ----------------------------------------------------------------------
+def _credentials(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.headers.get("X-API-Key") or request.match_info.get("key")
+
+
+async def authenticate(request: web.Request, state: ServerState) -> str | None:
+    """The calling user, or None on an anonymous-enabled server."""
+    secret = _credentials(request)
+    if secret is None:
+        if state.config.allow_anonymous:
+            return None
+        raise AuthError("Missing Authorization Header")
+    loop = asyncio.get_running_loop()
+    user = await loop.run_in_executor(None, state.users.key_user, secret)
+    if user is None:
+        user = state.tokens.user(secret)
+        if not await loop.run_in_executor(None, state.users.exists, user):
+            raise AuthError("invalid token")
+    return user
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    state = request.app[STATE]
+    if request.path not in PUBLIC and request.method != "OPTIONS":
+        request["user"] = await authenticate(request, state)
+    return await handler(request)
+
+
+# -- request bodies ----------------------------------------------------------------------
+class Upload:
+    """The image bytes and the fields of a request (query and form, form winning)."""
+
+    def __init__(self, data: bytes | None, fields: dict[str, str]) -> None:
+        self.data, self.fields = data, fields
+
+
+async def read_upload(request: web.Request, file_field: str = "file") -> Upload:
+    state = request.app[STATE]
+    fields = dict(request.query)
+    data: bytes | None = None
+    try:
+        async with asyncio.timeout(state.config.read_timeout):
+            if request.content_type == "multipart/form-data":
+                form = await request.post()
+                for name, value in form.items():
+                    if isinstance(value, web.FileField):
+                        if data is None or name == file_field:
+                            data = value.file.read()
+                    else:
+                        fields[name] = str(value)
+            elif request.content_type == "application/json":
+                try:
+                    body = await request.json()
+                except ValueError as exc:
+                    raise RequestError(400, "body is not valid JSON") from exc
+                if not isinstance(body, dict):
+                    raise RequestError(400, "JSON body must be an object")
+                fields.update({k: str(v) for k, v in body.items()})
+            else:
+                data = await request.read() or None
+    except TimeoutError as exc:
+        raise RequestError(408, "request body took too long to arrive") from exc
+    if data is None and "url" in fields:
+        if not state.config.allow_url_fetch:
+            raise RequestError(400, "fetching a url is disabled on this server (--allow-url-fetch)")
+        data = await fetch_image(fields["url"], state.config.max_body)
+    if not data:
+        raise RequestError(400, f"no image: send a multipart '{file_field}' field or a raw body")
+    return Upload(data, fields)
+
+
+def split_options(fields: dict[str, str], allowed: set[str]) -> tuple[list[str], dict[str, Any]]:
+    """`models=a,b` and `a.key=value` fields → (models, options); other fields refused."""
+    models = [m.strip() for m in fields.get("models", "").split(",") if m.strip()]
+    options: dict[str, dict[str, str]] = {}
+    for key, value in fields.items():
+        if key == "models" or key in allowed:
+            continue
+        model, dot, name = key.partition(".")
+        if not dot:
+            raise RequestError(400, f"unknown parameter {key!r}")
+        options.setdefault(model, {})[name] = value
+    return models, options
+
+
+async def run_detection(
+    request: web.Request, data: bytes, models: list[str] | None, options: dict[str, Any] | None
+) -> Result:
+    state = request.app[STATE]
+    capacity = state.engine.config.workers + state.config.max_queue
+    if state.inflight >= capacity:
+        raise RequestError(503, "server is busy; retry shortly")
+    state.inflight += 1
+    started = time.perf_counter()
+    try:
+        return await state.engine.detect_async(data, models, options)
+    finally:
+        state.inflight -= 1
+        request["inference_ms"] = (time.perf_counter() - started) * 1000
+
+
+def json_text(document: Any, request: web.Request) -> web.Response:
+    headers = {}
+    if "inference_ms" in request:
+        headers["Server-Timing"] = f"inference;dur={request['inference_ms']:.1f}"
+    return web.Response(text=dumps(document), content_type="application/json", headers=headers)
+
+
+# -- health and meta ---------------------------------------------------------------------
+async def health(request: web.Request) -> web.Response:
+    uptime = int((time.monotonic() - request.app[STATE].started) * 1000)
+    return web.json_response({"health": "OK", "uptime": uptime})
+
+
+async def ready(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = {"ready": state.ready, "models": list(state.config.models)}
+    return web.json_response(body, status=200 if state.ready else 503)
+
+
+async def mlapi_health(request: web.Request) -> web.Response:
+    return web.json_response("ok")
+
+
+async def list_models(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    rows = [
+        {
+            "name": name,
+            "task": cls.task,
+            "description": cls.description,
+            "needs": list(cls.needs),
+            "options": {k: v for k, v in cls.Options().as_dict().items()},
+        }
+        for name, cls in sorted(engine.registry.items())
+    ]
+    return json_text({"version": __version__, "models": rows}, request)
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return json_text(openapi.document(), request)
+
+
+# -- native and mlapi dialects -----------------------------------------------------------
+async def login(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise RequestError(400, 'body must be JSON: {"username": …, "password": …}') from exc
+    if not isinstance(body, dict) or not all(
+        isinstance(body.get(k), str) for k in ("username", "password")
+    ):
+        raise RequestError(400, "username and password are required")
+    user, password = body["username"], body["password"]
+    address = request.remote or "?"
+    wait = state.limiter.retry_after(user, address)
+    if wait:
+        return error_response(
+            request.path, 429, "too many failed logins; try again later", {"Retry-After": str(wait)}
+        )
+    async with state.hashing:
+        ok = await asyncio.get_running_loop().run_in_executor(
+            None, state.users.verify, user, password[:1024]
+        )
+    if not ok:
+        state.limiter.failed(user, address)
+        raise AuthError("invalid username or password")
+    state.limiter.succeeded(user, address)
+    return web.json_response(
+        {"access_token": state.tokens.issue(user), "expires": state.tokens.lifetime}
+    )
+
+
+async def native_detect(request: web.Request) -> web.Response:
+    upload = await read_upload(request)
+    models, options = split_options(upload.fields, {"format", "url"})
+    fmt = upload.fields.get("format", "native")
+    if fmt not in FORMATS:
+        raise RequestError(400, f"format must be one of {', '.join(FORMATS)}")
+    result = await run_detection(request, upload.data, models or None, options)  # type: ignore[arg-type]
+    return json_text(FORMATS[fmt](result), request)
+
+
+async def mlapi_detect(request: web.Request) -> web.Response:
+    """The seed's POST /api/v1/detect/object?type=object|face[&gender=true][&delete=true]."""
+    upload = await read_upload(request)
+    kind = upload.fields.get("type", "object")
+    gender = upload.fields.get("gender", "false").lower() == "true"
+    if kind not in ("object", "face"):
+        raise RequestError(400, f"unknown type {kind!r}: use object or face")
+    if kind == "object":
+        models = ["objects"]
+    elif gender:
+        if "genderage" not in request.app[ENGINE].registry:
+            raise RequestError(400, "gender detection is not installed on this server")
+        models = ["genderage"]
+    else:
+        models = ["faces"]
+    result = await run_detection(request, upload.data, models, None)  # type: ignore[arg-type]
+    _keep_upload(request, upload)
+    return json_text(mlapi_seed.render(result), request)
+
+
+def _keep_upload(request: web.Request, upload: Upload) -> None:
+    """Store the image only when the server was started with an uploads directory."""
+    folder = request.app[STATE].config.uploads
+    if folder is None or upload.fields.get("delete", "false").lower() == "true":
+        return
+    suffix = {"jpeg": ".jpg"}.get(sniff(upload.data) or "", f".{sniff(upload.data)}")  # type: ignore[arg-type]
+    (folder / f"{uuid.uuid4().hex}{suffix}").write_bytes(upload.data)  # type: ignore[arg-type]
+
+
+# -- HomeGallery dialect -----------------------------------------------------------------
+def _raw_jpeg(request: web.Request) -> None:
+    if request.content_type not in ("image/jpeg", "image/jpg", "application/octet-stream"):
+        raise RequestError(415, f"expected Content-Type image/jpeg, got {request.content_type}")
+
+
+async def hg_objects(request: web.Request) -> web.Response:
+    _raw_jpeg(request)
+    body = await read_upload(request)
+    result = await run_detection(request, body.data, ["objects"], None)  # type: ignore[arg-type]
+    return json_text(homegallery.objects(body.data, result), request)  # type: ignore[arg-type]
+
+
+async def hg_faces(request: web.Request) -> web.Response:
+    _raw_jpeg(request)
+    body = await read_upload(request)
+    result = await run_detection(request, body.data, ["faces"], None)  # type: ignore[arg-type]
+    return json_text(homegallery.faces(body.data, result), request)  # type: ignore[arg-type]
+
+
+async def hg_embeddings(request: web.Request) -> web.Response:
+    raise RequestError(501, "no image-embedding model is installed on this server")
+
+
+# -- the application ---------------------------------------------------------------------
+def create_app(
+    engine: Engine, users: UserStore, tokens: TokenIssuer, config: ServerConfig | None = None
+) -> web.Application:
+    config = config or ServerConfig()
+    engine.plan(config.models)  # unknown model names fail before the server starts
+    app = web.Application(
+        client_max_size=config.max_body, middlewares=[errors_middleware, auth_middleware]
+    )
+    app[ENGINE] = engine
+    app[STATE] = ServerState(engine, users, tokens, config)
+    if config.uploads:
+        config.uploads.mkdir(parents=True, exist_ok=True)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/api/v1/health", mlapi_health)
+    app.router.add_post("/api/v1/login", login)
+    app.router.add_get("/api/v1/models", list_models)
+    app.router.add_get("/api/v1/openapi.json", openapi_document)
+    app.router.add_post("/api/v1/detect", native_detect)
+    app.router.add_post("/api/v1/detect/object", mlapi_detect)
+    for prefix in ("", "/hg/{key}"):  # the prefixed form carries an API key in the base URL
+        app.router.add_post(f"{prefix}/objects", hg_objects)
+        app.router.add_post(f"{prefix}/faces", hg_faces)
+        app.router.add_post(f"{prefix}/embeddings", hg_embeddings)
+
+    async def warm(app: web.Application) -> None:
+        state = app[STATE]
+        await asyncio.get_running_loop().run_in_executor(None, engine.warm, config.models)
+        blank = _blank_jpeg()
+        for name in config.models:  # one real inference each, so the first request is fast
+            await engine.detect_async(blank, [name])
+        state.ready = True
+        log.info("ready: %s", ", ".join(config.models))
+
+    app.on_startup.append(warm)
+    return app
+
+
+def _blank_jpeg() -> bytes:
+    import numpy as np
+
+    from mlapi.images import encode_jpeg
+
+    return encode_jpeg(np.full((64, 64, 3), 127, np.uint8))
+
+
+class AccessLog(AbstractAccessLogger):
+    """One line per request, with the API key of /hg/KEY/… base URLs masked."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        path = HG_KEY.sub("/hg/***", request.path)
+        self.logger.info(
+            '%s "%s %s" %s %.1fms',
+            request.remote,
+            request.method,
+            path,
+            response.status,
+            time * 1000,
+        )
