@@ -71,7 +71,7 @@ def saved_token(url: str) -> str:
     try:
         return json.loads(tokens_path().read_text())[url]
     except (OSError, ValueError, KeyError):
-        raise MlapiError(f"not logged in to {url}; run: mlapi login {url}") from None
+        raise RemoteError(401, f"not logged in to {url}; run: mlapi login {url}") from None
 
 
 def detect(

@@ -65,6 +65,8 @@ class ServerState:
 
 ENGINE = web.AppKey("engine", Engine)
 STATE = web.AppKey("state", ServerState)
+USER = web.RequestKey("user", str)
+INFERENCE_MS = web.RequestKey("inference_ms", float)
 HG_KEY = re.compile(r"^/hg/[^/]+")
 
 
@@ -99,7 +101,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             message = (
                 f"request body is over the limit of {request.app[STATE].config.max_body} bytes"
             )
-        return error_response(request.path, exc.status, message, dict(exc.headers))
+        keep = {k: v for k, v in exc.headers.items() if k.lower() in ("retry-after", "allow")}
+        return error_response(request.path, exc.status, message, keep)
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -135,7 +138,7 @@ async def authenticate(request: web.Request, state: ServerState) -> str | None:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     state = request.app[STATE]
     if request.path not in PUBLIC and request.method != "OPTIONS":
-        request["user"] = await authenticate(request, state)
+        request[USER] = await authenticate(request, state)
     return await handler(request)
 
 
@@ -209,13 +212,13 @@ async def run_detection(
         return await state.engine.detect_async(data, models, options)
     finally:
         state.inflight -= 1
-        request["inference_ms"] = (time.perf_counter() - started) * 1000
+        request[INFERENCE_MS] = (time.perf_counter() - started) * 1000
 
 
 def json_text(document: Any, request: web.Request) -> web.Response:
     headers = {}
-    if "inference_ms" in request:
-        headers["Server-Timing"] = f"inference;dur={request['inference_ms']:.1f}"
+    if INFERENCE_MS in request:
+        headers["Server-Timing"] = f"inference;dur={request[INFERENCE_MS]:.1f}"
     return web.Response(text=dumps(document), content_type="application/json", headers=headers)
 
 

@@ -1,0 +1,115 @@
+"""Run a real mlapi server on loopback in a background thread, and call it over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from mlapi.auth import TokenIssuer
+from mlapi.engine import Engine
+from mlapi.server import ServerConfig, create_app
+from mlapi.users import UserStore
+
+
+@dataclass
+class Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class LiveServer:
+    def __init__(self, engine: Engine, data_dir: Path, config: ServerConfig | None = None) -> None:
+        self.users = UserStore(data_dir / "users.json")
+        self.tokens = TokenIssuer(data_dir / "jwt.secret")
+        self.app = create_app(engine, self.users, self.tokens, config or ServerConfig())
+        self.loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._started.wait(60)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.runner = web.AppRunner(self.app, shutdown_timeout=5)
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.port = self.runner.addresses[0][1]
+        self._started.set()
+        self.loop.run_forever()
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(30)
+
+    # -- calling -------------------------------------------------------------------------
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        request = urllib.request.Request(
+            self.url + path, data=body, method=method, headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return Answer(response.status, response.read(), dict(response.headers))
+        except urllib.error.HTTPError as exc:
+            return Answer(exc.code, exc.read(), dict(exc.headers))
+
+    def login(self, user: str, password: str) -> Answer:
+        body = json.dumps({"username": user, "password": password}).encode()
+        return self.call("POST", "/api/v1/login", body, {"Content-Type": "application/json"})
+
+    def token(self, user: str, password: str) -> str:
+        return self.login(user, password).json()["access_token"]
+
+    def upload(
+        self,
+        path: str,
+        files: dict[str, bytes],
+        token: str | None = None,
+        fields: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        body, content_type = multipart(files, fields or {})
+        all_headers = {"Content-Type": content_type, **(headers or {})}
+        if token:
+            all_headers["Authorization"] = f"Bearer {token}"
+        return self.call("POST", path, body, all_headers)
+
+
+def multipart(files: dict[str, bytes], fields: dict[str, str]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+            f"{value}\r\n".encode()
+        )
+    for name, data in files.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+            f'filename="{name}.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'.encode()
+            + data
+            + b"\r\n"
+        )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"

@@ -1,0 +1,74 @@
+"""`mlapi detect FILE --server URL` prints exactly what the local command prints."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from servers import LiveServer
+
+from mlapi.dialects import FORMATS
+from mlapi.engine import Engine
+from mlapi.store import ModelStore
+
+
+@pytest.fixture(scope="module")
+def server(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with Engine(store) as engine:
+        live = LiveServer(engine, tmp_path_factory.mktemp("data"))
+        live.users.add("carol", "parity password")
+        yield live
+        live.stop()
+
+
+def mlapi(args: list[str], config: Path, stdin: str = "") -> subprocess.CompletedProcess:
+    env = dict(os.environ, MLAPI_CONFIG_DIR=str(config))
+    return subprocess.run(
+        [sys.executable, "-m", "mlapi", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_remote_output_is_byte_identical(
+    server: LiveServer, photos: Path, tmp_path: Path, fmt: str
+) -> None:
+    logged_in = mlapi(
+        ["login", server.url, "-u", "carol", "--password-stdin"], tmp_path, "parity password\n"
+    )
+    assert logged_in.returncode == 0, logged_in.stderr
+    assert (tmp_path / "tokens.json").stat().st_mode & 0o777 == 0o600
+    for args in (
+        [str(photos / "object_detection_input.jpg")],
+        [
+            "-m",
+            "faces,objects",
+            "-o",
+            "objects.confidence=0.5",
+            str(photos / "gender_detection_input.jpg"),
+        ],
+        [str(photos)],  # several files: JSON lines
+    ):
+        local = mlapi(["detect", "--format", fmt, *args], tmp_path)
+        remote = mlapi(["detect", "--format", fmt, "--server", server.url, *args], tmp_path)
+        assert local.returncode == remote.returncode == 0, remote.stderr
+        assert local.stdout.encode() == remote.stdout.encode()
+        assert local.stdout.strip()
+
+
+def test_remote_without_login_says_how_to_log_in(
+    server: LiveServer, photos: Path, tmp_path: Path
+) -> None:
+    done = mlapi(
+        ["detect", "--server", server.url, str(photos / "object_detection_input.jpg")], tmp_path
+    )
+    assert done.returncode == 1 and f"mlapi login {server.url}" in done.stderr

@@ -1,0 +1,367 @@
+"""`mlapi serve` against real clients on loopback: auth, dialects, limits, parity."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import jwt
+import pytest
+from servers import LiveServer
+from test_images import png_header_only
+
+from mlapi.dialects import mlapi_seed
+from mlapi.engine import Engine, RuntimeConfig
+from mlapi.images import decode, encode_jpeg
+from mlapi.result import dumps, result_to_dict
+from mlapi.server import STATE, ServerConfig
+from mlapi.store import ModelStore
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="module")
+def server(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    data = tmp_path_factory.mktemp("data")
+    with Engine(store) as engine:
+        live = LiveServer(engine, data)
+        live.users.add("alice", PASSWORD)
+        yield live
+        live.stop()
+
+
+@pytest.fixture(scope="module")
+def token(server: LiveServer) -> str:
+    return server.token("alice", PASSWORD)
+
+
+def read(photos: Path, name: str) -> bytes:
+    return (photos / name).read_bytes()
+
+
+# -- health and meta ---------------------------------------------------------------------
+def test_health_and_ready_need_no_auth(server: LiveServer) -> None:
+    health = server.call("GET", "/health").json()
+    assert health["health"] == "OK" and health["uptime"] >= 0
+    assert server.call("GET", "/ready").json() == {"ready": True, "models": ["objects", "faces"]}
+    assert server.call("GET", "/api/v1/health").json() == "ok"
+
+
+def test_openapi_document_matches_the_routes(server: LiveServer) -> None:
+    spec = server.call("GET", "/api/v1/openapi.json").json()
+    routes = {
+        (r.method.lower(), r.resource.canonical)
+        for r in server.app.router.routes()
+        if r.method != "HEAD"
+    }
+    documented = {(m, p) for p, ops in spec["paths"].items() for m in ops}
+    assert routes == documented
+
+
+# -- the mlapi dialect -------------------------------------------------------------------
+def test_login_then_detect_objects_like_the_seed(
+    server: LiveServer, token: str, photos: Path, engine: Engine
+) -> None:
+    data = read(photos, "object_detection_input.jpg")
+    answer = server.upload("/api/v1/detect/object", {"file": data}, token)
+    assert answer.status == 200 and answer.headers["Content-Type"].startswith("application/json")
+    items = answer.json()
+    assert {i["type"] for i in items} >= {"person", "dog", "horse"}
+    assert all(i["confidence"].endswith("%") for i in items)
+    assert answer.body.decode() == dumps(mlapi_seed.render(engine.detect(data, ["objects"])))
+
+
+def test_detect_faces_type_face(server: LiveServer, token: str, photos: Path) -> None:
+    answer = server.upload(
+        "/api/v1/detect/object",
+        {"file": read(photos, "face_detection_input.jpg")},
+        token,
+        {"type": "face"},
+    )
+    assert [i["type"] for i in answer.json()] == ["face"] * 5
+
+
+def test_wrong_password_and_unknown_user_get_the_same_answer(server: LiveServer) -> None:
+    wrong = server.login("alice", "not the password")
+    unknown = server.login("mallory", "not the password")
+    assert wrong.status == unknown.status == 401
+    assert wrong.body == unknown.body == b'{"code": 401, "msg": "invalid username or password"}'
+
+
+def test_login_is_rate_limited(store: ModelStore, tmp_path: Path) -> None:
+    with Engine(store) as engine:
+        live = LiveServer(engine, tmp_path, ServerConfig(models=("objects",)))
+        live.users.add("bob", PASSWORD)
+        try:
+            statuses = [live.login("bob", f"guess number {i}").status for i in range(6)]
+            assert statuses == [401] * 5 + [429]
+            blocked = live.login("bob", PASSWORD)  # even the right password waits
+            assert blocked.status == 429 and int(blocked.headers["Retry-After"]) > 0
+        finally:
+            live.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"not json", 400, "body must be JSON"),
+        (b'{"username": "alice"}', 400, "username and password are required"),
+    ],
+)
+def test_bad_login_bodies(server: LiveServer, body: bytes, status: int, message: str) -> None:
+    answer = server.call("POST", "/api/v1/login", body, {"Content-Type": "application/json"})
+    assert answer.status == status and message in answer.json()["msg"]
+
+
+def forged_tokens(server: LiveServer) -> dict[str, str]:
+    secret = server.tokens._secret
+    now = int(time.time())
+    header = jwt.utils.base64url_encode(b'{"alg":"none","typ":"JWT"}').decode()
+    claims = jwt.utils.base64url_encode(
+        json.dumps({"sub": "alice", "exp": now + 600}).encode()
+    ).decode()
+    return {
+        "expired": jwt.encode({"sub": "alice", "exp": now - 10}, secret, algorithm="HS256"),
+        "other key": jwt.encode({"sub": "alice", "exp": now + 600}, "x" * 64, algorithm="HS256"),
+        "alg none": f"{header}.{claims}.",
+        "no exp": jwt.encode({"sub": "alice"}, secret, algorithm="HS256"),
+        "garbage": "abc.def.ghi",
+    }
+
+
+def test_bad_tokens_are_refused(server: LiveServer, photos: Path) -> None:
+    data = read(photos, "object_detection_input.jpg")
+    missing = server.upload("/api/v1/detect/object", {"file": data})
+    assert missing.status == 401 and missing.json() == {
+        "code": 401,
+        "msg": "Missing Authorization Header",
+    }
+    for name, forged in forged_tokens(server).items():
+        answer = server.upload("/api/v1/detect/object", {"file": data}, forged)
+        assert answer.status == 401, name
+        assert "expired" in answer.json()["msg"] if name == "expired" else True
+
+
+@pytest.mark.parametrize(
+    ("payload", "fields", "status", "message"),
+    [
+        (b"hello, world", {}, 400, "not an image"),
+        ("truncated", {}, 400, "truncated"),
+        (png_header_only(16000, 16000), {}, 413, "16000×16000"),
+        ("photo", {"type": "car"}, 400, "unknown type 'car'"),
+        ("photo", {"url": "http://127.0.0.1:1/x.jpg"}, 400, None),
+    ],
+)
+def test_bad_input_gets_a_4xx_in_the_mlapi_shape(
+    server: LiveServer, token: str, photos: Path, payload, fields, status, message
+) -> None:
+    photo = read(photos, "object_detection_input.jpg")
+    data = {"truncated": photo[: len(photo) // 2], "photo": photo}.get(payload, payload)
+    files = {} if "url" in fields else {"file": data}
+    answer = server.upload("/api/v1/detect/object", files, token, fields)
+    body = answer.json()
+    assert answer.status == status and body["code"] == status
+    if message:
+        assert message in body["msg"]
+    else:
+        assert "disabled" in body["msg"]
+
+
+def test_oversized_body_is_413(store: ModelStore, tmp_path: Path, photos: Path) -> None:
+    with Engine(store) as engine:
+        live = LiveServer(engine, tmp_path, ServerConfig(models=("objects",), max_body=100_000))
+        live.users.add("bob", PASSWORD)
+        try:
+            answer = live.upload(
+                "/api/v1/detect/object",
+                {"file": read(photos, "face_detection_input.jpg")},
+                live.token("bob", PASSWORD),
+            )
+            assert answer.status == 413 and "over the limit" in answer.json()["msg"]
+        finally:
+            live.stop()
+
+
+def test_url_fetch_refuses_private_addresses(store: ModelStore, tmp_path: Path) -> None:
+    with Engine(store) as engine:
+        live = LiveServer(engine, tmp_path, ServerConfig(models=("objects",), allow_url_fetch=True))
+        live.users.add("bob", PASSWORD)
+        token = live.token("bob", PASSWORD)
+        try:
+            for url in (
+                f"{live.url}/health",
+                "http://localhost/x.jpg",
+                "http://10.0.0.1/x.jpg",
+                "http://169.254.169.254/latest",
+                "http://[::1]/x.jpg",
+                "file:///etc/passwd",
+            ):
+                answer = live.call(
+                    "POST",
+                    "/api/v1/detect/object",
+                    json.dumps({"url": url}).encode(),
+                    {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+                )
+                assert answer.status == 400, url
+                assert "refused" in answer.json()["msg"] or "http or https" in answer.json()["msg"]
+        finally:
+            live.stop()
+
+
+def test_uploads_are_kept_only_when_asked(store: ModelStore, tmp_path: Path, photos: Path) -> None:
+    uploads = tmp_path / "uploads"
+    with Engine(store) as engine:
+        live = LiveServer(engine, tmp_path, ServerConfig(models=("objects",), uploads=uploads))
+        live.users.add("bob", PASSWORD)
+        token = live.token("bob", PASSWORD)
+        data = read(photos, "object_detection_input.jpg")
+        try:
+            live.upload("/api/v1/detect/object", {"file": data}, token, {"delete": "true"})
+            assert list(uploads.iterdir()) == []
+            live.upload("/api/v1/detect/object", {"file": data}, token)
+            (kept,) = uploads.iterdir()
+            assert kept.read_bytes() == data and kept.suffix == ".jpg" and len(kept.stem) == 32
+        finally:
+            live.stop()
+
+
+def test_server_stores_nothing_by_default(server: LiveServer, token: str, photos: Path) -> None:
+    assert server.app[STATE].config.uploads is None
+    server.upload(
+        "/api/v1/detect/object", {"file": read(photos, "object_detection_input.jpg")}, token
+    )
+    data_dir = server.users.path.parent
+    assert sorted(p.name for p in data_dir.iterdir()) == [
+        "jwt.secret",
+        "users.json",
+        "users.json.lock",
+    ]
+
+
+# -- API keys ----------------------------------------------------------------------------
+def test_api_keys_as_bearer_or_header_and_revocation(server: LiveServer, photos: Path) -> None:
+    key = server.users.create_key("alice", "camera")
+    data = read(photos, "object_detection_input.jpg")
+    assert server.upload("/api/v1/detect/object", {"file": data}, key).status == 200
+    assert (
+        server.upload("/api/v1/detect/object", {"file": data}, headers={"X-API-Key": key}).status
+        == 200
+    )
+    (created,) = [k for k in server.users.api_keys() if k.name == "camera"]
+    server.users.revoke_key(created.id)  # seen at once, no restart
+    assert server.upload("/api/v1/detect/object", {"file": data}, key).status == 401
+
+
+# -- native API --------------------------------------------------------------------------
+def test_native_detect_raw_body_with_models_and_options(
+    server: LiveServer, token: str, photos: Path, engine: Engine
+) -> None:
+    data = read(photos, "gender_detection_input.jpg")
+    query = "?models=faces,objects&objects.labels=person&faces.confidence=0.6"
+    answer = server.call(
+        "POST", "/api/v1/detect" + query, data, {"Authorization": f"Bearer {token}"}
+    )
+    assert answer.status == 200
+    expected = engine.detect(
+        data,
+        ["faces", "objects"],
+        {"objects": {"labels": "person"}, "faces": {"confidence": "0.6"}},
+    )
+    assert answer.body.decode() == dumps(result_to_dict(expected))
+    bad = server.call(
+        "POST", "/api/v1/detect?objects.colour=red", data, {"Authorization": f"Bearer {token}"}
+    )
+    assert bad.status == 400 and "unknown option colour" in bad.json()["msg"]
+    stray = server.call(
+        "POST", "/api/v1/detect?colour=red", data, {"Authorization": f"Bearer {token}"}
+    )
+    assert stray.status == 400 and "unknown parameter" in stray.json()["msg"]
+
+
+def test_models_endpoint_lists_detectors_and_options(server: LiveServer, token: str) -> None:
+    answer = server.call("GET", "/api/v1/models", headers={"Authorization": f"Bearer {token}"})
+    models = {m["name"]: m for m in answer.json()["models"]}
+    assert models["objects"]["options"]["confidence"] == 0.35
+
+
+def test_concurrent_clients_each_get_their_own_answer(
+    server: LiveServer, token: str, photos: Path
+) -> None:
+    names = sorted(p.name for p in photos.glob("*_input.jpg"))
+    mirrored = {
+        f"mirror-{n}": encode_jpeg(decode(read(photos, n)).pixels[:, ::-1].copy()) for n in names
+    }
+    payloads = {n: read(photos, n) for n in names} | mirrored
+    headers = {"Authorization": f"Bearer {token}"}
+    path = "/api/v1/detect?models=objects,faces"
+    alone = {n: server.call("POST", path, d, headers).body for n, d in payloads.items()}
+    order = [n for _ in range(2) for n in payloads]  # 12 requests, 8 at a time
+    with ThreadPoolExecutor(8) as pool:
+        together = list(
+            pool.map(lambda n: (n, server.call("POST", path, payloads[n], headers)), order)
+        )
+    for name, answer in together:
+        assert answer.status == 200 and answer.body == alone[name], name
+
+
+def test_full_queue_answers_503_with_retry_after(
+    store: ModelStore, tmp_path: Path, photos: Path
+) -> None:
+    with Engine(store, RuntimeConfig(workers=1)) as engine:
+        live = LiveServer(engine, tmp_path, ServerConfig(models=("objects",), max_queue=0))
+        live.users.add("bob", PASSWORD)
+        token = live.token("bob", PASSWORD)
+        data = read(photos, "face_detection_input.jpg")  # progressive 1080p: slow to decode
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(
+                    pool.map(
+                        lambda _: live.call(
+                            "POST",
+                            "/api/v1/detect?models=objects,faces,cvface",
+                            data,
+                            {"Authorization": f"Bearer {token}"},
+                        ),
+                        range(8),
+                    )
+                )
+            statuses = sorted(a.status for a in answers)
+            assert 200 in statuses and 503 in statuses
+            busy = next(a for a in answers if a.status == 503)
+            assert busy.headers["Retry-After"] == "1" and "busy" in busy.json()["msg"]
+        finally:
+            live.stop()
+
+
+# -- HomeGallery dialect -----------------------------------------------------------------
+def test_homegallery_objects_and_faces_through_a_key_in_the_base_url(
+    server: LiveServer, photos: Path
+) -> None:
+    key = server.users.create_key("alice", "homegallery")
+    data = read(photos, "gender_detection_input.jpg")
+    base = f"/hg/{key}"
+    objects = server.call("POST", f"{base}/objects", data, {"Content-Type": "image/jpeg"}).json()
+    assert objects["srcSha1sum"] == hashlib.sha1(data).hexdigest()
+    assert (objects["width"], objects["height"]) == (800, 533)
+    people = [o for o in objects["data"] if o["class"] == "person"]
+    assert len(people) == 2 and all(len(o["bbox"]) == 4 and 0 < o["score"] <= 1 for o in people)
+    faces = server.call("POST", f"{base}/faces", data, {"Content-Type": "image/jpeg"}).json()
+    assert len(faces["data"]) == 2
+    box = faces["data"][0]["alignedRect"]["box"]
+    assert set(box) == {"x", "y", "width", "height"} and box["width"] > 50
+    assert len(faces["data"][0]["landmarks"]["positions"]) == 6
+
+
+def test_homegallery_errors(server: LiveServer, photos: Path) -> None:
+    data = read(photos, "gender_detection_input.jpg")
+    anonymous = server.call("POST", "/objects", data, {"Content-Type": "image/jpeg"})
+    assert anonymous.status == 401 and anonymous.json() == {"error": "Missing Authorization Header"}
+    key = server.users.create_key("alice", "hg2")
+    wrong_type = server.call("POST", f"/hg/{key}/objects", data, {"Content-Type": "text/plain"})
+    assert wrong_type.status == 415 and "image/jpeg" in wrong_type.json()["error"]
+    bad_key = server.call("POST", "/hg/mlk_nope_nope/objects", data, {"Content-Type": "image/jpeg"})
+    assert bad_key.status == 401 and "error" in bad_key.json()
