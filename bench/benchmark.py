@@ -10,8 +10,17 @@ ratios inside one run rather than absolute numbers across runs.
 from __future__ import annotations
 
 import argparse
+import http.client
+import os
+import re
 import resource
+import shutil
+import signal
+import socket
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -67,10 +76,171 @@ def throughput(engine: Engine, name: str, payloads: list[bytes], seconds: float 
     return done / (time.perf_counter() - started)
 
 
+class ServerProcess:
+    """`mlapi serve` in a child process with a throw-away user and API key."""
+
+    def __init__(self, *args: str) -> None:
+        self.data = tempfile.mkdtemp(prefix="mlapi-bench-")
+        env = dict(os.environ, MLAPI_DATA_DIR=self.data)
+        run = [sys.executable, "-m", "mlapi"]
+        subprocess.run(
+            [*run, "adduser", "bench", "--password-stdin"],
+            input="bench password\n",
+            text=True,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        self.key = subprocess.run(
+            [*run, "keys", "create", "bench"], text=True, env=env, check=True, capture_output=True
+        ).stdout.strip()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [*run, "serve", "--port", str(self.port), *args], env=env, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if self.get("/ready")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("server did not become ready")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+def multipart(
+    data: bytes, field: str = "file", extra: dict[str, str] | None = None
+) -> tuple[bytes, str]:
+    boundary = "mlapibenchboundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in (extra or {}).items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+        f'filename="x.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'.encode()
+        + data
+        + b"\r\n"
+    )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def load_test(
+    port: int,
+    path: str,
+    bodies: list[tuple[bytes, str]],
+    headers: dict[str, str],
+    concurrency: int,
+    seconds: float,
+) -> tuple[float, float, float, int, float]:
+    """(requests/s, p50 ms, p95 ms, errors, median server overhead ms), keep-alive clients.
+
+    Server overhead is the server's own time outside the inference pool (its Server-Timing
+    header: total − inference), so the load generator's CPU use does not count.
+    """
+    latencies: list[float] = []
+    overheads: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    def client(offset: int) -> None:
+        nonlocal errors
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        i = offset
+        while time.perf_counter() < stop:
+            body, content_type = bodies[i % len(bodies)]
+            started = time.perf_counter()
+            conn.request("POST", path, body, {**headers, "Content-Type": content_type})
+            response = conn.getresponse()
+            response.read()
+            latencies.append((time.perf_counter() - started) * 1000)
+            timing = dict(
+                re.findall(r"(\w+);dur=([\d.]+)", response.getheader("Server-Timing", ""))
+            )
+            if "inference" in timing:
+                overheads.append(float(timing["total"]) - float(timing["inference"]))
+            errors += response.status != 200
+            i += 1
+        conn.close()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(client, range(concurrency)))
+    elapsed = time.perf_counter() - started
+    q = statistics.quantiles(latencies, n=20)
+    overhead = statistics.median(overheads) if overheads else float("nan")
+    return len(latencies) / elapsed, statistics.median(latencies), q[18], errors, overhead
+
+
+def in_process(
+    engine: Engine, payloads: list[bytes], models: list[str], concurrency: int, seconds: float
+) -> tuple[float, float, float]:
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    def client(offset: int) -> None:
+        i = offset
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            engine.detect(payloads[i % len(payloads)], models)
+            latencies.append((time.perf_counter() - started) * 1000)
+            i += 1
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(client, range(concurrency)))
+    elapsed = time.perf_counter() - started
+    q = statistics.quantiles(latencies, n=20)
+    return len(latencies) / elapsed, statistics.median(latencies), q[18]
+
+
+def server_section(store: ModelStore, payloads: list[bytes], seconds: float) -> None:
+    print("server: POST /api/v1/detect/object (multipart, the three photos) vs in-process")
+    server = ServerProcess("--models", "objects")
+    try:
+        bodies = [multipart(p) for p in payloads]
+        headers = {"X-API-Key": server.key}
+        with Engine(store) as engine:
+            engine.warm(["objects"])
+            for concurrency in (1, 2, 8):
+                rps, p50, p95, errors, overhead = load_test(
+                    server.port, "/api/v1/detect/object", bodies, headers, concurrency, seconds
+                )
+                local_rps, local_p50, local_p95 = in_process(
+                    engine, payloads, ["objects"], concurrency, seconds
+                )
+                print(
+                    f"  concurrency {concurrency}: server {rps:6.1f} req/s p50 {p50:6.1f} "
+                    f"p95 {p95:6.1f} ms ({errors} errors) | in-process {local_rps:6.1f}/s "
+                    f"p50 {local_p50:6.1f} p95 {local_p95:6.1f} ms | server overhead "
+                    f"{overhead:.2f} ms"
+                )
+    finally:
+        server.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--models", default="objects,faces,cvface")
+    parser.add_argument(
+        "--sections", default="engine,server", help="comma-separated: engine, server"
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="per load-test step")
     args = parser.parse_args()
     store = ModelStore()
     photos = samples.fetch(store)
@@ -79,22 +249,38 @@ def main() -> None:
     hd = encode_jpeg(decode(progressive).pixels, quality=90)
     payloads = [p.read_bytes() for p in sorted(photos.glob("*_input.jpg"))]
     names = args.models.split(",")
+    sections = set(args.sections.split(","))
+    if "engine" in sections:
+        engine_section(store, names, hd, progressive, payloads, args.runs)
+    if "server" in sections:
+        server_section(store, payloads, args.seconds)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak memory of this process (max RSS): {peak:.0f} MiB")
 
-    print(f"1080p baseline JPEG ({len(hd) / 1024:.0f} KiB), median of {args.runs} runs, ms")
+
+def engine_section(
+    store: ModelStore,
+    names: list[str],
+    hd: bytes,
+    progressive: bytes,
+    payloads: list[bytes],
+    runs: int,
+) -> None:
+    print(f"1080p baseline JPEG ({len(hd) / 1024:.0f} KiB), median of {runs} runs, ms")
     latency = RuntimeConfig(workers=1, intra_op_threads=2)
     with Engine(store, latency) as engine:
         for name in names:
             det = engine.detector(name)
             if isinstance(det, StagedDetector):
-                figures = stages(engine, name, hd, args.runs)
+                figures = stages(engine, name, hd, runs)
             else:
                 figures = {
-                    "decode": median_ms(lambda n=name: engine.decode(hd, [n]), args.runs),
-                    "end to end": median_ms(lambda n=name: engine.detect(hd, [n]), args.runs),
+                    "decode": median_ms(lambda n=name: engine.decode(hd, [n]), runs),
+                    "end to end": median_ms(lambda n=name: engine.detect(hd, [n]), runs),
                 }
             cells = "  ".join(f"{k} {v:6.2f}" for k, v in figures.items())
             print(f"  {name:8s} (1 worker × 2 threads)  {cells}")
-        slow = median_ms(lambda: engine.decode(progressive, names), args.runs)
+        slow = median_ms(lambda: engine.decode(progressive, names), runs)
         print(
             f"  decode of the progressive original ({len(progressive) / 1024:.0f} KiB): {slow:.2f}"
         )
@@ -105,8 +291,6 @@ def main() -> None:
                 engine.warm([name])
                 rate = throughput(engine, name, payloads)
                 print(f"  {name:8s} {workers} worker(s) × {threads} thread(s): {rate:7.1f}")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak memory (max RSS): {peak:.0f} MiB")
 
 
 if __name__ == "__main__":

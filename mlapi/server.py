@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from aiohttp.abc import AbstractAccessLogger
 
 from mlapi import __version__, openapi
@@ -66,6 +66,7 @@ class ServerState:
 ENGINE = web.AppKey("engine", Engine)
 STATE = web.AppKey("state", ServerState)
 USER = web.RequestKey("user", str)
+STARTED = web.RequestKey("started", float)
 INFERENCE_MS = web.RequestKey("inference_ms", float)
 HG_KEY = re.compile(r"^/hg/[^/]+")
 
@@ -86,6 +87,7 @@ def error_response(
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[STARTED] = time.perf_counter()
     try:
         return await handler(request)
     except MlapiError as exc:
@@ -125,11 +127,11 @@ async def authenticate(request: web.Request, state: ServerState) -> str | None:
         if state.config.allow_anonymous:
             return None
         raise AuthError("Missing Authorization Header")
-    loop = asyncio.get_running_loop()
-    user = await loop.run_in_executor(None, state.users.key_user, secret)
+    # Both lookups read a cached snapshot of the users file (a stat per call): no thread hop.
+    user = state.users.key_user(secret)
     if user is None:
         user = state.tokens.user(secret)
-        if not await loop.run_in_executor(None, state.users.exists, user):
+        if not state.users.exists(user):
             raise AuthError("invalid token")
     return user
 
@@ -146,24 +148,49 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 class Upload:
     """The image bytes and the fields of a request (query and form, form winning)."""
 
-    def __init__(self, data: bytes | None, fields: dict[str, str]) -> None:
-        self.data, self.fields = data, fields
+    def __init__(
+        self,
+        data: bytes | None,
+        fields: dict[str, str],
+        files: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        self.data, self.fields, self.files = data, fields, files or []
+
+
+async def _read_multipart(request: web.Request, limit: int) -> tuple[dict[str, str], list]:
+    """Form fields and (name, bytes) file parts, in memory, under one size cap."""
+    fields: dict[str, str] = {}
+    files: list[tuple[str, bytes]] = []
+    total = 0
+    reader = await request.multipart()
+    async for part in reader:
+        if not isinstance(part, BodyPartReader):
+            raise RequestError(400, "nested multipart bodies are not supported")
+        chunks = bytearray()
+        while chunk := await part.read_chunk(1 << 16):
+            total += len(chunk)
+            if total > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=total)
+            chunks += chunk
+        if part.filename is not None:
+            files.append((part.name or "", bytes(chunks)))
+        else:
+            fields[part.name or ""] = chunks.decode(errors="replace")
+    return fields, files
 
 
 async def read_upload(request: web.Request, file_field: str = "file") -> Upload:
     state = request.app[STATE]
     fields = dict(request.query)
+    files: list[tuple[str, bytes]] = []
     data: bytes | None = None
     try:
         async with asyncio.timeout(state.config.read_timeout):
             if request.content_type == "multipart/form-data":
-                form = await request.post()
-                for name, value in form.items():
-                    if isinstance(value, web.FileField):
-                        if data is None or name == file_field:
-                            data = value.file.read()
-                    else:
-                        fields[name] = str(value)
+                form_fields, files = await _read_multipart(request, state.config.max_body)
+                fields.update(form_fields)
+                named = [d for name, d in files if name == file_field]
+                data = (named or [d for _, d in files] or [None])[0]
             elif request.content_type == "application/json":
                 try:
                     body = await request.json()
@@ -180,9 +207,9 @@ async def read_upload(request: web.Request, file_field: str = "file") -> Upload:
         if not state.config.allow_url_fetch:
             raise RequestError(400, "fetching a url is disabled on this server (--allow-url-fetch)")
         data = await fetch_image(fields["url"], state.config.max_body)
-    if not data:
+    if not data and not files:
         raise RequestError(400, f"no image: send a multipart '{file_field}' field or a raw body")
-    return Upload(data, fields)
+    return Upload(data, fields, files)
 
 
 def split_options(fields: dict[str, str], allowed: set[str]) -> tuple[list[str], dict[str, Any]]:
@@ -216,10 +243,17 @@ async def run_detection(
 
 
 def json_text(document: Any, request: web.Request) -> web.Response:
-    headers = {}
-    if INFERENCE_MS in request:
-        headers["Server-Timing"] = f"inference;dur={request[INFERENCE_MS]:.1f}"
-    return web.Response(text=dumps(document), content_type="application/json", headers=headers)
+    return web.Response(text=dumps(document), content_type="application/json")
+
+
+async def server_timing(request: web.Request, response: web.StreamResponse) -> None:
+    """Timings go in a header, never in the body (bodies must match the CLI's bytes)."""
+    if STARTED in request:
+        total = (time.perf_counter() - request[STARTED]) * 1000
+        timing = f"total;dur={total:.2f}"
+        if INFERENCE_MS in request:
+            timing = f"inference;dur={request[INFERENCE_MS]:.2f}, {timing}"
+        response.headers["Server-Timing"] = timing
 
 
 # -- health and meta ---------------------------------------------------------------------
@@ -387,6 +421,7 @@ def create_app(
         log.info("ready: %s", ", ".join(config.models))
 
     app.on_startup.append(warm)
+    app.on_response_prepare.append(server_timing)
     return app
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import os
 import re
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -40,6 +43,26 @@ class UserStore:
         self.hasher = hasher or PasswordHasher()  # argon2id with the library's defaults
         # Verifying against this keeps unknown users as slow as wrong passwords.
         self._dummy_hash = self.hasher.hash(secrets.token_hex(16))
+        self._snapshot: tuple[tuple[int, int, int], dict[str, Any]] | None = None
+
+    def _tables(self) -> dict[str, Any]:
+        """The database as last written, re-read only when the file changed.
+
+        Writes replace the file atomically, so reading without the lock is safe; requests
+        see users and keys added by another process at once, without a restart.
+        """
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return {}
+        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+        if self._snapshot is None or self._snapshot[0] != stamp:
+            self._snapshot = (stamp, json.loads(self.path.read_text() or "{}"))
+        return self._snapshot[1]
+
+    def _rows(self, table: str, **match: Any) -> list[dict[str, Any]]:
+        rows = self._tables().get(table, {}).values()
+        return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
 
     # -- users ---------------------------------------------------------------------------
     def add(self, name: str, password: str) -> None:
@@ -65,17 +88,14 @@ class UserStore:
             db.table("keys").remove(Query().user == name)
 
     def names(self) -> list[str]:
-        with locked_db(self.path) as db:
-            return sorted(u["name"] for u in db.table("users").all())
+        return sorted(u["name"] for u in self._rows("users"))
 
     def exists(self, name: str) -> bool:
-        with locked_db(self.path) as db:
-            return bool(db.table("users").search(Query().name == name))
+        return bool(self._rows("users", name=name))
 
     def verify(self, name: str, password: str) -> bool:
         """True if the password is right; rehashes when the hashing parameters changed."""
-        with locked_db(self.path) as db:
-            found = db.table("users").search(Query().name == name)
+        found = self._rows("users", name=name)
         stored = found[0]["hash"] if found else self._dummy_hash
         try:
             self.hasher.verify(stored, password)
@@ -108,8 +128,7 @@ class UserStore:
         return secret
 
     def api_keys(self) -> list[ApiKey]:
-        with locked_db(self.path) as db:
-            rows = db.table("keys").all()
+        rows = self._rows("keys")
         return [ApiKey(r["id"], r["name"], r["user"], r["created"]) for r in rows]
 
     def revoke_key(self, key_id: str) -> None:
@@ -122,8 +141,7 @@ class UserStore:
         if not secret.startswith(KEY_PREFIX) or len(secret) > 128:
             return None
         key_id = secret[len(KEY_PREFIX) :].split("_", 1)[0]
-        with locked_db(self.path) as db:
-            found = db.table("keys").search(Query().id == key_id)
+        found = self._rows("keys", id=key_id)
         if found and hmac.compare_digest(found[0]["sha256"], _digest(secret)):
             return found[0]["user"]
         return None
