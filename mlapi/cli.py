@@ -279,7 +279,7 @@ def models_remove(name: str) -> None:
 @click.option(
     "--models",
     "models",
-    default="objects,faces",
+    default="objects,faces,genderage,emotion,faceprint,embeddings",
     show_default=True,
     envvar="MLAPI_MODELS",
     help="Detectors loaded and warmed at start [env: MLAPI_MODELS].",
@@ -539,6 +539,84 @@ def login(url: str, username: str, password_stdin: bool) -> None:
     except MlapiError as exc:
         _fail(exc.message)
     click.echo(f"logged in to {url}", err=True)
+
+
+# -- faces -------------------------------------------------------------------------------
+@main.group()
+def faces() -> None:
+    """The gallery of known people used by the `recognize` detector (MLAPI_DATA_DIR)."""
+
+
+@faces.command("add")
+@click.argument("name")
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def faces_add(name: str, images: tuple[Path, ...]) -> None:
+    """Add photos of NAME, one face each; each becomes a sample with an id."""
+    from mlapi.engine import Engine
+    from mlapi.enroll import enroll
+    from mlapi.errors import MlapiError
+
+    console = _stderr_console()
+    failed = 0
+    with Engine() as engine:
+        for path in images:
+            try:
+                done = enroll(engine, engine.runtime.gallery, name, path.read_bytes(), path.name)
+                click.echo(f"{path}: added sample {done.sample_id} of {name}")
+            except (MlapiError, OSError) as exc:
+                failed += 1
+                console.print(f"[red]{path}:[/] {getattr(exc, 'message', exc)}", highlight=False)
+    sys.exit(1 if failed else 0)
+
+
+@faces.command("list")
+@click.option("--samples", "show_samples", is_flag=True, help="One line per sample.")
+def faces_list(show_samples: bool) -> None:
+    """Known people and how many samples each has."""
+    from mlapi.gallery import Gallery
+
+    samples_ = Gallery().samples()
+    if show_samples:
+        for s in sorted(samples_, key=lambda s: (s.name, s.created)):
+            click.echo(f"{s.name}\t{s.id}\t{s.model}\t{s.source}")
+        return
+    for name in sorted({s.name for s in samples_}):
+        click.echo(f"{name}\t{sum(s.name == name for s in samples_)} sample(s)")
+
+
+@faces.command("remove")
+@click.argument("name")
+@click.option("--sample", "sample_id", help="Remove only this sample (see list --samples).")
+def faces_remove(name: str, sample_id: str | None) -> None:
+    """Forget NAME, or one of their samples."""
+    from mlapi.errors import MlapiError
+    from mlapi.gallery import Gallery
+
+    try:
+        count = Gallery().remove(name, sample_id)
+    except MlapiError as exc:
+        _fail(exc.message)
+    click.echo(f"removed {count} sample(s) of {name}", err=True)
+
+
+@faces.command("import")
+@click.argument("folder", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def faces_import(folder: Path) -> None:
+    """Import FOLDER/PERSON/*.jpg (mlapi 2.x's known_faces layout)."""
+    from mlapi.engine import Engine
+    from mlapi.enroll import Enrolled, import_folder
+
+    console = _stderr_console()
+    with Engine() as engine:
+        outcomes = import_folder(engine, engine.runtime.gallery, folder)
+    for path, outcome in outcomes:
+        if isinstance(outcome, Enrolled):
+            click.echo(f"{path}: added sample {outcome.sample_id} of {outcome.name}")
+        else:
+            console.print(f"[red]{path}:[/] {outcome}", highlight=False)
+    added = sum(isinstance(o, Enrolled) for _, o in outcomes)
+    console.print(f"{added} of {len(outcomes)} photos added")
+    sys.exit(0 if added == len(outcomes) else 1)
 
 
 @main.command()

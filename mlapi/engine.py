@@ -10,7 +10,7 @@ import asyncio
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 from mlapi import images
 from mlapi.detectors.base import Detector, Options
 from mlapi.errors import MlapiError, UnknownModel
+from mlapi.gallery import Gallery
 from mlapi.images import Image
 from mlapi.result import Detection, Result
 from mlapi.store import ModelStore
@@ -41,6 +42,23 @@ def discover(group: str = ENTRY_POINT_GROUP) -> dict[str, type[Detector]]:
     return found
 
 
+def merge_refinements(
+    base: list[Detection], refined: list[list[Detection]], model: str
+) -> list[Detection]:
+    """One detection per base detection with every refiner's attributes and embedding."""
+    out = []
+    for i, detection in enumerate(base):
+        attributes: dict[str, Any] = dict(detection.attributes)
+        embedding = detection.embedding
+        for found in refined:
+            if len(found) != len(base):
+                raise MlapiError(f"a detector refining {model!r} returned a different count")
+            attributes.update(found[i].attributes)
+            embedding = found[i].embedding or embedding
+        out.append(replace(detection, attributes=attributes, embedding=embedding, model=model))
+    return out
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     workers: int = 2  # inference threads (the bounded pool)
@@ -51,9 +69,12 @@ class RuntimeConfig:
 class Runtime:
     """What detectors load from: the model store and one onnxruntime session per model."""
 
-    def __init__(self, store: ModelStore, config: RuntimeConfig) -> None:
+    def __init__(
+        self, store: ModelStore, config: RuntimeConfig, gallery: Gallery | None = None
+    ) -> None:
         self.store = store
         self.config = config
+        self.gallery = gallery or Gallery()
         self._sessions: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -83,9 +104,10 @@ class Engine:
         store: ModelStore | None = None,
         config: RuntimeConfig | None = None,
         registry: Mapping[str, type[Detector]] | None = None,
+        gallery: Gallery | None = None,
     ) -> None:
         self.config = config or RuntimeConfig()
-        self.runtime = Runtime(store or ModelStore(), self.config)
+        self.runtime = Runtime(store or ModelStore(), self.config, gallery)
         self.registry = dict(registry if registry is not None else discover())
         self._loaded: dict[str, Detector] = {}
         self._load_lock = threading.Lock()
@@ -182,8 +204,34 @@ class Engine:
         upstream: dict[str, list[Detection]] = {}
         for name in order:
             upstream[name] = self.detector(name).detect(image, options[name], upstream)
-        found = [d for name in requested for d in upstream[name]]
-        return Result(image.width, image.height, tuple(found))
+        return Result(image.width, image.height, tuple(self._collect(requested, upstream)))
+
+    def _collect(
+        self, requested: Sequence[str], upstream: Mapping[str, list[Detection]]
+    ) -> list[Detection]:
+        """Requested detections in request order, refinements merged into their base.
+
+        `-m genderage,emotion` gives one face each with both sets of attributes, named
+        "genderage+emotion"; with `faces` also requested they stay named "faces".
+        """
+        refiners: dict[str, list[str]] = {}
+        for name in requested:
+            base = self.registry[name].refines
+            if base:
+                refiners.setdefault(base, []).append(name)
+        found: list[Detection] = []
+        merged: set[str] = set()
+        for name in requested:
+            base = self.registry[name].refines or name
+            if base not in refiners:
+                found += upstream[name]
+                continue
+            if base in merged:
+                continue
+            merged.add(base)
+            label = base if base in requested else "+".join(refiners[base])
+            found += merge_refinements(upstream[base], [upstream[r] for r in refiners[base]], label)
+        return found
 
     def _detect(
         self,

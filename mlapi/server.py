@@ -42,7 +42,15 @@ class RequestError(MlapiError):
 
 @dataclass(frozen=True)
 class ServerConfig:
-    models: tuple[str, ...] = ("objects", "faces")  # loaded and warmed before ready
+    # loaded and warmed before ready
+    models: tuple[str, ...] = (
+        "objects",
+        "faces",
+        "genderage",
+        "emotion",
+        "faceprint",
+        "embeddings",
+    )
     max_body: int = 20 * 1024 * 1024
     max_queue: int = 16  # requests waiting beyond the busy workers before 503
     read_timeout: float = 30.0
@@ -367,6 +375,9 @@ def _raw_jpeg(request: web.Request) -> None:
         raise RequestError(415, f"expected Content-Type image/jpeg, got {request.content_type}")
 
 
+HG_FACE_MODELS = ["faces", "genderage", "emotion", "faceprint"]
+
+
 async def hg_objects(request: web.Request) -> web.Response:
     _raw_jpeg(request)
     body = await read_upload(request)
@@ -377,12 +388,15 @@ async def hg_objects(request: web.Request) -> web.Response:
 async def hg_faces(request: web.Request) -> web.Response:
     _raw_jpeg(request)
     body = await read_upload(request)
-    result = await run_detection(request, body.data, ["faces"], None)  # type: ignore[arg-type]
+    result = await run_detection(request, body.data, HG_FACE_MODELS, None)  # type: ignore[arg-type]
     return json_text(homegallery.faces(body.data, result), request)  # type: ignore[arg-type]
 
 
 async def hg_embeddings(request: web.Request) -> web.Response:
-    raise RequestError(501, "no image-embedding model is installed on this server")
+    _raw_jpeg(request)
+    body = await read_upload(request)
+    result = await run_detection(request, body.data, ["embeddings"], None)  # type: ignore[arg-type]
+    return json_text(homegallery.embeddings(body.data, result), request)  # type: ignore[arg-type]
 
 
 # -- the application ---------------------------------------------------------------------

@@ -47,7 +47,8 @@ def read(photos: Path, name: str) -> bytes:
 def test_health_and_ready_need_no_auth(server: LiveServer) -> None:
     health = server.call("GET", "/health").json()
     assert health["health"] == "OK" and health["uptime"] >= 0
-    assert server.call("GET", "/ready").json() == {"ready": True, "models": ["objects", "faces"]}
+    ready = server.call("GET", "/ready").json()
+    assert ready == {"ready": True, "models": list(ServerConfig().models)}
     assert server.call("GET", "/api/v1/health").json() == "ok"
 
 
@@ -354,6 +355,15 @@ def test_homegallery_objects_and_faces_through_a_key_in_the_base_url(
     box = faces["data"][0]["alignedRect"]["box"]
     assert set(box) == {"x", "y", "width", "height"} and box["width"] > 50
     assert len(faces["data"][0]["landmarks"]["positions"]) == 6
+    left, right = sorted(faces["data"], key=lambda f: f["alignedRect"]["box"]["x"])
+    assert (left["gender"], right["gender"]) == ("female", "male")
+    assert left["genderProbability"] > 0.7 and 15 < left["age"] < 60
+    assert set(left["expressions"]) == {"neutral", "happy", "sad", "angry", "fearful",
+                                        "disgusted", "surprised"}
+    assert len(left["descriptor"]) == 128
+    embedding = server.call("POST", f"{base}/embeddings", data, {"Content-Type": "image/jpeg"}).json()
+    assert len(embedding["data"]) == 1792 and embedding["srcSha1sum"] == objects["srcSha1sum"]
+    assert abs(sum(v * v for v in embedding["data"]) - 1) < 1e-3
 
 
 def test_homegallery_errors(server: LiveServer, photos: Path) -> None:

@@ -100,6 +100,9 @@ class LoadContext(typing.Protocol):
 
     def onnx_session(self, name: str) -> Any: ...
 
+    @property
+    def gallery(self) -> Any: ...  # mlapi.gallery.Gallery: the known people
+
 
 class Detector(ABC):
     """A named detector. Subclasses set the class attributes and implement `detect`.
@@ -112,6 +115,9 @@ class Detector(ABC):
     task: ClassVar[str]  # "objects", "faces", "attributes", "embedding", …
     description: ClassVar[str] = ""
     needs: ClassVar[tuple[str, ...]] = ()  # detectors whose results `detect` receives
+    # A detector that adds attributes to another's detections ("faces") returns exactly one
+    # detection per upstream detection, in order; the engine merges them into one result.
+    refines: ClassVar[str | None] = None
     models: ClassVar[tuple[str, ...]] = ()  # catalog entries the detector loads
     min_side: ClassVar[int | None] = None  # long side it needs; None means full resolution
     Options: ClassVar[type[Options]] = NoOptions

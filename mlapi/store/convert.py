@@ -20,12 +20,15 @@ class ConvertError(MlapiError):
     status = 500
 
 
-def to_onnx(src: Path, dst: Path) -> None:
-    """Convert `src` (model.json or .tflite) into the ONNX file `dst`, atomically."""
+def to_onnx(src: Path, dst: Path, outputs: str | None = None) -> None:
+    """Convert `src` (model.json or .tflite) into the ONNX file `dst`, atomically.
+
+    `outputs`: comma-separated tensor names to expose instead of the graph's own outputs.
+    """
     tmp = dst.with_name(dst.name + ".part")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1")
     done = subprocess.run(
-        [sys.executable, "-m", "mlapi.store.convert", str(src), str(tmp)],
+        [sys.executable, "-m", "mlapi.store.convert", str(src), str(tmp), outputs or ""],
         capture_output=True,
         text=True,
         env=env,
@@ -72,14 +75,16 @@ def _patch_tf2onnx() -> None:
     tfjs_utils.tfjs_node_to_tf_node_def = complete_node_def
 
 
-def _main(src: str, dst: str) -> None:
+def _main(src: str, dst: str, outputs: str) -> None:
     _patch_tf2onnx()
     from tf2onnx import convert
 
     flag = "--tflite" if src.endswith(".tflite") else "--tfjs"
     sys.argv = ["tf2onnx", flag, src, "--output", dst, "--opset", str(OPSET)]
+    if outputs:
+        sys.argv += ["--outputs", outputs]
     convert.main()
 
 
 if __name__ == "__main__":
-    _main(sys.argv[1], sys.argv[2])
+    _main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "")

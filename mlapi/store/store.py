@@ -19,7 +19,7 @@ from typing import Any
 import platformdirs
 
 from mlapi.errors import MlapiError, ModelMissing, UnknownModel
-from mlapi.store import catalog, convert, sources
+from mlapi.store import catalog, convert, jsmodel, sources
 from mlapi.store.catalog import ModelEntry
 
 CACHE_ENV = "MLAPI_CACHE_DIR"
@@ -170,14 +170,15 @@ class ModelStore:
 
     def _prepare(self, entry: ModelEntry, folder: Path) -> Path:
         main = folder / entry.files[0].basename
-        if entry.format == "tfjs":
+        if entry.format in ("tfjs", "tfjs-js"):
             onnx_path = folder / ONNX_NAME
             if not onnx_path.exists():
-                convert.to_onnx(main, onnx_path)
+                model_json = jsmodel.unpack(main, folder) if entry.format == "tfjs-js" else main
+                convert.to_onnx(model_json, onnx_path, entry.extra.get("outputs"))
             return onnx_path
         if entry.format == "caffe":  # the weights file is the one to load
             return folder / entry.files[-1].basename
-        if entry.format == "darknet":
+        if entry.format in ("darknet", "dlib"):
             return folder / entry.files[-1].basename
         return main
 

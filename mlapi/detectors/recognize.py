@@ -1,0 +1,50 @@
+"""`recognize`: who each face is, from the gallery of known people (`mlapi faces add`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mlapi.detectors.base import Detector, Options
+from mlapi.detectors.faceprint import MATCH_AT, similarity
+from mlapi.gallery import Gallery
+from mlapi.images import Image
+from mlapi.result import Detection
+
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class RecognizeOptions(Options):
+    # On the calibrated 0..1 similarity of `faceprint.similarity`.
+    threshold: float = field(default=MATCH_AT, metadata={"min": 0.0, "max": 1.0})
+
+
+class Recognize(Detector):
+    name = "recognize"
+    task = "recognition"
+    description = "identity of each face from the gallery, or 'unknown' below the threshold"
+    needs = ("faces", "faceprint")
+    refines = "faces"
+    min_side = None
+    Options = RecognizeOptions
+
+    def load(self) -> None:
+        self.gallery: Gallery = self.context.gallery
+
+    def detect(
+        self, image: Image, options: RecognizeOptions, upstream: Mapping[str, list[Detection]]
+    ) -> list[Detection]:
+        found = []
+        for face in upstream["faceprint"]:
+            model = str(face.attributes.get("faceprint", "dlib"))
+            match = self.gallery.match(np.asarray(face.embedding, np.float32), model)
+            score = similarity(match.similarity, model) if match else 0.0
+            known = match is not None and score >= options.threshold
+            attrs = {"identity": match.name if known else UNKNOWN, "similarity": score}  # type: ignore[union-attr]
+            found.append(
+                Detection(face.label, face.confidence, face.box, self.name, face.keypoints, attrs)
+            )
+        return found

@@ -1,0 +1,68 @@
+"""Adding face samples to the gallery, refusing photos that would make poor samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mlapi.detectors.faceutil import aligned_crop, sharpness
+from mlapi.engine import Engine
+from mlapi.errors import MlapiError
+from mlapi.gallery import Gallery, GalleryError
+
+MIN_FACE_PIXELS = 48  # narrower faces carry too little detail for a faceprint
+MIN_SHARPNESS = 25.0  # Laplacian variance of a 112 px crop; sharp faces score 190-640 here
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    name: str
+    sample_id: str
+    box: tuple[int, int, int, int]
+
+
+def enroll(
+    engine: Engine, gallery: Gallery, name: str, data: bytes, source: str = "", model: str = "dlib"
+) -> Enrolled:
+    """Add the one face in `data` as a sample of `name`; GalleryError says why not."""
+    requested, order, options = engine.prepare(["faceprint"], {"faceprint": {"model": model}})
+    image = engine.decode(data, order)
+    faces = engine.run_image(image, requested, order, options).detections
+    if not faces:
+        raise GalleryError("no face found in the photo")
+    if len(faces) > 1:
+        raise GalleryError(f"{len(faces)} faces found; a sample must show exactly one person")
+    face = faces[0]
+    width = face.box[2] - face.box[0]
+    if width < MIN_FACE_PIXELS:
+        raise GalleryError(f"the face is too small ({width} px wide, at least {MIN_FACE_PIXELS})")
+    score = sharpness(aligned_crop(image, face, 112))
+    if score < MIN_SHARPNESS:
+        raise GalleryError(
+            f"the face is too blurred (sharpness {score:.0f}, at least {MIN_SHARPNESS:.0f})"
+        )
+    sample_id = gallery.add(name, np.asarray(face.embedding, np.float32), model, source)
+    return Enrolled(name, sample_id, face.box)
+
+
+def import_folder(
+    engine: Engine, gallery: Gallery, folder: Path
+) -> list[tuple[Path, Enrolled | str]]:
+    """mlapi 2.x's layout: one sub-folder per person holding their photos."""
+    if not folder.is_dir():
+        raise GalleryError(f"{folder} is not a directory")
+    outcomes: list[tuple[Path, Enrolled | str]] = []
+    for person in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for photo in sorted(p for p in person.iterdir() if p.is_file()):
+            try:
+                outcomes.append(
+                    (
+                        photo,
+                        enroll(engine, gallery, person.name, photo.read_bytes(), source=photo.name),
+                    )
+                )
+            except (MlapiError, OSError) as exc:  # one bad photo must not stop the import
+                outcomes.append((photo, getattr(exc, "message", str(exc))))
+    return outcomes

@@ -1,0 +1,126 @@
+"""The gallery of known people: several face samples per person, in a TinyDB file.
+
+Writes are atomic and serialised across processes (`mlapi faces add` while a server runs);
+readers keep a snapshot that is refreshed when the file changes, so a running server sees
+new people on its next request without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tinydb import Query
+
+from mlapi.errors import MlapiError
+from mlapi.storage import default_data_dir, locked_db
+
+NAME_RE = re.compile(r"^[^\x00-\x1f/\\]{1,100}$")
+
+
+class GalleryError(MlapiError):
+    status = 400
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    name: str
+    model: str
+    created: float
+    source: str
+
+
+@dataclass(frozen=True)
+class Match:
+    name: str
+    similarity: float
+
+
+class Gallery:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or default_data_dir() / "gallery.json"
+        self._snapshot: tuple[tuple[int, int, int], dict[str, Any]] | None = None
+        self._index: dict[str, tuple[list[str], np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    # -- writing -------------------------------------------------------------------------
+    def add(self, name: str, embedding: np.ndarray, model: str, source: str = "") -> str:
+        """Append a sample for `name`; returns its id."""
+        name = name.strip()
+        if not NAME_RE.match(name):
+            raise GalleryError("a person's name is 1-100 characters, without / or \\")
+        sample_id = secrets.token_hex(6)
+        with locked_db(self.path) as db:
+            db.table("samples").insert(
+                {
+                    "id": sample_id,
+                    "name": name,
+                    "model": model,
+                    "created": time.time(),
+                    "source": source,
+                    "embedding": [round(float(v), 7) for v in embedding],
+                }
+            )
+        return sample_id
+
+    def remove(self, name: str, sample_id: str | None = None) -> int:
+        """Remove a person (or one of their samples); the number of samples removed."""
+        query = Query().name == name
+        if sample_id:
+            query = query & (Query().id == sample_id)
+        with locked_db(self.path) as db:
+            removed = len(db.table("samples").remove(query))
+        if not removed:
+            what = f"sample {sample_id} of {name!r}" if sample_id else f"person {name!r}"
+            raise GalleryError(f"no {what} in the gallery")
+        return removed
+
+    # -- reading -------------------------------------------------------------------------
+    def _rows(self) -> list[dict[str, Any]]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return []
+        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+        with self._lock:
+            if self._snapshot is None or self._snapshot[0] != stamp:
+                tables = json.loads(self.path.read_text() or "{}")
+                self._snapshot = (stamp, tables)
+                self._index = {}
+            return list(self._snapshot[1].get("samples", {}).values())
+
+    def samples(self) -> list[Sample]:
+        return [
+            Sample(r["id"], r["name"], r["model"], r["created"], r.get("source", ""))
+            for r in self._rows()
+        ]
+
+    def names(self) -> list[str]:
+        return sorted({r["name"] for r in self._rows()})
+
+    def _matrix(self, model: str) -> tuple[list[str], np.ndarray]:
+        rows = self._rows()
+        with self._lock:
+            if model not in self._index:
+                chosen = [r for r in rows if r["model"] == model]
+                vectors = np.array([r["embedding"] for r in chosen], np.float32)
+                self._index[model] = ([r["name"] for r in chosen], vectors)
+            return self._index[model]
+
+    def match(self, embedding: np.ndarray, model: str) -> Match | None:
+        """The closest known person by cosine similarity (embeddings are L2-normalised)."""
+        names, vectors = self._matrix(model)
+        if not names:
+            return None
+        scores = vectors @ np.asarray(embedding, np.float32)
+        best = int(np.argmax(scores))
+        return Match(names[best], float(scores[best]))
