@@ -24,10 +24,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
 
 from mlapi import samples
 from mlapi.detectors.base import StagedDetector
 from mlapi.engine import Engine, RuntimeConfig
+from mlapi.gallery import Gallery
 from mlapi.images import decode, encode_jpeg
 from mlapi.store import ModelStore
 
@@ -208,6 +212,30 @@ def in_process(
     return len(latencies) / elapsed, statistics.median(latencies), q[18]
 
 
+def faces_section(store: ModelStore, photo: bytes, runs: int) -> None:
+    """Face refiners on the five-men photo: ms per image and per face beyond `faces` alone."""
+    print("face detectors on the five-men photo (5 faces), 1 worker × 2 threads, ms")
+    gallery = Gallery(Path(tempfile.mkdtemp(prefix="mlapi-bench-")) / "gallery.json")
+    config = RuntimeConfig(workers=1, intra_op_threads=2)
+    with Engine(store, config, gallery=gallery) as engine:
+        faces = len(engine.detect(photo, ["faces"]).detections)
+        engine.runtime.gallery.add("bench", np.ones(128, np.float32) / np.sqrt(128), "dlib")
+        base = median_ms(lambda: engine.detect(photo, ["faces"]), runs)
+        print(f"  faces alone: {base:6.2f} (refiners add a full-size decode to their figures)")
+        for label, models, options in (
+            ("genderage", ["genderage"], None),
+            ("emotion", ["emotion"], None),
+            ("faceprint dlib", ["faceprint"], None),
+            ("faceprint faceres", ["faceprint"], {"faceprint": {"model": "faceres"}}),
+            ("recognize (dlib)", ["recognize"], None),
+            ("embeddings (per image)", ["embeddings"], None),
+        ):
+            total = median_ms(lambda m=models, o=options: engine.detect(photo, m, o), runs)
+            extra = total - base
+            per_face = f"{extra / faces:6.2f} per face" if "per image" not in label else ""
+            print(f"  {label:24s} {total:7.2f} per image  {per_face}")
+
+
 def server_section(store: ModelStore, payloads: list[bytes], seconds: float) -> None:
     print("server: POST /api/v1/detect/object (multipart, the three photos) vs in-process")
     server = ServerProcess("--models", "objects")
@@ -238,7 +266,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--models", default="objects,faces,cvface")
     parser.add_argument(
-        "--sections", default="engine,server", help="comma-separated: engine, server"
+        "--sections", default="engine,faces,server", help="comma-separated: engine, faces, server"
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="per load-test step")
     args = parser.parse_args()
@@ -252,6 +280,8 @@ def main() -> None:
     sections = set(args.sections.split(","))
     if "engine" in sections:
         engine_section(store, names, hd, progressive, payloads, args.runs)
+    if "faces" in sections:
+        faces_section(store, hd, min(args.runs, 20))
     if "server" in sections:
         server_section(store, payloads, args.seconds)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

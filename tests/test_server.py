@@ -375,3 +375,13 @@ def test_homegallery_errors(server: LiveServer, photos: Path) -> None:
     assert wrong_type.status == 415 and "image/jpeg" in wrong_type.json()["error"]
     bad_key = server.call("POST", "/hg/mlk_nope_nope/objects", data, {"Content-Type": "image/jpeg"})
     assert bad_key.status == 401 and "error" in bad_key.json()
+
+
+def test_seed_type_face_gender_true_matches_the_cli_format(server: LiveServer, token: str,
+                                                           photos: Path, engine: Engine) -> None:
+    data = read(photos, "gender_detection_input.jpg")
+    answer = server.upload("/api/v1/detect/object", {"file": data}, token,
+                           {"type": "face", "gender": "true"})
+    assert answer.status == 200
+    assert answer.body.decode() == dumps(mlapi_seed.render(engine.detect(data, ["genderage"])))
+    assert {i["gender"] for i in answer.json()} == {"man", "woman"}

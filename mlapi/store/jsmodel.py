@@ -51,7 +51,8 @@ def js_literal_to_json(literal: str) -> object:
     for m in _TOKEN.finditer(literal):
         tok = m.group(0)
         if tok.startswith("'"):
-            tok = json.dumps(json.loads('"' + tok[1:-1].replace('"', '\\"') + '"'))
+            inner = tok[1:-1].replace("\\'", "'").replace('"', '\\"')
+            tok = json.dumps(json.loads(f'"{inner}"'))
         elif tok in ("!0", "!1"):
             tok = "true" if tok == "!0" else "false"
         elif re.fullmatch(r"[A-Za-z_$][\w$]*", tok) and literal[m.end() : m.end() + 1] == ":":
