@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mlapi import images
 from mlapi.detectors.base import Detector, Options
@@ -24,6 +24,7 @@ from mlapi.result import Detection, Result
 from mlapi.store import ModelStore
 
 ENTRY_POINT_GROUP = "mlapi.detectors"
+T = TypeVar("T")
 DEFAULT_MODELS = ("objects",)
 
 
@@ -233,12 +234,13 @@ class Engine:
             found += merge_refinements(upstream[base], [upstream[r] for r in refiners[base]], label)
         return found
 
-    def _detect(
+    def detect_sync(
         self,
         data: bytes,
-        models: Sequence[str] | None,
-        options: Mapping[str, Mapping[str, Any]] | None,
+        models: Sequence[str] | None = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Result:
+        """Validate, decode and detect in the calling thread."""
         requested, order, parsed = self.prepare(models, options)
         return self.run_image(self.decode(data, order), requested, order, parsed)
 
@@ -249,7 +251,7 @@ class Engine:
         options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Result:
         """Decode and detect on the bounded pool; blocks the calling thread."""
-        return self._pool.submit(self._detect, data, models, options).result()
+        return self._pool.submit(self.detect_sync, data, models, options).result()
 
     async def detect_async(
         self,
@@ -257,5 +259,8 @@ class Engine:
         models: Sequence[str] | None = None,
         options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Result:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._detect, data, models, options)
+        return await self.run_async(self.detect_sync, data, models, options)
+
+    async def run_async(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking work (inference, enrolment) on the bounded pool from async code."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)

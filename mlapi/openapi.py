@@ -137,6 +137,46 @@ def document() -> dict[str, Any]:
         op["post"]["parameters"] = [key]
         op["post"]["security"] = []
         paths[f"/hg/{{key}}/{name}"] = op
+    form = {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "api_key": {"type": "string"},
+                        "min_confidence": {"type": "number"},
+                        "userid": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+    deepstack = {
+        "/v1/vision/detection": "COCO objects (DeepStack)",
+        "/v1/vision/custom/{model}": "objects from a named detector; `list` lists them",
+        "/v1/vision/face": "faces (DeepStack)",
+        "/v1/vision/face/": "faces (DeepStack, trailing slash)",
+        "/v1/vision/face/recognize": "known faces from the gallery",
+        "/v1/vision/face/register": "add samples of `userid` (one or more images)",
+        "/v1/vision/face/list": "known people",
+        "/v1/vision/face/delete": "forget `userid`",
+        "/v1/vision/face/match": "similarity of the faces in two images",
+        "/v1/vision/scene": "not available: 403",
+        "/v1/vision/alpr": "not available: 403",
+    }
+    for path, summary in deepstack.items():
+        op = _op(summary, body=form, tag="deepstack")
+        op["security"] = []  # the api_key form field
+        if "{model}" in path:
+            op["parameters"] = [
+                {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+            ]
+        paths[path] = {"post": op}
+    paths["/v1/server/status/ping"] = {
+        "get": _op("CodeProject.AI ping", auth=False, tag="deepstack")
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "mlapi", "version": __version__},

@@ -14,7 +14,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 from aiohttp import BodyPartReader, web
 from aiohttp.abc import AbstractAccessLogger
@@ -31,6 +32,7 @@ from mlapi.users import UserStore
 
 log = logging.getLogger("mlapi.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 PUBLIC = {"/health", "/ready", "/api/v1/health", "/api/v1/login", "/api/v1/openapi.json"}
 
 
@@ -128,9 +130,11 @@ def _credentials(request: web.Request) -> str | None:
     return request.headers.get("X-API-Key") or request.match_info.get("key")
 
 
-async def authenticate(request: web.Request, state: ServerState) -> str | None:
+async def authenticate(
+    request: web.Request, state: ServerState, secret: str | None = None
+) -> str | None:
     """The calling user, or None on an anonymous-enabled server."""
-    secret = _credentials(request)
+    secret = secret or _credentials(request)
     if secret is None:
         if state.config.allow_anonymous:
             return None
@@ -147,7 +151,8 @@ async def authenticate(request: web.Request, state: ServerState) -> str | None:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     state = request.app[STATE]
-    if request.path not in PUBLIC and request.method != "OPTIONS":
+    # DeepStack clients send their key as a form field: those handlers check it themselves.
+    if request.path not in PUBLIC and not request.path.startswith("/v1/"):
         request[USER] = await authenticate(request, state)
     return await handler(request)
 
@@ -180,14 +185,24 @@ async def _read_multipart(request: web.Request, limit: int) -> tuple[dict[str, s
             if total > limit:
                 raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=total)
             chunks += chunk
-        if part.filename is not None:
+        content_type = part.headers.get("Content-Type", "")
+        if part.filename is not None or content_type.startswith(("image/", "application/oct")):
             files.append((part.name or "", bytes(chunks)))
         else:
             fields[part.name or ""] = chunks.decode(errors="replace")
     return fields, files
 
 
-async def read_upload(request: web.Request, file_field: str = "file") -> Upload:
+def _form_fields(body: bytes) -> dict[str, str]:
+    try:
+        return dict(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body)))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RequestError(400, "body is neither an image nor a urlencoded form") from exc
+
+
+async def read_upload(
+    request: web.Request, file_field: str = "file", require_image: bool = True
+) -> Upload:
     state = request.app[STATE]
     fields = dict(request.query)
     files: list[tuple[str, bytes]] = []
@@ -199,6 +214,13 @@ async def read_upload(request: web.Request, file_field: str = "file") -> Upload:
                 fields.update(form_fields)
                 named = [d for name, d in files if name == file_field]
                 data = (named or [d for _, d in files] or [None])[0]
+            elif request.content_type == "application/x-www-form-urlencoded":
+                # curl --data-binary and urllib send raw images with this type by default.
+                body = await request.read()
+                if sniff(body):
+                    data = body
+                else:
+                    fields.update(_form_fields(body))
             elif request.content_type == "application/json":
                 try:
                     body = await request.json()
@@ -215,7 +237,7 @@ async def read_upload(request: web.Request, file_field: str = "file") -> Upload:
         if not state.config.allow_url_fetch:
             raise RequestError(400, "fetching a url is disabled on this server (--allow-url-fetch)")
         data = await fetch_image(fields["url"], state.config.max_body)
-    if not data and not files:
+    if require_image and not data and not files:
         raise RequestError(400, f"no image: send a multipart '{file_field}' field or a raw body")
     return Upload(data, fields, files)
 
@@ -234,9 +256,8 @@ def split_options(fields: dict[str, str], allowed: set[str]) -> tuple[list[str],
     return models, options
 
 
-async def run_detection(
-    request: web.Request, data: bytes, models: list[str] | None, options: dict[str, Any] | None
-) -> Result:
+async def in_pool(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking engine work on the bounded inference pool; 503 when the queue is full."""
     state = request.app[STATE]
     capacity = state.engine.config.workers + state.config.max_queue
     if state.inflight >= capacity:
@@ -244,10 +265,16 @@ async def run_detection(
     state.inflight += 1
     started = time.perf_counter()
     try:
-        return await state.engine.detect_async(data, models, options)
+        return await state.engine.run_async(fn, *args)
     finally:
         state.inflight -= 1
         request[INFERENCE_MS] = (time.perf_counter() - started) * 1000
+
+
+async def run_detection(
+    request: web.Request, data: bytes, models: list[str] | None, options: dict[str, Any] | None
+) -> Result:
+    return await in_pool(request, request.app[ENGINE].detect_sync, data, models, options)
 
 
 def json_text(document: Any, request: web.Request) -> web.Response:
@@ -424,6 +451,10 @@ def create_app(
         app.router.add_post(f"{prefix}/objects", hg_objects)
         app.router.add_post(f"{prefix}/faces", hg_faces)
         app.router.add_post(f"{prefix}/embeddings", hg_embeddings)
+
+    from mlapi import deepstack
+
+    deepstack.add_routes(app)
 
     async def warm(app: web.Application) -> None:
         state = app[STATE]

@@ -358,10 +358,19 @@ def test_homegallery_objects_and_faces_through_a_key_in_the_base_url(
     left, right = sorted(faces["data"], key=lambda f: f["alignedRect"]["box"]["x"])
     assert (left["gender"], right["gender"]) == ("female", "male")
     assert left["genderProbability"] > 0.7 and 15 < left["age"] < 60
-    assert set(left["expressions"]) == {"neutral", "happy", "sad", "angry", "fearful",
-                                        "disgusted", "surprised"}
+    assert set(left["expressions"]) == {
+        "neutral",
+        "happy",
+        "sad",
+        "angry",
+        "fearful",
+        "disgusted",
+        "surprised",
+    }
     assert len(left["descriptor"]) == 128
-    embedding = server.call("POST", f"{base}/embeddings", data, {"Content-Type": "image/jpeg"}).json()
+    embedding = server.call(
+        "POST", f"{base}/embeddings", data, {"Content-Type": "image/jpeg"}
+    ).json()
     assert len(embedding["data"]) == 1792 and embedding["srcSha1sum"] == objects["srcSha1sum"]
     assert abs(sum(v * v for v in embedding["data"]) - 1) < 1e-3
 
@@ -377,11 +386,13 @@ def test_homegallery_errors(server: LiveServer, photos: Path) -> None:
     assert bad_key.status == 401 and "error" in bad_key.json()
 
 
-def test_seed_type_face_gender_true_matches_the_cli_format(server: LiveServer, token: str,
-                                                           photos: Path, engine: Engine) -> None:
+def test_seed_type_face_gender_true_matches_the_cli_format(
+    server: LiveServer, token: str, photos: Path, engine: Engine
+) -> None:
     data = read(photos, "gender_detection_input.jpg")
-    answer = server.upload("/api/v1/detect/object", {"file": data}, token,
-                           {"type": "face", "gender": "true"})
+    answer = server.upload(
+        "/api/v1/detect/object", {"file": data}, token, {"type": "face", "gender": "true"}
+    )
     assert answer.status == 200
     assert answer.body.decode() == dumps(mlapi_seed.render(engine.detect(data, ["genderage"])))
     assert {i["gender"] for i in answer.json()} == {"man", "woman"}

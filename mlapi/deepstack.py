@@ -1,0 +1,233 @@
+"""The DeepStack / CodeProject.AI dialect (`/v1/vision/*`), for Home Assistant, Frigate,
+Double Take, Blue Iris, Agent DVR and friends.
+
+Multipart form in, `{"success": …, "duration": 0}` JSON out. The key comes as the
+`api_key` form field (or the usual headers) and is checked against mlapi's API keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from mlapi.auth import AuthError
+from mlapi.detectors.faceprint import similarity
+from mlapi.enroll import enroll
+from mlapi.errors import MlapiError, ModelMissing
+from mlapi.gallery import GalleryError
+from mlapi.result import Detection, Result
+from mlapi.server import (
+    ENGINE,
+    STATE,
+    RequestError,
+    Upload,
+    authenticate,
+    in_pool,
+    json_text,
+    read_upload,
+    run_detection,
+)
+
+MAX_PREDICTIONS = 20  # Frigate fails on more
+DEFAULT_CONFIDENCE = {"detection": 0.40, "face": 0.55, "recognize": 0.67}
+
+
+def answer(request: web.Request, **body: Any) -> web.Response:
+    return json_text({"success": True, **body, "duration": 0}, request)
+
+
+async def checked_upload(request: web.Request) -> Upload:
+    """The form, after checking its api_key; 401 in DeepStack's words otherwise."""
+    upload = await read_upload(request, file_field="image", require_image=False)
+    try:
+        await authenticate(request, request.app[STATE], upload.fields.get("api_key"))
+    except AuthError as exc:
+        raise AuthError("Incorrect api key") from exc
+    return upload
+
+
+async def checked_image(request: web.Request) -> Upload:
+    upload = await checked_upload(request)
+    if not upload.data:
+        raise RequestError(400, "No valid image file found")
+    return upload
+
+
+def min_confidence(upload: Upload, route: str) -> float:
+    raw = upload.fields.get("min_confidence")
+    if raw in (None, ""):
+        return DEFAULT_CONFIDENCE[route]
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except ValueError:
+        raise RequestError(400, "Invalid value for min_confidence") from None
+    if value != value or value < 0:
+        raise RequestError(400, "Invalid value for min_confidence")
+    if value > 1:
+        raise RequestError(400, "min_confidence cannot be greater than 1")
+    return value
+
+
+def max_predictions(upload: Upload) -> int:
+    raw = upload.fields.get("max_predictions", str(MAX_PREDICTIONS))
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise RequestError(400, "Invalid value for max_predictions")
+    return int(raw)
+
+
+def box(d: Detection) -> dict[str, int]:
+    return {"x_min": d.box[0], "y_min": d.box[1], "x_max": d.box[2], "y_max": d.box[3]}
+
+
+def objects_answer(request: web.Request, result: Result, limit: int) -> web.Response:
+    found = sorted(result.detections, key=lambda d: -d.confidence)[:limit]
+    predictions = [
+        {"label": d.label, "confidence": round(d.confidence, 4), **box(d)} for d in found
+    ]
+    return answer(request, predictions=predictions, count=len(predictions))
+
+
+async def detection(request: web.Request) -> web.Response:
+    upload = await checked_image(request)
+    threshold, limit = min_confidence(upload, "detection"), max_predictions(upload)
+    options = {"objects": {"confidence": threshold, "max_count": limit}}
+    result = await run_detection(request, upload.data, ["objects"], options)  # type: ignore[arg-type]
+    return objects_answer(request, result, limit)
+
+
+def custom_models(request: web.Request) -> list[str]:
+    """Installed detectors that find labelled boxes."""
+    return sorted(n for n, cls in request.app[ENGINE].registry.items() if cls.task == "objects")
+
+
+async def custom(request: web.Request) -> web.Response:
+    name = request.match_info["model"]
+    if name == "list":
+        await checked_upload(request)
+        return answer(request, models=custom_models(request))
+    if name not in custom_models(request):
+        raise RequestError(404, f"no custom model named {name!r}")
+    upload = await checked_image(request)
+    threshold, limit = min_confidence(upload, "detection"), max_predictions(upload)
+    options = {name: {"confidence": threshold, "max_count": limit}}
+    result = await run_detection(request, upload.data, [name], options)  # type: ignore[arg-type]
+    return objects_answer(request, result, limit)
+
+
+async def face(request: web.Request) -> web.Response:
+    upload = await checked_image(request)
+    options = {"faces": {"confidence": min_confidence(upload, "face")}}
+    result = await run_detection(request, upload.data, ["faces"], options)  # type: ignore[arg-type]
+    predictions = [{"confidence": round(d.confidence, 4), **box(d)} for d in result.detections]
+    return answer(request, predictions=predictions)
+
+
+async def recognize(request: web.Request) -> web.Response:
+    upload = await checked_image(request)
+    options = {"recognize": {"threshold": min_confidence(upload, "recognize")}}
+    result = await run_detection(request, upload.data, ["recognize"], options)  # type: ignore[arg-type]
+    predictions = []
+    for d in sorted(result.detections, key=lambda d: -d.attributes["similarity"]):
+        known = d.attributes["identity"] != "unknown"
+        predictions.append(
+            {
+                "userid": d.attributes["identity"],
+                "confidence": round(d.attributes["similarity"], 4) if known else 0,
+                **box(d),
+            }
+        )
+    return answer(request, predictions=predictions)
+
+
+async def register(request: web.Request) -> web.Response:
+    upload = await checked_upload(request)
+    userid = (upload.fields.get("userid") or "").strip()
+    if not userid:
+        raise RequestError(400, "userid not specified")
+    if not upload.files:
+        raise RequestError(400, "No valid image file found")
+    engine = request.app[ENGINE]
+    gallery = engine.runtime.gallery
+    existed = userid in gallery.names()
+    added, reasons = 0, []
+    for name, data in upload.files:  # several samples per person, never replacing old ones
+        try:
+            await in_pool(request, enroll, engine, gallery, userid, data, name)
+            added += 1
+        except MlapiError as exc:
+            reasons.append(exc.message)
+    if not added:
+        reason = reasons[0]
+        raise RequestError(400, "no face detected" if reason.startswith("no face") else reason)
+    return answer(request, message="face updated" if existed else "face added")
+
+
+async def face_list(request: web.Request) -> web.Response:
+    await checked_upload(request)
+    return answer(request, faces=request.app[ENGINE].runtime.gallery.names())
+
+
+async def face_delete(request: web.Request) -> web.Response:
+    upload = await checked_upload(request)
+    userid = (upload.fields.get("userid") or "").strip()
+    if not userid:
+        raise RequestError(400, "userid not specified")
+    with contextlib.suppress(GalleryError):  # DeepStack answers success for unknown names
+        request.app[ENGINE].runtime.gallery.remove(userid)
+    return answer(request)
+
+
+def _best_faceprint(engine: Any, data: bytes) -> np.ndarray:
+    faces = engine.detect_sync(data, ["faceprint"]).detections
+    if not faces:
+        raise RequestError(400, "no face detected")
+    best = max(faces, key=lambda d: (d.box[2] - d.box[0]) * d.confidence)
+    return np.asarray(best.embedding, np.float32)
+
+
+async def match(request: web.Request) -> web.Response:
+    upload = await checked_upload(request)
+    if len(upload.files) != 2:
+        raise RequestError(400, "exactly two images are needed")
+    engine = request.app[ENGINE]
+    a, b = [await in_pool(request, _best_faceprint, engine, data) for _, data in upload.files]
+    return answer(request, similarity=round(similarity(float(a @ b), "dlib"), 4))
+
+
+async def ping(request: web.Request) -> web.Response:
+    return answer(request)
+
+
+async def not_available(request: web.Request) -> web.Response:
+    await checked_upload(request)
+    raise RequestError(403, f"{request.path} is not available on this server")
+
+
+@web.middleware
+async def missing_model_is_403(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ModelMissing as exc:
+        if request.path.startswith("/v1/"):
+            raise RequestError(403, exc.message) from exc
+        raise
+
+
+def add_routes(app: web.Application) -> None:
+    app.middlewares.append(missing_model_is_403)
+    add = app.router.add_post
+    add("/v1/vision/detection", detection)
+    add("/v1/vision/custom/{model}", custom)
+    add("/v1/vision/face", face)
+    add("/v1/vision/face/", face)
+    add("/v1/vision/face/recognize", recognize)
+    add("/v1/vision/face/register", register)
+    add("/v1/vision/face/list", face_list)
+    add("/v1/vision/face/delete", face_delete)
+    add("/v1/vision/face/match", match)
+    add("/v1/vision/scene", not_available)
+    add("/v1/vision/alpr", not_available)
+    app.router.add_get("/v1/server/status/ping", ping)

@@ -1,0 +1,242 @@
+"""The DeepStack / CodeProject.AI dialect on a real server, by hand and by a real client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from deepstack import core as ds
+from servers import LiveServer
+
+from mlapi.detectors.coco import COCO_LABELS
+from mlapi.engine import Engine
+from mlapi.gallery import Gallery
+from mlapi.images import decode, encode_jpeg
+from mlapi.server import ENGINE, ServerConfig
+from mlapi.store import ModelStore
+
+
+@pytest.fixture(scope="module")
+def server(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    data = tmp_path_factory.mktemp("data")
+    with Engine(store, gallery=Gallery(data / "gallery.json")) as engine:
+        live = LiveServer(engine, data)
+        live.users.add("hass", "home assistant")
+        live.key = live.users.create_key("hass", "deepstack")
+        yield live
+        live.stop()
+
+
+def post(server: LiveServer, path: str, images: dict[str, bytes] | None = None, **fields: str):
+    fields.setdefault("api_key", server.key)
+    return server.upload(path, images or {}, fields=fields)
+
+
+def crop(photos: Path, name: str, x1: int, x2: int) -> bytes:
+    return encode_jpeg(np.ascontiguousarray(decode((photos / name).read_bytes()).pixels[:, x1:x2]))
+
+
+def test_detection_is_sorted_coco_and_thresholded(server: LiveServer, photos: Path) -> None:
+    answer = post(
+        server,
+        "/v1/vision/detection",
+        {"image": (photos / "face_detection_input.jpg").read_bytes()},
+    )
+    body = answer.json()
+    assert answer.status == 200 and body["success"] is True and body["duration"] == 0
+    confidences = [p["confidence"] for p in body["predictions"]]
+    assert confidences == sorted(confidences, reverse=True) and min(confidences) >= 0.40
+    assert all(p["label"] in COCO_LABELS for p in body["predictions"])
+    assert [p["label"] for p in body["predictions"]].count("person") == 5
+    assert set(body["predictions"][0]) == {
+        "label",
+        "confidence",
+        "x_min",
+        "y_min",
+        "x_max",
+        "y_max",
+    }
+
+
+def test_at_most_twenty_predictions_unless_asked(server: LiveServer, photos: Path) -> None:
+    data = (photos / "face_detection_input.jpg").read_bytes()
+    low = post(server, "/v1/vision/detection", {"image": data}, min_confidence="0.01").json()
+    assert len(low["predictions"]) == 20
+    more = post(
+        server, "/v1/vision/detection", {"image": data}, min_confidence="0.01", max_predictions="50"
+    ).json()
+    assert len(more["predictions"]) > 20
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "error"),
+    [
+        ({"min_confidence": "abc"}, 400, "Invalid value for min_confidence"),
+        ({"min_confidence": "1.5"}, 400, "min_confidence cannot be greater than 1"),
+        ({"api_key": "wrong"}, 401, "Incorrect api key"),
+        ({"api_key": ""}, 401, "Incorrect api key"),
+    ],
+)
+def test_errors_in_deepstack_shape(server: LiveServer, photos: Path, fields, status, error) -> None:
+    answer = post(
+        server,
+        "/v1/vision/detection",
+        {"image": (photos / "object_detection_input.jpg").read_bytes()},
+        **fields,
+    )
+    assert answer.status == status
+    assert answer.json() == {"success": False, "error": error, "duration": 0}
+
+
+def test_bad_images(server: LiveServer) -> None:
+    none = post(server, "/v1/vision/detection")
+    assert none.status == 400 and none.json()["error"] == "No valid image file found"
+    text = post(server, "/v1/vision/detection", {"image": b"not an image at all"})
+    assert text.status == 400 and "not an image" in text.json()["error"]
+
+
+def test_custom_models(server: LiveServer, photos: Path) -> None:
+    listed = post(server, "/v1/vision/custom/list").json()
+    assert listed["success"] and {"objects", "yolo"} <= set(listed["models"])
+    found = post(
+        server,
+        "/v1/vision/custom/objects",
+        {"image": (photos / "object_detection_input.jpg").read_bytes()},
+    )
+    assert {"dog", "horse"} <= {p["label"] for p in found.json()["predictions"]}
+    missing = post(server, "/v1/vision/custom/unicorns", {"image": b"x"})
+    assert missing.status == 404 and missing.json()["success"] is False
+
+
+def test_faces_with_and_without_trailing_slash(server: LiveServer, photos: Path) -> None:
+    data = (photos / "face_detection_input.jpg").read_bytes()
+    for path in ("/v1/vision/face", "/v1/vision/face/"):
+        body = post(server, path, {"image": data}).json()
+        assert len(body["predictions"]) == 5 and all(
+            p["confidence"] >= 0.55 for p in body["predictions"]
+        )
+
+
+def test_register_recognize_list_delete_round_trip(server: LiveServer, photos: Path) -> None:
+    man = crop(photos, "gender_detection_input.jpg", 420, 800)
+    woman = crop(photos, "gender_detection_input.jpg", 0, 400)
+    added = post(server, "/v1/vision/face/register", {"image": man}, userid="Kumail")
+    assert added.json() == {"success": True, "message": "face added", "duration": 0}
+    again = post(
+        server, "/v1/vision/face/register", {"image1": man, "image2": man}, userid="Kumail"
+    )
+    assert again.json()["message"] == "face updated"
+    kept = [s for s in server.app[ENGINE].runtime.gallery.samples() if s.name == "Kumail"]
+    assert len(kept) == 3  # samples are appended, never replaced
+    post(server, "/v1/vision/face/register", {"image": woman}, userid="Emily")
+    assert post(server, "/v1/vision/face/list").json()["faces"] == ["Emily", "Kumail"]
+
+    five = post(
+        server,
+        "/v1/vision/face/recognize",
+        {"image": (photos / "face_detection_input.jpg").read_bytes()},
+    ).json()
+    named = [p for p in five["predictions"] if p["userid"] != "unknown"]
+    assert [p["userid"] for p in named] == ["Kumail"] and named[0]["confidence"] >= 0.67
+    assert 700 < named[0]["x_min"] < 900  # the middle man
+    assert sum(p["userid"] == "unknown" and p["confidence"] == 0 for p in five["predictions"]) == 4
+    assert five["predictions"][0]["userid"] == "Kumail"  # sorted by confidence
+
+    assert post(server, "/v1/vision/face/delete", userid="Kumail").json() == {
+        "success": True,
+        "duration": 0,
+    }
+    assert post(server, "/v1/vision/face/list").json()["faces"] == ["Emily"]
+    after = post(
+        server,
+        "/v1/vision/face/recognize",
+        {"image": (photos / "face_detection_input.jpg").read_bytes()},
+    ).json()
+    assert {p["userid"] for p in after["predictions"]} == {"unknown"}
+    post(server, "/v1/vision/face/delete", userid="Emily")
+
+
+@pytest.mark.parametrize(
+    ("fields", "images", "error"),
+    [
+        ({}, {"image": "man"}, "userid not specified"),
+        ({"userid": "X"}, {}, "No valid image file found"),
+        ({"userid": "X"}, {"image": "horse"}, "no face detected"),
+        ({"userid": "X"}, {"image": "couple"}, "2 faces found"),
+    ],
+)
+def test_register_errors(server: LiveServer, photos: Path, fields, images, error) -> None:
+    pictures = {
+        "man": crop(photos, "gender_detection_input.jpg", 420, 800),
+        "horse": crop(photos, "object_detection_input.jpg", 400, 640),
+        "couple": (photos / "gender_detection_input.jpg").read_bytes(),
+    }
+    answer = post(
+        server, "/v1/vision/face/register", {k: pictures[v] for k, v in images.items()}, **fields
+    )
+    assert answer.status == 400 and error in answer.json()["error"]
+    assert "X" not in post(server, "/v1/vision/face/list").json()["faces"]
+
+
+def test_match_two_images(server: LiveServer, photos: Path) -> None:
+    man = crop(photos, "gender_detection_input.jpg", 420, 800)
+    middle = crop(photos, "face_detection_input.jpg", 700, 1050)
+    woman = crop(photos, "gender_detection_input.jpg", 0, 400)
+    same = post(server, "/v1/vision/face/match", {"image1": man, "image2": middle}).json()
+    other = post(server, "/v1/vision/face/match", {"image1": woman, "image2": middle}).json()
+    assert same["similarity"] >= 0.67 > other["similarity"]
+    one = post(server, "/v1/vision/face/match", {"image1": man})
+    assert one.status == 400 and "two images" in one.json()["error"]
+
+
+def test_ping_and_unavailable_features(server: LiveServer, photos: Path) -> None:
+    assert server.call("GET", "/v1/server/status/ping").json() == {"success": True, "duration": 0}
+    scene = post(
+        server, "/v1/vision/scene", {"image": (photos / "object_detection_input.jpg").read_bytes()}
+    )
+    assert scene.status == 403 and scene.json()["success"] is False
+
+
+def test_anonymous_only_when_enabled(store: ModelStore, tmp_path: Path, photos: Path) -> None:
+    with Engine(store) as engine:
+        live = LiveServer(engine, tmp_path, ServerConfig(models=("objects",), allow_anonymous=True))
+        try:
+            answer = live.upload(
+                "/v1/vision/detection",
+                {"image": (photos / "object_detection_input.jpg").read_bytes()},
+            )
+            assert answer.status == 200 and answer.json()["predictions"]
+        finally:
+            live.stop()
+
+
+def test_the_home_assistant_client_library_works_unmodified(
+    server: LiveServer, photos: Path
+) -> None:
+    port = int(server.url.rsplit(":", 1)[1])
+    objects = ds.DeepstackObject("127.0.0.1", port, api_key=server.key, min_confidence=0.4)
+    predictions = objects.detect((photos / "object_detection_input.jpg").read_bytes())
+    assert {"person", "dog"} <= set(ds.get_objects(predictions))
+    assert ds.get_objects_summary(predictions)["dog"] == 1
+
+    # 0.67 is DeepStack's own recognition default; the library's 0.45 would accept look-alikes.
+    faces = ds.DeepstackFace("127.0.0.1", port, api_key=server.key, min_confidence=0.67)
+    assert len(faces.detect((photos / "face_detection_input.jpg").read_bytes())) == 5
+    assert (
+        faces.register("Kumail", crop(photos, "gender_detection_input.jpg", 420, 800))
+        == "face added"
+    )
+    recognised = ds.get_recognized_faces(
+        faces.recognize((photos / "face_detection_input.jpg").read_bytes())
+    )
+    assert list(recognised) == ["Kumail"] and recognised["Kumail"] >= 67
+    assert (
+        "Kumail"
+        in ds.get_stored_faces(f"{server.url}/v1/vision/face/list", server.key, 10)["faces"]
+    )
+
+    with pytest.raises(ds.DeepstackException, match="401"):
+        ds.DeepstackObject("127.0.0.1", port, api_key="wrong").detect(b"\xff\xd8\xff")
+    post(server, "/v1/vision/face/delete", userid="Kumail")
