@@ -26,6 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from mlapi import samples
@@ -261,12 +262,53 @@ def server_section(store: ModelStore, payloads: list[bytes], seconds: float) -> 
         server.close()
 
 
+def deepstack_section(payloads: list[bytes], seconds: float) -> None:
+    """A 320×320 JPEG through /v1/vision/detection (what Frigate sends), alone and while two
+    other clients keep the server busy with full-size photos."""
+    print("deepstack: 320×320 JPEG through POST /v1/vision/detection, ms")
+    small = encode_jpeg(cv2.resize(decode(payloads[1]).pixels, (320, 320)), quality=85)
+    server = ServerProcess("--models", "objects")
+    try:
+        frigate = [multipart(small, "image", {"api_key": server.key})]
+        heavy = [multipart(p) for p in payloads]
+        rps, p50, p95, errors, _ = load_test(
+            server.port, "/v1/vision/detection", frigate, {}, 1, seconds
+        )
+        print(
+            f"  alone:                      p50 {p50:6.1f}  p95 {p95:6.1f}  ({rps:.1f}/s, "
+            f"{errors} errors)"
+        )
+        with ThreadPoolExecutor(1) as pool:
+            busy = pool.submit(
+                load_test,
+                server.port,
+                "/api/v1/detect/object",
+                heavy,
+                {"X-API-Key": server.key},
+                2,
+                seconds + 1,
+            )
+            time.sleep(0.5)
+            rps, p50, p95, errors, _ = load_test(
+                server.port, "/v1/vision/detection", frigate, {}, 1, seconds
+            )
+            busy.result()
+        print(
+            f"  with 2 other clients busy:  p50 {p50:6.1f}  p95 {p95:6.1f}  ({rps:.1f}/s, "
+            f"{errors} errors)"
+        )
+    finally:
+        server.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--models", default="objects,faces,cvface")
     parser.add_argument(
-        "--sections", default="engine,faces,server", help="comma-separated: engine, faces, server"
+        "--sections",
+        default="engine,faces,server,deepstack",
+        help="comma-separated: engine, faces, server, deepstack",
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="per load-test step")
     args = parser.parse_args()
@@ -284,6 +326,8 @@ def main() -> None:
         faces_section(store, hd, min(args.runs, 20))
     if "server" in sections:
         server_section(store, payloads, args.seconds)
+    if "deepstack" in sections:
+        deepstack_section(payloads, args.seconds)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory of this process (max RSS): {peak:.0f} MiB")
 
