@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -539,6 +540,161 @@ def login(url: str, username: str, password_stdin: bool) -> None:
     except MlapiError as exc:
         _fail(exc.message)
     click.echo(f"logged in to {url}", err=True)
+
+
+# -- stream ------------------------------------------------------------------------------
+@main.command()
+@click.argument("source")
+@click.option(
+    "-m",
+    "--models",
+    "models",
+    multiple=True,
+    metavar="NAMES",
+    help="Detectors to run, comma-separated (default: objects).",
+)
+@click.option(
+    "-o",
+    "--option",
+    "options",
+    multiple=True,
+    metavar="MODEL.KEY=VALUE",
+    help="A detector option (repeatable).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["native", "mlapi"]),
+    default="native",
+    show_default=True,
+    help="Shape of each frame's result.",
+)
+@click.option(
+    "--every", type=click.IntRange(1), default=1, show_default=True, help="Process every Nth frame."
+)
+@click.option("--fps", type=click.FloatRange(0.01, 1000), help="Process at most F frames a second.")
+@click.option(
+    "--resize",
+    type=click.IntRange(16, 10000),
+    metavar="WIDTH",
+    help="Shrink wider frames to this width first.",
+)
+@click.option(
+    "--changes-only",
+    is_flag=True,
+    help="Emit a frame only when labels appear/disappear or a box moves.",
+)
+@click.option(
+    "--move-threshold",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="With --changes-only: a box moved when its IoU with before is below this.",
+)
+@click.option(
+    "--annotate",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the processed frames with boxes drawn to this .mp4 or .avi.",
+)
+@click.option("--webhook", metavar="URL", help="POST each emitted event (JSON) here.")
+@click.option("--exec", "command", metavar="CMD", help="Run CMD with each event on stdin.")
+@click.option(
+    "--server",
+    metavar="URL",
+    envvar="MLAPI_SERVER",
+    help="Detect on this mlapi server (after `mlapi login`) [env: MLAPI_SERVER].",
+)
+@click.option("--max-frames", type=click.IntRange(1), help="Stop after this many processed frames.")
+@click.option("--no-reconnect", is_flag=True, help="Stop when a network stream drops.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    envvar="MLAPI_WORKERS",
+    help="Frames in flight [env: MLAPI_WORKERS].",
+)
+def stream(
+    source: str,
+    models: tuple[str, ...],
+    options: tuple[str, ...],
+    fmt: str,
+    every: int,
+    fps: float | None,
+    resize: int | None,
+    changes_only: bool,
+    move_threshold: float,
+    annotate: Path | None,
+    webhook: str | None,
+    command: str | None,
+    server: str | None,
+    max_frames: int | None,
+    no_reconnect: bool,
+    workers: int,
+) -> None:
+    """Detect over SOURCE: a webcam index, a video file, an rtsp:// or http(s):// stream
+    (MJPEG too), or an image folder/glob. One JSON line per processed frame on stdout:
+    {"frame", "time", "result"}; a summary on stderr at the end (or on Ctrl-C)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlapi.dialects import FORMATS
+    from mlapi.engine import Engine, RuntimeConfig
+    from mlapi.errors import MlapiError
+    from mlapi.stream import StreamConfig, local_detector, remote_detector, run_stream
+
+    if server and annotate:
+        raise click.UsageError("--annotate works only locally, not with --server")
+    console = _stderr_console()
+    names, opts = parse_models(models) or ["objects"], parse_options(options)
+    config = StreamConfig(
+        source,
+        every,
+        fps,
+        resize,
+        changes_only,
+        move_threshold,
+        annotate,
+        webhook,
+        command,
+        max_frames,
+        not no_reconnect,
+        workers,
+    )
+    with (
+        Engine(config=RuntimeConfig(workers=workers)) as engine,
+        ThreadPoolExecutor(workers) as pool,
+    ):
+        try:
+            if server:
+                detect = remote_detector(server, names, opts, fmt)
+            else:
+                detect = local_detector(engine, names, opts, FORMATS[fmt])
+        except MlapiError as exc:
+            _fail(exc.message, 2 if exc.status == 400 else 1)
+
+        def emit(line: str) -> None:
+            click.echo(line)
+            sys.stdout.flush()
+
+        last = [0.0]
+
+        def progress(stats) -> None:  # type: ignore[no-untyped-def]
+            if console.is_terminal and time.monotonic() - last[0] > 1:
+                last[0] = time.monotonic()
+                console.print(stats.summary(), end="\r", highlight=False)
+
+        try:
+            stats = run_stream(
+                config,
+                detect,
+                pool.submit,
+                emit,
+                lambda text: console.print(text, highlight=False),
+                progress,
+            )
+        except MlapiError as exc:
+            _fail(exc.message)
+    console.print(stats.summary(), highlight=False)
 
 
 # -- faces -------------------------------------------------------------------------------

@@ -1,0 +1,222 @@
+"""`mlapi stream` on a video made from the real photos, a live MJPEG stream on loopback
+that drops and comes back, and a webhook receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from aiohttp import web
+
+from mlapi.dialects import FORMATS
+from mlapi.engine import Engine
+from mlapi.stream import ChangeTracker, Sampler, StreamConfig, local_detector, run_stream
+from mlapi.stream import Frame as StreamFrame
+
+FIELD, COUPLE = "object_detection_input.jpg", "gender_detection_input.jpg"
+
+
+def bgr(photos: Path, name: str) -> np.ndarray:
+    return cv2.resize(cv2.imread(str(photos / name)), (640, 424))
+
+
+@pytest.fixture(scope="module")
+def video(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 frames at 10 fps: the field (0-9), the couple (10-19), the field again (20-29)."""
+    path = tmp_path_factory.mktemp("video") / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 424))
+    field, couple = bgr(photos, FIELD), bgr(photos, COUPLE)
+    for i in range(30):
+        writer.write(couple if 10 <= i < 20 else field)
+    writer.release()
+    return path
+
+
+def stream(engine: Engine, config: StreamConfig, models: list[str] | None = None):
+    events: list[dict] = []
+    detect = local_detector(engine, models or ["objects"], {}, FORMATS["native"])
+    with ThreadPoolExecutor(config.workers) as pool:
+        stats = run_stream(
+            config, detect, pool.submit, lambda e: events.append(json.loads(e)), lambda text: None
+        )
+    return events, stats
+
+
+def labels(event: dict) -> set[str]:
+    return {d["label"] for d in event["result"]["detections"]}
+
+
+def test_video_gives_the_expected_detections_at_the_expected_frames(
+    engine: Engine, video: Path
+) -> None:
+    events, stats = stream(engine, StreamConfig(str(video), every=5))
+    assert [e["frame"] for e in events] == [0, 5, 10, 15, 20, 25]
+    assert [e["time"] for e in events] == pytest.approx([0, 0.5, 1.0, 1.5, 2.0, 2.5], abs=0.01)
+    for event in events:
+        if 10 <= event["frame"] < 20:
+            assert labels(event) == {"person"} and len(event["result"]["detections"]) == 2
+        else:
+            assert {"dog", "horse", "person"} <= labels(event)
+    assert (stats.read, stats.processed, stats.dropped) == (30, 6, 0)
+
+
+def test_changes_only_emits_only_at_changes(engine: Engine, video: Path, tmp_path: Path) -> None:
+    annotated = tmp_path / "annotated.avi"
+    events, stats = stream(engine, StreamConfig(str(video), changes_only=True, annotate=annotated))
+    assert [e["frame"] for e in events] == [0, 10, 20]
+    assert stats.processed == 30 and stats.emitted == 3
+    check = cv2.VideoCapture(str(annotated))
+    assert int(check.get(cv2.CAP_PROP_FRAME_COUNT)) == 30
+
+
+def test_fps_sampling_uses_stream_time(engine: Engine, video: Path) -> None:
+    events, _ = stream(engine, StreamConfig(str(video), fps=2))
+    assert [e["frame"] for e in events] == [0, 5, 10, 15, 20, 25]
+
+
+def test_change_tracker_sees_moves_but_not_jitter() -> None:
+    tracker = ChangeTracker(0.5)
+    assert tracker.changed([("dog", [0, 0, 100, 100])])
+    assert not tracker.changed([("dog", [2, 2, 102, 102])])  # jitter
+    assert tracker.changed([("dog", [60, 60, 160, 160])])  # moved
+    assert tracker.changed([("dog", [60, 60, 160, 160]), ("cat", [0, 0, 5, 5])])  # new label
+    assert not Sampler(every=3).keep(StreamFrame(4, 0.4, np.zeros((1, 1, 3), np.uint8)))
+
+
+class MjpegServer:
+    """A camera on loopback: each connection streams `per_connection` frames, then drops."""
+
+    def __init__(self, frames: list[bytes], per_connection: int, interval: float) -> None:
+        self.frames, self.per_connection, self.interval = frames, per_connection, interval
+        self.connections = 0
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        threading.Thread(target=self._run, args=(ready,), daemon=True).start()
+        ready.wait(30)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        session = self.connections
+        self.connections += 1
+        response = web.StreamResponse(
+            headers={"Content-Type": "multipart/x-mixed-replace; boundary=frame"}
+        )
+        await response.prepare(request)
+        for _ in range(self.per_connection):
+            jpeg = self.frames[session % len(self.frames)]
+            await response.write(
+                b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                + str(len(jpeg)).encode()
+                + b"\r\n\r\n"
+                + jpeg
+                + b"\r\n"
+            )
+            await asyncio.sleep(self.interval)
+        return response  # the connection ends: the camera "dropped"
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        app = web.Application()
+        app.router.add_get("/video.mjpg", self.handle)
+        self.runner = web.AppRunner(app)
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/video.mjpg"
+        ready.set()
+        self.loop.run_forever()
+
+
+class WebhookReceiver:
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        threading.Thread(target=self._run, args=(ready,), daemon=True).start()
+        ready.wait(30)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.events.append(await request.json())
+        return web.Response(status=204)
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        runner = web.AppRunner(app)
+        self.loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+        ready.set()
+        self.loop.run_forever()
+
+
+@pytest.fixture
+def camera(photos: Path) -> Iterator[MjpegServer]:
+    jpegs = [cv2.imencode(".jpg", bgr(photos, n))[1].tobytes() for n in (FIELD, COUPLE)]
+    yield MjpegServer(jpegs, per_connection=4, interval=0.05)
+
+
+def test_mjpeg_stream_is_read_interrupted_and_resumed_with_webhook(
+    engine: Engine, camera: MjpegServer
+) -> None:
+    hook = WebhookReceiver()
+    config = StreamConfig(camera.url, max_frames=6, changes_only=True, webhook=hook.url)
+    events, stats = stream(engine, config)
+    assert camera.connections >= 2 and stats.reconnects >= 1
+    assert stats.processed == 6
+    assert labels(events[0]) >= {"dog", "horse"}  # the first connection shows the field
+    assert any(labels(e) == {"person"} for e in events)  # the second, the couple
+    deadline = time.monotonic() + 10
+    while len(hook.events) < len(events) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert hook.events == events
+
+
+def test_live_source_drops_frames_when_inference_is_slower(engine: Engine, photos: Path) -> None:
+    jpegs = [cv2.imencode(".jpg", bgr(photos, n))[1].tobytes() for n in (COUPLE,)]
+    fast = MjpegServer(jpegs, per_connection=150, interval=0.002)
+    config = StreamConfig(fast.url, reconnect=False, workers=1)
+    events, stats = stream(engine, config, ["faceprint"])  # ~160 ms a frame
+    assert stats.read >= 100 and stats.dropped > 0
+    assert stats.processed == len(events) and stats.processed + stats.dropped <= stats.read
+
+
+def test_cli_stream_with_exec_and_a_folder(photos: Path, tmp_path: Path) -> None:
+    sink = tmp_path / "events.jsonl"
+    command = f"{sys.executable} -c \"import sys; open({str(sink)!r}, 'a').write(sys.stdin.read() + '\\n')\""
+    done = subprocess.run(
+        [sys.executable, "-m", "mlapi", "stream", str(photos), "-m", "faces", "--exec", command],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [len(e["result"]["detections"]) for e in printed] == [5, 2, 0]  # sorted file names
+    assert "3 processed" in done.stderr
+    assert [json.loads(line) for line in sink.read_text().splitlines()] == printed
+
+
+def test_cli_stream_missing_source(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mlapi", "stream", str(tmp_path / "nope.mp4")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1 and "no such file" in done.stderr
