@@ -195,7 +195,8 @@ def test_live_source_drops_frames_when_inference_is_slower(engine: Engine, photo
 
 def test_cli_stream_with_exec_and_a_folder(photos: Path, tmp_path: Path) -> None:
     sink = tmp_path / "events.jsonl"
-    command = f"{sys.executable} -c \"import sys; open({str(sink)!r}, 'a').write(sys.stdin.read() + '\\n')\""
+    script = f"import sys; open({str(sink)!r}, 'a').write(sys.stdin.read() + '\\n')"
+    command = f'{sys.executable} -c "{script}"'
     done = subprocess.run(
         [sys.executable, "-m", "mlapi", "stream", str(photos), "-m", "faces", "--exec", command],
         capture_output=True,
