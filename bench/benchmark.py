@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -301,14 +302,51 @@ def deepstack_section(payloads: list[bytes], seconds: float) -> None:
         server.close()
 
 
+def stream_section(store: ModelStore, photo: bytes, frames: int = 90) -> None:
+    """`mlapi stream` over a 1080p video, `objects`, locally and through the server."""
+    from mlapi import client
+    from mlapi.dialects import FORMATS
+    from mlapi.stream import StreamConfig, local_detector, remote_detector, run_stream
+
+    print(f"stream: {frames}-frame 1080p MJPEG video, objects, frames per second")
+    folder = Path(tempfile.mkdtemp(prefix="mlapi-bench-"))
+    video = folder / "clip.avi"
+    bgr = cv2.cvtColor(decode(photo).pixels, cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (1920, 1080))
+    for i in range(frames):
+        writer.write(np.roll(bgr, i * 8, axis=1))  # a panning camera
+    writer.release()
+
+    def measure(detect: Any) -> float:
+        config = StreamConfig(str(video), workers=2)
+        with ThreadPoolExecutor(2) as pool:
+            stats = run_stream(config, detect, pool.submit, lambda e: None, lambda t: None)
+        return stats.processed / (time.monotonic() - stats.started)
+
+    with Engine(store) as engine:
+        local = measure(local_detector(engine, ["objects"], {}, FORMATS["native"]))
+    print(f"  local:         {local:6.1f}")
+    server = ServerProcess("--models", "objects")
+    os.environ["MLAPI_CONFIG_DIR"] = str(folder)
+    try:
+        client.login(f"http://127.0.0.1:{server.port}", "bench", "bench password")
+        remote = measure(
+            remote_detector(f"http://127.0.0.1:{server.port}", ["objects"], {}, "native")
+        )
+        print(f"  through server: {remote:6.1f} (frames re-encoded as JPEG and sent over HTTP)")
+    finally:
+        server.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--models", default="objects,faces,cvface")
     parser.add_argument(
         "--sections",
-        default="engine,faces,server,deepstack",
-        help="comma-separated: engine, faces, server, deepstack",
+        default="engine,faces,server,deepstack,stream",
+        help="comma-separated: engine, faces, server, deepstack, stream",
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="per load-test step")
     args = parser.parse_args()
@@ -328,6 +366,8 @@ def main() -> None:
         server_section(store, payloads, args.seconds)
     if "deepstack" in sections:
         deepstack_section(payloads, args.seconds)
+    if "stream" in sections:
+        stream_section(store, progressive)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory of this process (max RSS): {peak:.0f} MiB")
 
