@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,7 @@ STRIDES = (8, 16, 32)
 BINS = 11  # reg_max + 1 distribution bins per box side
 MEAN = np.array([103.53, 116.28, 123.675], np.float32)  # BGR
 STD = np.array([57.375, 57.12, 58.395], np.float32)
+MEAN_RGB, INV_STD_RGB = MEAN[::-1].copy(), (1.0 / STD[::-1]).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,33 @@ def decode_outputs(
     return np.concatenate(all_boxes), np.concatenate(all_scores), np.concatenate(all_classes)
 
 
+def to_tensor(image: Image) -> tuple[np.ndarray, float]:
+    """Letterboxed, normalised 1×3×416×416 BGR input and the factor back to image pixels."""
+    canvas, factor = letterbox(image.pixels, INPUT, pad=(124, 116, 104))
+    x = canvas.astype(np.float32)
+    x -= MEAN_RGB  # in place: a third faster than building BGR copies
+    x *= INV_STD_RGB
+    return np.stack([x[:, :, 2], x[:, :, 1], x[:, :, 0]])[None], factor
+
+
+def calibration_tensors(store: Any) -> list[np.ndarray]:
+    """Inputs for int8 calibration: the sample photos and their mirror images."""
+    from mlapi import samples
+    from mlapi.images import decode
+
+    tensors = []
+    for photo in sorted(samples.fetch(store).glob("*.jpg")):
+        rgb = decode(photo.read_bytes()).pixels
+        for pixels in (rgb, np.ascontiguousarray(rgb[:, ::-1])):
+            tensors.append(to_tensor(Image.from_array(pixels))[0])
+    return tensors
+
+
 class NanoDet(StagedDetector):
     name = "objects"
     task = "objects"
-    description = "80 COCO object classes (NanoDet-Plus-m 416)"
-    models = ("nanodet",)
+    description = "80 COCO object classes (NanoDet-Plus-m 416, int8)"
+    models = ("nanodet-int8",)
     min_side = INPUT
     Options = NanoDetOptions
 
@@ -86,10 +110,7 @@ class NanoDet(StagedDetector):
         self.shapes = [(o.shape[1], o.shape[2]) for o in self.session.get_outputs()]
 
     def preprocess(self, image: Image) -> tuple[np.ndarray, float]:
-        canvas, factor = letterbox(image.pixels, INPUT, pad=(124, 116, 104))
-        bgr = canvas[:, :, ::-1].astype(np.float32)
-        tensor = ((bgr - MEAN) / STD).transpose(2, 0, 1)[None]
-        return np.ascontiguousarray(tensor), factor
+        return to_tensor(image)
 
     def infer(self, tensor: np.ndarray) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
         results = self.session.run(self.outputs, {self.input_name: tensor})
@@ -120,3 +141,11 @@ class NanoDet(StagedDetector):
             )
             for i in keep
         ]
+
+
+class NanoDetFloat(NanoDet):
+    """The same network in float32: slower, for when int8 rounding matters."""
+
+    name = "objects-fp32"
+    description = "80 COCO object classes (NanoDet-Plus-m 416, float32)"
+    models = ("nanodet",)

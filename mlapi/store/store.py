@@ -19,7 +19,7 @@ from typing import Any
 import platformdirs
 
 from mlapi.errors import MlapiError, ModelMissing, UnknownModel
-from mlapi.store import catalog, convert, jsmodel, sources
+from mlapi.store import catalog, convert, jsmodel, quantize, sources
 from mlapi.store.catalog import ModelEntry
 
 CACHE_ENV = "MLAPI_CACHE_DIR"
@@ -169,6 +169,14 @@ class ModelStore:
                 raise
 
     def _prepare(self, entry: ModelEntry, folder: Path) -> Path:
+        if entry.format == "int8":
+            target = folder / ONNX_NAME
+            if not target.exists():
+                base = entry.extra["base"]
+                self.pull(base)
+                tensors = quantize.load_function(entry.extra["calibration"])(self)
+                quantize.quantize_int8(self.artifact(base), target, tensors)
+            return target
         main = folder / entry.files[0].basename
         if entry.format in ("tfjs", "tfjs-js"):
             onnx_path = folder / ONNX_NAME
