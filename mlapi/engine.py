@@ -82,9 +82,12 @@ class Runtime:
     def model_path(self, name: str) -> Path:
         return self.store.model_dir(name)
 
-    def onnx_session(self, name: str) -> Any:
+    def onnx_session(self, name: str, path: Path | None = None) -> Any:
+        """One shared session per model file (`path`: another file of the model than its
+        main artifact)."""
+        key = f"{name}:{path.name}" if path else name
         with self._lock:
-            if name not in self._sessions:
+            if key not in self._sessions:
                 import onnxruntime as ort
 
                 opts = ort.SessionOptions()
@@ -93,10 +96,10 @@ class Runtime:
                 # Spinning threads burn the other worker's core on a shared 2-core box.
                 opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                self._sessions[name] = ort.InferenceSession(
-                    str(self.store.artifact(name)), opts, providers=["CPUExecutionProvider"]
+                self._sessions[key] = ort.InferenceSession(
+                    str(path or self.store.artifact(name)), opts, providers=["CPUExecutionProvider"]
                 )
-            return self._sessions[name]
+            return self._sessions[key]
 
 
 class Engine:

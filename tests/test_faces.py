@@ -38,9 +38,15 @@ def gallery_engine(store: ModelStore, tmp_path: Path):
         yield engine
 
 
-def test_couple_is_a_woman_left_and_a_man_right(engine: Engine, photos: Path) -> None:
-    result = engine.detect((photos / "gender_detection_input.jpg").read_bytes(), ["genderage"])
+@pytest.mark.parametrize("model", ["faceres", "dlib"])
+def test_couple_is_a_woman_left_and_a_man_right(engine: Engine, photos: Path, model: str) -> None:
+    result = engine.detect(
+        (photos / "gender_detection_input.jpg").read_bytes(),
+        ["genderage"],
+        {"genderage": {"model": model}},
+    )
     left, right = by_x(result.detections)
+    assert left.attributes["genderage"] == model
     assert left.attributes["gender"]["label"] == "female"
     assert right.attributes["gender"]["label"] == "male"
     assert (
@@ -50,8 +56,13 @@ def test_couple_is_a_woman_left_and_a_man_right(engine: Engine, photos: Path) ->
     assert {d.model for d in result.detections} == {"genderage"}
 
 
-def test_five_men_are_five_men(engine: Engine, photos: Path) -> None:
-    result = engine.detect((photos / "face_detection_input.jpg").read_bytes(), ["genderage"])
+@pytest.mark.parametrize("model", ["faceres", "dlib"])
+def test_five_men_are_five_men(engine: Engine, photos: Path, model: str) -> None:
+    result = engine.detect(
+        (photos / "face_detection_input.jpg").read_bytes(),
+        ["genderage"],
+        {"genderage": {"model": model}},
+    )
     assert [d.attributes["gender"]["label"] for d in result.detections] == ["male"] * 5
 
 

