@@ -225,7 +225,8 @@ def faces_section(store: ModelStore, photo: bytes, runs: int) -> None:
         base = median_ms(lambda: engine.detect(photo, ["faces"]), runs)
         print(f"  faces alone: {base:6.2f} (refiners add a full-size decode to their figures)")
         for label, models, options in (
-            ("genderage", ["genderage"], None),
+            ("genderage faceres", ["genderage"], None),
+            ("genderage dlib", ["genderage"], {"genderage": {"model": "dlib"}}),
             ("emotion", ["emotion"], None),
             ("faceprint dlib", ["faceprint"], None),
             ("faceprint faceres", ["faceprint"], {"faceprint": {"model": "faceres"}}),
