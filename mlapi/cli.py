@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,53 @@ def expand_inputs(patterns: tuple[str, ...]) -> list[Path]:
     return paths
 
 
+def detection_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options `detect` and `stream` share: what to run, how to print, where to run."""
+    options = [
+        click.option(
+            "-m",
+            "--models",
+            "models",
+            multiple=True,
+            metavar="NAMES",
+            help="Detectors to run, comma-separated (default: objects).",
+        ),
+        click.option(
+            "-o",
+            "--option",
+            "options",
+            multiple=True,
+            metavar="MODEL.KEY=VALUE",
+            help="A detector option, e.g. -o objects.confidence=0.5 (repeatable).",
+        ),
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(["native", "mlapi"]),
+            default="native",
+            show_default=True,
+            help="Output shape: mlapi's native JSON or the seed's array.",
+        ),
+        click.option(
+            "--server",
+            metavar="URL",
+            envvar="MLAPI_SERVER",
+            help="Detect on this mlapi server instead (after `mlapi login`) [env: MLAPI_SERVER].",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(1, 64),
+            default=2,
+            show_default=True,
+            envvar="MLAPI_WORKERS",
+            help="Images or frames in flight at once [env: MLAPI_WORKERS].",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mlapi")
 def main() -> None:
@@ -68,49 +116,11 @@ def main() -> None:
 # -- detect ------------------------------------------------------------------------------
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option(
-    "-m",
-    "--models",
-    "models",
-    multiple=True,
-    metavar="NAMES",
-    help="Detectors to run, comma-separated (default: objects).",
-)
-@click.option(
-    "-o",
-    "--option",
-    "options",
-    multiple=True,
-    metavar="MODEL.KEY=VALUE",
-    help="A detector option, e.g. -o objects.confidence=0.5 (repeatable).",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["native", "mlapi"]),
-    default="native",
-    show_default=True,
-    help="Output shape: mlapi's native JSON or the seed's array.",
-)
+@detection_options
 @click.option(
     "--annotate",
     type=click.Path(file_okay=False, path_type=Path),
     help="Write copies of the images with boxes drawn into this directory.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 64),
-    default=2,
-    show_default=True,
-    envvar="MLAPI_WORKERS",
-    help="Parallel inference threads [env: MLAPI_WORKERS].",
-)
-@click.option(
-    "--server",
-    metavar="URL",
-    envvar="MLAPI_SERVER",
-    help="Ask this mlapi server instead of running locally (after `mlapi login`) "
-    "[env: MLAPI_SERVER].",
 )
 def detect(
     inputs: tuple[str, ...],
@@ -545,30 +555,7 @@ def login(url: str, username: str, password_stdin: bool) -> None:
 # -- stream ------------------------------------------------------------------------------
 @main.command()
 @click.argument("source")
-@click.option(
-    "-m",
-    "--models",
-    "models",
-    multiple=True,
-    metavar="NAMES",
-    help="Detectors to run, comma-separated (default: objects).",
-)
-@click.option(
-    "-o",
-    "--option",
-    "options",
-    multiple=True,
-    metavar="MODEL.KEY=VALUE",
-    help="A detector option (repeatable).",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["native", "mlapi"]),
-    default="native",
-    show_default=True,
-    help="Shape of each frame's result.",
-)
+@detection_options
 @click.option(
     "--every", type=click.IntRange(1), default=1, show_default=True, help="Process every Nth frame."
 )
@@ -598,22 +585,8 @@ def login(url: str, username: str, password_stdin: bool) -> None:
 )
 @click.option("--webhook", metavar="URL", help="POST each emitted event (JSON) here.")
 @click.option("--exec", "command", metavar="CMD", help="Run CMD with each event on stdin.")
-@click.option(
-    "--server",
-    metavar="URL",
-    envvar="MLAPI_SERVER",
-    help="Detect on this mlapi server (after `mlapi login`) [env: MLAPI_SERVER].",
-)
 @click.option("--max-frames", type=click.IntRange(1), help="Stop after this many processed frames.")
 @click.option("--no-reconnect", is_flag=True, help="Stop when a network stream drops.")
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 64),
-    default=2,
-    show_default=True,
-    envvar="MLAPI_WORKERS",
-    help="Frames in flight [env: MLAPI_WORKERS].",
-)
 def stream(
     source: str,
     models: tuple[str, ...],

@@ -7,8 +7,6 @@ new people on its next request without a restart.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import secrets
 import threading
@@ -21,7 +19,7 @@ import numpy as np
 from tinydb import Query
 
 from mlapi.errors import MlapiError
-from mlapi.storage import default_data_dir, locked_db
+from mlapi.storage import FileSnapshot, default_data_dir, locked_db
 
 NAME_RE = re.compile(r"^[^\x00-\x1f/\\]{1,100}$")
 
@@ -48,7 +46,7 @@ class Match:
 class Gallery:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or default_data_dir() / "gallery.json"
-        self._snapshot: tuple[tuple[int, int, int], dict[str, Any]] | None = None
+        self._snapshot = FileSnapshot(self.path)
         self._index: dict[str, tuple[list[str], np.ndarray]] = {}
         self._lock = threading.Lock()
 
@@ -86,17 +84,11 @@ class Gallery:
 
     # -- reading -------------------------------------------------------------------------
     def _rows(self) -> list[dict[str, Any]]:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return []
-        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
-        with self._lock:
-            if self._snapshot is None or self._snapshot[0] != stamp:
-                tables = json.loads(self.path.read_text() or "{}")
-                self._snapshot = (stamp, tables)
-                self._index = {}
-            return list(self._snapshot[1].get("samples", {}).values())
+        tables, changed = self._snapshot.read()
+        if changed:
+            with self._lock:
+                self._index = {}  # vectors are rebuilt from the new content on demand
+        return list(tables.get("samples", {}).values())
 
     def samples(self) -> list[Sample]:
         return [

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,3 +71,33 @@ def locked_db(path: Path) -> Iterator[TinyDB]:
                 yield db
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class FileSnapshot:
+    """A JSON file's content, re-read only when the file changed (a stat per call).
+
+    Writers replace the file atomically, so reading without the lock is safe and every
+    reader sees another process's change on its next call.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self._data: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def read(self) -> tuple[dict[str, Any], bool]:
+        """(content, whether it changed since the last call)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            with self._lock:
+                changed, self._stamp, self._data = self._stamp is not None, None, {}
+                return self._data, changed
+        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+        with self._lock:
+            if stamp == self._stamp:
+                return self._data, False
+            self._data = json.loads(self.path.read_text() or "{}")
+            self._stamp = stamp
+            return self._data, True

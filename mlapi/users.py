@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import os
 import re
 import secrets
 import time
@@ -18,7 +16,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from tinydb import Query
 
 from mlapi.errors import MlapiError
-from mlapi.storage import default_data_dir, locked_db
+from mlapi.storage import FileSnapshot, default_data_dir, locked_db
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD = 8
@@ -43,25 +41,10 @@ class UserStore:
         self.hasher = hasher or PasswordHasher()  # argon2id with the library's defaults
         # Verifying against this keeps unknown users as slow as wrong passwords.
         self._dummy_hash = self.hasher.hash(secrets.token_hex(16))
-        self._snapshot: tuple[tuple[int, int, int], dict[str, Any]] | None = None
-
-    def _tables(self) -> dict[str, Any]:
-        """The database as last written, re-read only when the file changed.
-
-        Writes replace the file atomically, so reading without the lock is safe; requests
-        see users and keys added by another process at once, without a restart.
-        """
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return {}
-        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
-        if self._snapshot is None or self._snapshot[0] != stamp:
-            self._snapshot = (stamp, json.loads(self.path.read_text() or "{}"))
-        return self._snapshot[1]
+        self._snapshot = FileSnapshot(self.path)
 
     def _rows(self, table: str, **match: Any) -> list[dict[str, Any]]:
-        rows = self._tables().get(table, {}).values()
+        rows = self._snapshot.read()[0].get(table, {}).values()
         return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
 
     # -- users ---------------------------------------------------------------------------

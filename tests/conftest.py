@@ -6,6 +6,9 @@ dir (or MLAPI_CACHE_DIR) and reused by later runs.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +37,19 @@ def photos(store: ModelStore) -> Path:
 def engine(store: ModelStore) -> Iterator[Engine]:
     with Engine(store) as engine:
         yield engine
+
+
+def run_mlapi(args: list[str], stdin: str = "", **env: str) -> subprocess.CompletedProcess:
+    """`python -m mlapi ARGS` in a child process, as a user runs it; `env` adds variables."""
+    return subprocess.run(
+        [sys.executable, "-m", "mlapi", *args],
+        input=stdin,
+        text=True,
+        capture_output=True,
+        env=dict(os.environ, **env),
+        check=False,
+        timeout=300,
+    )
 
 
 def iou(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> float:

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from importlib import resources
 from pathlib import Path
 
 import jsonschema
 import pytest
+from conftest import run_mlapi
 
 from mlapi.store import ModelStore
 
 
 def mlapi(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    if cache is not None:
-        env["MLAPI_CACHE_DIR"] = str(cache)
-    return subprocess.run(
-        [sys.executable, "-m", "mlapi", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=300,
-    )
+    return run_mlapi(list(args), **({"MLAPI_CACHE_DIR": str(cache)} if cache else {}))
 
 
 @pytest.fixture(scope="module")

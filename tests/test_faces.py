@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import run_mlapi
 
 from mlapi.engine import Engine
 from mlapi.enroll import enroll
@@ -190,15 +191,7 @@ def test_js_object_literal_from_minified_bundles() -> None:
 
 
 def mlapi(args: list[str], data_dir: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MLAPI_DATA_DIR=str(data_dir))
-    return subprocess.run(
-        [sys.executable, "-m", "mlapi", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=300,
-    )
+    return run_mlapi(args, MLAPI_DATA_DIR=str(data_dir))
 
 
 def test_faces_cli_import_add_list_remove(photos: Path, tmp_path: Path) -> None:

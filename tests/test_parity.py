@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import run_mlapi
 from servers import LiveServer
 
 from mlapi.dialects import FORMATS
@@ -26,16 +25,7 @@ def server(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def mlapi(args: list[str], config: Path, stdin: str = "") -> subprocess.CompletedProcess:
-    env = dict(os.environ, MLAPI_CONFIG_DIR=str(config))
-    return subprocess.run(
-        [sys.executable, "-m", "mlapi", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=300,
-    )
+    return run_mlapi(args, stdin, MLAPI_CONFIG_DIR=str(config))
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))

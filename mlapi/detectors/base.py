@@ -128,6 +128,12 @@ class Detector(ABC):
     def load(self) -> None:  # noqa: B027 - optional hook
         """Expensive set-up (sessions, weights)."""
 
+    def open_session(self, model: str | None = None) -> tuple[Any, str]:
+        """The shared onnxruntime session of `model` (default: the first of `models`) and
+        the name of its input."""
+        session = self.context.onnx_session(model or self.models[0])
+        return session, session.get_inputs()[0].name
+
     @abstractmethod
     def detect(
         self, image: Image, options: Any, upstream: Mapping[str, list[Detection]]

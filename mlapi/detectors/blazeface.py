@@ -58,8 +58,7 @@ class BlazeFace(StagedDetector):
     Options = BlazeFaceOptions
 
     def load(self) -> None:
-        self.session = self.context.onnx_session(self.models[0])
-        self.input_name = self.session.get_inputs()[0].name
+        self.session, self.input_name = self.open_session()
         self.centres = anchors()
 
     def preprocess(self, image: Image) -> tuple[np.ndarray, float]:

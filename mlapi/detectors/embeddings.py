@@ -27,8 +27,7 @@ class ImageEmbedding(Detector):
     min_side = INPUT
 
     def load(self) -> None:
-        self.session = self.context.onnx_session(self.models[0])
-        self.input_name = self.session.get_inputs()[0].name
+        self.session, self.input_name = self.open_session()
 
     def detect(
         self, image: Image, options: NoOptions, upstream: Mapping[str, list[Detection]]

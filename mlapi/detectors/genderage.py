@@ -42,8 +42,7 @@ class GenderAge(Detector):
     Options = GenderAgeOptions
 
     def load(self) -> None:
-        self.session = self.context.onnx_session(self.models[0])
-        self.input_name = self.session.get_inputs()[0].name
+        self.session, self.input_name = self.open_session()
         self._dlib: tuple[Any, Any, Any] | None = None
         self._lock = threading.Lock()
 

@@ -103,8 +103,7 @@ class NanoDet(StagedDetector):
     Options = NanoDetOptions
 
     def load(self) -> None:
-        self.session = self.context.onnx_session(self.models[0])
-        self.input_name = self.session.get_inputs()[0].name
+        self.session, self.input_name = self.open_session()
         # Outputs are (cells, 80) class scores and (cells, 44) box bins per stride.
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.shapes = [(o.shape[1], o.shape[2]) for o in self.session.get_outputs()]
