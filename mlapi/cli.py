@@ -184,6 +184,17 @@ def models_list(as_json: bool) -> None:
 @click.option("--all", "pull_all", is_flag=True, help="Pull every catalog model.")
 def models_pull(names: tuple[str, ...], pull_all: bool) -> None:
     """Fetch NAMES (or `default`, or --all) into the cache, check and convert them."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        SpinnerColumn,
+        TaskID,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     from mlapi.errors import MlapiError
     from mlapi.store import ModelStore, catalog
 
@@ -196,31 +207,37 @@ def models_pull(names: tuple[str, ...], pull_all: bool) -> None:
     store = ModelStore()
     console = _stderr_console()
     failed = 0
-    for name in dict.fromkeys(wanted):
-        if store.is_pulled(name):
-            console.print(f"{name}: already pulled")
-            continue
-        try:
-            with console.status(f"{name}: fetching and converting…"):
-                store.pull(name, _download_progress(console))
-            console.print(f"{name}: [green]pulled[/]")
-        except MlapiError as exc:
-            failed += 1
-            console.print(f"{name}: [red]failed[/]: {exc.message}", highlight=False)
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        for name in dict.fromkeys(wanted):
+            if store.is_pulled(name):
+                console.print(f"{name}: already pulled")
+                continue
+            task = progress.add_task(f"{name}: fetching, checking, converting", total=None)
+            files: dict[str, TaskID] = {}
+
+            def report(filename: str, done: int, total: int | None, files=files) -> None:
+                if filename not in files:  # one bar per downloaded file, resumable
+                    files[filename] = progress.add_task(f"  {filename}", total=total)
+                progress.update(files[filename], completed=done, total=total)
+
+            try:
+                store.pull(name, report)
+                console.print(f"{name}: [green]pulled[/]")
+            except MlapiError as exc:
+                failed += 1
+                console.print(f"{name}: [red]failed[/]: {exc.message}", highlight=False)
+            finally:
+                for task_id in (task, *files.values()):
+                    progress.remove_task(task_id)
     sys.exit(1 if failed else 0)
-
-
-def _download_progress(console: Any):  # type: ignore[no-untyped-def]
-    state: dict[str, int] = {}
-
-    def report(name: str, done: int, total: int | None) -> None:
-        step = 1 << 23  # one line per 8 MiB keeps logs readable
-        if done // step != state.get(name, -1) or (total and done == total):
-            state[name] = done // step
-            total_text = f"{total / 1e6:.1f}" if total else "?"
-            console.print(f"  {name}: {done / 1e6:.1f} / {total_text} MB")
-
-    return report
 
 
 @models.command("verify")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from mlapi.errors import MlapiError, ModelMissing
 from mlapi.store import ModelStore
@@ -75,3 +78,69 @@ def test_statuses_list_catalog_and_imported_models(store: ModelStore) -> None:
     rows = {r.name: r for r in store.statuses()}
     assert rows["nanodet"].pulled and rows["nanodet"].default and rows["nanodet"].task == "objects"
     assert rows["yolov3-tiny"].source == "url"
+
+
+class RangeFileServer:
+    """A loopback HTTP server for one file that honours Range requests (and records them)."""
+
+    def __init__(self, path: Path) -> None:
+        self.ranges: list[str | None] = []
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            self.ranges.append(request.headers.get("Range"))
+            return web.FileResponse(path)
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            app = web.Application()
+            app.router.add_get("/model.bin", handle)
+            runner = web.AppRunner(app)
+            self.loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            self.loop.run_until_complete(site.start())
+            self.url = f"http://127.0.0.1:{runner.addresses[0][1]}/model.bin"
+            ready.set()
+            self.loop.run_forever()
+
+        threading.Thread(target=run, daemon=True).start()
+        ready.wait(30)
+
+
+def test_url_download_resumes_a_partial_file_and_checks_it(tmp_path: Path) -> None:
+    payload = bytes(range(256)) * 8000  # 2 MB
+    source = tmp_path / "served.bin"
+    source.write_bytes(payload)
+    server = RangeFileServer(source)
+    store = ModelStore(tmp_path / "cache")
+    entry = ModelEntry(
+        "url-test",
+        "objects",
+        "a URL model",
+        "MIT",
+        "onnx",
+        Source("url"),
+        (SourceFile(server.url, hashlib.sha256(payload).hexdigest(), len(payload)),),
+    )
+    folder = store.models / "url-test"
+    folder.mkdir(parents=True)
+    (folder / "model.bin.part").write_bytes(payload[:700_000])  # an interrupted download
+    seen: list[tuple[int, int | None]] = []
+    store.pull_entry(entry, lambda name, done, total: seen.append((done, total)))
+    assert server.ranges == ["bytes=700000-"]
+    assert (folder / "model.bin").read_bytes() == payload and store.verify("url-test") == []
+    assert seen[-1] == (len(payload), len(payload))
+
+    bad = ModelEntry(
+        "url-bad",
+        "objects",
+        "wrong checksum",
+        "MIT",
+        "onnx",
+        Source("url"),
+        (SourceFile(server.url, "0" * 64, len(payload)),),
+    )
+    with pytest.raises(ChecksumMismatch):
+        store.pull_entry(bad)
+    assert not (store.models / "url-bad" / "model.bin").exists()
