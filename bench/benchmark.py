@@ -122,6 +122,12 @@ class ServerProcess:
         return response.status, response.read()
 
     def close(self) -> None:
+        try:  # the server's own peak memory, before it exits
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+            peak = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
+            print(f"  server process peak memory (VmHWM): {int(peak) / 1024:.0f} MiB")
+        except (OSError, StopIteration):
+            pass
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(60)
         shutil.rmtree(self.data, ignore_errors=True)
