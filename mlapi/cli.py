@@ -307,10 +307,9 @@ def models_remove(name: str) -> None:
 @click.option(
     "--models",
     "models",
-    default="objects,faces,genderage,emotion,faceprint,embeddings",
-    show_default=True,
     envvar="MLAPI_MODELS",
-    help="Detectors loaded and warmed at start [env: MLAPI_MODELS].",
+    help="Detectors loaded and warmed at start, comma-separated (default: objects, faces, "
+    "genderage, emotion, faceprint, embeddings) [env: MLAPI_MODELS].",
 )
 @click.option(
     "--workers",
@@ -383,7 +382,7 @@ def models_remove(name: str) -> None:
 def serve(
     host: str,
     port: int,
-    models: str,
+    models: str | None,
     workers: int,
     threads: int,
     max_queue: int,
@@ -406,7 +405,7 @@ def serve(
     from mlapi.users import UserStore
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    names = tuple(parse_models((models,)))
+    names = tuple(parse_models((models,))) if models else ServerConfig.models
     config = ServerConfig(
         models=names,
         max_body=int(max_body_mb * 1024 * 1024),

@@ -101,7 +101,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except MlapiError as exc:
-        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        busy = isinstance(exc, RequestError) and exc.status == 503
+        headers = {"Retry-After": "1"} if busy else None
         if exc.status == 401 and request.path.startswith("/api/"):
             headers = {"WWW-Authenticate": "Bearer"}
         return error_response(request.path, exc.status, exc.message, headers)
