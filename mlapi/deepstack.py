@@ -22,6 +22,7 @@ from mlapi.result import Detection, Result
 from mlapi.server import (
     ENGINE,
     STATE,
+    USER,
     RequestError,
     Upload,
     authenticate,
@@ -43,7 +44,9 @@ async def checked_upload(request: web.Request) -> Upload:
     """The form, after checking its api_key; 401 in DeepStack's words otherwise."""
     upload = await read_upload(request, file_field="image", require_image=False)
     try:
-        await authenticate(request, request.app[STATE], upload.fields.get("api_key"))
+        request[USER] = await authenticate(
+            request, request.app[STATE], upload.fields.get("api_key")
+        )
     except AuthError as exc:
         raise AuthError("Incorrect api key") from exc
     return upload

@@ -480,13 +480,15 @@ def _blank_jpeg() -> bytes:
 
 
 class AccessLog(AbstractAccessLogger):
-    """One line per request, with the API key of /hg/KEY/… base URLs masked."""
+    """One line per request: address, user, request (API keys in /hg/KEY/… masked), status."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         path = HG_KEY.sub("/hg/***", request.path)
+        user = request.get(USER) or "-"
         self.logger.info(
-            '%s "%s %s" %s %.1fms',
+            '%s %s "%s %s" %s %.1fms',
             request.remote,
+            user,
             request.method,
             path,
             response.status,

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from mlapi.auth import TokenIssuer
 from mlapi.engine import Engine
-from mlapi.server import ServerConfig, create_app
+from mlapi.server import AccessLog, ServerConfig, create_app
 from mlapi.users import UserStore
 
 
@@ -44,7 +44,7 @@ class LiveServer:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.runner = web.AppRunner(self.app, shutdown_timeout=5)
+        self.runner = web.AppRunner(self.app, shutdown_timeout=5, access_log_class=AccessLog)
         self.loop.run_until_complete(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         self.loop.run_until_complete(site.start())

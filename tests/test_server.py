@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -396,3 +397,17 @@ def test_seed_type_face_gender_true_matches_the_cli_format(
     assert answer.status == 200
     assert answer.body.decode() == dumps(mlapi_seed.render(engine.detect(data, ["genderage"])))
     assert {i["gender"] for i in answer.json()} == {"man", "woman"}
+
+
+def test_access_log_names_the_user_and_masks_keys_in_paths(
+    server: LiveServer, photos: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = server.users.create_key("alice", "logged")
+    data = read(photos, "object_detection_input.jpg")
+    with caplog.at_level(logging.INFO, logger="aiohttp.access"):
+        server.call("POST", f"/hg/{key}/objects", data, {"Content-Type": "image/jpeg"})
+        deadline = time.monotonic() + 5
+        while "/hg/***/objects" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert 'alice "POST /hg/***/objects" 200' in caplog.text
+    assert key not in caplog.text
