@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_mlapi
 from deepstack import core as ds
 from servers import LiveServer
 
@@ -240,3 +241,20 @@ def test_the_home_assistant_client_library_works_unmodified(
     with pytest.raises(ds.DeepstackException, match="401"):
         ds.DeepstackObject("127.0.0.1", port, api_key="wrong").detect(b"\xff\xd8\xff")
     post(server, "/v1/vision/face/delete", userid="Kumail")
+
+
+def test_server_sees_people_added_by_the_cli_without_a_restart(
+    server: LiveServer, photos: Path, tmp_path: Path
+) -> None:
+    man = tmp_path / "man.jpg"
+    man.write_bytes(crop(photos, "gender_detection_input.jpg", 420, 800))
+    data_dir = server.users.path.parent  # the gallery of the running server
+    added = run_mlapi(["faces", "add", "Kumail", str(man)], MLAPI_DATA_DIR=str(data_dir))
+    assert added.returncode == 0, added.stderr
+    five = (photos / "face_detection_input.jpg").read_bytes()
+    found = post(server, "/v1/vision/face/recognize", {"image": five}).json()["predictions"]
+    assert [p["userid"] for p in found if p["userid"] != "unknown"] == ["Kumail"]
+    removed = run_mlapi(["faces", "remove", "Kumail"], MLAPI_DATA_DIR=str(data_dir))
+    assert removed.returncode == 0
+    found = post(server, "/v1/vision/face/recognize", {"image": five}).json()["predictions"]
+    assert {p["userid"] for p in found} == {"unknown"}
