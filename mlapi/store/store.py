@@ -78,32 +78,30 @@ class ModelStore:
         """The file the runtime loads (model.onnx for converted models)."""
         return self.model_dir(name) / self.manifest(name)["artifact"]  # type: ignore[index]
 
+    def _disk_size(self, name: str) -> int:
+        return sum(p.stat().st_size for p in (self.models / name).iterdir() if p.is_file())
+
     def statuses(self) -> list[ModelStatus]:
-        rows = [
-            ModelStatus(
-                e.name,
-                e.task,
-                e.licence,
-                e.size,
-                e.source.describe(),
-                self.is_pulled(e.name),
-                e.default,
+        """Every catalog model, then imported ones; sizes on disk once pulled."""
+        rows = []
+        for e in catalog.CATALOG:
+            pulled = self.is_pulled(e.name)
+            size = self._disk_size(e.name) if pulled else e.size
+            rows.append(
+                ModelStatus(e.name, e.task, e.licence, size, e.source.describe(), pulled, e.default)
             )
-            for e in catalog.CATALOG
-        ]
         known = {e.name for e in catalog.CATALOG}
         if self.models.is_dir():
             for folder in sorted(self.models.iterdir()):
                 m = self.manifest(folder.name)
                 if m and folder.name not in known:
-                    size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
                     rows.append(
                         ModelStatus(
                             folder.name,
                             m.get("task", "?"),
                             m.get("licence", "?"),
-                            size,
-                            "file",
+                            self._disk_size(folder.name),
+                            m.get("source", "file"),
                             True,
                             False,
                         )
