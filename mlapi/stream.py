@@ -186,24 +186,23 @@ class Reader(threading.Thread):
         except BaseException as exc:  # reported by the consumer
             self.error = exc
         finally:
-            self._put(self.DONE, force=True)
+            self._put(self.DONE, final=True)
 
-    def _put(self, item: Any, force: bool = False) -> None:
-        if not self.live or force:
-            while not self.stop.is_set() or force:
+    def _put(self, item: Any, final: bool = False) -> None:
+        if self.live and not final:  # the newest frame wins the one-slot mailbox
+            while True:
                 try:
-                    self.queue.put(item, timeout=0.1)
+                    self.queue.put_nowait(item)
                     return
                 except queue.Full:
-                    if force:
-                        self._drop_one()
-            return
-        while True:
+                    self._drop_one()
+        # Files, and the end marker: wait for room while the consumer is still there.
+        while not self.stop.is_set():
             try:
-                self.queue.put_nowait(item)
+                self.queue.put(item, timeout=0.1)
                 return
             except queue.Full:
-                self._drop_one()
+                continue
 
     def _drop_one(self) -> None:
         try:

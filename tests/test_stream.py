@@ -230,3 +230,9 @@ def test_cli_stream_missing_source(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 1 and "no such file" in done.stderr
+
+
+def test_files_are_processed_completely_even_with_a_slow_model(engine: Engine, video: Path) -> None:
+    events, stats = stream(engine, StreamConfig(str(video), every=3, workers=1), ["faceprint"])
+    assert stats.dropped == 0 and stats.processed == 10
+    assert [e["frame"] for e in events] == list(range(0, 30, 3))
