@@ -90,3 +90,16 @@ def detect(
     target = f"{_normalise(url)}/api/v1/detect?{urllib.parse.urlencode(query)}"
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"}
     return _request(target, data, headers).decode()
+
+
+class Remote:
+    """Detection on a server with the token `mlapi login` saved: image bytes → JSON text."""
+
+    def __init__(
+        self, url: str, models: list[str], options: dict[str, dict[str, Any]], fmt: str
+    ) -> None:
+        self.token = saved_token(url)
+        self.url, self.models, self.options, self.fmt = url, models, options, fmt
+
+    def __call__(self, data: bytes) -> str:
+        return detect(self.url, self.token, data, self.models, self.options, self.fmt)

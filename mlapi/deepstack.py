@@ -36,8 +36,8 @@ MAX_PREDICTIONS = 20  # Frigate fails on more
 DEFAULT_CONFIDENCE = {"detection": 0.40, "face": 0.55, "recognize": 0.67}
 
 
-def answer(request: web.Request, **body: Any) -> web.Response:
-    return json_text({"success": True, **body, "duration": 0}, request)
+def answer(**body: Any) -> web.Response:
+    return json_text({"success": True, **body, "duration": 0})
 
 
 async def checked_upload(request: web.Request) -> Upload:
@@ -85,12 +85,12 @@ def box(d: Detection) -> dict[str, int]:
     return {"x_min": d.box[0], "y_min": d.box[1], "x_max": d.box[2], "y_max": d.box[3]}
 
 
-def objects_answer(request: web.Request, result: Result, limit: int) -> web.Response:
+def objects_answer(result: Result, limit: int) -> web.Response:
     found = sorted(result.detections, key=lambda d: -d.confidence)[:limit]
     predictions = [
         {"label": d.label, "confidence": round(d.confidence, 4), **box(d)} for d in found
     ]
-    return answer(request, predictions=predictions, count=len(predictions))
+    return answer(predictions=predictions, count=len(predictions))
 
 
 async def detection(request: web.Request) -> web.Response:
@@ -98,7 +98,7 @@ async def detection(request: web.Request) -> web.Response:
     threshold, limit = min_confidence(upload, "detection"), max_predictions(upload)
     options = {"objects": {"confidence": threshold, "max_count": limit}}
     result = await run_detection(request, upload.data, ["objects"], options)  # type: ignore[arg-type]
-    return objects_answer(request, result, limit)
+    return objects_answer(result, limit)
 
 
 def custom_models(request: web.Request) -> list[str]:
@@ -110,14 +110,14 @@ async def custom(request: web.Request) -> web.Response:
     name = request.match_info["model"]
     if name == "list":
         await checked_upload(request)
-        return answer(request, models=custom_models(request))
+        return answer(models=custom_models(request))
     if name not in custom_models(request):
         raise RequestError(404, f"no custom model named {name!r}")
     upload = await checked_image(request)
     threshold, limit = min_confidence(upload, "detection"), max_predictions(upload)
     options = {name: {"confidence": threshold, "max_count": limit}}
     result = await run_detection(request, upload.data, [name], options)  # type: ignore[arg-type]
-    return objects_answer(request, result, limit)
+    return objects_answer(result, limit)
 
 
 async def face(request: web.Request) -> web.Response:
@@ -125,7 +125,7 @@ async def face(request: web.Request) -> web.Response:
     options = {"faces": {"confidence": min_confidence(upload, "face")}}
     result = await run_detection(request, upload.data, ["faces"], options)  # type: ignore[arg-type]
     predictions = [{"confidence": round(d.confidence, 4), **box(d)} for d in result.detections]
-    return answer(request, predictions=predictions)
+    return answer(predictions=predictions)
 
 
 async def recognize(request: web.Request) -> web.Response:
@@ -142,7 +142,7 @@ async def recognize(request: web.Request) -> web.Response:
                 **box(d),
             }
         )
-    return answer(request, predictions=predictions)
+    return answer(predictions=predictions)
 
 
 async def register(request: web.Request) -> web.Response:
@@ -165,12 +165,12 @@ async def register(request: web.Request) -> web.Response:
     if not added:
         reason = reasons[0]
         raise RequestError(400, "no face detected" if reason.startswith("no face") else reason)
-    return answer(request, message="face updated" if existed else "face added")
+    return answer(message="face updated" if existed else "face added")
 
 
 async def face_list(request: web.Request) -> web.Response:
     await checked_upload(request)
-    return answer(request, faces=request.app[ENGINE].runtime.gallery.names())
+    return answer(faces=request.app[ENGINE].runtime.gallery.names())
 
 
 async def face_delete(request: web.Request) -> web.Response:
@@ -180,7 +180,7 @@ async def face_delete(request: web.Request) -> web.Response:
         raise RequestError(400, "userid not specified")
     with contextlib.suppress(GalleryError):  # DeepStack answers success for unknown names
         request.app[ENGINE].runtime.gallery.remove(userid)
-    return answer(request)
+    return answer()
 
 
 def _best_faceprint(engine: Any, data: bytes) -> np.ndarray:
@@ -197,11 +197,11 @@ async def match(request: web.Request) -> web.Response:
         raise RequestError(400, "exactly two images are needed")
     engine = request.app[ENGINE]
     a, b = [await in_pool(request, _best_faceprint, engine, data) for _, data in upload.files]
-    return answer(request, similarity=round(similarity(float(a @ b), "dlib"), 4))
+    return answer(similarity=round(similarity(float(a @ b), "dlib"), 4))
 
 
 async def ping(request: web.Request) -> web.Response:
-    return answer(request)
+    return answer()
 
 
 async def not_available(request: web.Request) -> web.Response:

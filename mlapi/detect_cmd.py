@@ -25,21 +25,19 @@ class LocalBackend:
         self.engine, self.models, self.options, self.render = engine, models, options, FORMATS[fmt]
 
     def __call__(self, data: bytes) -> tuple[str, Result | None]:
-        result = self.engine.detect(data, self.models, self.options)
+        # Already on one of `workers` threads: detect here rather than hop to the engine pool.
+        result = self.engine.detect_sync(data, self.models, self.options)
         return dumps(self.render(result)), result
 
 
 class RemoteBackend:
     def __init__(self, url: str, models: list[str], options: dict[str, Any], fmt: str):
-        from mlapi import client
+        from mlapi.client import Remote
 
-        self.token = client.saved_token(url)
-        self.url, self.models, self.options, self.fmt = url, models, options, fmt
+        self.remote = Remote(url, models, options, fmt)
 
     def __call__(self, data: bytes) -> tuple[str, Result | None]:
-        from mlapi import client
-
-        return client.detect(self.url, self.token, data, self.models, self.options, self.fmt), None
+        return self.remote(data), None
 
 
 Backend = Callable[[bytes], tuple[str, "Result | None"]]
@@ -88,17 +86,18 @@ def run_detect(
     if not paths:
         console.print("[red]error:[/] no input files matched")
         return 1
-    engine = Engine(config=RuntimeConfig(workers=workers))
+    engine = None if server else Engine(config=RuntimeConfig(workers=workers))
     try:
-        requested, order, _ = engine.prepare(models, options) if not server else (models, [], {})
-        if server:
-            backend: Backend = RemoteBackend(server, models, options, fmt)
+        if engine is None:
+            backend: Backend = RemoteBackend(server, models, options, fmt)  # type: ignore[arg-type]
         else:
+            requested, order, _ = engine.prepare(models, options)
             engine.warm(order)  # a missing model is one clear error, not one per file
             backend = LocalBackend(engine, requested, options, fmt)
     except MlapiError as exc:
         console.print(f"[red]error:[/] {exc.message}", highlight=False)
-        engine.close()
+        if engine is not None:
+            engine.close()
         return 2 if exc.status == 400 else 1
     single = len(paths) == 1
     failed = 0
@@ -127,7 +126,8 @@ def run_detect(
                     counts = ", ".join(f"{labels.count(x)}× {x}" for x in dict.fromkeys(labels))
                     summary.add_row(str(path), counts or "-")
     finally:
-        engine.close()
+        if engine is not None:
+            engine.close()
     if interactive and not server:
         console.print(summary)
     return 1 if failed else 0

@@ -278,7 +278,7 @@ async def run_detection(
     return await in_pool(request, request.app[ENGINE].detect_sync, data, models, options)
 
 
-def json_text(document: Any, request: web.Request) -> web.Response:
+def json_text(document: Any) -> web.Response:
     return web.Response(text=dumps(document), content_type="application/json")
 
 
@@ -320,11 +320,11 @@ async def list_models(request: web.Request) -> web.Response:
         }
         for name, cls in sorted(engine.registry.items())
     ]
-    return json_text({"version": __version__, "models": rows}, request)
+    return json_text({"version": __version__, "models": rows})
 
 
 async def openapi_document(request: web.Request) -> web.Response:
-    return json_text(openapi.document(), request)
+    return json_text(openapi.document())
 
 
 # -- native and mlapi dialects -----------------------------------------------------------
@@ -365,7 +365,7 @@ async def native_detect(request: web.Request) -> web.Response:
     if fmt not in FORMATS:
         raise RequestError(400, f"format must be one of {', '.join(FORMATS)}")
     result = await run_detection(request, upload.data, models or None, options)  # type: ignore[arg-type]
-    return json_text(FORMATS[fmt](result), request)
+    return json_text(FORMATS[fmt](result))
 
 
 async def mlapi_detect(request: web.Request) -> web.Response:
@@ -385,7 +385,7 @@ async def mlapi_detect(request: web.Request) -> web.Response:
         models = ["faces"]
     result = await run_detection(request, upload.data, models, None)  # type: ignore[arg-type]
     _keep_upload(request, upload)
-    return json_text(mlapi_seed.render(result), request)
+    return json_text(mlapi_seed.render(result))
 
 
 def _keep_upload(request: web.Request, upload: Upload) -> None:
@@ -410,21 +410,21 @@ async def hg_objects(request: web.Request) -> web.Response:
     _raw_jpeg(request)
     body = await read_upload(request)
     result = await run_detection(request, body.data, ["objects"], None)  # type: ignore[arg-type]
-    return json_text(homegallery.objects(body.data, result), request)  # type: ignore[arg-type]
+    return json_text(homegallery.objects(body.data, result))  # type: ignore[arg-type]
 
 
 async def hg_faces(request: web.Request) -> web.Response:
     _raw_jpeg(request)
     body = await read_upload(request)
     result = await run_detection(request, body.data, HG_FACE_MODELS, None)  # type: ignore[arg-type]
-    return json_text(homegallery.faces(body.data, result), request)  # type: ignore[arg-type]
+    return json_text(homegallery.faces(body.data, result))  # type: ignore[arg-type]
 
 
 async def hg_embeddings(request: web.Request) -> web.Response:
     _raw_jpeg(request)
     body = await read_upload(request)
     result = await run_detection(request, body.data, ["embeddings"], None)  # type: ignore[arg-type]
-    return json_text(homegallery.embeddings(body.data, result), request)  # type: ignore[arg-type]
+    return json_text(homegallery.embeddings(body.data, result))  # type: ignore[arg-type]
 
 
 # -- the application ---------------------------------------------------------------------

@@ -330,15 +330,10 @@ def local_detector(
 
 
 def remote_detector(url: str, models: list[str], options: dict[str, Any], fmt: str) -> Detect:
-    from mlapi import client
+    from mlapi.client import Remote
 
-    token = client.saved_token(url)
-
-    def detect(rgb: np.ndarray) -> tuple[Any, Any]:
-        text = client.detect(url, token, encode_jpeg(rgb, 90), models, options, fmt)
-        return json.loads(text), None
-
-    return detect
+    remote = Remote(url, models, options, fmt)
+    return lambda rgb: (json.loads(remote(encode_jpeg(rgb, 90))), None)
 
 
 @dataclass

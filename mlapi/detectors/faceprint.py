@@ -9,26 +9,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from mlapi.detectors.base import Detector, Options
-from mlapi.detectors.faceutil import batch
-from mlapi.detectors.genderage import DESCRIPTOR
+from mlapi.detectors.genderage import DESCRIPTOR, run_faceres
 from mlapi.images import Image
 from mlapi.result import Detection
 
 
 @dataclass(frozen=True)
 class FaceprintOptions(Options):
-    model: str = "dlib"
-
-    def __post_init__(self) -> None:
-        if self.model not in ("dlib", "faceres"):
-            from mlapi.errors import OptionError
-
-            raise OptionError("faceprint: model must be dlib or faceres")
+    model: str = field(default="dlib", metadata={"choices": ("dlib", "faceres")})
 
 
 # Cosine similarity of two normalised faceprints at which they are as likely the same person
@@ -67,7 +60,6 @@ class Faceprint(Detector):
         self.encoder = dlib.face_recognition_model_v1(
             str(folder / "dlib_face_recognition_resnet_model_v1.dat")
         )
-        self._faceres = None
         self._lock = threading.Lock()
 
     def _dlib(self, image: Image, faces: list[Detection]) -> np.ndarray:
@@ -83,11 +75,8 @@ class Faceprint(Detector):
             return np.array(self.encoder.compute_face_descriptor(chips), np.float32)
 
     def _faceres_vectors(self, image: Image, faces: list[Detection]) -> np.ndarray:
-        if self._faceres is None:
-            self._faceres = self.context.onnx_session("faceres")  # created once, under a lock
-        crops = batch(image, faces, 224).astype(np.float32)
-        name = self._faceres.get_inputs()[0].name
-        return self._faceres.run([DESCRIPTOR], {name: crops})[0]
+        session = self.context.onnx_session("faceres")  # shared with genderage, made once
+        return run_faceres(session, image, faces, [DESCRIPTOR])[0]
 
     def vectors(self, image: Image, faces: list[Detection], model: str = "dlib") -> np.ndarray:
         raw = self._dlib(image, faces) if model == "dlib" else self._faceres_vectors(image, faces)

@@ -26,6 +26,14 @@ DLIB_MEANS = np.array([122.781998, 117.000999, 104.297997], np.float32)
 DLIB_AGES = np.array([0.25, *range(1, 81)], np.float32)  # the age class centres
 
 
+def run_faceres(
+    session: Any, image: Image, faces: list[Detection], outputs: list[str]
+) -> list[np.ndarray]:
+    """FaceRes outputs for all faces of an image in one call (genderage and faceprint)."""
+    crops = batch(image, faces, INPUT).astype(np.float32)
+    return session.run(outputs, {session.get_inputs()[0].name: crops})
+
+
 @dataclass(frozen=True)
 class GenderAgeOptions(Options):
     model: str = field(default="faceres", metadata={"choices": ("faceres", "dlib")})
@@ -48,8 +56,7 @@ class GenderAge(Detector):
 
     def faceres(self, image: Image, faces: list[Detection]) -> tuple[np.ndarray, np.ndarray]:
         """P(male) and age for all faces in one inference call."""
-        crops = batch(image, faces, INPUT).astype(np.float32)
-        male, ages = self.session.run([GENDER, AGE], {self.input_name: crops})
+        male, ages = run_faceres(self.session, image, faces, [GENDER, AGE])
         return male[:, 0], ages @ np.arange(ages.shape[1], dtype=np.float32)
 
     def dlib(self, image: Image, faces: list[Detection]) -> tuple[np.ndarray, np.ndarray]:
