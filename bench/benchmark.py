@@ -54,11 +54,11 @@ def stages(engine: Engine, name: str, data: bytes, runs: int) -> dict[str, float
     assert isinstance(det, StagedDetector)
     options = engine.parse_options([name], None)[name]
     image = engine.decode(data, [name])
-    tensor, factor = det.preprocess(image)
+    tensor, factor = det.preprocess(image, options)
     raw = det.infer(tensor)
     return {
         "decode": median_ms(lambda: engine.decode(data, [name]), runs),
-        "preprocess": median_ms(lambda: det.preprocess(image), runs),
+        "preprocess": median_ms(lambda: det.preprocess(image, options), runs),
         "inference": median_ms(lambda: det.infer(tensor), runs),
         "postprocess": median_ms(lambda: det.postprocess(raw, factor, image, options), runs),
         "end to end": median_ms(lambda: engine.detect(data, [name]), runs),

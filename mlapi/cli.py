@@ -182,8 +182,18 @@ def models_list(as_json: bool) -> None:
 @models.command("pull")
 @click.argument("names", nargs=-1)
 @click.option("--all", "pull_all", is_flag=True, help="Pull every catalog model.")
-def models_pull(names: tuple[str, ...], pull_all: bool) -> None:
-    """Fetch NAMES (or `default`, or --all) into the cache, check and convert them."""
+@click.option(
+    "--accept-local-build",
+    is_flag=True,
+    help="Keep a converted model whose sha256 differs from the catalog's (made with "
+    "other toolchain versions than requirements.lock).",
+)
+def models_pull(names: tuple[str, ...], pull_all: bool, accept_local_build: bool) -> None:
+    """Fetch NAMES (or `default`, or --all) into the cache, check and convert them.
+
+    Converted models must come out with the catalog's sha256; a model made by an older
+    recipe is made again."""
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -229,11 +239,11 @@ def models_pull(names: tuple[str, ...], pull_all: bool) -> None:
                 progress.update(files[filename], completed=done, total=total)
 
             try:
-                store.pull(name, report)
+                store.pull(name, report, accept_local_build)
                 console.print(f"{name}: [green]pulled[/]")
             except MlapiError as exc:
                 failed += 1
-                console.print(f"{name}: [red]failed[/]: {exc.message}", highlight=False)
+                console.print(f"{name}: [red]failed[/]: {escape(exc.message)}", highlight=False)
             finally:
                 for task_id in (task, *files.values()):
                     progress.remove_task(task_id)

@@ -163,8 +163,12 @@ class Engine:
             raise UnknownModel(f"options given for {', '.join(stray)}, which is not being run")
         return {n: self.registry[n].Options.parse(raw.get(n), n) for n in names}
 
-    def min_side(self, names: Sequence[str]) -> int | None:
-        sides = [self.registry[n].min_side for n in names]
+    def min_side(
+        self, names: Sequence[str], options: Mapping[str, Options] | None = None
+    ) -> int | None:
+        """The long side the detectors need (None: full resolution)."""
+        options = options or {}
+        sides = [self.registry[n].needed_side(options.get(n)) for n in names]
         return None if any(s is None for s in sides) else max(sides, default=None)  # type: ignore[type-var]
 
     # -- loading -------------------------------------------------------------------------
@@ -195,8 +199,11 @@ class Engine:
         order = self.plan(requested)
         return requested, order, self.parse_options(order, options)
 
-    def decode(self, data: bytes, order: Sequence[str]) -> Image:
-        return images.decode(data, max_pixels=self.config.max_pixels, min_side=self.min_side(order))
+    def decode(
+        self, data: bytes, order: Sequence[str], options: Mapping[str, Options] | None = None
+    ) -> Image:
+        side = self.min_side(order, options)
+        return images.decode(data, max_pixels=self.config.max_pixels, min_side=side)
 
     def run_image(
         self,
@@ -245,7 +252,7 @@ class Engine:
     ) -> Result:
         """Validate, decode and detect in the calling thread."""
         requested, order, parsed = self.prepare(models, options)
-        return self.run_image(self.decode(data, order), requested, order, parsed)
+        return self.run_image(self.decode(data, order, parsed), requested, order, parsed)
 
     def detect(
         self,

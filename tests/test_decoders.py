@@ -71,7 +71,7 @@ def test_nanodet_head_decodes_to_the_encoded_box(tmp_path: Path, runtime: Runtim
     det.load()
     # An 832×832 image: model pixels ×2 in the original.
     image = Image.from_array(np.zeros((832, 832, 3), np.uint8))
-    found = det.detect(image, NanoDetOptions(), {})
+    found = det.detect(image, NanoDetOptions(size=416, flip=False), {})
     assert [(d.label, round(d.confidence, 3)) for d in found] == [("dog", 0.9)]
     assert found[0].box == ((168 - 32) * 2, (88 - 48) * 2, (168 + 64) * 2, (88 + 80) * 2)
 

@@ -125,6 +125,11 @@ class Detector(ABC):
     def __init__(self, context: LoadContext) -> None:
         self.context = context
 
+    @classmethod
+    def needed_side(cls, options: Any = None) -> int | None:
+        """The long side this detector needs with these options (None: full resolution)."""
+        return cls.min_side
+
     def load(self) -> None:  # noqa: B027 - optional hook
         """Expensive set-up (sessions, weights)."""
 
@@ -145,7 +150,7 @@ class StagedDetector(Detector):
     """A single-model detector split into stages the benchmark can time one by one."""
 
     @abstractmethod
-    def preprocess(self, image: Image) -> tuple[Any, float]:
+    def preprocess(self, image: Image, options: Any) -> tuple[Any, float]:
         """(model input, factor from model-input pixels back to `image.pixels` pixels)."""
 
     @abstractmethod
@@ -159,5 +164,5 @@ class StagedDetector(Detector):
     def detect(
         self, image: Image, options: Any, upstream: Mapping[str, list[Detection]]
     ) -> list[Detection]:
-        tensor, factor = self.preprocess(image)
+        tensor, factor = self.preprocess(image, options)
         return self.postprocess(self.infer(tensor), factor, image, options)

@@ -61,7 +61,7 @@ class BlazeFace(StagedDetector):
         self.session, self.input_name = self.open_session()
         self.centres = anchors()
 
-    def preprocess(self, image: Image) -> tuple[np.ndarray, float]:
+    def preprocess(self, image: Image, options: BlazeFaceOptions) -> tuple[np.ndarray, float]:
         canvas, factor = letterbox(image.pixels, INPUT, pad=(0, 0, 0))
         return (canvas.astype(np.float32) / 127.5 - 1.0)[None], factor
 

