@@ -18,6 +18,16 @@ from mlapi import samples
 from mlapi.engine import Engine
 from mlapi.store import ModelStore, catalog
 
+# Fixtures that need the real models; tests using them (directly or through another
+# fixture) are marked `models`, so `pytest -m "not models"` is the fast tier.
+MODEL_FIXTURES = {"store", "photos", "engine"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.models)
+
 
 @pytest.fixture(scope="session")
 def store() -> ModelStore:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from aiohttp import web
 
 from mlapi.errors import MlapiError, ModelMissing
-from mlapi.store import ModelStore
+from mlapi.store import ModelStore, catalog
+from mlapi.store.canonical import canonicalise
 from mlapi.store.catalog import ModelEntry, Source, SourceFile
-from mlapi.store.sources import ChecksumMismatch
+from mlapi.store.sources import ChecksumMismatch, sha256_file
 
 
 def local_entry(path: Path, sha256: str) -> ModelEntry:
@@ -144,3 +147,57 @@ def test_url_download_resumes_a_partial_file_and_checks_it(tmp_path: Path) -> No
     with pytest.raises(ChecksumMismatch):
         store.pull_entry(bad)
     assert not (store.models / "url-bad" / "model.bin").exists()
+
+
+def test_a_model_made_by_an_older_recipe_is_stale(store: ModelStore, tmp_path: Path) -> None:
+    copy = ModelStore(tmp_path / "cache")
+    shutil.copytree(store.models / "emotion", copy.models / "emotion")
+    assert copy.is_pulled("emotion") and copy.verify("emotion") == []
+    manifest = json.loads((copy.models / "emotion" / "manifest.json").read_text())
+    manifest["fingerprint"] = "0" * 16  # as if the catalog's recipe had changed since
+    (copy.models / "emotion" / "manifest.json").write_text(json.dumps(manifest))
+    assert not copy.is_pulled("emotion")
+    assert "emotion: made by an older recipe; run: mlapi models pull emotion" in copy.verify(
+        "emotion"
+    )
+
+
+def test_converted_models_have_the_catalog_sha256(store: ModelStore) -> None:
+    for entry in catalog.CATALOG:
+        if entry.default and entry.converted:
+            assert entry.artifact_sha256, entry.name
+            assert sha256_file(store.artifact(entry.name)) == entry.artifact_sha256, entry.name
+
+
+def test_canonical_form_does_not_depend_on_generated_names(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    def graph(names: list[str], order: list[int]) -> Path:
+        weight = numpy_helper.from_array(np.arange(4, dtype=np.float32).reshape(1, 4), names[0])
+        nodes = [
+            helper.make_node("MatMul", ["x", names[0]], [names[1]], name=names[2]),
+            helper.make_node("Relu", [names[1]], ["relu_out"], name=names[3]),
+            helper.make_node("Sigmoid", [names[1]], ["sig_out"], name=names[4]),
+        ]
+        g = helper.make_graph(
+            [nodes[i] for i in order],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["unk__9", 1])],
+            [
+                helper.make_tensor_value_info("relu_out", TensorProto.FLOAT, None),
+                helper.make_tensor_value_info("sig_out", TensorProto.FLOAT, None),
+            ],
+            [weight],
+            doc_string="converted from /tmp/xyz",
+        )
+        path = tmp_path / f"{names[0]}.onnx"
+        onnx.save(helper.make_model(g), str(path))
+        return path
+
+    a = graph(["w__1", "mm__2", "n__3", "n__4", "n__5"], [0, 1, 2])
+    b = graph(["w__7", "mm__9", "n__8", "n__6", "n__10"], [0, 2, 1])
+    assert a.read_bytes() != b.read_bytes()
+    canonicalise(a, tmp_path / "a.onnx")
+    canonicalise(b, tmp_path / "b.onnx")
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
