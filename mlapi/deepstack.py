@@ -155,17 +155,21 @@ async def register(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     gallery = engine.runtime.gallery
     existed = userid in gallery.names()
-    added, reasons = 0, []
+    added, reasons, crowded = 0, [], 0
     for name, data in upload.files:  # several samples per person, never replacing old ones
         try:
-            await in_pool(request, enroll, engine, gallery, userid, data, name)
+            done = await in_pool(request, enroll, engine, gallery, userid, data, name, "dlib", True)
             added += 1
+            crowded = max(crowded, done.faces_found)
         except MlapiError as exc:
             reasons.append(exc.message)
     if not added:
         reason = reasons[0]
         raise RequestError(400, "no face detected" if reason.startswith("no face") else reason)
-    return answer(message="face updated" if existed else "face added")
+    message = "face updated" if existed else "face added"
+    if crowded > 1:  # DeepStack also takes the largest face; say so
+        message += f" (the largest of {crowded} faces in the photo)"
+    return answer(message=message)
 
 
 async def face_list(request: web.Request) -> web.Response:

@@ -21,20 +21,31 @@ class Enrolled:
     name: str
     sample_id: str
     box: tuple[int, int, int, int]
+    faces_found: int = 1
 
 
 def enroll(
-    engine: Engine, gallery: Gallery, name: str, data: bytes, source: str = "", model: str = "dlib"
+    engine: Engine,
+    gallery: Gallery,
+    name: str,
+    data: bytes,
+    source: str = "",
+    model: str = "dlib",
+    largest: bool = False,
 ) -> Enrolled:
-    """Add the one face in `data` as a sample of `name`; GalleryError says why not."""
+    """Add the one face in `data` as a sample of `name`; GalleryError says why not.
+
+    `largest`: with several faces, take the largest (DeepStack's register does) instead of
+    refusing the photo.
+    """
     requested, order, options = engine.prepare(["faceprint"], {"faceprint": {"model": model}})
     image = engine.decode(data, order)
     faces = engine.run_image(image, requested, order, options).detections
     if not faces:
         raise GalleryError("no face found in the photo")
-    if len(faces) > 1:
+    if len(faces) > 1 and not largest:
         raise GalleryError(f"{len(faces)} faces found; a sample must show exactly one person")
-    face = faces[0]
+    face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
     width = face.box[2] - face.box[0]
     if width < MIN_FACE_PIXELS:
         raise GalleryError(f"the face is too small ({width} px wide, at least {MIN_FACE_PIXELS})")
@@ -44,7 +55,7 @@ def enroll(
             f"the face is too blurred (sharpness {score:.0f}, at least {MIN_SHARPNESS:.0f})"
         )
     sample_id = gallery.add(name, np.asarray(face.embedding, np.float32), model, source)
-    return Enrolled(name, sample_id, face.box)
+    return Enrolled(name, sample_id, face.box, len(faces))
 
 
 def import_folder(

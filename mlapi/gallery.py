@@ -40,7 +40,8 @@ class Sample:
 @dataclass(frozen=True)
 class Match:
     name: str
-    similarity: float
+    similarity: float  # cosine with the closest sample of `name`
+    runner_up: float | None = None  # cosine with the closest sample of anyone else
 
 
 class Gallery:
@@ -109,10 +110,12 @@ class Gallery:
             return self._index[model]
 
     def match(self, embedding: np.ndarray, model: str) -> Match | None:
-        """The closest known person by cosine similarity (embeddings are L2-normalised)."""
+        """The closest known person by cosine similarity (embeddings are L2-normalised), and
+        how close the next person comes."""
         names, vectors = self._matrix(model)
         if not names:
             return None
         scores = vectors @ np.asarray(embedding, np.float32)
         best = int(np.argmax(scores))
-        return Match(names[best], float(scores[best]))
+        others = [float(s) for n, s in zip(names, scores, strict=True) if n != names[best]]
+        return Match(names[best], float(scores[best]), max(others, default=None))

@@ -114,6 +114,27 @@ def test_man_from_the_couple_is_recognised_among_the_five(
     assert scores[2] > 0.67 > max(scores[:2] + scores[3:])
 
 
+def test_strangers_are_not_named_at_the_threshold_deepstack_clients_send(
+    gallery_engine: Engine, photos: Path
+) -> None:
+    # Home Assistant's and CodeProject.AI's clients send min_confidence=0.45.
+    gallery = gallery_engine.runtime.gallery
+    woman = crop(photos, "gender_detection_input.jpg", 0, 400)
+    enroll(gallery_engine, gallery, "Her", woman, "couple")
+    five = (photos / "face_detection_input.jpg").read_bytes()
+    at_045 = {"recognize": {"threshold": 0.45}}
+    strangers = gallery_engine.detect(five, ["recognize"], at_045).detections
+    assert len(strangers) == 5
+    assert all(d.attributes["identity"] == "unknown" for d in strangers)
+    assert max(d.attributes["similarity"] for d in strangers) < 0.3  # well below, not just
+    man = crop(photos, "gender_detection_input.jpg", 420, 800)
+    enroll(gallery_engine, gallery, "Kumail", man, "couple")
+    named = by_x(gallery_engine.detect(five, ["recognize"], at_045).detections)
+    assert [d.attributes["identity"] for d in named] == ["unknown"] * 2 + ["Kumail"] + [
+        "unknown"
+    ] * 2
+
+
 def test_bad_samples_are_refused_with_a_reason(gallery_engine: Engine, photos: Path) -> None:
     gallery = gallery_engine.runtime.gallery
     couple = (photos / "gender_detection_input.jpg").read_bytes()

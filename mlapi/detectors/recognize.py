@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mlapi.detectors.base import Detector, Options
-from mlapi.detectors.faceprint import MATCH_AT, similarity
+from mlapi.detectors.faceprint import MARGIN, MATCH_AT, similarity
 from mlapi.gallery import Gallery
 from mlapi.images import Image
 from mlapi.result import Detection
@@ -42,7 +42,11 @@ class Recognize(Detector):
             model = str(face.attributes.get("faceprint", "dlib"))
             match = self.gallery.match(np.asarray(face.embedding, np.float32), model)
             score = similarity(match.similarity, model) if match else 0.0
-            known = match is not None and score >= options.threshold
+            runner_up = (
+                similarity(match.runner_up, model) if match and match.runner_up is not None else 0
+            )
+            # A name needs the threshold and a lead over everyone else.
+            known = match is not None and score >= options.threshold and score - runner_up >= MARGIN
             attrs = {"identity": match.name if known else UNKNOWN, "similarity": score}  # type: ignore[union-attr]
             found.append(
                 Detection(face.label, face.confidence, face.box, self.name, face.keypoints, attrs)
