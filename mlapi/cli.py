@@ -272,16 +272,35 @@ def models_verify(names: tuple[str, ...]) -> None:
 @click.option("--name", required=True, help="Name to store the model under.")
 @click.option("--task", default="custom", show_default=True, help="What the model does.")
 @click.option("--licence", default="unknown", show_default=True, help="The model's licence.")
-def models_import(file: Path, name: str, task: str, licence: str) -> None:
-    """Add a local model: .onnx, TF.js model.json (+ .bin), .tflite, or Darknet .cfg."""
+@click.option(
+    "--labels",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Class names, one a line: makes an ONNX object detector usable as `-m NAME`.",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["yolo", "yolo-objectness", "yolox", "detr"]),
+    help="Output layout of an object detector (default: read from its output shape).",
+)
+def models_import(
+    file: Path, name: str, task: str, licence: str, labels: Path | None, layout: str | None
+) -> None:
+    """Add a local model: .onnx, TF.js model.json (+ .bin), .tflite, or Darknet .cfg.
+
+    With --labels, an ONNX object detector (YOLOv5/v8/v11, YOLOX or DETR-style output) can be
+    used as `-m NAME` by detect, stream and every server dialect."""
+    from mlapi.engine import discover
     from mlapi.errors import MlapiError
     from mlapi.store import ModelStore
 
+    if name in discover():
+        _fail(f"{name!r} is the name of an installed detector; choose another name")
     try:
-        folder = ModelStore().import_file(file, name, task, licence)
+        folder = ModelStore().import_file(file, name, task, licence, labels, layout)
     except MlapiError as exc:
         _fail(exc.message)
-    click.echo(f"imported {name} into {folder}")
+    kind = "an object detector" if labels else "a model"
+    click.echo(f"imported {name} into {folder} as {kind}")
 
 
 @models.command("remove")

@@ -112,7 +112,9 @@ class Engine:
     ) -> None:
         self.config = config or RuntimeConfig()
         self.runtime = Runtime(store or ModelStore(), self.config, gallery)
-        self.registry = dict(registry if registry is not None else discover())
+        if registry is None:  # installed detectors, then the user's imported models
+            registry = {**self.runtime.store.imported_detectors(), **discover()}
+        self.registry = dict(registry)
         self._loaded: dict[str, Detector] = {}
         self._load_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="mlapi-infer")

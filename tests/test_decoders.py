@@ -11,7 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from mlapi.detectors.blazeface import BlazeFace, BlazeFaceOptions
 from mlapi.detectors.nanodet import BINS, NanoDet, NanoDetOptions
-from mlapi.engine import Runtime, RuntimeConfig
+from mlapi.engine import Engine, Runtime, RuntimeConfig
+from mlapi.errors import MlapiError
 from mlapi.images import Image
 from mlapi.store import ModelStore
 
@@ -99,3 +100,65 @@ def test_blazeface_head_decodes_box_and_keypoints(tmp_path: Path, runtime: Runti
     assert face.box == ((cx - 20) * 2, (cy - 25) * 2, (cx + 20) * 2, (cy + 25) * 2)
     assert face.keypoints[0] == ((122 + 0) * 2, (82 + 1) * 2)
     assert face.keypoints[5] == ((122 + 10) * 2, (82 + 11) * 2)
+
+
+# -- imported object detectors (`mlapi models import x.onnx --labels FILE`) -----------------
+LABELS = ["cat", "hat", "bat"]
+# One box of class "hat" centred at (320, 200) in 640×640 model pixels, 100×80.
+CX, CY, W, H = 320.0, 200.0, 100.0, 80.0
+
+
+def layout_output(layout: str) -> np.ndarray:
+    n, c = 6, len(LABELS)
+    if layout == "yolo":  # [1, 4+C, N]
+        out = np.zeros((1, 4 + c, n))
+        out[0, :4, 2] = [CX, CY, W, H]
+        out[0, 4 + 1, 2] = 0.9
+        out[0, 4 + 0, 4] = 0.2  # a weak cat, under the threshold
+        return out
+    if layout in ("yolo-objectness", "yolox"):  # [1, N, 5+C]
+        out = np.zeros((1, n, 5 + c))
+        out[0, 3, :5] = [CX, CY, W, H, 0.95]
+        out[0, 3, 5 + 1] = 0.95
+        return out
+    out = np.zeros((1, n, 4 + c))  # detr: fractions of the input
+    out[0, 1, :4] = [CX / 640, CY / 640, W / 640, H / 640]
+    out[0, 1, 4 + 1] = 0.9
+    return out
+
+
+@pytest.mark.parametrize("layout", ["yolo", "yolo-objectness", "yolox", "detr"])
+def test_imported_detector_decodes_each_layout(tmp_path: Path, layout: str) -> None:
+    model = constant_graph(
+        tmp_path / "m.onnx", "images", [1, 3, 640, 640], {"out": layout_output(layout)}
+    )
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(LABELS) + "\n")
+    store = ModelStore(tmp_path / "cache")
+    given = "yolox" if layout == "yolox" else None  # the one layout its shape cannot tell
+    store.import_file(model, "mine", labels=labels, layout=given)
+    assert store.manifest("mine")["detector"]["layout"] == layout
+    with Engine(store) as engine:
+        assert "mine" in engine.registry
+        image = encode_png(np.zeros((1280, 1280, 3), np.uint8))  # model pixels ×2
+        found = engine.detect(image, ["mine"]).detections
+    assert [(d.label, d.model) for d in found] == [("hat", "mine")]
+    assert found[0].box == ((CX - W / 2) * 2, (CY - H / 2) * 2, (CX + W / 2) * 2, (CY + H / 2) * 2)
+
+
+def test_import_refuses_a_model_that_does_not_fit_its_labels(tmp_path: Path) -> None:
+    model = constant_graph(
+        tmp_path / "m.onnx", "images", [1, 3, 640, 640], {"out": layout_output("yolo")}
+    )
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"class{i}" for i in range(10)))
+    store = ModelStore(tmp_path / "cache")
+    with pytest.raises(MlapiError, match="fits no known layout for 10 labels"):
+        store.import_file(model, "mine", labels=labels)
+    assert not store.is_pulled("mine")
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    import cv2
+
+    return cv2.imencode(".png", rgb)[1].tobytes()

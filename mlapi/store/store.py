@@ -29,6 +29,7 @@ from mlapi.store.catalog import ModelEntry
 CACHE_ENV = "MLAPI_CACHE_DIR"
 MANIFEST = "manifest.json"
 ONNX_NAME = "model.onnx"
+LABELS_FILE = "labels.txt"
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 # The packages whose versions decide the bytes of a converted model.
 TOOLCHAIN = ("tensorflow-cpu", "tensorflow", "tf2onnx", "onnx", "numpy", "protobuf")
@@ -279,9 +280,19 @@ class ModelStore:
 
     # -- importing -----------------------------------------------------------------------
     def import_file(
-        self, path: Path, name: str, task: str = "custom", licence: str = "unknown"
+        self,
+        path: Path,
+        name: str,
+        task: str = "custom",
+        licence: str = "unknown",
+        labels: Path | None = None,
+        layout: str | None = None,
     ) -> Path:
-        """Add a local model: .onnx, TF.js model.json, .tflite, or Darknet .cfg (+ .weights)."""
+        """Add a local model: .onnx, TF.js model.json, .tflite, or Darknet .cfg (+ .weights).
+
+        With `labels` (one class name a line) an .onnx object detector becomes usable as a
+        detector named `name`; its output layout is read from its shape unless given.
+        """
         if not name or set(name) - NAME_CHARS or name.startswith("."):
             raise MlapiError("model names use lower-case letters, digits, '-', '_' and '.'")
         if catalog.find(name) is not None:
@@ -327,6 +338,16 @@ class ModelStore:
                 f"{path.name}: expected an .onnx, a TF.js model.json, a .tflite "
                 "or a Darknet .cfg (with its .weights)"
             )
+        detector = None
+        if labels is not None:
+            try:
+                detector = _detector_spec(artifact, labels, layout)
+            except MlapiError:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            shutil.copyfile(labels, folder / LABELS_FILE)
+            files[LABELS_FILE] = sources.sha256_file(folder / LABELS_FILE)
+            task = "objects"
         _write_json(
             folder / MANIFEST,
             {
@@ -338,9 +359,54 @@ class ModelStore:
                 "files": files,
                 "artifact": artifact.name,
                 "artifact_sha256": sources.sha256_file(artifact),
+                "detector": detector,
             },
         )
         return folder
+
+    def imported_detectors(self) -> dict[str, Any]:
+        """Detector classes for the imported object models (see mlapi.detectors.imported)."""
+        from mlapi.detectors.imported import imported_detectors
+
+        manifests, labels = {}, {}
+        if self.models.is_dir():
+            for folder in sorted(self.models.iterdir()):
+                manifest = self.manifest(folder.name)
+                if manifest and manifest.get("detector") and catalog.find(folder.name) is None:
+                    manifests[folder.name] = manifest
+                    try:
+                        labels[folder.name] = (folder / LABELS_FILE).read_text()
+                    except OSError:
+                        continue
+        return imported_detectors(manifests, labels)
+
+
+def _detector_spec(model: Path, labels: Path, layout: str | None) -> dict[str, Any]:
+    """Check an imported ONNX object detector against its labels; its layout."""
+    import onnxruntime as ort
+
+    from mlapi.detectors.imported import LAYOUTS, guess_layout
+
+    if model.suffix != ".onnx" and model.name != ONNX_NAME:
+        raise MlapiError("--labels makes an object detector of an ONNX model only")
+    try:
+        names = [ln.strip() for ln in labels.read_text().splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MlapiError(f"{labels.name}: unreadable labels file ({exc})") from exc
+    if not names:
+        raise MlapiError(f"{labels.name}: no labels (one class name a line)")
+    try:
+        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise MlapiError(f"onnxruntime cannot load the model: {exc}") from exc
+    outputs, inputs = session.get_outputs(), session.get_inputs()
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        raise MlapiError("expected one image input of shape [1, 3, H, W]")
+    if layout is None:
+        layout = guess_layout(list(outputs[0].shape), len(names))
+    elif layout not in LAYOUTS:
+        raise MlapiError(f"unknown layout {layout!r} (known: {', '.join(LAYOUTS)})")
+    return {"layout": layout, "labels": LABELS_FILE}
 
 
 def _tfjs_weight_files(model_json: Path) -> list[Path]:
