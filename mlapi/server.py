@@ -404,6 +404,10 @@ def _raw_jpeg(request: web.Request) -> None:
 
 
 HG_FACE_MODELS = ["faces", "genderage", "emotion", "faceprint"]
+# HomeGallery compares vectors on the scales its own server gave: raw dlib-scale descriptors
+# (distance under 0.55 = the same person) and raw image features (its similarity hash).
+HG_FACE_OPTIONS = {"faceprint": {"normalise": False}}
+HG_EMBEDDING_OPTIONS = {"embeddings": {"normalise": False}}
 
 
 async def hg_objects(request: web.Request) -> web.Response:
@@ -416,14 +420,15 @@ async def hg_objects(request: web.Request) -> web.Response:
 async def hg_faces(request: web.Request) -> web.Response:
     _raw_jpeg(request)
     body = await read_upload(request)
-    result = await run_detection(request, body.data, HG_FACE_MODELS, None)  # type: ignore[arg-type]
+    result = await run_detection(request, body.data, HG_FACE_MODELS, HG_FACE_OPTIONS)  # type: ignore[arg-type]
     return json_text(homegallery.faces(body.data, result))  # type: ignore[arg-type]
 
 
 async def hg_embeddings(request: web.Request) -> web.Response:
     _raw_jpeg(request)
     body = await read_upload(request)
-    result = await run_detection(request, body.data, ["embeddings"], None)  # type: ignore[arg-type]
+    options = HG_EMBEDDING_OPTIONS
+    result = await run_detection(request, body.data, ["embeddings"], options)  # type: ignore[arg-type]
     return json_text(homegallery.embeddings(body.data, result))  # type: ignore[arg-type]
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jwt
+import numpy as np
 import pytest
 from servers import LiveServer
 from test_images import png_header_only
@@ -374,7 +376,46 @@ def test_homegallery_objects_and_faces_through_a_key_in_the_base_url(
         "POST", f"{base}/embeddings", data, {"Content-Type": "image/jpeg"}
     ).json()
     assert len(embedding["data"]) == 1792 and embedding["srcSha1sum"] == objects["srcSha1sum"]
-    assert abs(sum(v * v for v in embedding["data"]) - 1) < 1e-3
+
+
+# HomeGallery's own formulas (packages/database similarity.js, webapp query/similar.ts and
+# query/faces.ts): every third value quantised to 0..3, a cosine of those levels, and web
+# search keeps photos over 0.5; a face descriptor distance under 0.55 is the same person.
+def hg_levels(values: list[float]) -> list[int]:
+    return [int(3 * math.sqrt(min(1.0, max(0.0, v / 2.875))) + 0.5) for v in values[::3]]
+
+
+def hg_similarity(a: list[float], b: list[float]) -> float:
+    qa, qb = [v * v / 9 for v in hg_levels(a)], [v * v / 9 for v in hg_levels(b)]
+    num = sum(x * y for x, y in zip(qa, qb, strict=True))
+    return num / math.sqrt(sum(x * x for x in qa) * sum(y * y for y in qb))
+
+
+def test_homegallery_searches_work_on_mlapi_vectors(server: LiveServer, photos: Path) -> None:
+    key = server.users.create_key("alice", "homegallery")
+
+    def hg(path: str, data: bytes) -> dict:
+        return server.call("POST", f"/hg/{key}/{path}", data, {"Content-Type": "image/jpeg"}).json()
+
+    group = read(photos, "face_detection_input.jpg")
+    rgb = decode(group).pixels
+    near = encode_jpeg(np.ascontiguousarray(rgb[40:-40, 60:-60]), quality=70)  # cropped copy
+    field = read(photos, "object_detection_input.jpg")
+    vectors = {n: hg("embeddings", d)["data"] for n, d in (("a", group), ("b", near), ("c", field))}
+    assert sum(level > 0 for level in hg_levels(vectors["a"])) > 100  # the hash spreads
+    assert (
+        hg_similarity(vectors["a"], vectors["b"]) >= 0.5 > hg_similarity(vectors["a"], vectors["c"])
+    )
+
+    five = sorted(hg("faces", group)["data"], key=lambda f: f["alignedRect"]["box"]["x"])
+    couple = sorted(
+        hg("faces", read(photos, "gender_detection_input.jpg"))["data"],
+        key=lambda f: f["alignedRect"]["box"]["x"],
+    )
+    man = np.array(couple[1]["descriptor"])  # the middle man of the five, photographed again
+    distances = [float(np.linalg.norm(man - np.array(f["descriptor"]))) for f in five]
+    assert distances[2] < 0.55 < min(distances[:2] + distances[3:])
+    assert float(np.linalg.norm(np.array(couple[0]["descriptor"]) - man)) > 0.55
 
 
 def test_homegallery_errors(server: LiveServer, photos: Path) -> None:

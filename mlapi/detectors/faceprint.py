@@ -22,6 +22,9 @@ from mlapi.result import Detection
 @dataclass(frozen=True)
 class FaceprintOptions(Options):
     model: str = field(default="dlib", metadata={"choices": ("dlib", "faceres")})
+    # Unit length (cosine = dot product); false: the descriptor as the network gives it
+    # (dlib's scale, where a distance under about 0.55 means the same person).
+    normalise: bool = True
 
 
 # The 0..1 similarity every client sees, as a piecewise-linear map of the cosine of two
@@ -87,9 +90,11 @@ class Faceprint(Detector):
         session = self.context.onnx_session("faceres")  # shared with genderage, made once
         return run_faceres(session, image, faces, [DESCRIPTOR])[0]
 
-    def vectors(self, image: Image, faces: list[Detection], model: str = "dlib") -> np.ndarray:
+    def vectors(
+        self, image: Image, faces: list[Detection], model: str = "dlib", unit: bool = True
+    ) -> np.ndarray:
         raw = self._dlib(image, faces) if model == "dlib" else self._faceres_vectors(image, faces)
-        return normalise(raw)
+        return normalise(raw) if unit else raw
 
     def detect(
         self, image: Image, options: FaceprintOptions, upstream: Mapping[str, list[Detection]]
@@ -97,7 +102,7 @@ class Faceprint(Detector):
         faces = upstream["faces"]
         if not faces:
             return []
-        vectors = self.vectors(image, faces, options.model)
+        vectors = self.vectors(image, faces, options.model, options.normalise)
         return [
             Detection(
                 f.label,

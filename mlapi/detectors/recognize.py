@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mlapi.detectors.base import Detector, Options
-from mlapi.detectors.faceprint import MARGIN, MATCH_AT, similarity
+from mlapi.detectors.faceprint import MARGIN, MATCH_AT, normalise, similarity
 from mlapi.gallery import Gallery
 from mlapi.images import Image
 from mlapi.result import Detection
@@ -40,7 +40,8 @@ class Recognize(Detector):
         found = []
         for face in upstream["faceprint"]:
             model = str(face.attributes.get("faceprint", "dlib"))
-            match = self.gallery.match(np.asarray(face.embedding, np.float32), model)
+            vector = normalise(np.asarray(face.embedding, np.float32))  # whatever was asked
+            match = self.gallery.match(vector, model)
             score = similarity(match.similarity, model) if match else 0.0
             runner_up = (
                 similarity(match.runner_up, model) if match and match.runner_up is not None else 0
