@@ -2,7 +2,9 @@
 
 Every hop (the first URL and each redirect) must resolve only to public addresses: the
 resolver refuses loopback, private, link-local, multicast and reserved ranges, and IP
-literals are checked before connecting. Size and time are capped.
+literals are checked before connecting, as the URL library will read them (full-width
+digits and ideographic dots are IPv4 too) and with any IPv4 address an IPv6 one carries
+(IPv4-compatible, NAT64, 6to4, Teredo) checked as well. Size and time are capped.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import aiohttp
+import yarl
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import ThreadedResolver
 
@@ -25,10 +28,28 @@ class FetchRefused(MlapiError):
     status = 400
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries, by any of the usual embeddings."""
+    if ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    if ip.sixtofour:
+        return ip.sixtofour
+    if ip.teredo:
+        return ip.teredo[1]
+    if int(ip) >> 32 == 0 or ip in NAT64:  # IPv4-compatible ::a.b.c.d, NAT64
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def is_public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = embedded_ipv4(ip)
+        if inner is not None and not (inner.is_global and not inner.is_multicast):
+            return False
     return ip.is_global and not ip.is_multicast
 
 
@@ -46,18 +67,25 @@ class PublicOnlyResolver(AbstractResolver):
         await self._inner.close()
 
 
-def _check_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+def _check_url(url: str) -> yarl.URL:
+    """The URL as the client will use it, once its host is known to be allowed."""
+    try:
+        parsed = yarl.URL(url)
+        host = parsed.host  # normalised: IDNA, full-width digits, ideographic dots
+    except (ValueError, UnicodeError, TypeError):
+        raise FetchRefused("url is not a valid URL") from None
+    if parsed.scheme not in ("http", "https") or not host:
         raise FetchRefused("url must be an http or https URL")
     try:
-        literal = ipaddress.ip_address(parts.hostname)
+        literal = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        if parts.hostname.lower() == "localhost" or parts.hostname.endswith(".localhost"):
+        name = host.lower().rstrip(".")
+        if name == "localhost" or name.endswith(".localhost"):
             raise FetchRefused("url points at this machine; refused") from None
-        return
+        return parsed  # a name: the resolver checks every address it resolves to
     if not is_public(str(literal)):
         raise FetchRefused(f"url points at a private or local address ({literal}); refused")
+    return parsed
 
 
 async def fetch_image(url: str, max_bytes: int, timeout: float = 10.0) -> bytes:
@@ -66,10 +94,10 @@ async def fetch_image(url: str, max_bytes: int, timeout: float = 10.0) -> bytes:
     async with aiohttp.ClientSession(timeout=timeouts, connector=connector) as session:
         try:
             for _ in range(MAX_REDIRECTS + 1):
-                _check_url(url)
-                async with session.get(url, allow_redirects=False) as response:
+                checked = _check_url(url)
+                async with session.get(checked, allow_redirects=False) as response:
                     if response.status in (301, 302, 303, 307, 308):
-                        url = urljoin(url, response.headers.get("Location", ""))
+                        url = urljoin(str(checked), response.headers.get("Location", ""))
                         continue
                     if response.status != 200:
                         raise FetchRefused(f"url answered HTTP {response.status}")
@@ -79,7 +107,7 @@ async def fetch_image(url: str, max_bytes: int, timeout: float = 10.0) -> bytes:
                         if len(body) > max_bytes:
                             raise FetchRefused(f"url body is over {max_bytes} bytes")
                     return bytes(body)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             cause = exc.__cause__ if isinstance(exc.__cause__, FetchRefused) else None
             if cause:
                 raise cause from None
