@@ -111,5 +111,7 @@ async def fetch_image(url: str, max_bytes: int, timeout: float = 10.0) -> bytes:
             cause = exc.__cause__ if isinstance(exc.__cause__, FetchRefused) else None
             if cause:
                 raise cause from None
+            if isinstance(exc, aiohttp.InvalidURL):
+                raise FetchRefused("url is not a valid URL") from None
             raise FetchRefused(f"could not fetch url: {exc.__class__.__name__}") from exc
     raise FetchRefused("url redirected too many times")
