@@ -8,6 +8,7 @@ Multipart form in, `{"success": …, "duration": 0}` JSON out. The key comes as 
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Any
 
 import numpy as np
@@ -20,11 +21,13 @@ from mlapi.errors import MlapiError, ModelMissing
 from mlapi.gallery import GalleryError
 from mlapi.result import Detection, Result
 from mlapi.server import (
+    AUTHENTICATED,
     ENGINE,
     STATE,
     USER,
     RequestError,
     Upload,
+    add_post,
     authenticate,
     in_pool,
     json_text,
@@ -41,15 +44,21 @@ def answer(**body: Any) -> web.Response:
 
 
 async def checked_upload(request: web.Request) -> Upload:
-    """The form, after checking its api_key; 401 in DeepStack's words otherwise."""
-    upload = await read_upload(request, file_field="image", require_image=False)
-    try:
-        request[USER] = await authenticate(
-            request, request.app[STATE], upload.fields.get("api_key")
-        )
-    except AuthError as exc:
-        raise AuthError("Incorrect api key") from exc
-    return upload
+    """The form, its api_key checked before any image in it is read; 401 in DeepStack's
+    words otherwise. A key in the headers was checked before the body was touched."""
+
+    async def authorise(fields: dict[str, str]) -> None:
+        try:
+            request[USER] = await authenticate(  # type: ignore[assignment]
+                request, request.app[STATE], fields.get("api_key")
+            )
+        except AuthError as exc:
+            raise AuthError("Incorrect api key") from exc
+
+    already = request.get(AUTHENTICATED, False)
+    return await read_upload(
+        request, file_field="image", require_image=False, authorise=None if already else authorise
+    )
 
 
 async def checked_image(request: web.Request) -> Upload:
@@ -76,7 +85,7 @@ def min_confidence(upload: Upload, route: str) -> float:
 
 def max_predictions(upload: Upload) -> int:
     raw = upload.fields.get("max_predictions", str(MAX_PREDICTIONS))
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    if not re.fullmatch(r"[0-9]{1,4}", raw) or not 1 <= int(raw) <= 1000:
         raise RequestError(400, "Invalid value for max_predictions")
     return int(raw)
 
@@ -161,11 +170,11 @@ async def register(request: web.Request) -> web.Response:
             done = await in_pool(request, enroll, engine, gallery, userid, data, name, "dlib", True)
             added += 1
             crowded = max(crowded, done.faces_found)
-        except MlapiError as exc:
-            reasons.append(exc.message)
+        except MlapiError as exc:  # e.g. 413 for an image over the size limit
+            reasons.append((exc.status if 400 <= exc.status < 500 else 400, exc.message))
     if not added:
-        reason = reasons[0]
-        raise RequestError(400, "no face detected" if reason.startswith("no face") else reason)
+        status, reason = reasons[0]
+        raise RequestError(status, "no face detected" if reason.startswith("no face") else reason)
     message = "face updated" if existed else "face added"
     if crowded > 1:  # DeepStack also takes the largest face; say so
         message += f" (the largest of {crowded} faces in the photo)"
@@ -225,7 +234,10 @@ async def missing_model_is_403(request: web.Request, handler: Any) -> web.Stream
 
 def add_routes(app: web.Application) -> None:
     app.middlewares.append(missing_model_is_403)
-    add = app.router.add_post
+
+    def add(path: str, handler: Any) -> None:
+        add_post(app, path, handler)
+
     add("/v1/vision/detection", detection)
     add("/v1/vision/custom/{model}", custom)
     add("/v1/vision/face", face)

@@ -8,6 +8,7 @@ pixels, and applies EXIF orientation so boxes refer to the upright image.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -18,6 +19,13 @@ from PIL import ImageOps
 from mlapi.errors import MlapiError
 
 DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: every real camera, not a decompression bomb
+# Formats without reduced decoding cost their full size in memory (and more, in copies):
+# a 1.9 KB WebP can declare 49 MP. Screenshots, PNG exports and phone photos stay under.
+MAX_PIXELS_OTHER = 24_000_000
+# JPEGs over this are decoded at 1/2, 1/4 or 1/8 even for full-resolution detectors.
+MAX_DECODED_PIXELS = 16_000_000
+# A progressive JPEG has about 10 scans; hundreds make a tiny file take a minute to decode.
+MAX_JPEG_SCANS = 64
 
 # Pillow's own bomb guard would fire later and with a warning; our cap is checked first.
 PILImage.MAX_IMAGE_PIXELS = None
@@ -95,27 +103,47 @@ def decode(
             pil = PILImage.open(io.BytesIO(data))
         width, height = pil.size
     except Exception as exc:
-        raise ImageError(f"unreadable {kind.upper()} header: {exc}") from exc
+        raise ImageError(f"unreadable {kind.upper()} header: {_reason(exc)}") from exc
     if width <= 0 or height <= 0:
         raise ImageError(f"invalid {kind.upper()} dimensions {width}×{height}")
-    if width * height > max_pixels:
+    limit = max_pixels if kind == "jpeg" else min(max_pixels, MAX_PIXELS_OTHER)
+    if width * height > limit:
         raise ImageTooLarge(
-            f"image is {width}×{height} = {width * height / 1e6:.1f} MP, "
-            f"over the limit of {max_pixels / 1e6:.1f} MP"
+            f"{kind.upper()} image is {width}×{height} = {width * height / 1e6:.1f} MP, "
+            f"over the limit of {limit / 1e6:.1f} MP"
         )
+    if kind == "jpeg" and data.count(b"\xff\xda") > MAX_JPEG_SCANS:  # start-of-scan markers
+        raise ImageError(f"JPEG with more than {MAX_JPEG_SCANS} scans refused (a decode bomb)")
     try:
-        if kind == "jpeg" and min_side:
+        if kind == "jpeg":
             # draft() keeps both sides >= the request; ask for the long side only.
-            ratio = min_side / max(width, height)
-            pil.draft("RGB", (max(1, int(width * ratio)), max(1, int(height * ratio))))
+            side = min_side or max(width, height)
+            over = (width * height / MAX_DECODED_PIXELS) ** 0.5
+            ratio = min(side / max(width, height), 1 / over if over > 1 else 1.0)
+            if ratio < 1:
+                pil.draft("RGB", (max(1, int(width * ratio)), max(1, int(height * ratio))))
         pil.load()
         upright = ImageOps.exif_transpose(pil)
-        rgb = upright.convert("RGB")
+        rgb = _to_rgb(upright)
     except Exception as exc:
-        raise ImageError(f"corrupt or truncated {kind.upper()} data: {exc}") from exc
+        raise ImageError(f"corrupt or truncated {kind.upper()} data: {_reason(exc)}") from exc
     orientation_swaps = upright.size != pil.size and upright.size == pil.size[::-1]
     full_w, full_h = (height, width) if orientation_swaps else (width, height)
     return Image(np.asarray(rgb), full_w, full_h, kind)
+
+
+def _reason(exc: Exception) -> str:
+    """An exception's message without object reprs (no heap addresses in answers)."""
+    return re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc)) or exc.__class__.__name__
+
+
+def _to_rgb(pil: PILImage.Image) -> PILImage.Image:
+    """RGB, with 16- and 32-bit greyscale scaled to 8 bits (Pillow would clip to white)."""
+    if pil.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        values = np.asarray(pil, dtype=np.uint32)
+        shift = 8 if values.max(initial=0) < 65536 else 24
+        return PILImage.fromarray((values >> shift).astype(np.uint8), "L").convert("RGB")
+    return pil.convert("RGB")
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:

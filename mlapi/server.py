@@ -7,6 +7,7 @@ answers are rendered by the same renderers the CLI uses.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -17,8 +18,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, ClientPayloadError, web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from mlapi import __version__, openapi
 from mlapi.auth import AuthError, LoginLimiter, TokenIssuer
@@ -55,6 +57,8 @@ class ServerConfig:
     )
     max_body: int = 20 * 1024 * 1024
     max_queue: int = 16  # requests waiting beyond the busy workers before 503
+    max_parts: int = 32  # multipart parts per request
+    max_field: int = 64 * 1024  # bytes of a form field (not a file)
     read_timeout: float = 30.0
     allow_anonymous: bool = False
     allow_url_fetch: bool = False
@@ -70,7 +74,12 @@ class ServerState:
         self.hashing = asyncio.Semaphore(2)  # argon2 costs ~64 MiB and ~0.1 s each
         self.started = time.monotonic()
         self.ready = False
-        self.inflight = 0
+        self.inflight = 0  # requests on the inference pool
+        self.admitted = 0  # requests past admission (reading a body or on the pool)
+
+    @property
+    def capacity(self) -> int:
+        return self.engine.config.workers + self.config.max_queue
 
 
 ENGINE = web.AppKey("engine", Engine)
@@ -78,7 +87,10 @@ STATE = web.AppKey("state", ServerState)
 USER = web.RequestKey("user", str)
 STARTED = web.RequestKey("started", float)
 INFERENCE_MS = web.RequestKey("inference_ms", float)
-HG_KEY = re.compile(r"^/hg/[^/]+")
+AUTHENTICATED = web.RequestKey("authenticated", bool)
+HG_KEY = re.compile(r"(/hg/)[^/]+", re.IGNORECASE)  # wherever it appears in a path
+UNKNOWN_KEY_FIELD_LIMIT = 64 * 1024  # what is read of a form before its key is known
+LOGIN_BODY_LIMIT = 4096
 
 
 # -- errors ------------------------------------------------------------------------------
@@ -118,17 +130,32 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(request.path, exc.status, message, keep)
     except asyncio.CancelledError:
         raise
+    except (ConnectionResetError, ClientPayloadError, asyncio.IncompleteReadError) as exc:
+        # The client went away or sent a broken body: its problem, not a server error.
+        log.info("incomplete request body on %s: %s", safe_path(request.path), exc)
+        return error_response(request.path, 400, "request body incomplete")
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s", request.method, safe_path(request.path))
         return error_response(request.path, 500, "internal error; see the server log")
+
+
+def safe_path(path: str) -> str:
+    """A path fit for a log line: API keys in /hg/KEY masked, control characters escaped
+    (so `%0a` cannot forge a line)."""
+    masked = HG_KEY.sub(r"\1***", path)
+    return masked.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
 # -- authentication ----------------------------------------------------------------------
 def _credentials(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return request.headers.get("X-API-Key") or request.match_info.get("key")
+        secret: str | None = header[7:].strip()
+    else:
+        secret = request.headers.get("X-API-Key") or request.match_info.get("key")
+    if secret is not None and not (secret.isascii() and secret.isprintable()):
+        raise AuthError("invalid credentials")  # keys and tokens are printable ASCII
+    return secret
 
 
 async def authenticate(
@@ -151,11 +178,53 @@ async def authenticate(
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Route first (unknown path: 404), then authenticate from headers, path or query.
+
+    DeepStack clients may send their key as a form field: on /v1/ routes without a key in
+    the headers, the handler authenticates from the form before reading any file part.
+    """
+    route_error = request.match_info.http_exception
+    if route_error is not None:
+        raise route_error
     state = request.app[STATE]
-    # DeepStack clients send their key as a form field: those handlers check it themselves.
-    if request.path not in PUBLIC and not request.path.startswith("/v1/"):
-        request[USER] = await authenticate(request, state)
+    if request.path in PUBLIC:
+        return await handler(request)
+    if not request.path.startswith("/v1/") or _credentials(request) is not None:
+        request[USER] = await authenticate(request, state)  # type: ignore[assignment]
+        request[AUTHENTICATED] = True
     return await handler(request)
+
+
+@web.middleware
+async def admission_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse work the server cannot take (503) from the headers, before reading a body."""
+    if request.method != "POST" or request.path in PUBLIC:
+        return await handler(request)
+    state = request.app[STATE]
+    if request.content_length is not None and request.content_length > state.config.max_body:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=state.config.max_body, actual_size=request.content_length
+        )
+    if state.admitted >= state.capacity:
+        raise RequestError(503, "server is busy; retry shortly")
+    state.admitted += 1
+    try:
+        return await handler(request)
+    finally:
+        state.admitted -= 1
+
+
+async def refuse_large_expect(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue` with a body over the limit gets 413, not `100 Continue`."""
+    limit = request.app[STATE].config.max_body
+    if request.content_length is not None and request.content_length > limit:
+        message = f"request body is over the limit of {limit} bytes"
+        return error_response(request.path, 413, message, {"Connection": "close"})
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        return error_response(request.path, 417, "only Expect: 100-continue is understood")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0
+    return None
 
 
 # -- request bodies ----------------------------------------------------------------------
@@ -171,26 +240,51 @@ class Upload:
         self.data, self.fields, self.files = data, fields, files or []
 
 
-async def _read_multipart(request: web.Request, limit: int) -> tuple[dict[str, str], list]:
-    """Form fields and (name, bytes) file parts, in memory, under one size cap."""
+Authorise = Callable[[dict[str, str]], Awaitable[None]]
+
+
+async def _read_multipart(
+    request: web.Request, config: ServerConfig, known: dict[str, str], authorise: Authorise | None
+) -> tuple[dict[str, str], list]:
+    """Form fields and (name, bytes) file parts, in memory, under caps on the body, the
+    number of parts and the size of a field. `authorise` runs (with the fields so far)
+    before the first file part is read, or at the end when there is none."""
     fields: dict[str, str] = {}
     files: list[tuple[str, bytes]] = []
-    total = 0
-    reader = await request.multipart()
-    async for part in reader:
-        if not isinstance(part, BodyPartReader):
-            raise RequestError(400, "nested multipart bodies are not supported")
-        chunks = bytearray()
-        while chunk := await part.read_chunk(1 << 16):
-            total += len(chunk)
-            if total > limit:
-                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=total)
-            chunks += chunk
-        content_type = part.headers.get("Content-Type", "")
-        if part.filename is not None or content_type.startswith(("image/", "application/oct")):
-            files.append((part.name or "", bytes(chunks)))
-        else:
-            fields[part.name or ""] = chunks.decode(errors="replace")
+    total = parts = 0
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            parts += 1
+            if parts > config.max_parts:
+                raise RequestError(413, f"more than {config.max_parts} parts in the form")
+            if not isinstance(part, BodyPartReader):
+                raise RequestError(400, "nested multipart bodies are not supported")
+            content_type = part.headers.get("Content-Type", "")
+            is_file = part.filename is not None or content_type.startswith(
+                ("image/", "application/oct")
+            )
+            if is_file and authorise is not None:
+                await authorise({**known, **fields})
+                authorise = None
+            limit = config.max_body if is_file else config.max_field
+            chunks = bytearray()
+            while chunk := await part.read_chunk(1 << 16):
+                total += len(chunk)
+                if total > config.max_body:
+                    raise web.HTTPRequestEntityTooLarge(max_size=config.max_body, actual_size=total)
+                if len(chunks) + len(chunk) > limit:
+                    raise RequestError(413, f"form field {part.name!r} is over {limit} bytes")
+                chunks += chunk
+            if is_file:
+                files.append((part.name or "", bytes(chunks)))
+            else:
+                fields[part.name or ""] = chunks.decode(errors="replace")
+    except (ValueError, AssertionError, LookupError, HttpProcessingError) as exc:
+        # No or a wrong boundary, an unterminated body, an oversized part header, …
+        raise RequestError(400, f"malformed multipart body ({exc.__class__.__name__})") from exc
+    if authorise is not None:
+        await authorise({**known, **fields})
     return fields, files
 
 
@@ -201,9 +295,24 @@ def _form_fields(body: bytes) -> dict[str, str]:
         raise RequestError(400, "body is neither an image nor a urlencoded form") from exc
 
 
+async def _read_bounded(request: web.Request, limit: int) -> bytes:
+    """The body, refused with 401 past `limit` bytes (its sender is not yet known)."""
+    body = bytearray()
+    while chunk := await request.content.read(1 << 16):
+        body += chunk
+        if len(body) > limit:
+            raise AuthError("Missing Authorization Header")
+    return bytes(body)
+
+
 async def read_upload(
-    request: web.Request, file_field: str = "file", require_image: bool = True
+    request: web.Request,
+    file_field: str = "file",
+    require_image: bool = True,
+    authorise: Authorise | None = None,
 ) -> Upload:
+    """The request's image and fields. `authorise` (for clients that send their key in the
+    form) runs before any image is read and before any URL is fetched."""
     state = request.app[STATE]
     fields = dict(request.query)
     files: list[tuple[str, bytes]] = []
@@ -211,13 +320,17 @@ async def read_upload(
     try:
         async with asyncio.timeout(state.config.read_timeout):
             if request.content_type == "multipart/form-data":
-                form_fields, files = await _read_multipart(request, state.config.max_body)
+                form_fields, files = await _read_multipart(request, state.config, fields, authorise)
+                authorise = None
                 fields.update(form_fields)
                 named = [d for name, d in files if name == file_field]
                 data = (named or [d for _, d in files] or [None])[0]
             elif request.content_type == "application/x-www-form-urlencoded":
                 # curl --data-binary and urllib send raw images with this type by default.
-                body = await request.read()
+                if authorise is None:
+                    body = await request.read()
+                else:  # the key may be in this form: read only a small one before knowing
+                    body = await _read_bounded(request, UNKNOWN_KEY_FIELD_LIMIT)
                 if sniff(body):
                     data = body
                 else:
@@ -231,9 +344,14 @@ async def read_upload(
                     raise RequestError(400, "JSON body must be an object")
                 fields.update({k: str(v) for k, v in body.items()})
             else:
+                if authorise is not None:  # a raw body has no form to carry a key
+                    await authorise(fields)
+                    authorise = None
                 data = await request.read() or None
     except TimeoutError as exc:
         raise RequestError(408, "request body took too long to arrive") from exc
+    if authorise is not None:
+        await authorise(fields)
     if data is None and "url" in fields:
         if not state.config.allow_url_fetch:
             raise RequestError(400, "fetching a url is disabled on this server (--allow-url-fetch)")
@@ -331,7 +449,13 @@ async def openapi_document(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     state = request.app[STATE]
     try:
-        body = await request.json()
+        async with asyncio.timeout(state.config.read_timeout):
+            raw = await _read_bounded(request, LOGIN_BODY_LIMIT)
+        body = json.loads(raw)
+    except TimeoutError as exc:
+        raise RequestError(408, "request body took too long to arrive") from exc
+    except AuthError as exc:
+        raise RequestError(413, f"a login is under {LOGIN_BODY_LIMIT} bytes") from exc
     except ValueError as exc:
         raise RequestError(400, 'body must be JSON: {"username": …, "password": …}') from exc
     if not isinstance(body, dict) or not all(
@@ -433,13 +557,19 @@ async def hg_embeddings(request: web.Request) -> web.Response:
 
 
 # -- the application ---------------------------------------------------------------------
+def add_post(app: web.Application, path: str, handler: Handler) -> None:
+    """A POST route whose `Expect: 100-continue` is answered after the size check."""
+    app.router.add_post(path, handler, expect_handler=refuse_large_expect)
+
+
 def create_app(
     engine: Engine, users: UserStore, tokens: TokenIssuer, config: ServerConfig | None = None
 ) -> web.Application:
     config = config or ServerConfig()
     engine.plan(config.models)  # unknown model names fail before the server starts
     app = web.Application(
-        client_max_size=config.max_body, middlewares=[errors_middleware, auth_middleware]
+        client_max_size=config.max_body,
+        middlewares=[errors_middleware, auth_middleware, admission_middleware],
     )
     app[ENGINE] = engine
     app[STATE] = ServerState(engine, users, tokens, config)
@@ -448,15 +578,15 @@ def create_app(
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/api/v1/health", mlapi_health)
-    app.router.add_post("/api/v1/login", login)
+    add_post(app, "/api/v1/login", login)
     app.router.add_get("/api/v1/models", list_models)
     app.router.add_get("/api/v1/openapi.json", openapi_document)
-    app.router.add_post("/api/v1/detect", native_detect)
-    app.router.add_post("/api/v1/detect/object", mlapi_detect)
+    add_post(app, "/api/v1/detect", native_detect)
+    add_post(app, "/api/v1/detect/object", mlapi_detect)
     for prefix in ("", "/hg/{key}"):  # the prefixed form carries an API key in the base URL
-        app.router.add_post(f"{prefix}/objects", hg_objects)
-        app.router.add_post(f"{prefix}/faces", hg_faces)
-        app.router.add_post(f"{prefix}/embeddings", hg_embeddings)
+        add_post(app, f"{prefix}/objects", hg_objects)
+        add_post(app, f"{prefix}/faces", hg_faces)
+        add_post(app, f"{prefix}/embeddings", hg_embeddings)
 
     from mlapi import deepstack
 
@@ -488,7 +618,7 @@ class AccessLog(AbstractAccessLogger):
     """One line per request: address, user, request (API keys in /hg/KEY/… masked), status."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        path = HG_KEY.sub("/hg/***", request.path)
+        path = safe_path(request.path)
         user = request.get(USER) or "-"
         self.logger.info(
             '%s %s "%s %s" %s %.1fms',

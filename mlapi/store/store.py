@@ -114,7 +114,8 @@ class ModelStore:
         if not self.is_pulled(name):
             known = catalog.find(name) is not None
             hint = f"run: mlapi models pull {name}" if known else "see: mlapi models list"
-            raise ModelMissing(f"model {name!r} is not in the model cache ({self.root}); {hint}")
+            # No path in the message: it can reach a server's clients.
+            raise ModelMissing(f"model {name!r} is not in the model cache; {hint}")
         return self.models / name
 
     def artifact(self, name: str) -> Path:
