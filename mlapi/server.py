@@ -7,6 +7,7 @@ answers are rendered by the same renderers the CLI uses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -88,6 +89,7 @@ USER = web.RequestKey("user", str)
 STARTED = web.RequestKey("started", float)
 INFERENCE_MS = web.RequestKey("inference_ms", float)
 AUTHENTICATED = web.RequestKey("authenticated", bool)
+WARMING = web.AppKey("warming", asyncio.Task)
 HG_KEY = re.compile(r"(/hg/)[^/]+", re.IGNORECASE)  # wherever it appears in a path
 UNKNOWN_KEY_FIELD_LIMIT = 64 * 1024  # what is read of a form before its key is known
 LOGIN_BODY_LIMIT = 4096
@@ -170,9 +172,9 @@ async def authenticate(
     # Both lookups read a cached snapshot of the users file (a stat per call): no thread hop.
     user = state.users.key_user(secret)
     if user is None:
-        user = state.tokens.user(secret)
-        if not state.users.exists(user):
-            raise AuthError("invalid token")
+        user, session = state.tokens.claims(secret)
+        if state.users.session(user) != session:  # removed, re-created or new password
+            raise AuthError("token is no longer valid; log in again")
     return user
 
 
@@ -464,7 +466,7 @@ async def login(request: web.Request) -> web.Response:
         raise RequestError(400, "username and password are required")
     user, password = body["username"], body["password"]
     address = request.remote or "?"
-    wait = state.limiter.retry_after(user, address)
+    wait = state.limiter.attempt(user, address)
     if wait:
         return error_response(
             request.path, 429, "too many failed logins; try again later", {"Retry-After": str(wait)}
@@ -474,12 +476,10 @@ async def login(request: web.Request) -> web.Response:
             None, state.users.verify, user, password[:1024]
         )
     if not ok:
-        state.limiter.failed(user, address)
         raise AuthError("invalid username or password")
     state.limiter.succeeded(user, address)
-    return web.json_response(
-        {"access_token": state.tokens.issue(user), "expires": state.tokens.lifetime}
-    )
+    token = state.tokens.issue(user, state.users.session(user) or "")
+    return web.json_response({"access_token": token, "expires": state.tokens.lifetime})
 
 
 async def native_detect(request: web.Request) -> web.Response:
@@ -592,7 +592,7 @@ def create_app(
 
     deepstack.add_routes(app)
 
-    async def warm(app: web.Application) -> None:
+    async def warm() -> None:
         state = app[STATE]
         await asyncio.get_running_loop().run_in_executor(None, engine.warm, config.models)
         blank = _blank_jpeg()
@@ -601,7 +601,17 @@ def create_app(
         state.ready = True
         log.info("ready: %s", ", ".join(config.models))
 
-    app.on_startup.append(warm)
+    async def start_warming(app: web.Application) -> None:
+        # The port opens at once and /ready answers 503 until the models are warm.
+        app[WARMING] = asyncio.create_task(warm())
+
+    async def stop_warming(app: web.Application) -> None:
+        app[WARMING].cancel()
+        with contextlib.suppress(asyncio.CancelledError, MlapiError):
+            await app[WARMING]
+
+    app.on_startup.append(start_warming)
+    app.on_cleanup.append(stop_warming)
     app.on_response_prepare.append(server_timing)
     return app
 

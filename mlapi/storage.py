@@ -45,6 +45,24 @@ def write_private(path: Path, data: bytes) -> None:
         raise
 
 
+def create_private(path: Path, data: bytes) -> None:
+    """Create `path` (mode 0600) with `data` unless it exists: of several processes racing,
+    exactly one creates it and the others keep its content."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o600)
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)  # atomic, and fails when another process got there first
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 class AtomicJSONStorage(Storage):
     def __init__(self, path: str) -> None:
         self.path = Path(path)
@@ -67,6 +85,11 @@ def locked_db(path: Path) -> Iterator[TinyDB]:
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            # Temp files of a writer killed mid-write (they may hold face embeddings): no
+            # other writer can be mid-write while this lock is held.
+            for stale in path.parent.glob(f".{path.name}.*"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
             with TinyDB(str(path), storage=AtomicJSONStorage) as db:
                 yield db
         finally:

@@ -76,6 +76,12 @@ class UserStore:
     def exists(self, name: str) -> bool:
         return bool(self._rows("users", name=name))
 
+    def session(self, name: str) -> str | None:
+        """A stamp that tokens carry and that changes when the password does (a new salt)
+        and when the user is removed and made again: older tokens stop working."""
+        found = self._rows("users", name=name)
+        return _digest(found[0]["hash"])[:16] if found else None
+
     def verify(self, name: str, password: str) -> bool:
         """True if the password is right; rehashes when the hashing parameters changed."""
         found = self._rows("users", name=name)

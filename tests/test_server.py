@@ -50,8 +50,12 @@ def read(photos: Path, name: str) -> bytes:
 def test_health_and_ready_need_no_auth(server: LiveServer) -> None:
     health = server.call("GET", "/health").json()
     assert health["health"] == "OK" and health["uptime"] >= 0
-    ready = server.call("GET", "/ready").json()
-    assert ready == {"ready": True, "models": list(ServerConfig().models)}
+    deadline = time.monotonic() + 60  # the port opens first; /ready says 503 until warm
+    while (ready := server.call("GET", "/ready")).status == 503 and time.monotonic() < deadline:
+        assert ready.json()["ready"] is False
+        time.sleep(0.05)
+    assert ready.status == 200
+    assert ready.json() == {"ready": True, "models": list(ServerConfig().models)}
     assert server.call("GET", "/api/v1/health").json() == "ok"
 
 
