@@ -118,8 +118,10 @@ def decode(
         if kind == "jpeg":
             # draft() keeps both sides >= the request; ask for the long side only.
             side = min_side or max(width, height)
-            over = (width * height / MAX_DECODED_PIXELS) ** 0.5
-            ratio = min(side / max(width, height), 1 / over if over > 1 else 1.0)
+            cap = 1.0  # the JPEG scale (1, 1/2, 1/4, 1/8) that brings it under the cap
+            while width * height * cap * cap > MAX_DECODED_PIXELS and cap > 1 / 8:
+                cap /= 2
+            ratio = min(side / max(width, height), cap)
             if ratio < 1:
                 pil.draft("RGB", (max(1, int(width * ratio)), max(1, int(height * ratio))))
         pil.load()
