@@ -401,6 +401,13 @@ def models_remove(name: str) -> None:
     "[env: MLAPI_ALLOW_ANONYMOUS].",
 )
 @click.option(
+    "--public-metrics",
+    is_flag=True,
+    envvar="MLAPI_PUBLIC_METRICS",
+    help="Serve GET /metrics without credentials (for a Prometheus on a trusted network) "
+    "[env: MLAPI_PUBLIC_METRICS].",
+)
+@click.option(
     "--token-lifetime",
     type=click.IntRange(60, 30 * 86400),
     default=3600,
@@ -420,6 +427,7 @@ def serve(
     uploads: Path | None,
     allow_url_fetch: bool,
     allow_anonymous: bool,
+    public_metrics: bool,
     token_lifetime: int,
 ) -> None:
     """Start the HTTP server (data: MLAPI_DATA_DIR, models: MLAPI_CACHE_DIR)."""
@@ -441,6 +449,7 @@ def serve(
         max_queue=max_queue,
         allow_anonymous=allow_anonymous,
         allow_url_fetch=allow_url_fetch,
+        public_metrics=public_metrics,
         uploads=uploads,
     )
     runtime = RuntimeConfig(
@@ -448,7 +457,7 @@ def serve(
     )
     try:
         engine = Engine(config=runtime)
-        engine.warm(names)  # missing models fail here, with the command to fetch them
+        engine.check_models(names)  # missing models fail here, with the command to fetch them
         users = UserStore()
         app = create_app(engine, users, TokenIssuer(lifetime=token_lifetime), config)
     except MlapiError as exc:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import ctypes
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -67,6 +68,24 @@ def merge_refinements(
             embedding = found[i].embedding or embedding
         out.append(replace(detection, attributes=attributes, embedding=embedding, model=model))
     return out
+
+
+class Timings:
+    """Runs and seconds per detector, for /metrics."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.runs: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+
+    def add(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self.runs[name] = self.runs.get(name, 0) + 1
+            self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def snapshot(self) -> dict[str, tuple[int, float]]:
+        with self._lock:
+            return {n: (self.runs[n], self.seconds[n]) for n in self.runs}
 
 
 @dataclass(frozen=True)
@@ -127,6 +146,7 @@ class Engine:
         self._loaded: dict[str, Detector] = {}
         self._load_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="mlapi-infer")
+        self.timings = Timings()
 
     @property
     def store(self) -> ModelStore:
@@ -201,6 +221,12 @@ class Engine:
         for name in self.plan(names):
             self.detector(name)
 
+    def check_models(self, names: Iterable[str]) -> None:
+        """ModelMissing, naming the command to run, unless every model they need is pulled."""
+        for name in self.plan(names):
+            for model in self.registry[name].models:
+                self.store.model_dir(model)
+
     # -- running -------------------------------------------------------------------------
     def prepare(
         self, models: Sequence[str] | None, options: Mapping[str, Mapping[str, Any]] | None
@@ -225,7 +251,9 @@ class Engine:
     ) -> Result:
         upstream: dict[str, list[Detection]] = {}
         for name in order:
+            started = time.perf_counter()
             upstream[name] = self.detector(name).detect(image, options[name], upstream)
+            self.timings.add(name, time.perf_counter() - started)
         return Result(image.width, image.height, tuple(self._collect(requested, upstream)))
 
     def _collect(

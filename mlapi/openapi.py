@@ -80,6 +80,13 @@ def document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/health": {"get": _op("liveness and uptime", auth=False, tag="meta")},
         "/ready": {"get": _op("200 once the models are loaded, else 503", auth=False, tag="meta")},
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics: requests by route and status, queue depth, rejections, "
+                "inference time per detector (no key needed with --public-metrics)",
+                tag="meta",
+            )
+        },
         "/api/v1/health": {"get": _op("mlapi 2.x health check", auth=False, tag="mlapi")},
         "/api/v1/login": {
             "post": _op(

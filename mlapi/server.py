@@ -13,6 +13,7 @@ import logging
 import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,7 @@ class ServerConfig:
     read_timeout: float = 30.0
     allow_anonymous: bool = False
     allow_url_fetch: bool = False
+    public_metrics: bool = False  # GET /metrics without credentials
     uploads: Path | None = None
 
 
@@ -77,6 +79,8 @@ class ServerState:
         self.ready = False
         self.inflight = 0  # requests on the inference pool
         self.admitted = 0  # requests past admission (reading a body or on the pool)
+        self.requests: Counter[tuple[str, str, int]] = Counter()  # (method, route, status)
+        self.rejected: Counter[int] = Counter()  # refused by admission or limits, by status
 
     @property
     def capacity(self) -> int:
@@ -111,6 +115,17 @@ def error_response(
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await _answer(request, handler)
+    state = request.app[STATE]
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unknown"
+    state.requests[(request.method, name, response.status)] += 1
+    if response.status in (413, 429, 503):
+        state.rejected[response.status] += 1
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[STARTED] = time.perf_counter()
     try:
         return await handler(request)
@@ -189,7 +204,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if route_error is not None:
         raise route_error
     state = request.app[STATE]
-    if request.path in PUBLIC:
+    if request.path in PUBLIC or (request.path == "/metrics" and state.config.public_metrics):
         return await handler(request)
     if not request.path.startswith("/v1/") or _credentials(request) is not None:
         request[USER] = await authenticate(request, state)  # type: ignore[assignment]
@@ -424,6 +439,36 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if state.ready else 503)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format: requests, queue, rejections, inference time per detector."""
+    state = request.app[STATE]
+    lines = [
+        "# HELP mlapi_requests_total Requests answered, by method, route and status.",
+        "# TYPE mlapi_requests_total counter",
+    ]
+    for (method, route, status), n in sorted(state.requests.items()):
+        route = route.replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(
+            f'mlapi_requests_total{{method="{method}",route="{route}",status="{status}"}} {n}'
+        )
+    lines += [
+        "# HELP mlapi_rejected_total Requests refused for size, rate or load, by status.",
+        "# TYPE mlapi_rejected_total counter",
+        *(f'mlapi_rejected_total{{status="{s}"}} {n}' for s, n in sorted(state.rejected.items())),
+        "# HELP mlapi_queue_depth Requests admitted and not yet answered; on the pool.",
+        "# TYPE mlapi_queue_depth gauge",
+        f'mlapi_queue_depth{{stage="admitted"}} {state.admitted}',
+        f'mlapi_queue_depth{{stage="inference"}} {state.inflight}',
+        "# HELP mlapi_inference_seconds Time in each detector.",
+        "# TYPE mlapi_inference_seconds summary",
+    ]
+    for name, (runs, seconds) in sorted(state.engine.timings.snapshot().items()):
+        lines.append(f'mlapi_inference_seconds_count{{detector="{name}"}} {runs}')
+        lines.append(f'mlapi_inference_seconds_sum{{detector="{name}"}} {seconds:.6f}')
+    lines.append(f"mlapi_ready {int(state.ready)}")
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
 async def mlapi_health(request: web.Request) -> web.Response:
     return web.json_response("ok")
 
@@ -578,6 +623,7 @@ def create_app(
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/api/v1/health", mlapi_health)
+    app.router.add_get("/metrics", metrics)
     add_post(app, "/api/v1/login", login)
     app.router.add_get("/api/v1/models", list_models)
     app.router.add_get("/api/v1/openapi.json", openapi_document)

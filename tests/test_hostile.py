@@ -299,3 +299,11 @@ def test_16_bit_greyscale_keeps_its_tones() -> None:
     PILImage.fromarray(ramp).save(png, format="PNG")
     pixels = decode(png.getvalue()).pixels
     assert pixels[0, 0, 0] == 0 and pixels[0, -1, 0] == 255 and 100 < pixels[0, 128, 0] < 156
+
+
+def test_metrics_need_a_key_unless_the_operator_opens_them(live: LiveServer) -> None:
+    assert live.call("GET", "/metrics").status == 401
+    text = live.call("GET", "/metrics", headers={"X-API-Key": live.key}).body.decode()  # type: ignore[attr-defined]
+    assert 'mlapi_requests_total{method="POST",route="/v1/vision/detection",status="401"}' in text
+    assert 'mlapi_queue_depth{stage="inference"} 0' in text
+    assert "mlapi_rejected_total" in text and "mlapi_ready" in text
