@@ -32,10 +32,20 @@ T = TypeVar("T")
 DEFAULT_MODELS = ("objects",)
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
 def release_memory() -> None:
     """Return freed heap to the system (glibc keeps it otherwise, and RSS never falls)."""
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def map_large_buffers() -> None:
+    """Have glibc map every buffer over 1 MiB on its own, so freeing an image's pixels
+    returns them to the system (its default threshold drifts up to 32 MiB and keeps them)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 1 << 20)
 
 
 def discover(group: str = ENTRY_POINT_GROUP) -> dict[str, type[Detector]]:
@@ -147,6 +157,7 @@ class Engine:
         self._load_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="mlapi-infer")
         self.timings = Timings()
+        map_large_buffers()
 
     @property
     def store(self) -> ModelStore:

@@ -21,9 +21,11 @@ from mlapi.errors import MlapiError
 DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: every real camera, not a decompression bomb
 # Formats without reduced decoding cost their full size in memory (and more, in copies):
 # a 1.9 KB WebP can declare 49 MP. Screenshots, PNG exports and phone photos stay under.
-MAX_PIXELS_OTHER = 24_000_000
+MAX_PIXELS_OTHER = {"webp": 12_000_000}  # WebP decodes through RGBA: it costs more
+MAX_PIXELS_NO_DRAFT = 16_000_000  # PNG, GIF, BMP, TIFF
 # JPEGs over this are decoded at 1/2, 1/4 or 1/8 even for full-resolution detectors.
 MAX_DECODED_PIXELS = 16_000_000
+ORIENTATION = 0x0112  # the EXIF tag
 # A progressive JPEG has about 10 scans; hundreds make a tiny file take a minute to decode.
 MAX_JPEG_SCANS = 64
 
@@ -106,7 +108,8 @@ def decode(
         raise ImageError(f"unreadable {kind.upper()} header: {_reason(exc)}") from exc
     if width <= 0 or height <= 0:
         raise ImageError(f"invalid {kind.upper()} dimensions {width}×{height}")
-    limit = max_pixels if kind == "jpeg" else min(max_pixels, MAX_PIXELS_OTHER)
+    cap = max_pixels if kind == "jpeg" else MAX_PIXELS_OTHER.get(kind, MAX_PIXELS_NO_DRAFT)
+    limit = min(max_pixels, cap)
     if width * height > limit:
         raise ImageTooLarge(
             f"{kind.upper()} image is {width}×{height} = {width * height / 1e6:.1f} MP, "
@@ -125,7 +128,9 @@ def decode(
             if ratio < 1:
                 pil.draft("RGB", (max(1, int(width * ratio)), max(1, int(height * ratio))))
         pil.load()
-        upright = ImageOps.exif_transpose(pil)
+        # exif_transpose copies the image even when there is nothing to turn.
+        turned = pil.getexif().get(ORIENTATION, 1) not in (0, 1)
+        upright = ImageOps.exif_transpose(pil) if turned else pil
         rgb = _to_rgb(upright)
     except Exception as exc:
         raise ImageError(f"corrupt or truncated {kind.upper()} data: {_reason(exc)}") from exc

@@ -204,7 +204,7 @@ def test_error_bodies_show_no_reprs_or_paths(live: LiveServer) -> None:
 
 def test_register_of_an_oversize_image_is_413(live: LiveServer) -> None:
     big = io.BytesIO()
-    PILImage.new("RGB", (6000, 5000)).save(big, format="PNG")  # 30 MP PNG: over the non-JPEG cap
+    PILImage.new("RGB", (6000, 5000)).save(big, format="PNG")  # 30 MP PNG: over the PNG cap
     body, content_type = multipart({"image": big.getvalue()}, {"userid": "X", "api_key": live.key})  # type: ignore[attr-defined]
     status, answer = post(live, "/v1/vision/face/register", body, {"Content-Type": content_type})
     assert status == 413 and deepstack_error(answer)

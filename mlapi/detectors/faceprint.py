@@ -7,13 +7,13 @@ person from others far better on the sample photos (see docs in the README).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from mlapi.detectors.base import Detector, Options
+from mlapi.detectors.dlib_worker import DlibEncoder
 from mlapi.detectors.genderage import DESCRIPTOR, run_faceres
 from mlapi.images import Image
 from mlapi.result import Detection
@@ -69,10 +69,7 @@ class Faceprint(Detector):
 
         folder = self.context.model_path("dlib-face")
         self.aligner = dlib.shape_predictor(str(folder / "shape_predictor_5_face_landmarks.dat"))
-        self.encoder = dlib.face_recognition_model_v1(
-            str(folder / "dlib_face_recognition_resnet_model_v1.dat")
-        )
-        self._lock = threading.Lock()
+        self.encoder = DlibEncoder(folder / "dlib_face_recognition_resnet_model_v1.dat")
 
     def _dlib(self, image: Image, faces: list[Detection]) -> np.ndarray:
         import dlib
@@ -83,8 +80,7 @@ class Faceprint(Detector):
             rect = dlib.rectangle(*(round(v * s) for v in face.box))
             shape = self.aligner(image.pixels, rect)
             chips.append(dlib.get_face_chip(image.pixels, shape, size=150, padding=0.25))
-        with self._lock:  # one dlib network, not safe to run from two threads at once
-            return np.array(self.encoder.compute_face_descriptor(chips), np.float32)
+        return self.encoder.encode(chips)  # in a child process: dlib holds the GIL
 
     def _faceres_vectors(self, image: Image, faces: list[Detection]) -> np.ndarray:
         session = self.context.onnx_session("faceres")  # shared with genderage, made once
