@@ -415,6 +415,9 @@ def run_stream(
         stop.set()
         for _, future in pending:
             future.cancel()
+        # Let the reader release its capture: a thread killed inside FFmpeg at interpreter
+        # exit aborts the process ("FATAL: exception not rethrown") after Ctrl-C.
+        reader.join(timeout=10)
         if writer is not None:
             writer.release()
         notifier.close()
