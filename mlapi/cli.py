@@ -5,7 +5,6 @@ People read stderr (progress, tables, errors); programs read stdout (JSON).
 
 from __future__ import annotations
 
-import glob
 import sys
 import time
 from collections.abc import Callable
@@ -15,8 +14,6 @@ from typing import Any
 import click
 
 from mlapi import __version__
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
 def _stderr_console():  # type: ignore[no-untyped-def]
@@ -44,20 +41,6 @@ def parse_options(values: tuple[str, ...]) -> dict[str, dict[str, str]]:
             raise click.BadParameter(f"{item!r} is not MODEL.KEY=VALUE", param_hint="-o")
         options.setdefault(model.strip(), {})[name.strip()] = value.strip()
     return options
-
-
-def expand_inputs(patterns: tuple[str, ...]) -> list[Path]:
-    """Files as given, image files inside directories, and glob matches, in order."""
-    paths: list[Path] = []
-    for pattern in patterns:
-        p = Path(pattern)
-        if p.is_dir():
-            paths += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        elif any(ch in pattern for ch in "*?[") and not p.exists():
-            paths += [Path(m) for m in sorted(glob.glob(pattern, recursive=True))]
-        else:
-            paths.append(p)  # missing files are reported per file, not fatal
-    return paths
 
 
 def detection_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -136,11 +119,12 @@ def detect(
     One image prints one JSON document (what the server answers); several print JSON
     lines of {"file", "result"} or {"file", "error"}. Exit code 1 if any image failed.
     """
+    from mlapi import inputs as files
     from mlapi.detect_cmd import run_detect
 
     if server and annotate:
         raise click.UsageError("--annotate works only locally, not with --server")
-    paths = expand_inputs(inputs)
+    paths = files.expand(inputs)
     code = run_detect(
         paths, parse_models(models), parse_options(options), fmt, annotate, workers, server
     )
@@ -722,6 +706,7 @@ def stream(
         except MlapiError as exc:
             _fail(exc.message)
     console.print(stats.summary(), highlight=False)
+    sys.exit(0 if stats.ok else 1)  # unreadable files and undelivered events fail the run
 
 
 # -- faces -------------------------------------------------------------------------------

@@ -80,6 +80,39 @@ def merge_refinements(
     return out
 
 
+class Pixels:
+    """One image at each resolution a request's detectors need, decoded once per resolution.
+
+    A JPEG decodes at a reduced scale (1/2, 1/4, 1/8) when a detector needs fewer pixels;
+    each detector gets exactly the pixels it would get if it ran alone, so `faces` scores a
+    face the same whether or not `genderage` runs too. Arrays (video frames) are used as
+    they are by every detector.
+    """
+
+    def __init__(self, data: bytes | None, max_pixels: int = images.DEFAULT_MAX_PIXELS) -> None:
+        self._data, self._max_pixels = data, max_pixels
+        self._decoded: dict[int | None, Image] = {}
+
+    @classmethod
+    def of(cls, image: Image) -> Pixels:
+        pixels = cls(None)
+        pixels._decoded[None] = image
+        return pixels
+
+    def at(self, side: int | None) -> Image:
+        if self._data is None:
+            return self._decoded[None]
+        if side not in self._decoded:
+            self._decoded[side] = images.decode(
+                self._data, max_pixels=self._max_pixels, min_side=side
+            )
+        return self._decoded[side]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(i.pixels.nbytes for i in self._decoded.values())
+
+
 class Timings:
     """Runs and seconds per detector, for /metrics."""
 
@@ -255,17 +288,22 @@ class Engine:
 
     def run_image(
         self,
-        image: Image,
+        image: Image | Pixels,
         requested: Sequence[str],
         order: Sequence[str],
         options: Mapping[str, Options],
     ) -> Result:
+        """Run the plan. Each detector gets the pixels it would get on its own (see Pixels),
+        so its answer does not depend on which other detectors run with it."""
+        pixels = image if isinstance(image, Pixels) else Pixels.of(image)
         upstream: dict[str, list[Detection]] = {}
         for name in order:
             started = time.perf_counter()
-            upstream[name] = self.detector(name).detect(image, options[name], upstream)
+            own = pixels.at(self.registry[name].needed_side(options[name]))
+            upstream[name] = self.detector(name).detect(own, options[name], upstream)
             self.timings.add(name, time.perf_counter() - started)
-        return Result(image.width, image.height, tuple(self._collect(requested, upstream)))
+        first = pixels.at(None) if not order else own
+        return Result(first.width, first.height, tuple(self._collect(requested, upstream)))
 
     def _collect(
         self, requested: Sequence[str], upstream: Mapping[str, list[Detection]]
@@ -302,12 +340,12 @@ class Engine:
     ) -> Result:
         """Validate, decode and detect in the calling thread."""
         requested, order, parsed = self.prepare(models, options)
-        image = self.decode(data, order, parsed)
+        pixels = Pixels(data, self.config.max_pixels)
         try:
-            return self.run_image(image, requested, order, parsed)
+            return self.run_image(pixels, requested, order, parsed)
         finally:
-            if image.pixels.nbytes > LARGE_IMAGE_BYTES:
-                del image
+            if pixels.nbytes > LARGE_IMAGE_BYTES:
+                del pixels
                 release_memory()
 
     def detect(

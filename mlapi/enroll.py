@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mlapi.detectors.faceutil import aligned_crop, sharpness
-from mlapi.engine import Engine
+from mlapi.engine import Engine, Pixels
 from mlapi.errors import MlapiError
 from mlapi.gallery import Gallery, GalleryError
 
@@ -39,8 +39,9 @@ def enroll(
     refusing the photo.
     """
     requested, order, options = engine.prepare(["faceprint"], {"faceprint": {"model": model}})
-    image = engine.decode(data, order)
-    faces = engine.run_image(image, requested, order, options).detections
+    pixels = Pixels(data, engine.config.max_pixels)
+    faces = engine.run_image(pixels, requested, order, options).detections
+    image = pixels.at(None)  # full resolution, for the quality gate
     if not faces:
         raise GalleryError("no face found in the photo")
     if len(faces) > 1 and not largest:

@@ -8,7 +8,6 @@ them without bound. Network streams reconnect with backoff when they drop.
 
 from __future__ import annotations
 
-import glob
 import json
 import queue
 import shlex
@@ -25,11 +24,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mlapi import inputs
 from mlapi.errors import MlapiError
 from mlapi.images import Image, decode, encode_jpeg
 from mlapi.result import dumps
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://")
 
 
@@ -39,9 +38,24 @@ class StreamError(MlapiError):
 
 @dataclass
 class Frame:
+    """A video frame (`rgb`) or an image file (`data`, read like `mlapi detect` reads it)."""
+
     index: int  # position in the source, counting every frame read
     time: float  # seconds: the stream's own timestamp, else since the start
-    rgb: np.ndarray
+    rgb: np.ndarray | None = None
+    data: bytes | None = None
+    name: str | None = None  # the file's path, for folders and globs
+    size: tuple[int, int] | None = None  # the frame's original (width, height) if resized
+    fps: float | None = None  # the source's frame rate, for annotated video
+
+    def image(self) -> Image:
+        """The frame as the engine sees it; a resized frame keeps its original size, so
+        boxes come back in original pixels."""
+        if self.data is not None:
+            return decode(self.data)
+        assert self.rgb is not None
+        width, height = self.size or (self.rgb.shape[1], self.rgb.shape[0])
+        return Image(np.ascontiguousarray(self.rgb), width, height, "raw")
 
 
 @dataclass
@@ -51,6 +65,8 @@ class Stats:
     dropped: int = 0
     emitted: int = 0
     reconnects: int = 0
+    failed: int = 0  # frames that could not be read (a bad file in a folder)
+    undelivered: int = 0  # events the webhook or --exec command did not take
     started: float = field(default_factory=time.monotonic)
 
     def summary(self) -> str:
@@ -59,8 +75,12 @@ class Stats:
         return (
             f"{self.read} frames read, {self.processed} processed ({fps:.1f}/s), "
             f"{self.dropped} dropped, {self.emitted} events, {self.reconnects} reconnects, "
-            f"{elapsed:.1f} s"
+            f"{self.failed} failed, {self.undelivered} undelivered, {elapsed:.1f} s"
         )
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failed or self.undelivered)
 
 
 # -- sources -----------------------------------------------------------------------------
@@ -69,19 +89,15 @@ def is_live(spec: str) -> bool:
 
 
 def _folder_frames(spec: str) -> Iterator[Frame]:
-    path = Path(spec)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    else:
-        files = [Path(p) for p in sorted(glob.glob(spec))]
+    files = inputs.expand([spec])
     if not files:
         raise StreamError(f"no images in {spec}")
     for index, file in enumerate(files):
         try:
-            image = decode(file.read_bytes())
-        except (MlapiError, OSError):
-            continue  # a bad file in a folder is skipped, not fatal
-        yield Frame(index, float(index), image.pixels)
+            data = file.read_bytes()
+        except OSError:
+            continue  # an unreadable file in a folder is skipped (and reported as an error)
+        yield Frame(index, float(index), data=data, name=str(file))
 
 
 def _capture_frames(
@@ -108,7 +124,8 @@ def _capture_frames(
                     stamp = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
                     if stamp <= 0 and index:
                         stamp = index / (capture.get(cv2.CAP_PROP_FPS) or 25.0)
-                yield Frame(index, stamp, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                fps = capture.get(cv2.CAP_PROP_FPS) or None
+                yield Frame(index, stamp, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), fps=fps)
                 index += 1
             capture.release()
         if not (live and reconnect) or stop.is_set():
@@ -120,7 +137,7 @@ def _capture_frames(
 
 def open_frames(spec: str, stop: threading.Event, reconnect: bool, stats: Stats) -> Iterator[Frame]:
     path = Path(spec)
-    if not is_live(spec) and (path.is_dir() or any(c in spec for c in "*?[")):
+    if not is_live(spec) and (path.is_dir() or inputs.is_pattern(spec)):
         return _folder_frames(spec)
     if not is_live(spec) and not path.exists():
         raise StreamError(f"{spec}: no such file, folder, camera or URL")
@@ -175,10 +192,11 @@ class Reader(threading.Thread):
                 self.stats.read += 1
                 if not self.sampler.keep(frame):
                     continue
-                if self.resize and frame.rgb.shape[1] > self.resize:
+                if self.resize and frame.rgb is not None and frame.rgb.shape[1] > self.resize:
                     h, w = frame.rgb.shape[:2]
                     size = (self.resize, max(1, round(h * self.resize / w)))
                     frame.rgb = cv2.resize(frame.rgb, size, interpolation=cv2.INTER_AREA)
+                    frame.size = (w, h)
                 self._put(frame)
                 kept += 1
                 if self.stop.is_set() or (self.max_frames and kept >= self.max_frames):
@@ -263,13 +281,13 @@ class Notifier(threading.Thread):
         self.webhook, self.log = webhook, log
         self.command = shlex.split(command) if command else None
         self.queue: queue.Queue[str | None] = queue.Queue(maxsize=100)
-        self.failed = 0
+        self.stats = stats
 
     def send(self, event: str) -> None:
         try:
             self.queue.put_nowait(event)
         except queue.Full:
-            self.failed += 1  # the receiver is too slow: drop rather than stall capture
+            self.stats.undelivered += 1  # the receiver is too slow: drop, never stall capture
 
     def close(self) -> None:
         self.queue.put(None)
@@ -289,7 +307,7 @@ class Notifier(threading.Thread):
                         stdout=subprocess.DEVNULL,
                     )
                 except (OSError, subprocess.TimeoutExpired) as exc:
-                    self.failed += 1
+                    self.stats.undelivered += 1
                     self.log(f"--exec failed: {exc}")
 
     def _post(self, event: str, attempts: int = 3) -> None:
@@ -306,24 +324,31 @@ class Notifier(threading.Thread):
                         return
             except OSError as exc:
                 if attempt == attempts - 1:
-                    self.failed += 1
+                    self.stats.undelivered += 1
                     self.log(f"webhook failed after {attempts} attempts: {exc}")
                     return
             time.sleep(0.5 * 2**attempt)
 
 
 # -- the loop ----------------------------------------------------------------------------
-Detect = Callable[[np.ndarray], tuple[Any, Any]]  # rgb → (document, Result | None)
+Detect = Callable[[Frame], tuple[Any, Any]]  # frame → (document, Result | None)
 
 
 def local_detector(
     engine: Any, models: list[str], options: dict[str, Any], render: Callable[[Any], Any]
 ) -> Detect:
+    from mlapi.engine import Pixels
+
     requested, order, parsed = engine.prepare(models, options)
     engine.warm(order)
 
-    def detect(rgb: np.ndarray) -> tuple[Any, Any]:
-        result = engine.run_image(Image.from_array(rgb), requested, order, parsed)
+    def detect(frame: Frame) -> tuple[Any, Any]:
+        # Files go through the same decoding as `mlapi detect`: the same answer for a file.
+        if frame.data is not None:
+            pixels = Pixels(frame.data, engine.config.max_pixels)
+        else:
+            pixels = Pixels.of(frame.image())
+        result = engine.run_image(pixels, requested, order, parsed)
         return render(result), result
 
     return detect
@@ -333,7 +358,12 @@ def remote_detector(url: str, models: list[str], options: dict[str, Any], fmt: s
     from mlapi.client import Remote
 
     remote = Remote(url, models, options, fmt)
-    return lambda rgb: (json.loads(remote(encode_jpeg(rgb, 90))), None)
+
+    def detect(frame: Frame) -> tuple[Any, Any]:
+        data = frame.data if frame.data is not None else encode_jpeg(frame.image().pixels, 90)
+        return json.loads(remote(data)), None
+
+    return detect
 
 
 @dataclass
@@ -382,13 +412,23 @@ def run_stream(
 
     def finish(frame: Frame, future: Future) -> None:
         nonlocal writer
-        document, result = future.result()
+        head: dict[str, Any] = {"frame": frame.index, "time": round(frame.time, 3)}
+        if frame.name is not None:
+            head["file"] = frame.name
+        try:
+            document, result = future.result()
+        except MlapiError as exc:  # a bad file in a folder: reported, the others go on
+            stats.failed += 1
+            emit(dumps({**head, "error": exc.message}))
+            return
         stats.processed += 1
         if config.annotate is not None and result is not None:
-            writer = _write_annotated(writer, config.annotate, frame, result)
+            # Frames kept per second of source time, so the video lasts as long as the source.
+            rate = config.fps or ((frame.fps or 10.0) / config.every)
+            writer = _write_annotated(writer, config.annotate, frame, result, rate)
         if config.changes_only and not tracker.changed(seen_objects(document)):
             return
-        event = dumps({"frame": frame.index, "time": round(frame.time, 3), "result": document})
+        event = dumps({**head, "result": document})
         stats.emitted += 1
         emit(event)
         notifier.send(event)
@@ -399,7 +439,7 @@ def run_stream(
             item = reader.queue.get()
             if item is Reader.DONE:
                 break
-            pending.append((item, submit(detect, item.rgb)))
+            pending.append((item, submit(detect, item)))
             while len(pending) >= config.workers or (pending and pending[0][1].done()):
                 finish(*pending.pop(0))
             if progress:
@@ -425,14 +465,18 @@ def run_stream(
 
 
 def _write_annotated(
-    writer: cv2.VideoWriter | None, path: Path, frame: Frame, result: Any
+    writer: cv2.VideoWriter | None, path: Path, frame: Frame, result: Any, fps: float
 ) -> cv2.VideoWriter:
     from mlapi.annotate import draw
 
-    bgr = cv2.cvtColor(draw(frame.rgb, result), cv2.COLOR_RGB2BGR)
+    image = frame.image()
+    rgb = (
+        image.pixels if image.scale == 1 else cv2.resize(image.pixels, (image.width, image.height))
+    )
+    bgr = cv2.cvtColor(draw(rgb, result), cv2.COLOR_RGB2BGR)
     if writer is None:
         fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.suffix.lower() == ".avi" else "mp4v"))
-        writer = cv2.VideoWriter(str(path), fourcc, 10.0, (bgr.shape[1], bgr.shape[0]))
+        writer = cv2.VideoWriter(str(path), fourcc, fps, (bgr.shape[1], bgr.shape[0]))
         if not writer.isOpened():
             raise StreamError(f"cannot write video {path}")
     writer.write(bgr)

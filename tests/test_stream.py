@@ -21,6 +21,7 @@ from aiohttp import web
 
 from mlapi.dialects import FORMATS
 from mlapi.engine import Engine
+from mlapi.result import dumps, result_to_dict
 from mlapi.stream import ChangeTracker, Sampler, StreamConfig, local_detector, run_stream
 from mlapi.stream import Frame as StreamFrame
 
@@ -236,3 +237,65 @@ def test_files_are_processed_completely_even_with_a_slow_model(engine: Engine, v
     events, stats = stream(engine, StreamConfig(str(video), every=3, workers=1), ["faceprint"])
     assert stats.dropped == 0 and stats.processed == 10
     assert [e["frame"] for e in events] == list(range(0, 30, 3))
+
+
+def test_stream_and_detect_give_the_same_answer_for_the_same_files(
+    engine: Engine, photos: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in (GROUP, COUPLE):
+        (folder / name).write_bytes((photos / name).read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    (folder / "notes.txt").write_text("not an image, not read")
+    models = ["objects", "faces"]
+    for source in (str(folder), str(folder / "*.jpg")):
+        events, stats = stream(engine, StreamConfig(source), models)
+        by_file = {e["file"]: e for e in events}
+        assert set(by_file) == {str(folder / n) for n in ("broken.jpg", GROUP, COUPLE)}
+        assert "error" in by_file[str(folder / "broken.jpg")] and stats.failed == 1
+        for name in (GROUP, COUPLE):
+            alone = engine.detect((folder / name).read_bytes(), models)
+            assert by_file[str(folder / name)]["result"] == json.loads(dumps(result_to_dict(alone)))
+
+
+def test_a_face_scores_the_same_whichever_detectors_run_with_it(
+    engine: Engine, photos: Path
+) -> None:
+    data = (photos / COUPLE).read_bytes()
+    scores = [
+        sorted(
+            round(d.confidence, 6)
+            for d in engine.detect(data, models).detections
+            if d.label == "face"
+        )
+        for models in (
+            ["faces"],
+            ["faces", "genderage"],
+            ["faces", "faceprint"],
+            ["faces", "objects"],
+        )
+    ]
+    assert all(s == scores[0] for s in scores)
+
+
+def test_resized_frames_report_original_pixels(engine: Engine, video: Path) -> None:
+    full, _ = stream(engine, StreamConfig(str(video), every=10))
+    small, _ = stream(engine, StreamConfig(str(video), every=10, resize=320))
+    for a, b in zip(full, small, strict=True):
+        assert (b["result"]["width"], b["result"]["height"]) == (640, 424)
+        boxes_a = sorted(d["box"] for d in a["result"]["detections"])
+        boxes_b = sorted(d["box"] for d in b["result"]["detections"])
+        assert len(boxes_a) == len(boxes_b)
+        for box_a, box_b in zip(boxes_a, boxes_b, strict=True):
+            assert max(abs(x - y) for x, y in zip(box_a, box_b, strict=True)) < 25, (box_a, box_b)
+
+
+def test_annotated_video_keeps_the_source_duration(
+    engine: Engine, video: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "every3.avi"
+    stream(engine, StreamConfig(str(video), every=3, annotate=out))
+    check = cv2.VideoCapture(str(out))
+    frames, fps = check.get(cv2.CAP_PROP_FRAME_COUNT), check.get(cv2.CAP_PROP_FPS)
+    assert frames == 10 and abs(frames / fps - 3.0) < 0.1  # a 3 s clip stays 3 s

@@ -1,0 +1,27 @@
+"""Which files `detect` and `stream` read: files as given, the images inside folders, and
+glob matches, in order (one list of suffixes for both commands)."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+
+def is_pattern(spec: str) -> bool:
+    return any(ch in spec for ch in "*?[") and not Path(spec).exists()
+
+
+def expand(patterns: tuple[str, ...] | list[str]) -> list[Path]:
+    """Files as given, image files inside directories, and glob matches, in order."""
+    paths: list[Path] = []
+    for pattern in patterns:
+        p = Path(pattern)
+        if p.is_dir():
+            paths += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif is_pattern(pattern):
+            paths += [Path(m) for m in sorted(glob.glob(pattern, recursive=True))]
+        else:
+            paths.append(p)  # missing files are reported per file, not fatal
+    return paths
