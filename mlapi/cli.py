@@ -43,6 +43,19 @@ def parse_options(values: tuple[str, ...]) -> dict[str, dict[str, str]]:
     return options
 
 
+def parse_networks(text: str) -> tuple[Any, ...]:
+    """`10.0.0.5/32,192.168.1.0/24` → networks; a clear usage error for a bad one."""
+    import ipaddress
+
+    networks = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise click.BadParameter(f"{item!r} is not a network (e.g. 192.168.1.0/24)") from exc
+    return tuple(networks)
+
+
 def detection_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options `detect` and `stream` share: what to run, how to print, where to run."""
     options = [
@@ -378,6 +391,15 @@ def models_remove(name: str) -> None:
     help="Let clients send a public image URL instead of a file [env: MLAPI_ALLOW_URL_FETCH].",
 )
 @click.option(
+    "--allow-url-networks",
+    default="",
+    envvar="MLAPI_ALLOW_URL_NETWORKS",
+    metavar="CIDRS",
+    help="Private networks --allow-url-fetch may reach, comma-separated (your ZoneMinder "
+    "host, for pyzm's URL mode); everything else private stays refused "
+    "[env: MLAPI_ALLOW_URL_NETWORKS].",
+)
+@click.option(
     "--allow-anonymous",
     is_flag=True,
     envvar="MLAPI_ALLOW_ANONYMOUS",
@@ -410,6 +432,7 @@ def serve(
     max_megapixels: float,
     uploads: Path | None,
     allow_url_fetch: bool,
+    allow_url_networks: str,
     allow_anonymous: bool,
     public_metrics: bool,
     token_lifetime: int,
@@ -433,6 +456,7 @@ def serve(
         max_queue=max_queue,
         allow_anonymous=allow_anonymous,
         allow_url_fetch=allow_url_fetch,
+        url_networks=parse_networks(allow_url_networks),
         public_metrics=public_metrics,
         uploads=uploads,
     )

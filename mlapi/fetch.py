@@ -53,13 +53,25 @@ def is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def allowed(address: str, networks: Networks = ()) -> bool:
+    """Public, or inside a network the operator allowed (their own cameras and NVRs)."""
+    if is_public(address):
+        return True
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    return any(ip in net for net in networks if ip.version == net.version)
+
+
 class PublicOnlyResolver(AbstractResolver):
-    def __init__(self) -> None:
+    def __init__(self, networks: Networks = ()) -> None:
         self._inner = ThreadedResolver()
+        self._networks = networks
 
     async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[Any]:
         found = await self._inner.resolve(host, port, family)
-        if not found or not all(is_public(entry["host"]) for entry in found):
+        if not found or not all(allowed(entry["host"], self._networks) for entry in found):
             raise FetchRefused(f"{host} resolves to a private or local address; refused")
         return found
 
@@ -67,7 +79,7 @@ class PublicOnlyResolver(AbstractResolver):
         await self._inner.close()
 
 
-def _check_url(url: str) -> yarl.URL:
+def _check_url(url: str, networks: Networks = ()) -> yarl.URL:
     """The URL as the client will use it, once its host is known to be allowed."""
     try:
         parsed = yarl.URL(url)
@@ -83,18 +95,27 @@ def _check_url(url: str) -> yarl.URL:
         if name == "localhost" or name.endswith(".localhost"):
             raise FetchRefused("url points at this machine; refused") from None
         return parsed  # a name: the resolver checks every address it resolves to
-    if not is_public(str(literal)):
+    if not allowed(str(literal), networks):
         raise FetchRefused(f"url points at a private or local address ({literal}); refused")
     return parsed
 
 
-async def fetch_image(url: str, max_bytes: int, timeout: float = 10.0) -> bytes:
+async def fetch_image(
+    url: str,
+    max_bytes: int,
+    timeout: float = 10.0,
+    networks: Networks = (),
+    verify_ssl: bool = True,
+) -> bytes:
+    """The body at `url`: public addresses only, or inside `networks`."""
     timeouts = aiohttp.ClientTimeout(total=timeout)
-    connector = aiohttp.TCPConnector(resolver=PublicOnlyResolver(), limit=2)
+    connector = aiohttp.TCPConnector(
+        resolver=PublicOnlyResolver(networks), limit=2, ssl=None if verify_ssl else False
+    )
     async with aiohttp.ClientSession(timeout=timeouts, connector=connector) as session:
         try:
             for _ in range(MAX_REDIRECTS + 1):
-                checked = _check_url(url)
+                checked = _check_url(url, networks)
                 async with session.get(checked, allow_redirects=False) as response:
                     if response.status in (301, 302, 303, 307, 308):
                         url = urljoin(str(checked), response.headers.get("Location", ""))

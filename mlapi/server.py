@@ -29,7 +29,7 @@ from mlapi.auth import AuthError, LoginLimiter, TokenIssuer
 from mlapi.dialects import FORMATS, homegallery, mlapi_seed
 from mlapi.engine import Engine
 from mlapi.errors import MlapiError
-from mlapi.fetch import fetch_image
+from mlapi.fetch import Networks, fetch_image
 from mlapi.images import sniff
 from mlapi.result import Result, dumps
 from mlapi.users import UserStore
@@ -64,6 +64,7 @@ class ServerConfig:
     read_timeout: float = 30.0
     allow_anonymous: bool = False
     allow_url_fetch: bool = False
+    url_networks: Networks = ()  # private networks URL fetching may reach (the operator's)
     public_metrics: bool = False  # GET /metrics without credentials
     uploads: Path | None = None
 
@@ -327,6 +328,7 @@ async def read_upload(
     file_field: str = "file",
     require_image: bool = True,
     authorise: Authorise | None = None,
+    fetch: bool = True,
 ) -> Upload:
     """The request's image and fields. `authorise` (for clients that send their key in the
     form) runs before any image is read and before any URL is fetched."""
@@ -369,10 +371,12 @@ async def read_upload(
         raise RequestError(408, "request body took too long to arrive") from exc
     if authorise is not None:
         await authorise(fields)
-    if data is None and "url" in fields:
+    if fetch and data is None and "url" in fields:
         if not state.config.allow_url_fetch:
             raise RequestError(400, "fetching a url is disabled on this server (--allow-url-fetch)")
-        data = await fetch_image(fields["url"], state.config.max_body)
+        data = await fetch_image(
+            fields["url"], state.config.max_body, networks=state.config.url_networks
+        )
     if require_image and not data and not files:
         raise RequestError(400, f"no image: send a multipart '{file_field}' field or a raw body")
     return Upload(data, fields, files)
@@ -552,8 +556,13 @@ async def mlapi_detect(request: web.Request) -> web.Response:
         models = ["genderage"]
     else:
         models = ["faces"]
+    response_format = upload.fields.get("response_format", "")
+    if response_format not in ("", "zm_detect"):
+        raise RequestError(400, "response_format must be zm_detect or left out")
     result = await run_detection(request, upload.data, models, None)  # type: ignore[arg-type]
     _keep_upload(request, upload)
+    if response_format == "zm_detect":
+        return json_text(mlapi_seed.render_zm_detect(result))
     return json_text(mlapi_seed.render(result))
 
 
@@ -635,8 +644,10 @@ def create_app(
         add_post(app, f"{prefix}/embeddings", hg_embeddings)
 
     from mlapi import deepstack
+    from mlapi.dialects import zoneminder
 
     deepstack.add_routes(app)
+    zoneminder.add_routes(app)
 
     async def warm() -> None:
         state = app[STATE]

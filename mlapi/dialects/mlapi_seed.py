@@ -1,4 +1,5 @@
-"""The seed mlapi's detection array: type, percent-string confidence, box."""
+"""The seed mlapi's detection array: type, percent-string confidence, box; and `label`,
+which ZoneMinder's zm_detect 5.7 and later reads (mlapi 2.x added it)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ def percent(value: float) -> str:
 
 
 def render_detection(d: Detection) -> dict[str, Any]:
+    identity = d.attributes.get("identity") if d.attributes else None
     item: dict[str, Any] = {
         "type": d.label,
+        "label": identity or d.label,
         "confidence": percent(d.confidence),
         "box": list(d.box),
     }
@@ -26,3 +29,20 @@ def render_detection(d: Detection) -> dict[str, Any]:
 
 def render(result: Result) -> list[dict[str, Any]]:
     return [render_detection(d) for d in result.detections]
+
+
+def render_zm_detect(result: Result) -> dict[str, Any]:
+    """mlapi 2.x's `response_format=zm_detect`, what zm_detect 6.x parses."""
+    found = result.detections
+    matched = {
+        "boxes": [list(d.box) for d in found],
+        "labels": [(d.attributes or {}).get("identity") or d.label for d in found],
+        "confidences": [round(d.confidence, 4) for d in found],
+        "frame_id": "snapshot",
+        "model_names": [d.model for d in found],
+        "image_dimensions": {"original": [result.height, result.width], "resized": None},
+        "polygons": [],
+        "error_boxes": [],
+        "image": None,
+    }
+    return {"matched_data": matched, "all_matches": [matched]}
