@@ -132,7 +132,62 @@ def document() -> dict[str, Any]:
                     _query("type", "what to detect", ["object", "face"]),
                     _query("gender", "add gender to faces", ["true", "false"]),
                     _query("delete", "do not keep the upload", ["true", "false"]),
+                    _query("response_format", "zm_detect 6.x's shape", ["zm_detect"]),
                 ],
+            )
+        },
+        "/api/v1/infer": {
+            "post": _op(
+                "ZoneMinder pyzm gateway: one model (type=object|face) on one frame "
+                "(multipart image, or url + zm_auth)",
+                body={
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "type": {"type": "string", "enum": ["object", "face"]},
+                                    "name": {"type": "string"},
+                                    "min_confidence": {"type": "number"},
+                                    "image": {"type": "string", "format": "binary"},
+                                    "url": {"type": "string"},
+                                    "zm_auth": {"type": "string"},
+                                    "verify_ssl": {"type": "string"},
+                                },
+                                "required": ["type"],
+                            }
+                        }
+                    },
+                },
+                tag="zoneminder",
+            )
+        },
+        "/detectors": {"get": _op("DOODS: the object detectors and their labels", tag="doods")},
+        "/detect": {
+            "post": _op(
+                "DOODS: detect in a base64 image with per-label thresholds in percent",
+                body={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "detector_name": {"type": "string"},
+                                    "data": {"type": "string", "format": "byte"},
+                                    "detect": {
+                                        "type": "object",
+                                        "additionalProperties": {"type": "number"},
+                                    },
+                                },
+                                "required": ["data"],
+                            }
+                        }
+                    },
+                },
+                tag="doods",
             )
         },
         "/objects": _hg("HomeGallery objects"),

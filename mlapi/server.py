@@ -170,7 +170,11 @@ def _credentials(request: web.Request) -> str | None:
     if header.lower().startswith("bearer "):
         secret: str | None = header[7:].strip()
     else:
-        secret = request.headers.get("X-API-Key") or request.match_info.get("key")
+        secret = (
+            request.headers.get("X-API-Key")
+            or request.headers.get("doods-auth-key")  # DOODS clients
+            or request.match_info.get("key")
+        )
     if secret is not None and not (secret.isascii() and secret.isprintable()):
         raise AuthError("invalid credentials")  # keys and tokens are printable ASCII
     return secret
@@ -644,10 +648,11 @@ def create_app(
         add_post(app, f"{prefix}/embeddings", hg_embeddings)
 
     from mlapi import deepstack
-    from mlapi.dialects import zoneminder
+    from mlapi.dialects import doods, zoneminder
 
     deepstack.add_routes(app)
     zoneminder.add_routes(app)
+    doods.add_routes(app)
 
     async def warm() -> None:
         state = app[STATE]
