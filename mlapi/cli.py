@@ -56,6 +56,18 @@ def parse_networks(text: str) -> tuple[Any, ...]:
     return tuple(networks)
 
 
+def parse_dialects(text: str) -> tuple[str, ...]:
+    from mlapi.server import DIALECT_PATHS
+
+    names = tuple(filter(None, (t.strip() for t in text.split(","))))
+    unknown = sorted(set(names) - set(DIALECT_PATHS))
+    if unknown:
+        raise click.BadParameter(
+            f"unknown dialect {', '.join(unknown)} (known: {', '.join(DIALECT_PATHS)})"
+        )
+    return names
+
+
 def detection_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options `detect` and `stream` share: what to run, how to print, where to run."""
     options = [
@@ -400,6 +412,23 @@ def models_remove(name: str) -> None:
     "[env: MLAPI_ALLOW_URL_NETWORKS].",
 )
 @click.option(
+    "--keyless-networks",
+    default="",
+    envvar="MLAPI_KEYLESS_NETWORKS",
+    metavar="CIDRS",
+    help="Networks whose clients may call --keyless-dialects without a key, comma-separated "
+    "(e.g. a CodeProject.AI client or Frigate on the LAN) [env: MLAPI_KEYLESS_NETWORKS].",
+)
+@click.option(
+    "--keyless-dialects",
+    default="deepstack",
+    show_default=True,
+    envvar="MLAPI_KEYLESS_DIALECTS",
+    metavar="NAMES",
+    help="Dialects --keyless-networks may call without a key: deepstack, doods, "
+    "homegallery, zoneminder, native [env: MLAPI_KEYLESS_DIALECTS].",
+)
+@click.option(
     "--allow-anonymous",
     is_flag=True,
     envvar="MLAPI_ALLOW_ANONYMOUS",
@@ -433,6 +462,8 @@ def serve(
     uploads: Path | None,
     allow_url_fetch: bool,
     allow_url_networks: str,
+    keyless_networks: str,
+    keyless_dialects: str,
     allow_anonymous: bool,
     public_metrics: bool,
     token_lifetime: int,
@@ -457,6 +488,8 @@ def serve(
         allow_anonymous=allow_anonymous,
         allow_url_fetch=allow_url_fetch,
         url_networks=parse_networks(allow_url_networks),
+        keyless_networks=parse_networks(keyless_networks),
+        keyless_dialects=parse_dialects(keyless_dialects),
         public_metrics=public_metrics,
         uploads=uploads,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import re
@@ -65,6 +66,8 @@ class ServerConfig:
     allow_anonymous: bool = False
     allow_url_fetch: bool = False
     url_networks: Networks = ()  # private networks URL fetching may reach (the operator's)
+    keyless_networks: Networks = ()  # clients here may call keyless_dialects without a key
+    keyless_dialects: tuple[str, ...] = ("deepstack",)
     public_metrics: bool = False  # GET /metrics without credentials
     uploads: Path | None = None
 
@@ -180,13 +183,38 @@ def _credentials(request: web.Request) -> str | None:
     return secret
 
 
+# The path prefixes of each dialect, for --keyless-dialects.
+DIALECT_PATHS = {
+    "deepstack": ("/v1/",),
+    "doods": ("/detect", "/detectors"),
+    "homegallery": ("/objects", "/faces", "/embeddings"),
+    "zoneminder": ("/api/v1/infer", "/api/v1/detect/object"),
+    "native": ("/api/v1/detect",),
+}
+
+
+def keyless(request: web.Request, config: ServerConfig) -> bool:
+    """A client the operator lets in without a key: from a chosen network, to a chosen
+    dialect (CodeProject.AI's client, a Frigate without a key, on the LAN)."""
+    if not config.keyless_networks or request.remote is None:
+        return False
+    try:
+        address = ipaddress.ip_address(request.remote.split("%", 1)[0])
+    except ValueError:
+        return False
+    if not any(address in net for net in config.keyless_networks if address.version == net.version):
+        return False
+    prefixes = [p for d in config.keyless_dialects for p in DIALECT_PATHS.get(d, ())]
+    return any(request.path == p or request.path.startswith(p.rstrip("/") + "/") for p in prefixes)
+
+
 async def authenticate(
     request: web.Request, state: ServerState, secret: str | None = None
 ) -> str | None:
     """The calling user, or None on an anonymous-enabled server."""
     secret = secret or _credentials(request)
     if secret is None:
-        if state.config.allow_anonymous:
+        if state.config.allow_anonymous or keyless(request, state.config):
             return None
         raise AuthError("Missing Authorization Header")
     # Both lookups read a cached snapshot of the users file (a stat per call): no thread hop.
