@@ -126,7 +126,7 @@ def main() -> None:
         env = dict(os.environ, MLAPI_DATA_DIR=tmp)
         server = subprocess.Popen(
             [sys.executable, "-m", "mlapi", "serve", "--port", str(port), "--models",
-             "objects,faces,genderage,faceprint", "--max-queue", "4"],
+             "objects,faces,genderage,faceprint", "--max-queue", "4", "--max-waiting", "0"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:

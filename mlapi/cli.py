@@ -371,7 +371,25 @@ def models_remove(name: str) -> None:
     default=16,
     show_default=True,
     envvar="MLAPI_MAX_QUEUE",
-    help="Requests allowed to wait for a worker before 503 [env: MLAPI_MAX_QUEUE].",
+    help="Requests admitted beyond the busy workers (reading their body or queued for a "
+    "worker) [env: MLAPI_MAX_QUEUE].",
+)
+@click.option(
+    "--max-waiting",
+    type=click.IntRange(0, 100_000),
+    default=256,
+    show_default=True,
+    envvar="MLAPI_MAX_WAITING",
+    help="Requests that may wait, headers only, for admission, oldest first; more get 503 "
+    "[env: MLAPI_MAX_WAITING].",
+)
+@click.option(
+    "--max-wait",
+    type=click.FloatRange(0, 3600),
+    default=60.0,
+    show_default=True,
+    envvar="MLAPI_MAX_WAIT",
+    help="Seconds a request may wait for admission before 503 [env: MLAPI_MAX_WAIT].",
 )
 @click.option(
     "--max-body-mb",
@@ -457,6 +475,8 @@ def serve(
     workers: int,
     threads: int,
     max_queue: int,
+    max_waiting: int,
+    max_wait: float,
     max_body_mb: float,
     max_megapixels: float,
     uploads: Path | None,
@@ -485,6 +505,8 @@ def serve(
         models=names,
         max_body=int(max_body_mb * 1024 * 1024),
         max_queue=max_queue,
+        max_waiting=max_waiting,
+        max_wait=max_wait,
         allow_anonymous=allow_anonymous,
         allow_url_fetch=allow_url_fetch,
         url_networks=parse_networks(allow_url_networks),

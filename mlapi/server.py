@@ -14,7 +14,7 @@ import logging
 import re
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +59,9 @@ class ServerConfig:
         "embeddings",
     )
     max_body: int = 20 * 1024 * 1024
-    max_queue: int = 16  # requests waiting beyond the busy workers before 503
+    max_queue: int = 16  # requests admitted beyond the busy workers (reading, or queued)
+    max_waiting: int = 256  # requests that may wait (headers only) for admission
+    max_wait: float = 60.0  # seconds a request may wait for admission before 503
     max_parts: int = 32  # multipart parts per request
     max_field: int = 64 * 1024  # bytes of a form field (not a file)
     read_timeout: float = 30.0
@@ -83,8 +85,40 @@ class ServerState:
         self.ready = False
         self.inflight = 0  # requests on the inference pool
         self.admitted = 0  # requests past admission (reading a body or on the pool)
+        self.waiting: deque[asyncio.Future[None]] = deque()  # oldest first; headers only
         self.requests: Counter[tuple[str, str, int]] = Counter()  # (method, route, status)
         self.rejected: Counter[int] = Counter()  # refused by admission or limits, by status
+
+    async def admit(self) -> None:
+        """A slot now, or in turn (oldest first) within max_wait; 503 for real overload."""
+        if self.admitted < self.capacity and not self.waiting:
+            self.admitted += 1
+            return
+        if len(self.waiting) >= self.config.max_waiting:
+            raise RequestError(503, "server is busy; retry shortly")
+        turn = asyncio.get_running_loop().create_future()
+        self.waiting.append(turn)
+        try:
+            async with asyncio.timeout(self.config.max_wait):
+                await turn  # a finishing request hands its slot over (see release)
+        except TimeoutError:
+            raise RequestError(503, "server is busy; retry shortly") from None
+        except BaseException:
+            if turn.done() and not turn.cancelled():  # handed a slot just as we gave up
+                self.release()
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self.waiting.remove(turn)
+
+    def release(self) -> None:
+        """Hand the slot to the oldest waiting request, or free it."""
+        while self.waiting:
+            turn = self.waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.admitted -= 1
 
     @property
     def capacity(self) -> int:
@@ -255,13 +289,14 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
         raise web.HTTPRequestEntityTooLarge(
             max_size=state.config.max_body, actual_size=request.content_length
         )
-    if state.admitted >= state.capacity:
-        raise RequestError(503, "server is busy; retry shortly")
-    state.admitted += 1
+    # Batch clients (HomeGallery sends 20-60 at once and never retries) wait their turn, in
+    # order, holding only their headers; 503 is for real overload: a full waiting line, or
+    # a turn that does not come within max_wait.
+    await state.admit()
     try:
         return await handler(request)
     finally:
-        state.admitted -= 1
+        state.release()
 
 
 async def refuse_large_expect(request: web.Request) -> web.StreamResponse | None:
@@ -493,6 +528,7 @@ async def metrics(request: web.Request) -> web.Response:
         *(f'mlapi_rejected_total{{status="{s}"}} {n}' for s, n in sorted(state.rejected.items())),
         "# HELP mlapi_queue_depth Requests admitted and not yet answered; on the pool.",
         "# TYPE mlapi_queue_depth gauge",
+        f'mlapi_queue_depth{{stage="waiting"}} {len(state.waiting)}',
         f'mlapi_queue_depth{{stage="admitted"}} {state.admitted}',
         f'mlapi_queue_depth{{stage="inference"}} {state.inflight}',
         "# HELP mlapi_inference_seconds Time in each detector.",

@@ -321,7 +321,8 @@ def test_full_queue_answers_503_with_retry_after(
     store: ModelStore, tmp_path: Path, photos: Path
 ) -> None:
     with Engine(store, RuntimeConfig(workers=1)) as engine:
-        live = LiveServer(engine, tmp_path, ServerConfig(models=("objects",), max_queue=0))
+        config = ServerConfig(models=("objects",), max_queue=0, max_waiting=0)  # no line
+        live = LiveServer(engine, tmp_path, config)
         live.users.add("bob", PASSWORD)
         token = live.token("bob", PASSWORD)
         data = read(photos, "face_detection_input.jpg")  # progressive 1080p: slow to decode
@@ -342,6 +343,34 @@ def test_full_queue_answers_503_with_retry_after(
             assert 200 in statuses and 503 in statuses
             busy = next(a for a in answers if a.status == 503)
             assert busy.headers["Retry-After"] == "1" and "busy" in busy.json()["msg"]
+        finally:
+            live.stop()
+
+
+def test_a_batch_client_waits_its_turn_instead_of_503(
+    store: ModelStore, tmp_path: Path, photos: Path
+) -> None:
+    """HomeGallery's extractor at concurrency 20: three stages, 60 requests at once, no
+    retries. With room for 2 + 2 they queue in order and every one is served."""
+    with Engine(store, RuntimeConfig(workers=2)) as engine:
+        live = LiveServer(engine, tmp_path, ServerConfig(models=("objects",), max_queue=2))
+        live.users.add("hg", PASSWORD)
+        key = live.users.create_key("hg", "homegallery")
+        preview = read(photos, "gender_detection_input.jpg")  # an 800 px preview
+        stages = ["objects", "faces", "embeddings"] * 20
+        try:
+            with ThreadPoolExecutor(60) as pool:
+                answers = list(
+                    pool.map(
+                        lambda stage: live.call(
+                            "POST", f"/hg/{key}/{stage}", preview, {"Content-Type": "image/jpeg"}
+                        ),
+                        stages,
+                    )
+                )
+            assert [a.status for a in answers] == [200] * 60
+            metrics = live.call("GET", "/metrics", headers={"X-API-Key": key}).body.decode()
+            assert 'mlapi_queue_depth{stage="waiting"} 0' in metrics
         finally:
             live.stop()
 
