@@ -39,7 +39,7 @@ def test_mlapi_format_is_the_seed_array(photos: Path) -> None:
     items = json.loads(done.stdout)
     assert len(items) == 5
     for item in items:
-        assert set(item) == {"type", "confidence", "box"} and item["type"] == "face"
+        assert set(item) == {"type", "label", "confidence", "box"} and item["type"] == "face"
         assert item["confidence"].endswith("%") and len(item["box"]) == 4
 
 

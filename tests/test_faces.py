@@ -253,7 +253,7 @@ def test_seed_face_gender_items(photos: Path, tmp_path: Path) -> None:
     )
     items = sorted(json.loads(done.stdout), key=lambda i: i["box"][0])
     assert [set(i) for i in items] == [
-        {"type", "confidence", "box", "gender", "gender_confidence"}
+        {"type", "label", "confidence", "box", "gender", "gender_confidence"}
     ] * 2
     assert [(i["type"], i["gender"]) for i in items] == [("face", "woman"), ("face", "man")]
     assert all(i["gender_confidence"].endswith("%") for i in items)
