@@ -444,7 +444,7 @@ def models_remove(name: str) -> None:
     envvar="MLAPI_KEYLESS_DIALECTS",
     metavar="NAMES",
     help="Dialects --keyless-networks may call without a key: deepstack, doods, "
-    "homegallery, zoneminder, native [env: MLAPI_KEYLESS_DIALECTS].",
+    "homegallery, zoneminder, native, compreface [env: MLAPI_KEYLESS_DIALECTS].",
 )
 @click.option(
     "--allow-anonymous",

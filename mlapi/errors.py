@@ -5,6 +5,7 @@ class MlapiError(Exception):
     """A failure caused by the caller's input or set-up, with a message meant for people."""
 
     status = 400
+    code: int | None = None  # a dialect's own error code, where it has one (CompreFace)
 
     @property
     def message(self) -> str:

@@ -109,6 +109,14 @@ class Gallery:
                 self._index[model] = ([r["name"] for r in chosen], vectors)
             return self._index[model]
 
+    def ranking(self, embedding: np.ndarray, model: str) -> list[Match]:
+        """Every known person with the cosine of their closest sample, best first."""
+        names, vectors = self._matrix(model)
+        best: dict[str, float] = {}
+        for name, score in zip(names, vectors @ np.asarray(embedding, np.float32), strict=True):
+            best[name] = max(best.get(name, -1.0), float(score))
+        return [Match(n, c) for n, c in sorted(best.items(), key=lambda item: -item[1])]
+
     def match(self, embedding: np.ndarray, model: str) -> Match | None:
         """The closest known person by cosine similarity (embeddings are L2-normalised), and
         how close the next person comes."""

@@ -52,6 +52,19 @@ def _op(
     return op
 
 
+_COMPREFACE_FILE = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        }
+    },
+}
+
+
 def _query(name: str, description: str, enum: list[str] | None = None) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
     if enum:
@@ -164,6 +177,37 @@ def document() -> dict[str, Any]:
             )
         },
         "/detectors": {"get": _op("DOODS: the object detectors and their labels", tag="doods")},
+        "/api/v1/recognition/recognize": {
+            "post": _op(
+                "CompreFace: faces with every subject's similarity (multipart file; "
+                "face_plugins, det_prob_threshold, limit, prediction_count, status)",
+                body=_COMPREFACE_FILE,
+                tag="compreface",
+            )
+        },
+        "/api/v1/detection/detect": {
+            "post": _op("CompreFace: faces only", body=_COMPREFACE_FILE, tag="compreface")
+        },
+        "/api/v1/verification/verify": {
+            "post": _op(
+                "CompreFace: compare the faces of source_image and target_image",
+                body=_COMPREFACE_FILE,
+                tag="compreface",
+            )
+        },
+        "/api/v1/recognition/faces": {
+            "post": _op(
+                "CompreFace: add an example of ?subject=NAME",
+                body=_COMPREFACE_FILE,
+                tag="compreface",
+            ),
+            "get": _op("CompreFace: list examples (page, size, subject)", tag="compreface"),
+            "delete": _op("CompreFace: delete the examples of ?subject=NAME", tag="compreface"),
+        },
+        "/api/v1/recognition/subjects": {"get": _op("CompreFace: subjects", tag="compreface")},
+        "/api/v1/recognition/subjects/{subject}": {
+            "delete": _op("CompreFace: delete a subject", tag="compreface")
+        },
         "/detect": {
             "post": _op(
                 "DOODS: detect in a base64 image with per-label thresholds in percent",

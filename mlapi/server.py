@@ -139,11 +139,17 @@ LOGIN_BODY_LIMIT = 4096
 
 # -- errors ------------------------------------------------------------------------------
 def error_response(
-    path: str, status: int, message: str, headers: dict[str, str] | None = None
+    path: str,
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    code: int | None = None,
 ) -> web.Response:
-    """The error body of the dialect a path belongs to."""
-    if path.startswith("/api/"):
-        body: dict[str, Any] = {"code": status, "msg": message}
+    """The error body of the dialect a path belongs to (`code`: a dialect's own error code)."""
+    if path.startswith(COMPREFACE_PATHS):
+        body: dict[str, Any] = {"message": message, "code": code or status}
+    elif path.startswith("/api/"):
+        body = {"code": status, "msg": message}
     elif path.startswith("/v1/"):
         body = {"success": False, "error": message, "duration": 0}
     else:
@@ -172,7 +178,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         headers = {"Retry-After": "1"} if busy else None
         if exc.status == 401 and request.path.startswith("/api/"):
             headers = {"WWW-Authenticate": "Bearer"}
-        return error_response(request.path, exc.status, exc.message, headers)
+        return error_response(request.path, exc.status, exc.message, headers, exc.code)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -217,6 +223,7 @@ def _credentials(request: web.Request) -> str | None:
     return secret
 
 
+COMPREFACE_PATHS = ("/api/v1/recognition/", "/api/v1/detection/", "/api/v1/verification/")
 # The path prefixes of each dialect, for --keyless-dialects.
 DIALECT_PATHS = {
     "deepstack": ("/v1/",),
@@ -224,6 +231,7 @@ DIALECT_PATHS = {
     "homegallery": ("/objects", "/faces", "/embeddings"),
     "zoneminder": ("/api/v1/infer", "/api/v1/detect/object"),
     "native": ("/api/v1/detect",),
+    "compreface": COMPREFACE_PATHS,
 }
 
 
@@ -712,9 +720,10 @@ def create_app(
         add_post(app, f"{prefix}/embeddings", hg_embeddings)
 
     from mlapi import deepstack
-    from mlapi.dialects import doods, zoneminder
+    from mlapi.dialects import compreface, doods, zoneminder
 
     deepstack.add_routes(app)
+    compreface.add_routes(app)
     zoneminder.add_routes(app)
     doods.add_routes(app)
 

@@ -1,0 +1,245 @@
+"""CompreFace's REST API, for Double Take's CompreFace detector and `compreface-sdk`.
+
+The key is the `x-api-key` header (an mlapi API key). Recognition answers every enrolled
+subject's similarity on mlapi's calibrated scale, best first and unthresholded (the client
+decides: Double Take names at 40 % and matches at 60 %). `det_prob_threshold` is a face
+probability on CompreFace's scale, where real faces score about 0.99; BlazeFace scores
+real faces 0.6-0.9, so its confidence c is reported as 0.8 + (c - 0.5) × 0.4 and the
+threshold is mapped back the same way (CompreFace's 0.8 is BlazeFace's 0.5). No face is
+HTTP 400 `{"message": "No face is found in the given image", "code": 28}`; other errors
+are `{"message", "code"}`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from mlapi.detectors.faceprint import similarity
+from mlapi.enroll import enroll
+from mlapi.gallery import GalleryError
+from mlapi.result import Detection
+from mlapi.server import ENGINE, RequestError, add_post, in_pool, json_text, read_upload
+
+NO_FACE = 28  # CompreFace's code, the one Double Take checks for "no face"
+PLUGINS = {"age": "genderage", "gender": "genderage"}
+
+
+class NoFace(RequestError):
+    code = NO_FACE
+
+    def __init__(self) -> None:
+        super().__init__(400, "No face is found in the given image")
+
+
+def probability(confidence: float) -> float:
+    return round(min(1.0, 0.8 + (confidence - 0.5) * 0.4), 5)
+
+
+def face_threshold(det_prob_threshold: float) -> float:
+    return min(0.95, max(0.3, 0.5 + (det_prob_threshold - 0.8) / 0.4))
+
+
+def _number(fields: dict[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = fields.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise RequestError(400, f"{name} must be a number") from None
+    if not lo <= value <= hi or math.isnan(value):
+        raise RequestError(400, f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def _box(d: Detection) -> dict[str, Any]:
+    x1, y1, x2, y2 = d.box
+    return {
+        "probability": probability(d.confidence),
+        "x_min": x1,
+        "y_min": y1,
+        "x_max": x2,
+        "y_max": y2,
+    }
+
+
+def _plugins(d: Detection, wanted: set[str]) -> dict[str, Any]:
+    attrs = d.attributes or {}
+    out: dict[str, Any] = {}
+    if "age" in wanted and "age" in attrs:
+        age = float(attrs["age"])
+        out["age"] = {"probability": 0.8, "high": round(age + 5), "low": max(0, round(age - 5))}
+    if "gender" in wanted and "gender" in attrs:
+        gender = attrs["gender"]
+        out["gender"] = {"probability": round(gender["confidence"], 5), "value": gender["label"]}
+    return out
+
+
+async def _faces(
+    request: web.Request, recognise: bool
+) -> tuple[list[Detection], dict[str, str], set[str], float]:
+    started = time.perf_counter()
+    upload = await read_upload(request, require_image=True)
+    fields = upload.fields
+    wanted = {p.strip() for p in fields.get("face_plugins", "").split(",")} & set(PLUGINS)
+    threshold = _number(fields, "det_prob_threshold", 0.8, 0.0, 1.0)
+    models = ["faceprint"] if recognise else ["faces"]
+    models += sorted({PLUGINS[p] for p in wanted})
+    options = {"faces": {"confidence": face_threshold(threshold)}}
+    result = await in_pool(request, request.app[ENGINE].detect_sync, upload.data, models, options)
+    faces = list(result.detections)
+    if not faces:
+        raise NoFace()
+    limit = int(_number(fields, "limit", 0, 0, 1000))
+    if limit:
+        faces = sorted(faces, key=lambda d: -(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))[:limit]
+    return faces, fields, wanted, (time.perf_counter() - started) * 1000
+
+
+async def recognize(request: web.Request) -> web.Response:
+    faces, fields, wanted, elapsed = await _faces(request, recognise=True)
+    count = int(_number(fields, "prediction_count", 1, 1, 1000))
+    gallery = request.app[ENGINE].runtime.gallery
+    found = []
+    for d in faces:
+        model = str((d.attributes or {}).get("faceprint", "dlib"))
+        ranking = gallery.ranking(np.asarray(d.embedding, np.float32), model)[:count]
+        subjects = [
+            {"subject": m.name, "similarity": round(similarity(m.similarity, model), 5)}
+            for m in ranking
+        ]
+        found.append(_item(d, wanted, fields, elapsed, subjects=subjects))
+    return json_text({"result": found})
+
+
+async def detect(request: web.Request) -> web.Response:
+    faces, fields, wanted, elapsed = await _faces(request, recognise=False)
+    return json_text({"result": [_item(d, wanted, fields, elapsed) for d in faces]})
+
+
+def _item(
+    d: Detection, wanted: set[str], fields: dict[str, str], elapsed: float, **extra: Any
+) -> dict[str, Any]:
+    item = {"box": _box(d), **extra, **_plugins(d, wanted)}
+    if fields.get("status", "false").lower() == "true":
+        item["execution_time"] = {"detector": round(elapsed, 1)}
+    return item
+
+
+def _subject(fields: dict[str, str]) -> str:
+    subject = fields.get("subject", "").strip()
+    if not subject:
+        raise RequestError(400, "subject is required")
+    return subject
+
+
+async def add_face(request: web.Request) -> web.Response:
+    upload = await read_upload(request)
+    subject = _subject(upload.fields)
+    engine = request.app[ENGINE]
+    try:
+        done = await in_pool(
+            request,
+            enroll,
+            engine,
+            engine.runtime.gallery,
+            subject,
+            upload.data,
+            "compreface",
+            "dlib",
+            True,
+        )
+    except GalleryError as exc:
+        if exc.message.startswith("no face"):
+            raise NoFace() from exc
+        raise
+    return json_text({"image_id": done.sample_id, "subject": subject})
+
+
+async def list_faces(request: web.Request) -> web.Response:
+    fields = dict(request.query)
+    page = int(_number(fields, "page", 0, 0, 1_000_000))
+    size = int(_number(fields, "size", 20, 1, 1000))
+    wanted = fields.get("subject")
+    samples = [
+        s for s in request.app[ENGINE].runtime.gallery.samples() if wanted in (None, "", s.name)
+    ]
+    chunk = samples[page * size : (page + 1) * size]
+    return json_text(
+        {
+            "faces": [{"image_id": s.id, "subject": s.name} for s in chunk],
+            "page_number": page,
+            "page_size": size,
+            "total_pages": math.ceil(len(samples) / size),
+            "total_elements": len(samples),
+        }
+    )
+
+
+async def delete_faces(request: web.Request) -> web.Response:
+    subject = _subject(dict(request.query))
+    try:
+        deleted = request.app[ENGINE].runtime.gallery.remove(subject)
+    except GalleryError:
+        deleted = 0  # CompreFace answers 0 for a subject with no faces
+    return json_text({"deleted": deleted})
+
+
+async def subjects(request: web.Request) -> web.Response:
+    return json_text({"subjects": request.app[ENGINE].runtime.gallery.names()})
+
+
+async def delete_subject(request: web.Request) -> web.Response:
+    subject = request.match_info["subject"]
+    try:
+        request.app[ENGINE].runtime.gallery.remove(subject)
+    except GalleryError as exc:
+        raise RequestError(404, f"subject {subject!r} not found") from exc
+    return json_text({"subject": subject})
+
+
+async def verify(request: web.Request) -> web.Response:
+    upload = await read_upload(request, require_image=False)
+    files = dict(upload.files)
+    if not {"source_image", "target_image"} <= set(files):
+        raise RequestError(400, "source_image and target_image are required")
+    engine = request.app[ENGINE]
+
+    async def prints(data: bytes) -> list[Detection]:
+        found = (await in_pool(request, engine.detect_sync, data, ["faceprint"], None)).detections
+        if not found:
+            raise NoFace()
+        return list(found)
+
+    source = max(await prints(files["source_image"]), key=lambda d: d.box[2] - d.box[0])
+    targets = await prints(files["target_image"])
+    a = np.asarray(source.embedding, np.float32)
+    matches = [
+        {
+            "box": _box(t),
+            "similarity": round(
+                similarity(float(a @ np.asarray(t.embedding, np.float32)), "dlib"), 5
+            ),
+        }
+        for t in targets
+    ]
+    matches.sort(key=lambda m: -m["similarity"])
+    return json_text(
+        {"result": [{"source_image_face": {"box": _box(source)}, "face_matches": matches}]}
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    add_post(app, "/api/v1/recognition/recognize", recognize)
+    add_post(app, "/api/v1/detection/detect", detect)
+    add_post(app, "/api/v1/verification/verify", verify)
+    add_post(app, "/api/v1/recognition/faces", add_face)
+    app.router.add_get("/api/v1/recognition/faces", list_faces)
+    app.router.add_delete("/api/v1/recognition/faces", delete_faces)
+    app.router.add_get("/api/v1/recognition/subjects", subjects)
+    app.router.add_delete("/api/v1/recognition/subjects/{subject}", delete_subject)

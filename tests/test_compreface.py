@@ -1,0 +1,112 @@
+"""CompreFace's wire shapes on a real server, as Double Take's CompreFace detector and
+compreface-sdk send them (the SDK pins urllib3<2, so its calls are made here with
+requests, exactly as it makes them): x-api-key, multipart `file`, query parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from servers import LiveServer
+
+from mlapi.engine import Engine
+from mlapi.gallery import Gallery
+from mlapi.images import decode, encode_jpeg
+from mlapi.store import ModelStore
+
+
+@pytest.fixture(scope="module")
+def server(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    data = tmp_path_factory.mktemp("compreface")
+    with Engine(store, gallery=Gallery(data / "gallery.json")) as engine:
+        live = LiveServer(engine, data)
+        live.users.add("dt", "double take password")
+        live.key = live.users.create_key("dt", "double-take")  # type: ignore[attr-defined]
+        yield live
+        live.stop()
+
+
+def call(server: LiveServer, method: str, path: str, image: bytes | None = None, **params: str):
+    files = {"file": ("image.jpg", image, "image/jpeg")} if image is not None else None
+    headers = {"x-api-key": server.key}  # type: ignore[attr-defined]
+    return requests.request(
+        method, server.url + path, params=params, files=files, headers=headers, timeout=60
+    )
+
+
+def crop(photos: Path, name: str, x1: int, x2: int) -> bytes:
+    return encode_jpeg(np.ascontiguousarray(decode((photos / name).read_bytes()).pixels[:, x1:x2]))
+
+
+def test_double_take_train_recognize_and_forget(server: LiveServer, photos: Path) -> None:
+    man = crop(photos, "gender_detection_input.jpg", 420, 800)
+    added = call(server, "POST", "/api/v1/recognition/faces", man, subject="kumail")
+    assert added.status_code == 200 and added.json()["subject"] == "kumail"
+    image_id = added.json()["image_id"]
+    listed = call(server, "GET", "/api/v1/recognition/faces").json()
+    assert listed["faces"] == [{"image_id": image_id, "subject": "kumail"}]
+    assert listed["total_elements"] == 1 and listed["page_number"] == 0
+    assert call(server, "GET", "/api/v1/recognition/subjects").json() == {"subjects": ["kumail"]}
+
+    five = (photos / "face_detection_input.jpg").read_bytes()
+    answer = call(
+        server,
+        "POST",
+        "/api/v1/recognition/recognize",
+        five,
+        face_plugins="undefined",  # what Double Take sends when no plugin is set
+        det_prob_threshold="0.8",
+        limit="0",
+        prediction_count="1",
+        status="true",
+    )
+    assert answer.status_code == 200
+    result = sorted(answer.json()["result"], key=lambda r: r["box"]["x_min"])
+    assert len(result) == 5  # every real face passes Double Take's 0.8
+    assert all(r["box"]["probability"] >= 0.8 and "execution_time" in r for r in result)
+    scores = [r["subjects"][0]["similarity"] for r in result]
+    assert result[2]["subjects"][0]["subject"] == "kumail" and scores[2] >= 0.6  # a match
+    assert max(scores[:2] + scores[3:]) < 0.4  # Double Take names nobody else
+
+    deleted = call(server, "DELETE", "/api/v1/recognition/faces", subject="kumail").json()
+    assert deleted == {"deleted": 1}
+    assert call(server, "GET", "/api/v1/recognition/subjects").json() == {"subjects": []}
+
+
+def test_plugins_no_face_and_errors(server: LiveServer, photos: Path) -> None:
+    couple = (photos / "gender_detection_input.jpg").read_bytes()
+    found = call(
+        server, "POST", "/api/v1/detection/detect", couple, face_plugins="age,gender"
+    ).json()["result"]
+    genders = [r["gender"]["value"] for r in sorted(found, key=lambda r: r["box"]["x_min"])]
+    assert genders == ["female", "male"] and all(r["age"]["low"] < r["age"]["high"] for r in found)
+    field = crop(photos, "object_detection_input.jpg", 400, 640)  # the horse: no face
+    none = call(server, "POST", "/api/v1/recognition/recognize", field)
+    assert none.status_code == 400
+    assert none.json() == {"message": "No face is found in the given image", "code": 28}
+    wrong = requests.post(
+        server.url + "/api/v1/recognition/recognize",
+        files={"file": couple},
+        headers={"x-api-key": "mlk_nope_nope"},
+        timeout=30,
+    )
+    assert wrong.status_code == 401 and set(wrong.json()) == {"message", "code"}
+    bad = call(server, "POST", "/api/v1/recognition/recognize", couple, det_prob_threshold="2")
+    assert bad.status_code == 400 and "det_prob_threshold" in bad.json()["message"]
+
+
+def test_verify_compares_two_photos(server: LiveServer, photos: Path) -> None:
+    man = crop(photos, "gender_detection_input.jpg", 420, 800)
+    five = (photos / "face_detection_input.jpg").read_bytes()
+    answer = requests.post(
+        server.url + "/api/v1/verification/verify",
+        files={"source_image": man, "target_image": five},
+        headers={"x-api-key": server.key},  # type: ignore[attr-defined]
+        timeout=60,
+    ).json()["result"][0]
+    best = answer["face_matches"][0]
+    assert best["similarity"] >= 0.67 > answer["face_matches"][1]["similarity"]
+    assert 600 < best["box"]["x_min"] < 1100  # the middle man of five
