@@ -112,6 +112,8 @@ class Gallery:
     def ranking(self, embedding: np.ndarray, model: str) -> list[Match]:
         """Every known person with the cosine of their closest sample, best first."""
         names, vectors = self._matrix(model)
+        if not names:
+            return []
         best: dict[str, float] = {}
         for name, score in zip(names, vectors @ np.asarray(embedding, np.float32), strict=True):
             best[name] = max(best.get(name, -1.0), float(score))

@@ -42,6 +42,9 @@ def crop(photos: Path, name: str, x1: int, x2: int) -> bytes:
 
 
 def test_double_take_train_recognize_and_forget(server: LiveServer, photos: Path) -> None:
+    couple = (photos / "gender_detection_input.jpg").read_bytes()
+    empty = call(server, "POST", "/api/v1/recognition/recognize", couple).json()["result"]
+    assert len(empty) == 2 and all(r["subjects"] == [] for r in empty)  # nobody enrolled yet
     man = crop(photos, "gender_detection_input.jpg", 420, 800)
     added = call(server, "POST", "/api/v1/recognition/faces", man, subject="kumail")
     assert added.status_code == 200 and added.json()["subject"] == "kumail"
