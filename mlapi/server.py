@@ -388,6 +388,20 @@ def _form_fields(body: bytes) -> dict[str, str]:
         raise RequestError(400, "body is neither an image nor a urlencoded form") from exc
 
 
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object, read within the body-read timeout; 400 otherwise."""
+    try:
+        async with asyncio.timeout(request.app[STATE].config.read_timeout):
+            body = await request.json()
+    except TimeoutError as exc:
+        raise RequestError(408, "request body took too long to arrive") from exc
+    except ValueError as exc:
+        raise RequestError(400, "body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise RequestError(400, "JSON body must be an object")
+    return body
+
+
 async def _read_bounded(request: web.Request, limit: int) -> bytes:
     """The body, refused with 401 past `limit` bytes (its sender is not yet known)."""
     body = bytearray()
@@ -430,12 +444,7 @@ async def read_upload(
                 else:
                     fields.update(_form_fields(body))
             elif request.content_type == "application/json":
-                try:
-                    body = await request.json()
-                except ValueError as exc:
-                    raise RequestError(400, "body is not valid JSON") from exc
-                if not isinstance(body, dict):
-                    raise RequestError(400, "JSON body must be an object")
+                body = await json_object(request)
                 fields.update({k: str(v) for k, v in body.items()})
             else:
                 if authorise is not None:  # a raw body has no form to carry a key

@@ -28,8 +28,8 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_ENV) or platformdirs.user_data_dir("mlapi"))
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write `data` atomically to a file only the owner can read (mode 0600)."""
+def _private_temp(path: Path, data: bytes) -> str:
+    """A synced temporary file beside `path` (mode 0600) holding `data`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -38,6 +38,17 @@ def write_private(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o600)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write `data` atomically to a file only the owner can read (mode 0600)."""
+    tmp = _private_temp(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -48,14 +59,8 @@ def write_private(path: Path, data: bytes) -> None:
 def create_private(path: Path, data: bytes) -> None:
     """Create `path` (mode 0600) with `data` unless it exists: of several processes racing,
     exactly one creates it and the others keep its content."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    tmp = _private_temp(path, data)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
         with contextlib.suppress(FileExistsError):
             os.link(tmp, path)  # atomic, and fails when another process got there first
     finally:

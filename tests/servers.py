@@ -113,3 +113,30 @@ def multipart(files: dict[str, bytes], fields: dict[str, str]) -> tuple[bytes, s
         )
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+class Loopback:
+    """A small aiohttp app on 127.0.0.1 in a background thread (a camera, a ZoneMinder, a
+    webhook receiver): `Loopback(routes).url`, then `stop()`."""
+
+    def __init__(self, routes: list[web.RouteDef]) -> None:
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+        threading.Thread(target=self._run, args=(routes, started), daemon=True).start()
+        started.wait(10)
+
+    def _run(self, routes: list[web.RouteDef], started: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        app = web.Application()
+        app.add_routes(routes)
+        runner = web.AppRunner(app)
+        self.loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.port = runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        started.set()
+        self.loop.run_forever()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)

@@ -4,11 +4,11 @@ written (fast tier: a real listener on loopback that a bypass would reach)."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
+from servers import Loopback
 
 from mlapi.fetch import FetchRefused, fetch_image, is_public
 
@@ -16,29 +16,13 @@ from mlapi.fetch import FetchRefused, fetch_image, is_public
 @pytest.fixture(scope="module")
 def listener() -> Iterator[int]:
     """An HTTP server on 127.0.0.1 that answers every path with a small 'image'."""
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    port: list[int] = []
 
     async def serve(request: web.Request) -> web.Response:
         return web.Response(body=b"\xff\xd8\xff secret", content_type="image/jpeg")
 
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        app = web.Application()
-        app.router.add_get("/{tail:.*}", serve)
-        runner = web.AppRunner(app)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        port.append(runner.addresses[0][1])
-        started.set()
-        loop.run_forever()
-
-    threading.Thread(target=run, daemon=True).start()
-    started.wait(10)
-    yield port[0]
-    loop.call_soon_threadsafe(loop.stop)
+    server = Loopback([web.get("/{tail:.*}", serve)])
+    yield server.port
+    server.stop()
 
 
 BYPASSES = [

@@ -3,9 +3,7 @@ zmeventnotification 7.x uses it) and the shapes zm_detect 5.7+ and 6.x parse."""
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import cv2
 import pytest
 from aiohttp import web
 from pyzm.ml.remote import GatewayClient, GatewayModelError
-from servers import LiveServer
+from servers import LiveServer, Loopback
 
 from mlapi.engine import Engine
 from mlapi.enroll import enroll
@@ -70,31 +68,15 @@ def test_pyzm_model_the_server_cannot_run_is_skipped(server: LiveServer, photos:
 @pytest.fixture(scope="module")
 def zoneminder(photos: Path) -> Iterator[str]:
     """A ZoneMinder stand-in on loopback serving a frame at /zm/index.php?view=image."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    base: list[str] = []
 
     async def image(request: web.Request) -> web.Response:
         if request.query.get("token") != "secret":
             return web.Response(status=401)
         return web.Response(body=(photos / "object_detection_input.jpg").read_bytes())
 
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        app = web.Application()
-        app.router.add_get("/zm/index.php", image)
-        runner = web.AppRunner(app)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        base.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
-        ready.set()
-        loop.run_forever()
-
-    threading.Thread(target=run, daemon=True).start()
-    ready.wait(10)
-    yield base[0]
-    loop.call_soon_threadsafe(loop.stop)
+    server = Loopback([web.get("/zm/index.php", image)])
+    yield server.url
+    server.stop()
 
 
 def test_pyzm_url_mode_reaches_only_allowed_networks(

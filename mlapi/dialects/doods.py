@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from mlapi.detectors.coco import COCO_LABELS
-from mlapi.server import ENGINE, RequestError, add_post, json_text, run_detection
+from mlapi.server import ENGINE, RequestError, add_post, json_object, json_text, run_detection
 
 DEFAULT = "default"  # DOODS's name for the default detector: mlapi's `objects`
 
@@ -59,12 +59,7 @@ def _thresholds(raw: Any) -> dict[str, float]:
 
 async def detect(request: web.Request) -> web.Response:
     started = time.perf_counter()
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise RequestError(400, "body must be JSON") from exc
-    if not isinstance(body, dict):
-        raise RequestError(400, "body must be a JSON object")
+    body = await json_object(request)
     name = str(body.get("detector_name") or DEFAULT)
     detectors = _object_detectors(request)
     if name not in detectors:
