@@ -52,17 +52,16 @@ def _op(
     return op
 
 
-_COMPREFACE_FILE = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {"file": {"type": "string", "format": "binary"}},
-            }
-        }
-    },
-}
+def _body(media: str, properties: dict[str, Any], required: list[str] | None = None) -> dict:
+    """A required request body of one media type: an object with these properties."""
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return {"required": True, "content": {media: {"schema": schema}}}
+
+
+_BINARY = {"type": "string", "format": "binary"}
+_COMPREFACE_FILE = _body("multipart/form-data", {"file": _BINARY})
 
 
 def _query(name: str, description: str, enum: list[str] | None = None) -> dict[str, Any]:
@@ -153,26 +152,19 @@ def document() -> dict[str, Any]:
             "post": _op(
                 "ZoneMinder pyzm gateway: one model (type=object|face) on one frame "
                 "(multipart image, or url + zm_auth)",
-                body={
-                    "required": True,
-                    "content": {
-                        "multipart/form-data": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "type": {"type": "string", "enum": ["object", "face"]},
-                                    "name": {"type": "string"},
-                                    "min_confidence": {"type": "number"},
-                                    "image": {"type": "string", "format": "binary"},
-                                    "url": {"type": "string"},
-                                    "zm_auth": {"type": "string"},
-                                    "verify_ssl": {"type": "string"},
-                                },
-                                "required": ["type"],
-                            }
-                        }
+                body=_body(
+                    "multipart/form-data",
+                    {
+                        "type": {"type": "string", "enum": ["object", "face"]},
+                        "name": {"type": "string"},
+                        "min_confidence": {"type": "number"},
+                        "image": _BINARY,
+                        "url": {"type": "string"},
+                        "zm_auth": {"type": "string"},
+                        "verify_ssl": {"type": "string"},
                     },
-                },
+                    ["type"],
+                ),
                 tag="zoneminder",
             )
         },
@@ -211,26 +203,16 @@ def document() -> dict[str, Any]:
         "/detect": {
             "post": _op(
                 "DOODS: detect in a base64 image with per-label thresholds in percent",
-                body={
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "id": {"type": "string"},
-                                    "detector_name": {"type": "string"},
-                                    "data": {"type": "string", "format": "byte"},
-                                    "detect": {
-                                        "type": "object",
-                                        "additionalProperties": {"type": "number"},
-                                    },
-                                },
-                                "required": ["data"],
-                            }
-                        }
+                body=_body(
+                    "application/json",
+                    {
+                        "id": {"type": "string"},
+                        "detector_name": {"type": "string"},
+                        "data": {"type": "string", "format": "byte"},
+                        "detect": {"type": "object", "additionalProperties": {"type": "number"}},
                     },
-                },
+                    ["data"],
+                ),
                 tag="doods",
             )
         },
