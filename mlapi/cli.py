@@ -493,10 +493,11 @@ def serve(
 
     from aiohttp import web
 
+    from mlapi.app import create_app
     from mlapi.auth import TokenIssuer
     from mlapi.engine import Engine, RuntimeConfig
     from mlapi.errors import MlapiError
-    from mlapi.server import AccessLog, ServerConfig, create_app
+    from mlapi.server import AccessLog, ServerConfig
     from mlapi.users import UserStore
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

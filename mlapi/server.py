@@ -701,9 +701,11 @@ def add_post(app: web.Application, path: str, handler: Handler) -> None:
     app.router.add_post(path, handler, expect_handler=refuse_large_expect)
 
 
-def create_app(
+def core_app(
     engine: Engine, users: UserStore, tokens: TokenIssuer, config: ServerConfig | None = None
 ) -> web.Application:
+    """The application with its middleware, state, warm-up and the core routes (health,
+    login, native, seed mlapi, HomeGallery); `mlapi.app` adds the dialect modules."""
     config = config or ServerConfig()
     engine.plan(config.models)  # unknown model names fail before the server starts
     app = web.Application(
@@ -727,14 +729,6 @@ def create_app(
         add_post(app, f"{prefix}/objects", hg_objects)
         add_post(app, f"{prefix}/faces", hg_faces)
         add_post(app, f"{prefix}/embeddings", hg_embeddings)
-
-    from mlapi import deepstack
-    from mlapi.dialects import compreface, doods, zoneminder
-
-    deepstack.add_routes(app)
-    compreface.add_routes(app)
-    zoneminder.add_routes(app)
-    doods.add_routes(app)
 
     async def warm() -> None:
         state = app[STATE]

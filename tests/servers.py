@@ -14,9 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
+from mlapi.app import create_app
 from mlapi.auth import TokenIssuer
 from mlapi.engine import Engine
-from mlapi.server import AccessLog, ServerConfig, create_app
+from mlapi.server import AccessLog, ServerConfig
 from mlapi.users import UserStore
 
 
