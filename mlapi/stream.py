@@ -106,13 +106,17 @@ def _capture_frames(
     live = is_live(spec)
     target: int | str = int(spec) if spec.isdigit() else spec
     index, backoff, started = 0, 0.5, time.monotonic()
+    opened_once = False
     while not stop.is_set():
         capture = cv2.VideoCapture(target)
         if not capture.isOpened():
             capture.release()
-            if not (live and reconnect):
+            # A camera that never opened is not there: say so instead of retrying forever.
+            # Network streams and cameras that dropped are retried.
+            if not (live and reconnect) or (isinstance(target, int) and not opened_once):
                 raise StreamError(f"cannot open {spec}")
         else:
+            opened_once = True
             backoff = 0.5
             while not stop.is_set():
                 ok, bgr = capture.read()

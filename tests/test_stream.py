@@ -22,7 +22,14 @@ from aiohttp import web
 from mlapi.dialects import FORMATS
 from mlapi.engine import Engine
 from mlapi.result import dumps, result_to_dict
-from mlapi.stream import ChangeTracker, Sampler, StreamConfig, local_detector, run_stream
+from mlapi.stream import (
+    ChangeTracker,
+    Sampler,
+    StreamConfig,
+    StreamError,
+    local_detector,
+    run_stream,
+)
 from mlapi.stream import Frame as StreamFrame
 
 GROUP, COUPLE = "face_detection_input.jpg", "gender_detection_input.jpg"
@@ -299,3 +306,10 @@ def test_annotated_video_keeps_the_source_duration(
     check = cv2.VideoCapture(str(out))
     frames, fps = check.get(cv2.CAP_PROP_FRAME_COUNT), check.get(cv2.CAP_PROP_FPS)
     assert frames == 10 and abs(frames / fps - 3.0) < 0.1  # a 3 s clip stays 3 s
+
+
+def test_a_camera_that_is_not_there_is_an_error_not_a_wait(engine: Engine) -> None:
+    started = time.monotonic()
+    with pytest.raises(StreamError, match="cannot open 7"):
+        stream(engine, StreamConfig("7"))
+    assert time.monotonic() - started < 30
