@@ -22,8 +22,16 @@ def _stderr_console():  # type: ignore[no-untyped-def]
     return Console(stderr=True, soft_wrap=True)
 
 
+def escape(text: str) -> str:
+    """Text printed through rich as it is: `holiday[beach].jpg`, `pip install 'x[import]'`."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def _fail(message: str, code: int = 1) -> None:
-    _stderr_console().print(f"[bold red]error:[/] {message}", highlight=False)
+    # Messages carry file names and commands with brackets: print them as they are.
+    _stderr_console().print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     sys.exit(code)
 
 
@@ -234,10 +242,11 @@ def models_pull(names: tuple[str, ...], pull_all: bool, accept_local_build: bool
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
+    already = []
     with Progress(*columns, console=console, transient=True) as progress:
         for name in dict.fromkeys(wanted):
             if store.is_pulled(name):
-                console.print(f"{name}: already pulled")
+                already.append(name)
                 continue
             task = progress.add_task(f"{name}: fetching, checking, converting", total=None)
             files: dict[str, TaskID] = {}
@@ -249,13 +258,15 @@ def models_pull(names: tuple[str, ...], pull_all: bool, accept_local_build: bool
 
             try:
                 store.pull(name, report, accept_local_build)
-                console.print(f"{name}: [green]pulled[/]")
+                console.print(f"{escape(name)}: [green]pulled[/]", highlight=False)
             except MlapiError as exc:
                 failed += 1
                 console.print(f"{name}: [red]failed[/]: {escape(exc.message)}", highlight=False)
             finally:
                 for task_id in (task, *files.values()):
                     progress.remove_task(task_id)
+    if already:  # one line, not one per model, on every ./run
+        console.print(f"already pulled: {escape(', '.join(already))}", highlight=False)
     sys.exit(1 if failed else 0)
 
 
@@ -548,6 +559,8 @@ def serve(
 def _read_password(password_stdin: bool) -> str:
     if password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():  # getpass would warn and echo, then click would abort
+        _fail("no terminal to ask for a password: pipe it in with --password-stdin", 2)
     return click.prompt("password", hide_input=True, confirmation_prompt=True, err=True)
 
 
@@ -780,7 +793,7 @@ def stream(
                 detect,
                 pool.submit,
                 emit,
-                lambda text: console.print(text, highlight=False),
+                lambda text: console.print(text, markup=False, highlight=False),
                 progress,
             )
         except MlapiError as exc:
@@ -813,7 +826,8 @@ def faces_add(name: str, images: tuple[Path, ...]) -> None:
                 click.echo(f"{path}: added sample {done.sample_id} of {name}")
             except (MlapiError, OSError) as exc:
                 failed += 1
-                console.print(f"[red]{path}:[/] {getattr(exc, 'message', exc)}", highlight=False)
+                reason = getattr(exc, "message", str(exc))
+                console.print(f"[red]{escape(str(path))}:[/] {escape(reason)}", highlight=False)
     sys.exit(1 if failed else 0)
 
 
@@ -852,7 +866,7 @@ def faces_remove(name: str, sample_id: str | None) -> None:
 def faces_import(folder: Path) -> None:
     """Import FOLDER/PERSON/*.jpg (mlapi 2.x's known_faces layout)."""
     from mlapi.engine import Engine
-    from mlapi.enroll import Enrolled, import_folder
+    from mlapi.enroll import ALREADY, Enrolled, import_folder
 
     console = _stderr_console()
     with Engine() as engine:
@@ -860,11 +874,14 @@ def faces_import(folder: Path) -> None:
     for path, outcome in outcomes:
         if isinstance(outcome, Enrolled):
             click.echo(f"{path}: added sample {outcome.sample_id} of {outcome.name}")
+        elif outcome == ALREADY:
+            click.echo(f"{path}: {outcome}")
         else:
-            console.print(f"[red]{path}:[/] {outcome}", highlight=False)
+            console.print(f"[red]{escape(str(path))}:[/] {escape(outcome)}", highlight=False)
     added = sum(isinstance(o, Enrolled) for _, o in outcomes)
-    console.print(f"{added} of {len(outcomes)} photos added")
-    sys.exit(0 if added == len(outcomes) else 1)
+    skipped = sum(o == ALREADY for _, o in outcomes)
+    console.print(f"{added} of {len(outcomes)} photos added, {skipped} already there")
+    sys.exit(0 if added + skipped == len(outcomes) else 1)
 
 
 @main.command()

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -54,13 +55,20 @@ def _detect_file(backend: Backend, path: Path) -> tuple[str | None, Result | Non
         return None, None, exc.message
 
 
-def _annotate(path: Path, result: Result, folder: Path) -> None:
+def _annotate(path: Path, result: Result, folder: Path, written: set[Path]) -> None:
+    """Write a copy with boxes as FOLDER/NAME.jpg; inputs of one run that share a name get
+    NAME-2.jpg, NAME-3.jpg… instead of overwriting each other."""
     from mlapi.annotate import draw
     from mlapi.images import decode, encode_jpeg
 
     folder.mkdir(parents=True, exist_ok=True)
+    target, n = folder / f"{path.stem}.jpg", 1
+    while target in written:
+        n += 1
+        target = folder / f"{path.stem}-{n}.jpg"
+    written.add(target)
     image = decode(path.read_bytes())
-    (folder / f"{path.stem}.jpg").write_bytes(encode_jpeg(draw(image.pixels, result)))
+    target.write_bytes(encode_jpeg(draw(image.pixels, result)))
 
 
 def _results(
@@ -95,7 +103,7 @@ def run_detect(
             engine.warm(order)  # a missing model is one clear error, not one per file
             backend = LocalBackend(engine, requested, options, fmt)
     except MlapiError as exc:
-        console.print(f"[red]error:[/] {exc.message}", highlight=False)
+        console.print(f"[red]error:[/] {escape(exc.message)}", highlight=False)
         if engine is not None:
             engine.close()
         return 2 if exc.status == 400 else 1
@@ -103,6 +111,7 @@ def run_detect(
     failed = 0
     summary = Table("file", "found", box=None)
     interactive = console.is_terminal
+    annotated: set[Path] = set()
     try:
         with Progress(console=console, transient=True, disable=not interactive or single) as bar:
             task = bar.add_task("detecting", total=len(paths))
@@ -110,7 +119,7 @@ def run_detect(
                 bar.advance(task)
                 if error is not None or text is None:
                     failed += 1
-                    console.print(f"[red]{path}:[/] {error}", highlight=False)
+                    console.print(f"[red]{escape(str(path))}:[/] {escape(error)}", highlight=False)
                     if not single:
                         click.echo(dumps({"file": str(path), "error": error}))
                     continue
@@ -121,10 +130,10 @@ def run_detect(
                 sys.stdout.flush()
                 if result is not None:
                     if annotate:
-                        _annotate(path, result, annotate)
+                        _annotate(path, result, annotate, annotated)
                     labels = [d.label for d in result.detections]
                     counts = ", ".join(f"{labels.count(x)}× {x}" for x in dict.fromkeys(labels))
-                    summary.add_row(str(path), counts or "-")
+                    summary.add_row(escape(str(path)), counts or "-")
     finally:
         if engine is not None:
             engine.close()

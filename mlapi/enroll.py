@@ -59,6 +59,9 @@ def enroll(
     return Enrolled(name, sample_id, face.box, len(faces))
 
 
+ALREADY = "already in the gallery (a sample of this person from this file); skipped"
+
+
 def import_folder(
     engine: Engine, gallery: Gallery, folder: Path
 ) -> list[tuple[Path, Enrolled | str]]:
@@ -66,8 +69,12 @@ def import_folder(
     if not folder.is_dir():
         raise GalleryError(f"{folder} is not a directory")
     outcomes: list[tuple[Path, Enrolled | str]] = []
+    known = {(s.name, s.source) for s in gallery.samples()}  # a second import adds nothing
     for person in sorted(p for p in folder.iterdir() if p.is_dir()):
         for photo in sorted(p for p in person.iterdir() if p.is_file()):
+            if (person.name, photo.name) in known:
+                outcomes.append((photo, ALREADY))
+                continue
             try:
                 outcomes.append(
                     (

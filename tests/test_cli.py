@@ -46,14 +46,18 @@ def test_mlapi_format_is_the_seed_array(photos: Path) -> None:
 def test_several_files_give_json_lines_and_bad_files_are_reported(
     photos: Path, tmp_path: Path
 ) -> None:
-    bad = tmp_path / "notes.jpg"
+    bad = tmp_path / "notes[1].jpg"  # brackets are printed as they are, not as markup
     bad.write_text("not a photo")
+    twin = tmp_path / "twin" / "object_detection_input.jpg"  # the same name in another folder
+    twin.parent.mkdir()
+    twin.write_bytes((photos / "gender_detection_input.jpg").read_bytes())
     annotated = tmp_path / "annotated"
     done = mlapi(
         "detect",
         str(photos / "object_detection_input.jpg"),
         str(bad),
         str(photos / "gender_detection_input.jpg"),
+        str(twin),
         "--annotate",
         str(annotated),
     )
@@ -61,13 +65,15 @@ def test_several_files_give_json_lines_and_bad_files_are_reported(
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [Path(line["file"]).name for line in lines] == [
         "object_detection_input.jpg",
-        "notes.jpg",
+        "notes[1].jpg",
         "gender_detection_input.jpg",
+        "object_detection_input.jpg",
     ]
-    assert "not an image" in lines[1]["error"] and "not an image" in done.stderr
+    assert "not an image" in lines[1]["error"] and "notes[1].jpg: not an image" in done.stderr
     assert lines[0]["result"]["width"] == 640
-    assert sorted(p.name for p in annotated.iterdir()) == [
+    assert sorted(p.name for p in annotated.iterdir()) == [  # nothing overwritten
         "gender_detection_input.jpg",
+        "object_detection_input-2.jpg",
         "object_detection_input.jpg",
     ]
 
@@ -110,3 +116,13 @@ def test_models_list_verify_and_import(store: ModelStore, tmp_path: Path) -> Non
     assert again.returncode == 1 and "already exists" in again.stderr
     listed = json.loads(mlapi("models", "list", "--json", cache=tmp_path).stdout)
     assert any(r["name"] == "my-faces" and r["pulled"] for r in listed)
+
+
+def test_adduser_without_a_terminal_says_what_to_do(tmp_path: Path) -> None:
+    done = run_mlapi(["adduser", "bob"], "", MLAPI_DATA_DIR=str(tmp_path))
+    assert done.returncode == 2 and "--password-stdin" in done.stderr
+    assert "Warning" not in done.stderr and "Aborted" not in done.stderr
+    piped = run_mlapi(
+        ["adduser", "bob", "--password-stdin"], "a long password\n", MLAPI_DATA_DIR=str(tmp_path)
+    )
+    assert piped.returncode == 0

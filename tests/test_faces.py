@@ -229,6 +229,9 @@ def test_faces_cli_import_add_list_remove(photos: Path, tmp_path: Path) -> None:
     imported = mlapi(["faces", "import", str(known)], data)
     assert imported.returncode == 1  # one photo refused, the other imported
     assert "added sample" in imported.stdout and "2 faces found" in imported.stderr
+    again = mlapi(["faces", "import", str(known)], data)  # nothing is added twice
+    assert "already in the gallery" in again.stdout and "0 of 2 photos added" in again.stderr
+    assert mlapi(["faces", "list"], data).stdout == "Kumail\t1 sample(s)\n"
     added = mlapi(["faces", "add", "Kumail", str(known / "Kumail" / "right.jpg")], data)
     assert added.returncode == 0
     assert mlapi(["faces", "list"], data).stdout == "Kumail\t2 sample(s)\n"
