@@ -16,6 +16,7 @@ from mlapi.errors import MlapiError
 from mlapi.storage import write_private
 
 CONFIG_ENV = "MLAPI_CONFIG_DIR"
+API_KEY_ENV = "MLAPI_API_KEY"  # an API key (mlapi keys create): no login, no expiry
 
 
 class RemoteError(MlapiError):
@@ -47,6 +48,8 @@ def _request(url: str, data: bytes, headers: dict[str, str], timeout: float = 60
             message = json.loads(body).get("msg") or body.decode()
         except (ValueError, AttributeError):
             message = body.decode(errors="replace") or exc.reason
+        if exc.code == 401:
+            message += f" (log in again with mlapi login, or set {API_KEY_ENV} to an API key)"
         raise RemoteError(exc.code, f"server answered {exc.code}: {message}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise RemoteError(503, f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
@@ -71,7 +74,14 @@ def saved_token(url: str) -> str:
     try:
         return json.loads(tokens_path().read_text())[url]
     except (OSError, ValueError, KeyError):
-        raise RemoteError(401, f"not logged in to {url}; run: mlapi login {url}") from None
+        raise RemoteError(
+            401, f"not logged in to {url}; run: mlapi login {url} (or set {API_KEY_ENV})"
+        ) from None
+
+
+def credential(url: str) -> str:
+    """$MLAPI_API_KEY when set (it never expires), else the token `mlapi login` saved."""
+    return os.environ.get(API_KEY_ENV) or saved_token(url)
 
 
 def detect(
@@ -98,7 +108,7 @@ class Remote:
     def __init__(
         self, url: str, models: list[str], options: dict[str, dict[str, Any]], fmt: str
     ) -> None:
-        self.token = saved_token(url)
+        self.token = credential(url)
         self.url, self.models, self.options, self.fmt = url, models, options, fmt
 
     def __call__(self, data: bytes) -> str:

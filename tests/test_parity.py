@@ -62,3 +62,15 @@ def test_remote_without_login_says_how_to_log_in(
         ["detect", "--server", server.url, str(photos / "object_detection_input.jpg")], tmp_path
     )
     assert done.returncode == 1 and f"mlapi login {server.url}" in done.stderr
+
+
+def test_remote_with_an_api_key_needs_no_login(
+    server: LiveServer, photos: Path, tmp_path: Path
+) -> None:
+    key = server.users.create_key("carol", "cli")
+    photo = str(photos / "object_detection_input.jpg")
+    remote = run_mlapi(
+        ["detect", "--server", server.url, photo], MLAPI_CONFIG_DIR=str(tmp_path), MLAPI_API_KEY=key
+    )
+    local = run_mlapi(["detect", photo])
+    assert remote.returncode == 0 and remote.stdout == local.stdout
