@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -44,9 +45,21 @@ class RemoteBackend:
 Backend = Callable[[bytes], tuple[str, "Result | None"]]
 
 
+STDIN = Path("-")  # `mlapi detect -`: the image on standard input
+
+
+@functools.cache
+def _stdin() -> bytes:
+    return sys.stdin.buffer.read()  # read once: --annotate needs it again
+
+
+def read_input(path: Path) -> bytes:
+    return _stdin() if path == STDIN else path.read_bytes()
+
+
 def _detect_file(backend: Backend, path: Path) -> tuple[str | None, Result | None, str | None]:
     try:
-        data = path.read_bytes()
+        data = read_input(path)
     except OSError as exc:
         return None, None, f"cannot read: {exc.strerror or exc}"
     try:
@@ -62,12 +75,13 @@ def _annotate(path: Path, result: Result, folder: Path, written: set[Path]) -> N
     from mlapi.images import decode, encode_jpeg
 
     folder.mkdir(parents=True, exist_ok=True)
-    target, n = folder / f"{path.stem}.jpg", 1
+    stem = "stdin" if path == STDIN else path.stem
+    target, n = folder / f"{stem}.jpg", 1
     while target in written:
         n += 1
-        target = folder / f"{path.stem}-{n}.jpg"
+        target = folder / f"{stem}-{n}.jpg"
     written.add(target)
-    image = decode(path.read_bytes())
+    image = decode(read_input(path))
     target.write_bytes(encode_jpeg(draw(image.pixels, result)))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -126,3 +127,14 @@ def test_adduser_without_a_terminal_says_what_to_do(tmp_path: Path) -> None:
         ["adduser", "bob", "--password-stdin"], "a long password\n", MLAPI_DATA_DIR=str(tmp_path)
     )
     assert piped.returncode == 0
+
+
+def test_detect_reads_standard_input(photos: Path) -> None:
+    data = (photos / "object_detection_input.jpg").read_bytes()
+    piped = subprocess.run(
+        [sys.executable, "-m", "mlapi", "detect", "-"], input=data, capture_output=True, check=False
+    )
+    assert piped.returncode == 0
+    assert (
+        piped.stdout.decode() == mlapi("detect", str(photos / "object_detection_input.jpg")).stdout
+    )
