@@ -157,7 +157,11 @@ def detect(
 
     if server and annotate:
         raise click.UsageError("--annotate works only locally, not with --server")
-    paths = files.expand(inputs)
+    skipped: list[Path] = []
+    paths = files.expand(inputs, skipped)
+    for path in skipped:  # a folder's other files: said, not silently passed over
+        kind = "a folder" if path.is_dir() else "not an image file type"
+        _stderr_console().print(f"skipped {escape(str(path))}: {kind}", highlight=False)
     code = run_detect(
         paths, parse_models(models), parse_options(options), fmt, annotate, workers, server
     )

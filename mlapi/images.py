@@ -31,6 +31,16 @@ MAX_JPEG_SCANS = 64
 
 # Pillow's own bomb guard would fire later and with a warning; our cap is checked first.
 PILImage.MAX_IMAGE_PIXELS = None
+try:  # HEIC/HEIF through Pillow, with its EXIF orientation (the `heic` extra)
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF = True
+except ImportError:
+    HEIF = False
+
+# HEIF brands (ISO/IEC 23008-12) that phones and cameras write; read by pillow-heif.
+HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1"}
 
 _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"\xff\xd8\xff", 0, "jpeg"),
@@ -80,6 +90,8 @@ class Image:
 
 def sniff(data: bytes) -> str | None:
     """The image format named by the magic bytes, or None."""
+    if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+        return "heif"
     for magic, offset, name in _MAGIC:
         if data[offset : offset + len(magic)] == magic and (name != "webp" or data[:4] == b"RIFF"):
             return name
@@ -98,7 +110,11 @@ def decode(
         raise ImageError("empty file: no image data")
     kind = sniff(data)
     if kind is None:
-        raise ImageError("not an image: expected JPEG, PNG, WebP, BMP, GIF or TIFF data")
+        raise ImageError("not an image: expected JPEG, HEIC, PNG, WebP, BMP, GIF or TIFF data")
+    if kind == "heif" and not HEIF:
+        raise ImageError(
+            "HEIC/HEIF needs the heic extra on this install: pip install 'mlapi[heic]'"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

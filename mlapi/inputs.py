@@ -6,20 +6,29 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".heic", ".heif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+)
 
 
 def is_pattern(spec: str) -> bool:
     return any(ch in spec for ch in "*?[") and not Path(spec).exists()
 
 
-def expand(patterns: tuple[str, ...] | list[str]) -> list[Path]:
-    """Files as given, image files inside directories, and glob matches, in order."""
+def expand(patterns: tuple[str, ...] | list[str], skipped: list[Path] | None = None) -> list[Path]:
+    """Files as given, image files inside directories, and glob matches, in order.
+
+    Other files found in directories are left out, and listed in `skipped` when given, so
+    a command can say what it did not read."""
     paths: list[Path] = []
     for pattern in patterns:
         p = Path(pattern)
         if p.is_dir():
-            paths += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            for f in sorted(p.iterdir()):
+                if f.suffix.lower() in IMAGE_SUFFIXES:
+                    paths.append(f)
+                elif skipped is not None:
+                    skipped.append(f)
         elif is_pattern(pattern):
             paths += [Path(m) for m in sorted(glob.glob(pattern, recursive=True))]
         else:

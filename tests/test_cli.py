@@ -79,6 +79,14 @@ def test_several_files_give_json_lines_and_bad_files_are_reported(
     ]
 
 
+def test_a_folder_says_which_files_it_skipped(photos: Path, tmp_path: Path) -> None:
+    (tmp_path / "photo.jpg").write_bytes((photos / "object_detection_input.jpg").read_bytes())
+    (tmp_path / "notes.txt").write_text("not a photo")
+    done = mlapi("detect", str(tmp_path))
+    assert done.returncode == 0 and json.loads(done.stdout)["width"] == 640
+    assert f"skipped {tmp_path / 'notes.txt'}: not an image file type" in done.stderr
+
+
 def test_directory_and_glob_inputs(photos: Path) -> None:
     by_dir = mlapi("detect", str(photos))
     by_glob = mlapi("detect", str(photos / "*_input.jpg"))

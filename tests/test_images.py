@@ -95,3 +95,18 @@ def test_pixel_bomb_is_refused_from_the_header() -> None:
     with pytest.raises(ImageTooLarge, match="16000×16000"):
         decode(bomb, max_pixels=images.DEFAULT_MAX_PIXELS)
     assert ImageTooLarge.status == 413
+
+
+def test_heic_from_a_phone_decodes() -> None:
+    import pillow_heif
+
+    rgb = np.zeros((240, 320, 3), np.uint8)
+    rgb[:, :160] = (200, 30, 30)  # left half red, so orientation and colour are checked
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(PILImage.fromarray(rgb)).save(buf, quality=90)
+    data = buf.getvalue()
+    assert sniff(data) == "heif"
+    image = decode(data)
+    assert (image.width, image.height, image.format) == (320, 240, "heif")
+    left, right = image.pixels[120, 40], image.pixels[120, 280]
+    assert left[0] > 150 > left[1] and right.max() < 40
