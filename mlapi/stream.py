@@ -88,8 +88,11 @@ def is_live(spec: str) -> bool:
     return spec.isdigit() or spec.lower().startswith(LIVE_PREFIXES)
 
 
-def _folder_frames(spec: str) -> Iterator[Frame]:
-    files = inputs.expand([spec])
+def _folder_frames(spec: str, log: Callable[[str], None]) -> Iterator[Frame]:
+    skipped: list[Path] = []
+    files = inputs.expand([spec], skipped)
+    for path in skipped:  # said, as `detect` says it
+        log(f"skipped {path}: {'a folder' if path.is_dir() else 'not an image file type'}")
     if not files:
         raise StreamError(f"no images in {spec}")
     for index, file in enumerate(files):
@@ -139,10 +142,16 @@ def _capture_frames(
         backoff = min(backoff * 2, 10.0)
 
 
-def open_frames(spec: str, stop: threading.Event, reconnect: bool, stats: Stats) -> Iterator[Frame]:
+def open_frames(
+    spec: str,
+    stop: threading.Event,
+    reconnect: bool,
+    stats: Stats,
+    log: Callable[[str], None] = lambda text: None,
+) -> Iterator[Frame]:
     path = Path(spec)
     if not is_live(spec) and (path.is_dir() or inputs.is_pattern(spec)):
-        return _folder_frames(spec)
+        return _folder_frames(spec, log)
     if not is_live(spec) and not path.exists():
         raise StreamError(f"{spec}: no such file, folder, camera or URL")
     return _capture_frames(spec, stop, reconnect, stats)
@@ -398,7 +407,7 @@ def run_stream(
     """Read, detect (up to `workers` frames in flight), and emit events in frame order."""
     stats = Stats()
     stop = stop or threading.Event()
-    frames = open_frames(config.source, stop, config.reconnect, stats)
+    frames = open_frames(config.source, stop, config.reconnect, stats, log)
     reader = Reader(
         frames,
         Sampler(config.every, config.fps),

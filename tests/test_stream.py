@@ -62,14 +62,18 @@ def video(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def stream(engine: Engine, config: StreamConfig, models: list[str] | None = None):
+def stream(
+    engine: Engine,
+    config: StreamConfig,
+    models: list[str] | None = None,
+    logged: list[str] | None = None,
+):
     events: list[dict] = []
     options = {} if models else SURE
     detect = local_detector(engine, models or ["objects"], options, FORMATS["native"])
+    log = logged.append if logged is not None else (lambda text: None)
     with ThreadPoolExecutor(config.workers) as pool:
-        stats = run_stream(
-            config, detect, pool.submit, lambda e: events.append(json.loads(e)), lambda text: None
-        )
+        stats = run_stream(config, detect, pool.submit, lambda e: events.append(json.loads(e)), log)
     return events, stats
 
 
@@ -257,7 +261,10 @@ def test_stream_and_detect_give_the_same_answer_for_the_same_files(
     (folder / "notes.txt").write_text("not an image, not read")
     models = ["objects", "faces"]
     for source in (str(folder), str(folder / "*.jpg")):
-        events, stats = stream(engine, StreamConfig(source), models)
+        logged: list[str] = []
+        events, stats = stream(engine, StreamConfig(source), models, logged)
+        if source == str(folder):  # a folder says what it did not read, as detect does
+            assert f"skipped {folder / 'notes.txt'}: not an image file type" in logged
         by_file = {e["file"]: e for e in events}
         assert set(by_file) == {str(folder / n) for n in ("broken.jpg", GROUP, COUPLE)}
         assert "error" in by_file[str(folder / "broken.jpg")] and stats.failed == 1
