@@ -181,10 +181,11 @@ class NanoDet(StagedDetector):
             by_stride[stride] = out[0]
         return cls_by_stride, reg_by_stride, {s: width // s for s in STRIDES}
 
-    def candidates(self, image: Image, options: NanoDetOptions, floor: float) -> Candidates:
+    def _kept(
+        self, outputs: Outputs, factor: float, options: NanoDetOptions, floor: float
+    ) -> Candidates:
         """Boxes in `image.pixels` pixels after per-class NMS, scored at least `floor`."""
-        tensor, factor = self.preprocess(image, options)
-        cls_by_stride, reg_by_stride, grid_width = self.infer(tensor)
+        cls_by_stride, reg_by_stride, grid_width = outputs
         boxes, scores, classes = decode_outputs(cls_by_stride, reg_by_stride, floor, grid_width)
         if options.labels:
             wanted = np.isin(classes, [COCO_LABELS.index(lb) for lb in options.labels])
@@ -192,18 +193,15 @@ class NanoDet(StagedDetector):
         keep = nms(boxes, scores, classes, options.iou)
         return boxes[keep] * factor, scores[keep], classes[keep]
 
+    def candidates(self, image: Image, options: NanoDetOptions, floor: float) -> Candidates:
+        tensor, factor = self.preprocess(image, options)
+        return self._kept(self.infer(tensor), factor, options, floor)
+
     def postprocess(
         self, outputs: Outputs, factor: float, image: Image, options: NanoDetOptions
     ) -> list[Detection]:
-        cls_by_stride, reg_by_stride, grid_width = outputs
-        boxes, scores, classes = decode_outputs(
-            cls_by_stride, reg_by_stride, options.confidence, grid_width
-        )
-        if options.labels:
-            wanted = np.isin(classes, [COCO_LABELS.index(lb) for lb in options.labels])
-            boxes, scores, classes = boxes[wanted], scores[wanted], classes[wanted]
-        keep = nms(boxes, scores, classes, options.iou)
-        return self.detections((boxes[keep] * factor, scores[keep], classes[keep]), image, options)
+        found = self._kept(outputs, factor, options, options.confidence)
+        return self.detections(found, image, options)
 
     def detections(
         self, found: Candidates, image: Image, options: NanoDetOptions
