@@ -12,7 +12,6 @@ import ctypes
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -24,6 +23,7 @@ from mlapi.errors import MlapiError, UnknownModel
 from mlapi.gallery import Gallery
 from mlapi.images import Image
 from mlapi.result import Detection, Result
+from mlapi.scheduler import ShortestFirst
 from mlapi.store import ModelStore
 
 ENTRY_POINT_GROUP = "mlapi.detectors"
@@ -188,7 +188,7 @@ class Engine:
         self.registry = dict(registry)
         self._loaded: dict[str, Detector] = {}
         self._load_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="mlapi-infer")
+        self._pool = ShortestFirst(self.config.workers)
         self.timings = Timings()
         map_large_buffers()
 
@@ -355,7 +355,7 @@ class Engine:
         options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Result:
         """Decode and detect on the bounded pool; blocks the calling thread."""
-        return self._pool.submit(self.detect_sync, data, models, options).result()
+        return self._pool.submit(self.detect_sync, data, models, options, cost=len(data)).result()
 
     async def detect_async(
         self,
@@ -363,8 +363,8 @@ class Engine:
         models: Sequence[str] | None = None,
         options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Result:
-        return await self.run_async(self.detect_sync, data, models, options)
+        return await self.run_async(self.detect_sync, data, models, options, cost=len(data))
 
-    async def run_async(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run_async(self, fn: Callable[..., T], *args: Any, cost: float = 0.0) -> T:
         """Run blocking work (inference, enrolment) on the bounded pool from async code."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        return await asyncio.wrap_future(self._pool.submit(fn, *args, cost=cost))

@@ -489,7 +489,8 @@ async def in_pool(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
     state.inflight += 1
     started = time.perf_counter()
     try:
-        return await state.engine.run_async(fn, *args)
+        # Cheapest first: a camera's small frame does not wait behind big photos.
+        return await state.engine.run_async(fn, *args, cost=request.content_length or 0)
     finally:
         state.inflight -= 1
         request[INFERENCE_MS] = (time.perf_counter() - started) * 1000

@@ -1,0 +1,87 @@
+"""The inference pool: cheapest waiting job first, so a camera's small frame does not wait
+behind big photos (Frigate gives up after 0.1 s), with ageing so a big job still runs.
+
+A job's cost is what it is known by before decoding: its size in bytes. Its priority is
+cost in MB × 10 minus seconds waited × 20: a 2 MB photo that has waited half a second
+goes before a fresh tile.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+AGE_WEIGHT = 20.0  # priority points per second waited
+COST_WEIGHT = 10.0 / 1_000_000  # priority points per byte
+
+
+@dataclass
+class _Job:
+    cost: float
+    seq: int
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    future: Future[Any] = field(default_factory=Future)
+    enqueued: float = field(default_factory=time.monotonic)
+
+    def priority(self, now: float) -> tuple[float, int]:
+        return self.cost * COST_WEIGHT - (now - self.enqueued) * AGE_WEIGHT, self.seq
+
+
+class ShortestFirst:
+    def __init__(self, workers: int, name: str = "mlapi-infer") -> None:
+        self._jobs: list[_Job] = []
+        self._ready = threading.Condition()
+        self._seq = itertools.count()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any, cost: float = 0.0) -> Future[Any]:
+        job = _Job(cost, next(self._seq), fn, args)
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("the inference pool is shut down")
+            self._jobs.append(job)
+            self._ready.notify()
+        return job.future
+
+    def _next(self) -> _Job | None:
+        with self._ready:
+            while not self._jobs and not self._closed:
+                self._ready.wait()
+            if not self._jobs:
+                return None
+            now = time.monotonic()
+            job = min(
+                self._jobs, key=lambda j: j.priority(now)
+            )  # a short list: the queue is bounded
+            self._jobs.remove(job)
+            return job
+
+    def _work(self) -> None:
+        while (job := self._next()) is not None:
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            try:
+                job.future.set_result(job.fn(*job.args))
+            except BaseException as exc:  # handed to whoever waits on the future
+                job.future.set_exception(exc)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Finish the jobs already submitted, then stop the threads."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+        if wait:
+            for thread in self._threads:
+                thread.join()

@@ -1,0 +1,41 @@
+"""The inference pool runs the cheapest waiting job first, and ages the others."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from mlapi.scheduler import ShortestFirst
+
+
+def test_cheapest_waiting_job_runs_first_and_errors_reach_the_caller() -> None:
+    pool = ShortestFirst(1)
+    gate = threading.Event()
+    order: list[str] = []
+    pool.submit(gate.wait)  # holds the only worker while the others queue
+    time.sleep(0.05)
+    big = pool.submit(order.append, "photo", cost=5_000_000)
+    small = pool.submit(order.append, "tile", cost=30_000)
+    gate.set()
+    big.result(5), small.result(5)
+    assert order == ["tile", "photo"]
+    failing = pool.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.result(5)
+    pool.shutdown()
+
+
+def test_a_big_job_that_waited_goes_before_a_fresh_small_one() -> None:
+    pool = ShortestFirst(1)
+    gate = threading.Event()
+    order: list[str] = []
+    pool.submit(gate.wait)
+    big = pool.submit(order.append, "photo", cost=2_000_000)  # 20 points
+    time.sleep(1.2)  # ageing: 24 points
+    small = pool.submit(order.append, "tile", cost=30_000)
+    gate.set()
+    big.result(5), small.result(5)
+    assert order == ["photo", "tile"]
+    pool.shutdown()
