@@ -238,14 +238,6 @@ class Engine:
             raise UnknownModel(f"options given for {', '.join(stray)}, which is not being run")
         return {n: self.registry[n].Options.parse(raw.get(n), n) for n in names}
 
-    def min_side(
-        self, names: Sequence[str], options: Mapping[str, Options] | None = None
-    ) -> int | None:
-        """The long side the detectors need (None: full resolution)."""
-        options = options or {}
-        sides = [self.registry[n].needed_side(options.get(n)) for n in names]
-        return None if any(s is None for s in sides) else max(sides, default=None)  # type: ignore[type-var]
-
     # -- loading -------------------------------------------------------------------------
     def detector(self, name: str) -> Detector:
         loaded = self._loaded.get(name)
@@ -280,11 +272,10 @@ class Engine:
         order = self.plan(requested)
         return requested, order, self.parse_options(order, options)
 
-    def decode(
-        self, data: bytes, order: Sequence[str], options: Mapping[str, Options] | None = None
-    ) -> Image:
-        side = self.min_side(order, options)
-        return images.decode(data, max_pixels=self.config.max_pixels, min_side=side)
+    def decode(self, data: bytes, name: str, options: Options | None = None) -> Image:
+        """The pixels detector `name` gets for `data` (what `run_image` gives it)."""
+        side = self.registry[name].needed_side(options)
+        return Pixels(data, self.config.max_pixels).at(side)
 
     def run_image(
         self,

@@ -23,7 +23,15 @@ from mlapi.detectors.faceprint import similarity
 from mlapi.enroll import enroll
 from mlapi.gallery import GalleryError
 from mlapi.result import Detection
-from mlapi.server import ENGINE, RequestError, add_post, in_pool, json_text, read_upload
+from mlapi.server import (
+    ENGINE,
+    RequestError,
+    add_post,
+    in_pool,
+    json_text,
+    read_upload,
+    run_detection,
+)
 
 NO_FACE = 28  # CompreFace's code, the one Double Take checks for "no face"
 PLUGINS = {"age": "genderage", "gender": "genderage"}
@@ -91,7 +99,7 @@ async def _faces(
     models = ["faceprint"] if recognise else ["faces"]
     models += sorted({PLUGINS[p] for p in wanted})
     options = {"faces": {"confidence": face_threshold(threshold)}}
-    result = await in_pool(request, request.app[ENGINE].detect_sync, upload.data, models, options)
+    result = await run_detection(request, upload.data, models, options)
     faces = list(result.detections)
     if not faces:
         raise NoFace()
@@ -208,10 +216,9 @@ async def verify(request: web.Request) -> web.Response:
     files = dict(upload.files)
     if not {"source_image", "target_image"} <= set(files):
         raise RequestError(400, "source_image and target_image are required")
-    engine = request.app[ENGINE]
 
     async def prints(data: bytes) -> list[Detection]:
-        found = (await in_pool(request, engine.detect_sync, data, ["faceprint"], None)).detections
+        found = (await run_detection(request, data, ["faceprint"], None)).detections
         if not found:
             raise NoFace()
         return list(found)
