@@ -184,9 +184,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         message = exc.text if exc.text and not exc.text[0].isdigit() else exc.reason
         if exc.status == 413:
-            message = (
-                f"request body is over the limit of {request.app[STATE].config.max_body} bytes"
-            )
+            message = body_limit_message(request)
         keep = {k: v for k, v in exc.headers.items() if k.lower() in ("retry-after", "allow")}
         return error_response(request.path, exc.status, message, keep)
     except asyncio.CancelledError:
@@ -293,9 +291,9 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
     if request.method != "POST" or request.path in PUBLIC:
         return await handler(request)
     state = request.app[STATE]
-    if request.content_length is not None and request.content_length > state.config.max_body:
+    if declared_too_large(request):
         raise web.HTTPRequestEntityTooLarge(
-            max_size=state.config.max_body, actual_size=request.content_length
+            max_size=state.config.max_body, actual_size=request.content_length or 0
         )
     # Batch clients (HomeGallery sends 20-60 at once and never retries) wait their turn, in
     # order, holding only their headers; 503 is for real overload: a full waiting line, or
@@ -307,11 +305,20 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
         state.release()
 
 
+def declared_too_large(request: web.Request) -> bool:
+    """The headers announce a body over the limit (413 before reading it)."""
+    length = request.content_length
+    return length is not None and length > request.app[STATE].config.max_body
+
+
+def body_limit_message(request: web.Request) -> str:
+    return f"request body is over the limit of {request.app[STATE].config.max_body} bytes"
+
+
 async def refuse_large_expect(request: web.Request) -> web.StreamResponse | None:
     """`Expect: 100-continue` with a body over the limit gets 413, not `100 Continue`."""
-    limit = request.app[STATE].config.max_body
-    if request.content_length is not None and request.content_length > limit:
-        message = f"request body is over the limit of {limit} bytes"
+    if declared_too_large(request):
+        message = body_limit_message(request)
         return error_response(request.path, 413, message, {"Connection": "close"})
     if request.headers.get("Expect", "").lower() != "100-continue":
         return error_response(request.path, 417, "only Expect: 100-continue is understood")
