@@ -54,7 +54,13 @@ class ModelEntry:
 
     @property
     def converted(self) -> bool:
+        """Made from TF.js files at pull time (needs the import extra: TensorFlow)."""
         return self.format in ("tfjs", "tfjs-js")
+
+    @property
+    def built(self) -> bool:
+        """The file the runtime loads is made here at pull time, not downloaded."""
+        return self.converted or self.format == "dlib"
 
     @property
     def size(self) -> int:
@@ -211,8 +217,9 @@ CATALOG: tuple[ModelEntry, ...] = (
                 22466066,
             ),
         ),
-        preprocessing="dlib 150×150 aligned chip",
+        preprocessing="dlib 150×150 aligned chip, RGB 0-255, NHWC (written as ONNX here)",
         default=True,
+        artifact_sha256="5ef8a766ae2baa9ef7cdba45ecc30435b9e79f6f2e8c6f62635f11e112ae2780",
     ),
     ModelEntry(
         name="mobilenet-v2-embed",

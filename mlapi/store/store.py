@@ -23,7 +23,7 @@ from typing import Any
 import platformdirs
 
 from mlapi.errors import MlapiError, ModelMissing, UnknownModel
-from mlapi.store import catalog, convert, jsmodel, sources
+from mlapi.store import catalog, convert, dlibnet, jsmodel, sources
 from mlapi.store.catalog import ModelEntry
 
 CACHE_ENV = "MLAPI_CACHE_DIR"
@@ -44,9 +44,15 @@ def fingerprint(entry: ModelEntry) -> str:
         "files": [[f.path, f.sha256] for f in entry.files],
         "extra": entry.extra,
         "artifact": entry.artifact_sha256,
-        "converter": convert.RECIPE_VERSION if entry.converted else None,
+        "converter": _recipe_version(entry),
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _recipe_version(entry: ModelEntry) -> int | None:
+    if entry.converted:
+        return convert.RECIPE_VERSION
+    return dlibnet.RECIPE_VERSION if entry.format == "dlib" else None
 
 
 def toolchain() -> dict[str, str]:
@@ -206,7 +212,7 @@ class ModelStore:
                 "artifact_sha256": found,
                 "fingerprint": fingerprint(entry),
                 "local_build": local_build,
-                "toolchain": toolchain() if entry.converted else {},
+                "toolchain": toolchain() if entry.built else {},
             },
         )
         return folder
@@ -247,7 +253,11 @@ class ModelStore:
                 dynamic_hw=bool(entry.extra.get("dynamic_hw")),
             )
             return onnx_path
-        if entry.format in ("caffe", "darknet", "dlib"):  # the weights file is the one to load
+        if entry.format == "dlib":  # dlib's own network file, rewritten as ONNX
+            onnx_path = folder / ONNX_NAME
+            dlibnet.to_onnx(folder / entry.files[-1].basename, onnx_path)
+            return onnx_path
+        if entry.format in ("caffe", "darknet"):  # the weights file is the one to load
             return folder / entry.files[-1].basename
         return main
 
