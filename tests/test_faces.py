@@ -260,3 +260,27 @@ def test_seed_face_gender_items(photos: Path, tmp_path: Path) -> None:
     ] * 2
     assert [(i["type"], i["gender"]) for i in items] == [("face", "woman"), ("face", "man")]
     assert all(i["gender_confidence"].endswith("%") for i in items)
+
+
+def test_faceprint_network_gives_dlibs_own_vectors(store: ModelStore, photos: Path) -> None:
+    """The ONNX written from dlib's file (store/dlibnet.py) answers as dlib's own code does."""
+    import dlib
+    import onnxruntime
+
+    folder = store.model_dir("dlib-face")
+    aligner = dlib.shape_predictor(str(folder / "shape_predictor_5_face_landmarks.dat"))
+    detector = dlib.get_frontal_face_detector()
+    chips = []
+    for name in ("face_detection_input.jpg", "gender_detection_input.jpg"):
+        rgb = decode((photos / name).read_bytes()).pixels
+        for rect in detector(rgb, 0):
+            chips.append(dlib.get_face_chip(rgb, aligner(rgb, rect), size=150, padding=0.25))
+    assert len(chips) >= 6
+    network = dlib.face_recognition_model_v1(
+        str(folder / "dlib_face_recognition_resnet_model_v1.dat")
+    )
+    want = np.array(network.compute_face_descriptor(chips), np.float32)
+    session = onnxruntime.InferenceSession(str(store.artifact("dlib-face")))
+    got = session.run(None, {"chips": np.stack(chips).astype(np.float32)})[0]
+    assert got.shape == (len(chips), 128)
+    assert np.abs(got - want).max() < 1e-4  # the vectors' values are about 0.1

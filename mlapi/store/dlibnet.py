@@ -29,6 +29,9 @@ _MARKER = re.compile(
 )
 
 
+_WINDOW = ("rows", "cols", "stride_y", "stride_x", "pad_y", "pad_x")
+
+
 class DlibFormatError(ValueError):
     """The file is not the dlib network this reader knows."""
 
@@ -75,6 +78,10 @@ class _Reader:
         self.pos += 4 * count
         return array.astype(np.float32)
 
+    def window(self) -> dict[str, int]:
+        """A convolution's or pool's window: size, stride and padding, rows first."""
+        return {key: self.int() for key in _WINDOW}
+
     def alias(self) -> tuple[int, int, int, int]:
         if self.int() != 1:
             raise DlibFormatError("unknown alias_tensor version")
@@ -101,16 +108,14 @@ def read_layers(path: Path) -> list[Layer]:
             layer.weights["mean"] = np.array(mean, np.float32)
         elif kind == "con":
             params = r.tensor()
-            filters, rows, cols = r.int(), r.int(), r.int()
-            stride_y, stride_x, pad_y, pad_x = (r.int() for _ in range(4))
+            filters = r.int()
+            layer.ints = r.window()
             shape, _ = r.alias(), r.alias()
             weights = params.reshape(-1)
             size = int(np.prod(shape))
             layer.weights["w"] = weights[:size].reshape(shape)
             layer.weights["b"] = weights[size : size + filters]
-            layer.ints = {"rows": rows, "cols": cols, "stride_y": stride_y,
-                          "stride_x": stride_x, "pad_y": pad_y, "pad_x": pad_x}
-            if shape[0] != filters or shape[2:] != (rows, cols):
+            if shape[0] != filters or shape[2:] != (layer.ints["rows"], layer.ints["cols"]):
                 raise DlibFormatError("convolution shapes disagree")
         elif kind == "affine":
             params = r.tensor().reshape(-1)
@@ -122,9 +127,7 @@ def read_layers(path: Path) -> list[Layer]:
                 raise DlibFormatError("only per-channel affine layers are supported")
             layer.weights = {"gamma": params[:half], "beta": params[half:]}
         elif kind in ("avg_pool", "max_pool"):
-            rows, cols, stride_y, stride_x, pad_y, pad_x = (r.int() for _ in range(6))
-            layer.ints = {"rows": rows, "cols": cols, "stride_y": stride_y,
-                          "stride_x": stride_x, "pad_y": pad_y, "pad_x": pad_x}
+            layer.ints = r.window()
         elif kind == "fc":
             outputs, inputs = r.int(), r.int()
             params = r.tensor().reshape(-1)
@@ -179,11 +182,17 @@ class _Graph:
             b = b * gamma + beta
         i = layer.ints
         _, h, wd = self.shapes[x]
-        shape = (w.shape[0], self._out(h, i["rows"], i["stride_y"], i["pad_y"]),
-                 self._out(wd, i["cols"], i["stride_x"], i["pad_x"]))
+        shape = (
+            w.shape[0],
+            self._out(h, i["rows"], i["stride_y"], i["pad_y"]),
+            self._out(wd, i["cols"], i["stride_x"], i["pad_x"]),
+        )
         return self.node(
-            "Conv", [x, self.const("w", w), self.const("b", b)], shape,
-            kernel_shape=[i["rows"], i["cols"]], strides=[i["stride_y"], i["stride_x"]],
+            "Conv",
+            [x, self.const("w", w), self.const("b", b)],
+            shape,
+            kernel_shape=[i["rows"], i["cols"]],
+            strides=[i["stride_y"], i["stride_x"]],
             pads=[i["pad_y"], i["pad_x"], i["pad_y"], i["pad_x"]],
         )
 
@@ -194,11 +203,17 @@ class _Graph:
             return self.node("GlobalAveragePool", [x], (c, 1, 1))
         if layer.kind == "avg_pool" and (i["pad_y"] or i["pad_x"]):
             raise DlibFormatError("padded average pools are not supported")
-        shape = (c, self._out(h, i["rows"], i["stride_y"], i["pad_y"]),
-                 self._out(w, i["cols"], i["stride_x"], i["pad_x"]))
+        shape = (
+            c,
+            self._out(h, i["rows"], i["stride_y"], i["pad_y"]),
+            self._out(w, i["cols"], i["stride_x"], i["pad_x"]),
+        )
         op = "MaxPool" if layer.kind == "max_pool" else "AveragePool"
         return self.node(
-            op, [x], shape, kernel_shape=[i["rows"], i["cols"]],
+            op,
+            [x],
+            shape,
+            kernel_shape=[i["rows"], i["cols"]],
             strides=[i["stride_y"], i["stride_x"]],
             pads=[i["pad_y"], i["pad_x"], i["pad_y"], i["pad_x"]],
         )
