@@ -113,7 +113,7 @@ def decode(
         raise ImageError("not an image: expected JPEG, HEIC, PNG, WebP, BMP, GIF or TIFF data")
     if kind == "heif" and not HEIF:
         raise ImageError(
-            "HEIC/HEIF needs the heic extra on this install: pip install 'mlapi[heic]'"
+            "HEIC/HEIF needs the heic extra on this install: pip install 'mlapi-vision[heic]'"
         )
     try:
         with warnings.catch_warnings():

@@ -1,7 +1,7 @@
 """Turn TF.js graph models and TFLite files into ONNX with tensorflow + tf2onnx.
 
 Runs in a child process (`python -m mlapi.store.convert SRC DST`) so TensorFlow is never
-imported into the CLI or the server. Needs the `import` extra: pip install 'mlapi[import]'.
+imported into the CLI or the server. Needs the `import` extra: pip install 'mlapi-vision[import]'.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def to_onnx(src: Path, dst: Path, outputs: str | None = None, dynamic_hw: bool =
         lines = [ln for ln in (done.stderr or "").splitlines() if ln.strip()]
         if any("No module named" in ln for ln in lines):
             raise ConvertError(
-                "converting needs TensorFlow and tf2onnx: pip install 'mlapi[import]'"
+                "converting needs TensorFlow and tf2onnx: pip install 'mlapi-vision[import]'"
             )
         raise ConvertError(f"conversion of {src.name} failed: {' | '.join(lines[-3:])}")
     tmp.replace(dst)
