@@ -195,7 +195,8 @@ def models_list(as_json: bool) -> None:
     for col in ("name", "task", "licence", "size", "source", "pulled"):
         table.add_column(col)
     for r in rows:
-        pulled = "yes" if r.pulled else ("no (default)" if r.default else "no")
+        pulled = "bundled" if r.bundled else "yes" if r.pulled else "no"
+        pulled += " (default)" if r.default and not r.pulled else ""
         table.add_row(r.name, r.task, r.licence, f"{r.size / 1e6:.1f} MB", r.source, pulled)
     Console().print(table)
 
@@ -331,12 +332,16 @@ def models_import(
 @click.argument("name")
 def models_remove(name: str) -> None:
     """Delete a model from the cache."""
+    from mlapi.errors import MlapiError
     from mlapi.store import ModelStore
 
     store = ModelStore()
-    if not store.is_pulled(name):
+    if not store.is_pulled(name) and not (store.models / name).exists():
         _fail(f"model {name!r} is not in the cache")
-    store.remove(name)
+    try:
+        store.remove(name)
+    except MlapiError as exc:
+        _fail(exc.message)
     click.echo(f"removed {name}")
 
 

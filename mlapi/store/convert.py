@@ -29,6 +29,11 @@ def to_onnx(src: Path, dst: Path, outputs: str | None = None, dynamic_hw: bool =
     `outputs`: comma-separated tensor names to expose instead of the graph's own outputs.
     `dynamic_hw`: let a fully convolutional net take any input height and width.
     """
+    if getattr(sys, "frozen", False):  # a binary from build.spec has no TensorFlow inside
+        raise ConvertError(
+            f"this mlapi binary cannot convert {src.name} (no TensorFlow inside); its default "
+            "models are bundled. Convert with: pip install 'mlapi-vision[import]'"
+        )
     tmp = dst.with_name(dst.name + ".part")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1")
     args = [str(src), str(tmp), outputs or "", "1" if dynamic_hw else ""]

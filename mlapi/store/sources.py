@@ -58,6 +58,17 @@ def _run(cmd: list[str], cwd: Path) -> str:
     return done.stdout
 
 
+def pip_python() -> str:
+    """The Python whose pip downloads PyPI packages: this one, or inside a binary built by
+    PyInstaller (where sys.executable is mlapi itself) a python3 from PATH."""
+    if not getattr(sys, "frozen", False):
+        return sys.executable
+    found = shutil.which("python3")
+    if found is None:
+        raise FetchError("downloading from PyPI needs a python3 with pip on PATH")
+    return found
+
+
 def fetch_package(source: Source, downloads: Path) -> Path:
     """Download a PyPI or npm package archive into `downloads` (once) and return its path."""
     downloads.mkdir(parents=True, exist_ok=True)
@@ -70,7 +81,7 @@ def fetch_package(source: Source, downloads: Path) -> Path:
             work.mkdir(exist_ok=True)
             _run(
                 [
-                    sys.executable,
+                    pip_python(),
                     "-m",
                     "pip",
                     "download",

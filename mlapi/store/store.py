@@ -14,7 +14,8 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -27,6 +28,9 @@ from mlapi.store import catalog, convert, dlibnet, jsmodel, sources
 from mlapi.store.catalog import ModelEntry
 
 CACHE_ENV = "MLAPI_CACHE_DIR"
+# Read-only model folders searched after the cache (os.pathsep-separated), as a binary
+# built from build.spec carries its default models.
+BUNDLED_ENV = "MLAPI_BUNDLED_MODELS"
 MANIFEST = "manifest.json"
 ONNX_NAME = "model.onnx"
 LABELS_FILE = "labels.txt"
@@ -76,6 +80,26 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("mlapi"))
 
 
+def bundled_dirs() -> list[Path]:
+    """Read-only model folders: $MLAPI_BUNDLED_MODELS, then the binary's own `models`."""
+    found = [Path(p) for p in os.environ.get(BUNDLED_ENV, "").split(os.pathsep) if p]
+    inside = getattr(sys, "_MEIPASS", None)  # set by PyInstaller's bootloader
+    if inside:
+        found.append(Path(inside) / "models")
+    return found
+
+
+def _read_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / MANIFEST).read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+class BundledModel(MlapiError):
+    """A model inside a read-only bundled folder cannot be removed or replaced."""
+
+
 @dataclass(frozen=True)
 class ModelStatus:
     name: str
@@ -85,6 +109,7 @@ class ModelStatus:
     source: str
     pulled: bool
     default: bool
+    bundled: bool = False  # in a read-only bundled folder, not the cache
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
@@ -94,42 +119,56 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
 
 
 class ModelStore:
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, bundled: list[Path] | None = None) -> None:
         self.root = Path(root) if root else default_cache_dir()
         self.downloads = self.root / "downloads"
         self.models = self.root / "models"
+        self.bundled = bundled_dirs() if bundled is None else bundled
 
     # -- reading -------------------------------------------------------------------------
+    def _folders(self, name: str) -> Iterator[Path]:
+        yield self.models / name
+        for root in self.bundled:
+            yield root / name
+
+    def _current(self, name: str) -> Path | None:
+        """The first folder (cache, then bundled) holding the model made by today's recipe."""
+        entry = catalog.find(name)
+        for folder in self._folders(name):
+            manifest = _read_manifest(folder)
+            if manifest and (entry is None or manifest.get("fingerprint") == fingerprint(entry)):
+                return folder
+        return None
+
     def manifest(self, name: str) -> dict[str, Any] | None:
-        path = self.models / name / MANIFEST
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
+        """The manifest of the model in use, else of a stale copy in the cache."""
+        folder = self._current(name) or self.models / name
+        return _read_manifest(folder)
 
     def is_pulled(self, name: str) -> bool:
         """Pulled with the catalog's current recipe (imported models: pulled at all)."""
-        manifest = self.manifest(name)
-        if manifest is None:
-            return False
-        entry = catalog.find(name)
-        return entry is None or manifest.get("fingerprint") == fingerprint(entry)
+        return self._current(name) is not None
+
+    def is_bundled(self, name: str) -> bool:
+        folder = self._current(name)
+        return folder is not None and folder != self.models / name
 
     def model_dir(self, name: str) -> Path:
         """The folder of a pulled model; a clear error naming the command if it is missing."""
-        if not self.is_pulled(name):
+        folder = self._current(name)
+        if folder is None:
             known = catalog.find(name) is not None
             hint = f"run: mlapi models pull {name}" if known else "see: mlapi models list"
             # No path in the message: it can reach a server's clients.
             raise ModelMissing(f"model {name!r} is not in the model cache; {hint}")
-        return self.models / name
+        return folder
 
     def artifact(self, name: str) -> Path:
         """The file the runtime loads (model.onnx for converted models)."""
         return self.model_dir(name) / self.manifest(name)["artifact"]  # type: ignore[index]
 
     def _disk_size(self, name: str) -> int:
-        return sum(p.stat().st_size for p in (self.models / name).iterdir() if p.is_file())
+        return sum(p.stat().st_size for p in self.model_dir(name).iterdir() if p.is_file())
 
     def statuses(self) -> list[ModelStatus]:
         """Every catalog model, then imported ones; sizes on disk once pulled."""
@@ -138,7 +177,16 @@ class ModelStore:
             pulled = self.is_pulled(e.name)
             size = self._disk_size(e.name) if pulled else e.size
             rows.append(
-                ModelStatus(e.name, e.task, e.licence, size, e.source.describe(), pulled, e.default)
+                ModelStatus(
+                    e.name,
+                    e.task,
+                    e.licence,
+                    size,
+                    e.source.describe(),
+                    pulled,
+                    e.default,
+                    self.is_bundled(e.name),
+                )
             )
         known = {e.name for e in catalog.CATALOG}
         if self.models.is_dir():
@@ -182,7 +230,7 @@ class ModelStore:
         accept_local_build: bool = False,
     ) -> Path:
         if self.is_pulled(entry.name):
-            return self.models / entry.name
+            return self.model_dir(entry.name)
         folder = self.models / entry.name
         (folder / MANIFEST).unlink(missing_ok=True)  # stale: made by another recipe
         (folder / ONNX_NAME).unlink(missing_ok=True)
@@ -267,7 +315,7 @@ class ModelStore:
         manifest = self.manifest(name)
         if manifest is None:
             return [f"{name}: not pulled"]
-        folder = self.models / name
+        folder = self._current(name) or self.models / name
         expected = dict(manifest.get("files", {}))
         entry = catalog.find(name)
         problems = []
@@ -278,8 +326,11 @@ class ModelStore:
             if entry.artifact_sha256 and not manifest.get("local_build"):
                 expected[manifest["artifact"]] = entry.artifact_sha256
         expected.setdefault(manifest["artifact"], manifest.get("artifact_sha256", ""))
+        bundled = self.is_bundled(name)
         for filename, sha in sorted(expected.items()):
             path = folder / filename
+            if bundled and not path.exists() and filename != manifest["artifact"]:
+                continue  # a bundle carries what runs, not what it was converted from
             if not path.exists():
                 problems.append(f"{name}: {filename} is missing")
             elif sha and sources.sha256_file(path) != sha:
@@ -287,6 +338,9 @@ class ModelStore:
         return problems
 
     def remove(self, name: str) -> None:
+        """Delete a model from the cache; a model only in a bundled folder is refused."""
+        if not (self.models / name).exists() and self.is_bundled(name):
+            raise BundledModel(f"{name} is bundled with this install (read-only); not removed")
         shutil.rmtree(self.models / name, ignore_errors=True)
 
     # -- importing -----------------------------------------------------------------------
