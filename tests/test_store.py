@@ -162,9 +162,39 @@ def test_a_model_made_by_an_older_recipe_is_stale(store: ModelStore, tmp_path: P
     )
 
 
+def test_a_bundled_model_answers_after_the_cache_and_cannot_be_removed(
+    store: ModelStore, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "bundle"
+    for name in ("emotion", "nanodet"):  # a bundle holds what runs: manifest and artifact
+        (bundle / name).mkdir(parents=True)
+        for f in ("manifest.json", store.artifact(name).name):
+            shutil.copyfile(store.model_dir(name) / f, bundle / name / f)
+    copy = ModelStore(tmp_path / "cache", bundled=[bundle])
+    shutil.copytree(store.models / "emotion", copy.models / "emotion")
+    assert copy.model_dir("emotion") == copy.models / "emotion"  # the user's cache first
+    assert copy.model_dir("nanodet") == bundle / "nanodet"
+    assert copy.is_bundled("nanodet") and not copy.is_bundled("emotion")
+    assert copy.verify("nanodet") == []  # the TF.js sources are not needed to run
+    statuses = {s.name: s for s in copy.statuses()}
+    assert statuses["nanodet"].bundled and statuses["nanodet"].pulled
+    assert not copy.is_pulled("faces-none") and not copy.is_pulled("faceres")
+    with pytest.raises(MlapiError, match="bundled with this install"):
+        copy.remove("nanodet")
+    assert copy.pull("nanodet") == bundle / "nanodet"  # nothing to fetch
+    assert not (copy.models / "nanodet").exists()
+    copy.remove("emotion")
+    assert copy.model_dir("emotion") == bundle / "emotion"
+
+
+def test_the_bundled_folders_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLAPI_BUNDLED_MODELS", "/opt/a:/opt/b")
+    assert ModelStore(Path("/nonexistent")).bundled[:2] == [Path("/opt/a"), Path("/opt/b")]
+
+
 def test_converted_models_have_the_catalog_sha256(store: ModelStore) -> None:
     for entry in catalog.CATALOG:
-        if entry.default and entry.converted:
+        if entry.default and entry.built:
             assert entry.artifact_sha256, entry.name
             assert sha256_file(store.artifact(entry.name)) == entry.artifact_sha256, entry.name
 
