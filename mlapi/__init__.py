@@ -1,3 +1,10 @@
 """mlapi: a self-hosted computer-vision API gateway."""
 
+import os
+
 __version__ = "0.1.0"
+
+# onnxruntime's Linux wheels record a device id and events under ~/.cache/Microsoft when
+# imported; this (read by its native library at import) turns that off. Nothing stored
+# unless asked: a user who wants it sets ORT_DISABLE_TELEMETRY=0.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")

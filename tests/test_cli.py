@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from importlib import resources
@@ -146,3 +147,24 @@ def test_detect_reads_standard_input(photos: Path) -> None:
     assert (
         piped.stdout.decode() == mlapi("detect", str(photos / "object_detection_input.jpg")).stdout
     )
+
+
+def test_onnxruntime_writes_nothing_into_home(tmp_path: Path) -> None:
+    """onnxruntime's telemetry files (~/.cache/Microsoft) are never written by mlapi."""
+    code = (
+        "import mlapi, onnxruntime, numpy as np\n"
+        "from onnx import TensorProto, helper\n"
+        "x = helper.make_tensor_value_info('x', TensorProto.FLOAT, [1])\n"
+        "g = helper.make_graph([helper.make_node('Relu', ['x'], ['y'])], 'g', [x],\n"
+        "    [helper.make_tensor_value_info('y', TensorProto.FLOAT, [1])])\n"
+        "m = helper.make_model(g, opset_imports=[helper.make_opsetid('', 13)])\n"
+        "m.ir_version = 7\n"
+        "s = onnxruntime.InferenceSession(m.SerializeToString())\n"
+        "assert s.run(None, {'x': np.array([-1.0], np.float32)})[0][0] == 0\n"
+    )
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")
+    }
+    env["HOME"] = str(tmp_path)
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    assert [p.name for p in tmp_path.rglob("*")] == []
