@@ -10,12 +10,20 @@ from __future__ import annotations
 from aiohttp import web
 
 from mlapi.auth import TokenIssuer
-from mlapi.dialects import compreface, deepstack, doods, zoneminder
+from mlapi.dialects import (
+    compreface,
+    deepstack,
+    doods,
+    homegallery,
+    mlapi_seed,
+    native,
+    zoneminder,
+)
 from mlapi.engine import Engine
 from mlapi.server import ServerConfig, core_app
 from mlapi.users import UserStore
 
-DIALECTS = (deepstack, compreface, zoneminder, doods)
+DIALECTS = (native, mlapi_seed, homegallery, deepstack, compreface, zoneminder, doods)
 
 
 def create_app(

@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import time
-import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from mlapi import __version__, openapi
 from mlapi.auth import AuthError, LoginLimiter, TokenIssuer
-from mlapi.dialects import FORMATS, homegallery, mlapi_seed
 from mlapi.engine import Engine
 from mlapi.errors import MlapiError
 from mlapi.fetch import Networks, fetch_image
@@ -624,85 +622,6 @@ async def login(request: web.Request) -> web.Response:
     return web.json_response({"access_token": token, "expires": state.tokens.lifetime})
 
 
-async def native_detect(request: web.Request) -> web.Response:
-    upload = await read_upload(request)
-    models, options = split_options(upload.fields, {"format", "url"})
-    fmt = upload.fields.get("format", "native")
-    if fmt not in FORMATS:
-        raise RequestError(400, f"format must be one of {', '.join(FORMATS)}")
-    result = await run_detection(request, upload.data, models or None, options)  # type: ignore[arg-type]
-    return json_text(FORMATS[fmt](result))
-
-
-async def mlapi_detect(request: web.Request) -> web.Response:
-    """The seed's POST /api/v1/detect/object?type=object|face[&gender=true][&delete=true]."""
-    upload = await read_upload(request)
-    kind = upload.fields.get("type", "object")
-    gender = upload.fields.get("gender", "false").lower() == "true"
-    if kind not in ("object", "face"):
-        raise RequestError(400, f"unknown type {kind!r}: use object or face")
-    if kind == "object":
-        models = ["objects"]
-    elif gender:
-        if "genderage" not in request.app[ENGINE].registry:
-            raise RequestError(400, "gender detection is not installed on this server")
-        models = ["genderage"]
-    else:
-        models = ["faces"]
-    response_format = upload.fields.get("response_format", "")
-    if response_format not in ("", "zm_detect"):
-        raise RequestError(400, "response_format must be zm_detect or left out")
-    result = await run_detection(request, upload.data, models, None)  # type: ignore[arg-type]
-    _keep_upload(request, upload)
-    if response_format == "zm_detect":
-        return json_text(mlapi_seed.render_zm_detect(result))
-    return json_text(mlapi_seed.render(result))
-
-
-def _keep_upload(request: web.Request, upload: Upload) -> None:
-    """Store the image only when the server was started with an uploads directory."""
-    folder = request.app[STATE].config.uploads
-    if folder is None or upload.fields.get("delete", "false").lower() == "true":
-        return
-    suffix = {"jpeg": ".jpg"}.get(sniff(upload.data) or "", f".{sniff(upload.data)}")  # type: ignore[arg-type]
-    (folder / f"{uuid.uuid4().hex}{suffix}").write_bytes(upload.data)  # type: ignore[arg-type]
-
-
-# -- HomeGallery dialect -----------------------------------------------------------------
-def _raw_jpeg(request: web.Request) -> None:
-    if request.content_type not in ("image/jpeg", "image/jpg", "application/octet-stream"):
-        raise RequestError(415, f"expected Content-Type image/jpeg, got {request.content_type}")
-
-
-HG_FACE_MODELS = ["faces", "genderage", "emotion", "faceprint"]
-# HomeGallery compares vectors on the scales its own server gave: raw dlib-scale descriptors
-# (distance under 0.55 = the same person) and raw image features (its similarity hash).
-HG_FACE_OPTIONS = {"faceprint": {"normalise": False}}
-HG_EMBEDDING_OPTIONS = {"embeddings": {"normalise": False}}
-
-
-async def hg_objects(request: web.Request) -> web.Response:
-    _raw_jpeg(request)
-    body = await read_upload(request)
-    result = await run_detection(request, body.data, ["objects"], None)  # type: ignore[arg-type]
-    return json_text(homegallery.objects(body.data, result))  # type: ignore[arg-type]
-
-
-async def hg_faces(request: web.Request) -> web.Response:
-    _raw_jpeg(request)
-    body = await read_upload(request)
-    result = await run_detection(request, body.data, HG_FACE_MODELS, HG_FACE_OPTIONS)  # type: ignore[arg-type]
-    return json_text(homegallery.faces(body.data, result))  # type: ignore[arg-type]
-
-
-async def hg_embeddings(request: web.Request) -> web.Response:
-    _raw_jpeg(request)
-    body = await read_upload(request)
-    options = HG_EMBEDDING_OPTIONS
-    result = await run_detection(request, body.data, ["embeddings"], options)  # type: ignore[arg-type]
-    return json_text(homegallery.embeddings(body.data, result))  # type: ignore[arg-type]
-
-
 # -- the application ---------------------------------------------------------------------
 def add_post(app: web.Application, path: str, handler: Handler) -> None:
     """A POST route whose `Expect: 100-continue` is answered after the size check."""
@@ -713,7 +632,7 @@ def core_app(
     engine: Engine, users: UserStore, tokens: TokenIssuer, config: ServerConfig | None = None
 ) -> web.Application:
     """The application with its middleware, state, warm-up and the core routes (health,
-    login, native, seed mlapi, HomeGallery); `mlapi.app` adds the dialect modules."""
+    readiness, metrics, login, models, OpenAPI); `mlapi.app` adds the dialect modules."""
     config = config or ServerConfig()
     engine.plan(config.models)  # unknown model names fail before the server starts
     app = web.Application(
@@ -731,12 +650,6 @@ def core_app(
     add_post(app, "/api/v1/login", login)
     app.router.add_get("/api/v1/models", list_models)
     app.router.add_get("/api/v1/openapi.json", openapi_document)
-    add_post(app, "/api/v1/detect", native_detect)
-    add_post(app, "/api/v1/detect/object", mlapi_detect)
-    for prefix in ("", "/hg/{key}"):  # the prefixed form carries an API key in the base URL
-        add_post(app, f"{prefix}/objects", hg_objects)
-        add_post(app, f"{prefix}/faces", hg_faces)
-        add_post(app, f"{prefix}/embeddings", hg_embeddings)
 
     async def warm() -> None:
         state = app[STATE]

@@ -6,7 +6,10 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
+from aiohttp import web
+
 from mlapi.result import Result
+from mlapi.server import RequestError, add_post, json_text, read_upload, run_detection
 
 
 def _envelope(body: bytes, model: str, result: Result) -> dict[str, Any]:
@@ -66,3 +69,44 @@ def faces(body: bytes, result: Result) -> dict[str, Any]:
         data.append(face)
     doc["data"] = data
     return doc
+
+
+# -- routes ------------------------------------------------------------------------------
+FACE_MODELS = ["faces", "genderage", "emotion", "faceprint"]
+# HomeGallery compares vectors on the scales its own server gave: raw dlib-scale descriptors
+# (distance under 0.55 = the same person) and raw image features (its similarity hash).
+FACE_OPTIONS = {"faceprint": {"normalise": False}}
+EMBEDDING_OPTIONS = {"embeddings": {"normalise": False}}
+
+
+def _raw_jpeg(request: web.Request) -> None:
+    if request.content_type not in ("image/jpeg", "image/jpg", "application/octet-stream"):
+        raise RequestError(415, f"expected Content-Type image/jpeg, got {request.content_type}")
+
+
+async def post_objects(request: web.Request) -> web.Response:
+    _raw_jpeg(request)
+    body = await read_upload(request)
+    result = await run_detection(request, body.data, ["objects"], None)  # type: ignore[arg-type]
+    return json_text(objects(body.data, result))  # type: ignore[arg-type]
+
+
+async def post_faces(request: web.Request) -> web.Response:
+    _raw_jpeg(request)
+    body = await read_upload(request)
+    result = await run_detection(request, body.data, FACE_MODELS, FACE_OPTIONS)  # type: ignore[arg-type]
+    return json_text(faces(body.data, result))  # type: ignore[arg-type]
+
+
+async def post_embeddings(request: web.Request) -> web.Response:
+    _raw_jpeg(request)
+    body = await read_upload(request)
+    result = await run_detection(request, body.data, ["embeddings"], EMBEDDING_OPTIONS)  # type: ignore[arg-type]
+    return json_text(embeddings(body.data, result))  # type: ignore[arg-type]
+
+
+def add_routes(app: web.Application) -> None:
+    for prefix in ("", "/hg/{key}"):  # the prefixed form carries an API key in the base URL
+        add_post(app, f"{prefix}/objects", post_objects)
+        add_post(app, f"{prefix}/faces", post_faces)
+        add_post(app, f"{prefix}/embeddings", post_embeddings)

@@ -3,9 +3,23 @@ which ZoneMinder's zm_detect 5.7 and later reads (mlapi 2.x added it)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+from aiohttp import web
+
+from mlapi.images import sniff
 from mlapi.result import Detection, Result
+from mlapi.server import (
+    ENGINE,
+    STATE,
+    RequestError,
+    Upload,
+    add_post,
+    json_text,
+    read_upload,
+    run_detection,
+)
 
 
 def percent(value: float) -> str:
@@ -46,3 +60,42 @@ def render_zm_detect(result: Result) -> dict[str, Any]:
         "image": None,
     }
     return {"matched_data": matched, "all_matches": [matched]}
+
+
+# -- routes ------------------------------------------------------------------------------
+async def detect_object(request: web.Request) -> web.Response:
+    """The seed's POST /api/v1/detect/object?type=object|face[&gender=true][&delete=true]."""
+    upload = await read_upload(request)
+    kind = upload.fields.get("type", "object")
+    gender = upload.fields.get("gender", "false").lower() == "true"
+    if kind not in ("object", "face"):
+        raise RequestError(400, f"unknown type {kind!r}: use object or face")
+    if kind == "object":
+        models = ["objects"]
+    elif gender:
+        if "genderage" not in request.app[ENGINE].registry:
+            raise RequestError(400, "gender detection is not installed on this server")
+        models = ["genderage"]
+    else:
+        models = ["faces"]
+    response_format = upload.fields.get("response_format", "")
+    if response_format not in ("", "zm_detect"):
+        raise RequestError(400, "response_format must be zm_detect or left out")
+    result = await run_detection(request, upload.data, models, None)  # type: ignore[arg-type]
+    _keep_upload(request, upload)
+    if response_format == "zm_detect":
+        return json_text(render_zm_detect(result))
+    return json_text(render(result))
+
+
+def _keep_upload(request: web.Request, upload: Upload) -> None:
+    """Store the image only when the server was started with an uploads directory."""
+    folder = request.app[STATE].config.uploads
+    if folder is None or upload.fields.get("delete", "false").lower() == "true":
+        return
+    suffix = {"jpeg": ".jpg"}.get(sniff(upload.data) or "", f".{sniff(upload.data)}")  # type: ignore[arg-type]
+    (folder / f"{uuid.uuid4().hex}{suffix}").write_bytes(upload.data)  # type: ignore[arg-type]
+
+
+def add_routes(app: web.Application) -> None:
+    add_post(app, "/api/v1/detect/object", detect_object)

@@ -1,0 +1,29 @@
+"""mlapi's own API: POST /api/v1/detect, answered in any of the CLI's --format renderers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from mlapi.dialects import FORMATS
+from mlapi.server import (
+    RequestError,
+    add_post,
+    json_text,
+    read_upload,
+    run_detection,
+    split_options,
+)
+
+
+async def detect(request: web.Request) -> web.Response:
+    upload = await read_upload(request)
+    models, options = split_options(upload.fields, {"format", "url"})
+    fmt = upload.fields.get("format", "native")
+    if fmt not in FORMATS:
+        raise RequestError(400, f"format must be one of {', '.join(FORMATS)}")
+    result = await run_detection(request, upload.data, models or None, options)  # type: ignore[arg-type]
+    return json_text(FORMATS[fmt](result))
+
+
+def add_routes(app: web.Application) -> None:
+    add_post(app, "/api/v1/detect", detect)
