@@ -522,17 +522,24 @@ async def server_timing(request: web.Request, response: web.StreamResponse) -> N
 
 
 # -- health and meta ---------------------------------------------------------------------
+@openapi.operation("liveness and uptime", auth=False, tag="meta")
 async def health(request: web.Request) -> web.Response:
     uptime = int((time.monotonic() - request.app[STATE].started) * 1000)
     return web.json_response({"health": "OK", "uptime": uptime})
 
 
+@openapi.operation("200 once the models are loaded, else 503", auth=False, tag="meta")
 async def ready(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body = {"ready": state.ready, "models": list(state.config.models)}
     return web.json_response(body, status=200 if state.ready else 503)
 
 
+@openapi.operation(
+    "Prometheus metrics: requests by route and status, queue depth, rejections, inference "
+    "time per detector (no key needed with --public-metrics)",
+    tag="meta",
+)
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format: requests, queue, rejections, inference time per detector."""
     state = request.app[STATE]
@@ -564,10 +571,12 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 
+@openapi.operation("mlapi 2.x health check", auth=False, tag="mlapi")
 async def mlapi_health(request: web.Request) -> web.Response:
     return web.json_response("ok")
 
 
+@openapi.operation("installed detectors and their options", tag="native")
 async def list_models(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     rows = [
@@ -583,11 +592,22 @@ async def list_models(request: web.Request) -> web.Response:
     return json_text({"version": __version__, "models": rows})
 
 
+@openapi.operation("this document", auth=False, tag="meta")
 async def openapi_document(request: web.Request) -> web.Response:
-    return json_text(openapi.document())
+    return json_text(openapi.document(request.app))
 
 
 # -- native and mlapi dialects -----------------------------------------------------------
+@openapi.operation(
+    "exchange a username and password for an access token",
+    auth=False,
+    tag="mlapi",
+    body=openapi.body(
+        "application/json",
+        {"username": {"type": "string"}, "password": {"type": "string"}},
+        ["username", "password"],
+    ),
+)
 async def login(request: web.Request) -> web.Response:
     state = request.app[STATE]
     try:

@@ -68,6 +68,35 @@ def test_openapi_document_matches_the_routes(server: LiveServer) -> None:
     }
     documented = {(m, p) for p, ops in spec["paths"].items() for m in ops}
     assert routes == documented
+    ops = [op for path in spec["paths"].values() for op in path.values()]
+    assert all(op["summary"] != "undocumented" and op["tags"] != ["?"] for op in ops)
+    hg = spec["paths"]["/hg/{key}/faces"]["post"]
+    assert hg["security"] == [] and hg["parameters"][0]["name"] == "key"
+    assert spec["paths"]["/faces"]["post"].get("security") is None  # a header key needed
+    assert spec["paths"]["/v1/vision/detection"]["post"]["security"] == []  # api_key field
+    custom = spec["paths"]["/v1/vision/custom/{model}"]["post"]
+    assert [p["name"] for p in custom["parameters"]] == ["model"]
+    login = spec["paths"]["/api/v1/login"]["post"]
+    assert login["requestBody"]["content"]["application/json"]["schema"]["required"] == [
+        "username",
+        "password",
+    ]
+
+
+def test_a_routes_documentation_comes_from_its_handler() -> None:
+    from aiohttp import web
+
+    from mlapi.openapi import document, operation
+
+    @operation("count the cats", tag="cats", auth=False)
+    async def cats(request: web.Request) -> web.Response:
+        return web.json_response(0)
+
+    app = web.Application()
+    app.router.add_get("/cats/{colour}", cats)
+    op = document(app)["paths"]["/cats/{colour}"]["get"]
+    assert op["summary"] == "count the cats" and op["tags"] == ["cats"]
+    assert op["security"] == [] and op["parameters"][0]["in"] == "path"
 
 
 # -- the mlapi dialect -------------------------------------------------------------------

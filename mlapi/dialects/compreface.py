@@ -22,6 +22,7 @@ from aiohttp import web
 from mlapi.detectors.faceprint import similarity
 from mlapi.enroll import enroll
 from mlapi.gallery import GalleryError
+from mlapi.openapi import BINARY, body, operation
 from mlapi.result import Detection
 from mlapi.server import (
     ENGINE,
@@ -35,6 +36,8 @@ from mlapi.server import (
 
 NO_FACE = 28  # CompreFace's code, the one Double Take checks for "no face"
 PLUGINS = {"age": "genderage", "gender": "genderage"}
+
+FILE = body("multipart/form-data", {"file": BINARY})  # what every upload route takes
 
 
 class NoFace(RequestError):
@@ -109,6 +112,12 @@ async def _faces(
     return faces, fields, wanted, (time.perf_counter() - started) * 1000
 
 
+@operation(
+    "CompreFace: faces with every subject's similarity (multipart file; face_plugins, "
+    "det_prob_threshold, limit, prediction_count, status)",
+    tag="compreface",
+    body=FILE,
+)
 async def recognize(request: web.Request) -> web.Response:
     faces, fields, wanted, elapsed = await _faces(request, recognise=True)
     count = int(_number(fields, "prediction_count", 1, 1, 1000))
@@ -125,6 +134,7 @@ async def recognize(request: web.Request) -> web.Response:
     return json_text({"result": found})
 
 
+@operation("CompreFace: faces only", tag="compreface", body=FILE)
 async def detect(request: web.Request) -> web.Response:
     faces, fields, wanted, elapsed = await _faces(request, recognise=False)
     return json_text({"result": [_item(d, wanted, fields, elapsed) for d in faces]})
@@ -146,6 +156,7 @@ def _subject(fields: dict[str, str]) -> str:
     return subject
 
 
+@operation("CompreFace: add an example of ?subject=NAME", tag="compreface", body=FILE)
 async def add_face(request: web.Request) -> web.Response:
     upload = await read_upload(request)
     subject = _subject(upload.fields)
@@ -169,6 +180,7 @@ async def add_face(request: web.Request) -> web.Response:
     return json_text({"image_id": done.sample_id, "subject": subject})
 
 
+@operation("CompreFace: list examples (page, size, subject)", tag="compreface")
 async def list_faces(request: web.Request) -> web.Response:
     fields = dict(request.query)
     page = int(_number(fields, "page", 0, 0, 1_000_000))
@@ -189,6 +201,7 @@ async def list_faces(request: web.Request) -> web.Response:
     )
 
 
+@operation("CompreFace: delete the examples of ?subject=NAME", tag="compreface")
 async def delete_faces(request: web.Request) -> web.Response:
     subject = _subject(dict(request.query))
     try:
@@ -198,10 +211,12 @@ async def delete_faces(request: web.Request) -> web.Response:
     return json_text({"deleted": deleted})
 
 
+@operation("CompreFace: subjects", tag="compreface")
 async def subjects(request: web.Request) -> web.Response:
     return json_text({"subjects": request.app[ENGINE].runtime.gallery.names()})
 
 
+@operation("CompreFace: delete a subject", tag="compreface")
 async def delete_subject(request: web.Request) -> web.Response:
     subject = request.match_info["subject"]
     try:
@@ -211,6 +226,9 @@ async def delete_subject(request: web.Request) -> web.Response:
     return json_text({"subject": subject})
 
 
+@operation(
+    "CompreFace: compare the faces of source_image and target_image", tag="compreface", body=FILE
+)
 async def verify(request: web.Request) -> web.Response:
     upload = await read_upload(request, require_image=False)
     files = dict(upload.files)

@@ -19,6 +19,7 @@ from mlapi.detectors.faceprint import similarity
 from mlapi.enroll import enroll
 from mlapi.errors import MlapiError, ModelMissing
 from mlapi.gallery import GalleryError
+from mlapi.openapi import BINARY, body, operation
 from mlapi.result import Detection, Result
 from mlapi.server import (
     AUTHENTICATED,
@@ -41,6 +42,23 @@ DEFAULT_CONFIDENCE = {"detection": 0.40, "face": 0.55, "recognize": 0.67}
 
 def answer(**body: Any) -> web.Response:
     return json_text({"success": True, **body, "duration": 0})
+
+
+# Every DeepStack route takes a form; the key may come as its api_key field, so no header
+# security is required.
+FORM = body(
+    "multipart/form-data",
+    {
+        "image": BINARY,
+        "api_key": {"type": "string"},
+        "min_confidence": {"type": "number"},
+        "userid": {"type": "string"},
+    },
+)
+
+
+def documented(summary: str) -> Any:
+    return operation(summary, tag="deepstack", body=FORM, auth=False)
 
 
 async def checked_upload(request: web.Request) -> Upload:
@@ -102,6 +120,7 @@ def objects_answer(result: Result, limit: int) -> web.Response:
     return answer(predictions=predictions, count=len(predictions))
 
 
+@documented("COCO objects (DeepStack)")
 async def detection(request: web.Request) -> web.Response:
     upload = await checked_image(request)
     threshold, limit = min_confidence(upload, "detection"), max_predictions(upload)
@@ -115,6 +134,7 @@ def custom_models(request: web.Request) -> list[str]:
     return sorted(n for n, cls in request.app[ENGINE].registry.items() if cls.task == "objects")
 
 
+@documented("objects from a named detector; `list` lists them")
 async def custom(request: web.Request) -> web.Response:
     name = request.match_info["model"]
     if name == "list":
@@ -129,6 +149,7 @@ async def custom(request: web.Request) -> web.Response:
     return objects_answer(result, limit)
 
 
+@documented("faces (DeepStack)")
 async def face(request: web.Request) -> web.Response:
     upload = await checked_image(request)
     options = {"faces": {"confidence": min_confidence(upload, "face")}}
@@ -137,6 +158,7 @@ async def face(request: web.Request) -> web.Response:
     return answer(predictions=predictions)
 
 
+@documented("known faces from the gallery")
 async def recognize(request: web.Request) -> web.Response:
     upload = await checked_image(request)
     options = {"recognize": {"threshold": min_confidence(upload, "recognize")}}
@@ -154,6 +176,7 @@ async def recognize(request: web.Request) -> web.Response:
     return answer(predictions=predictions)
 
 
+@documented("add samples of `userid` (one or more images)")
 async def register(request: web.Request) -> web.Response:
     upload = await checked_upload(request)
     userid = (upload.fields.get("userid") or "").strip()
@@ -181,11 +204,13 @@ async def register(request: web.Request) -> web.Response:
     return answer(message=message)
 
 
+@documented("known people")
 async def face_list(request: web.Request) -> web.Response:
     await checked_upload(request)
     return answer(faces=request.app[ENGINE].runtime.gallery.names())
 
 
+@documented("forget `userid`")
 async def face_delete(request: web.Request) -> web.Response:
     upload = await checked_upload(request)
     userid = (upload.fields.get("userid") or "").strip()
@@ -204,6 +229,7 @@ def _best_faceprint(engine: Any, data: bytes) -> np.ndarray:
     return np.asarray(best.embedding, np.float32)
 
 
+@documented("similarity of the faces in two images")
 async def match(request: web.Request) -> web.Response:
     upload = await checked_upload(request)
     if len(upload.files) != 2:
@@ -213,10 +239,12 @@ async def match(request: web.Request) -> web.Response:
     return answer(similarity=round(similarity(float(a @ b), "dlib"), 4))
 
 
+@operation("CodeProject.AI ping", tag="deepstack", auth=False)
 async def ping(request: web.Request) -> web.Response:
     return answer()
 
 
+@documented("not available in mlapi (scene, alpr): 403")
 async def not_available(request: web.Request) -> web.Response:
     await checked_upload(request)
     raise RequestError(403, f"{request.path} is not available on this server")

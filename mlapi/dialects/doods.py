@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from mlapi.detectors.coco import COCO_LABELS
+from mlapi.openapi import body, operation
 from mlapi.server import ENGINE, RequestError, add_post, json_object, json_text, run_detection
 
 DEFAULT = "default"  # DOODS's name for the default detector: mlapi's `objects`
@@ -30,6 +31,7 @@ def _object_detectors(request: web.Request) -> dict[str, str]:
     return {DEFAULT: "objects", **names} if "objects" in names else names
 
 
+@operation("DOODS: the object detectors and their labels", tag="doods")
 async def detectors(request: web.Request) -> web.Response:
     registry = request.app[ENGINE].registry
     found = []
@@ -57,6 +59,20 @@ def _thresholds(raw: Any) -> dict[str, float]:
     return out
 
 
+@operation(
+    "DOODS: detect in a base64 image with per-label thresholds in percent",
+    tag="doods",
+    body=body(
+        "application/json",
+        {
+            "id": {"type": "string"},
+            "detector_name": {"type": "string"},
+            "data": {"type": "string", "format": "byte"},
+            "detect": {"type": "object", "additionalProperties": {"type": "number"}},
+        },
+        ["data"],
+    ),
+)
 async def detect(request: web.Request) -> web.Response:
     started = time.perf_counter()
     body = await json_object(request)

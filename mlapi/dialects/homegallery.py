@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from mlapi.openapi import RAW_JPEG, operation
 from mlapi.result import Result
 from mlapi.server import RequestError, add_post, json_text, read_upload, run_detection
 
@@ -84,6 +85,7 @@ def _raw_jpeg(request: web.Request) -> None:
         raise RequestError(415, f"expected Content-Type image/jpeg, got {request.content_type}")
 
 
+@operation("HomeGallery objects", tag="homegallery", body=RAW_JPEG)
 async def post_objects(request: web.Request) -> web.Response:
     _raw_jpeg(request)
     body = await read_upload(request)
@@ -91,6 +93,7 @@ async def post_objects(request: web.Request) -> web.Response:
     return json_text(objects(body.data, result))  # type: ignore[arg-type]
 
 
+@operation("HomeGallery faces", tag="homegallery", body=RAW_JPEG)
 async def post_faces(request: web.Request) -> web.Response:
     _raw_jpeg(request)
     body = await read_upload(request)
@@ -98,6 +101,7 @@ async def post_faces(request: web.Request) -> web.Response:
     return json_text(faces(body.data, result))  # type: ignore[arg-type]
 
 
+@operation("HomeGallery image embedding", tag="homegallery", body=RAW_JPEG)
 async def post_embeddings(request: web.Request) -> web.Response:
     _raw_jpeg(request)
     body = await read_upload(request)

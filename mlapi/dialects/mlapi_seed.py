@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from mlapi.images import sniff
+from mlapi.openapi import IMAGE_BODY, operation, query
 from mlapi.result import Detection, Result
 from mlapi.server import (
     ENGINE,
@@ -63,6 +64,17 @@ def render_zm_detect(result: Result) -> dict[str, Any]:
 
 
 # -- routes ------------------------------------------------------------------------------
+@operation(
+    "the seed mlapi's detection array",
+    tag="mlapi",
+    body=IMAGE_BODY,
+    params=[
+        query("type", "what to detect", ["object", "face"]),
+        query("gender", "add gender to faces", ["true", "false"]),
+        query("delete", "do not keep the upload", ["true", "false"]),
+        query("response_format", "zm_detect 6.x's shape", ["zm_detect"]),
+    ],
+)
 async def detect_object(request: web.Request) -> web.Response:
     """The seed's POST /api/v1/detect/object?type=object|face[&gender=true][&delete=true]."""
     upload = await read_upload(request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from mlapi.dialects import FORMATS
+from mlapi.openapi import IMAGE_BODY, operation, query
 from mlapi.server import (
     RequestError,
     add_post,
@@ -15,6 +16,16 @@ from mlapi.server import (
 )
 
 
+@operation(
+    "detect with any detectors; canonical JSON (see result.schema.json)",
+    tag="native",
+    body=IMAGE_BODY,
+    params=[
+        query("models", "comma-separated detector names (default objects)"),
+        query("format", "answer shape", ["native", "mlapi"]),
+        query("MODEL.KEY", "a detector option, e.g. objects.confidence=0.5"),
+    ],
+)
 async def detect(request: web.Request) -> web.Response:
     upload = await read_upload(request)
     models, options = split_options(upload.fields, {"format", "url"})

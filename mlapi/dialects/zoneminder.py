@@ -17,6 +17,7 @@ from aiohttp import web
 
 from mlapi.errors import MlapiError
 from mlapi.fetch import fetch_image
+from mlapi.openapi import BINARY, body, operation
 from mlapi.server import STATE, RequestError, add_post, json_text, read_upload, run_detection
 
 # pyzm's model type → (detector to run, detector whose `confidence` min_confidence sets)
@@ -28,6 +29,24 @@ def _answer(detections: list[dict[str, Any]], error: str | None = None) -> web.R
     return json_text({"detections": detections, "error": error})
 
 
+@operation(
+    "ZoneMinder pyzm gateway: one model (type=object|face) on one frame "
+    "(multipart image, or url + zm_auth)",
+    tag="zoneminder",
+    body=body(
+        "multipart/form-data",
+        {
+            "type": {"type": "string", "enum": ["object", "face"]},
+            "name": {"type": "string"},
+            "min_confidence": {"type": "number"},
+            "image": BINARY,
+            "url": {"type": "string"},
+            "zm_auth": {"type": "string"},
+            "verify_ssl": {"type": "string"},
+        },
+        ["type"],
+    ),
+)
 async def infer(request: web.Request) -> web.Response:
     state = request.app[STATE]
     upload = await read_upload(request, file_field="image", require_image=False, fetch=False)
