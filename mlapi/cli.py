@@ -9,14 +9,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from mlapi import __version__
 
 
-def _stderr_console():  # type: ignore[no-untyped-def]
+def _stderr_console():
     from rich.console import Console
 
     return Console(stderr=True, soft_wrap=True)
@@ -29,7 +29,7 @@ def escape(text: str) -> str:
     return rich_escape(text)
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     # Messages carry file names and commands with brackets: print them as they are.
     _stderr_console().print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     sys.exit(code)
@@ -587,7 +587,7 @@ def _read_password(password_stdin: bool) -> str:
     return click.prompt("password", hide_input=True, confirmation_prompt=True, err=True)
 
 
-def _users():  # type: ignore[no-untyped-def]
+def _users():
     from mlapi.users import UserStore
 
     return UserStore()
@@ -805,7 +805,7 @@ def stream(
 
         last = [0.0]
 
-        def progress(stats) -> None:  # type: ignore[no-untyped-def]
+        def progress(stats) -> None:
             if console.is_terminal and time.monotonic() - last[0] > 1:
                 last[0] = time.monotonic()
                 console.print(stats.summary(), end="\r", highlight=False)

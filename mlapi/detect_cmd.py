@@ -133,6 +133,7 @@ def run_detect(
                 bar.advance(task)
                 if error is not None or text is None:
                     failed += 1
+                    error = error or "no result"
                     console.print(f"[red]{escape(str(path))}:[/] {escape(error)}", highlight=False)
                     if not single:
                         click.echo(dumps({"file": str(path), "error": error}))

@@ -346,7 +346,9 @@ class Engine:
         options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Result:
         """Decode and detect on the bounded pool; blocks the calling thread."""
-        return self._pool.submit(self.detect_sync, data, models, options, cost=len(data)).result()
+        job = self._pool.submit(self.detect_sync, data, models, options, cost=len(data))
+        result: Result = job.result()
+        return result
 
     async def detect_async(
         self,

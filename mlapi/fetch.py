@@ -69,7 +69,9 @@ class PublicOnlyResolver(AbstractResolver):
         self._inner = ThreadedResolver()
         self._networks = networks
 
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[Any]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[Any]:
         found = await self._inner.resolve(host, port, family)
         if not found or not all(allowed(entry["host"], self._networks) for entry in found):
             raise FetchRefused(f"{host} resolves to a private or local address; refused")
@@ -109,9 +111,7 @@ async def fetch_image(
 ) -> bytes:
     """The body at `url`: public addresses only, or inside `networks`."""
     timeouts = aiohttp.ClientTimeout(total=timeout)
-    connector = aiohttp.TCPConnector(
-        resolver=PublicOnlyResolver(networks), limit=2, ssl=None if verify_ssl else False
-    )
+    connector = aiohttp.TCPConnector(resolver=PublicOnlyResolver(networks), limit=2, ssl=verify_ssl)
     async with aiohttp.ClientSession(timeout=timeouts, connector=connector) as session:
         try:
             for _ in range(MAX_REDIRECTS + 1):

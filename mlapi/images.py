@@ -79,7 +79,7 @@ class Image:
 
     @property
     def scale(self) -> float:
-        return self.pixels.shape[1] / self.width
+        return float(self.pixels.shape[1] / self.width)
 
     @classmethod
     def from_array(cls, rgb: np.ndarray, format: str = "raw") -> Image:
@@ -137,10 +137,10 @@ def decode(
         if kind == "jpeg":
             # draft() keeps both sides >= the request; ask for the long side only.
             side = min_side or max(width, height)
-            cap = 1.0  # the JPEG scale (1, 1/2, 1/4, 1/8) that brings it under the cap
-            while width * height * cap * cap > MAX_DECODED_PIXELS and cap > 1 / 8:
-                cap /= 2
-            ratio = min(side / max(width, height), cap)
+            scale = 1.0  # the JPEG scale (1, 1/2, 1/4, 1/8) that brings it under the cap
+            while width * height * scale * scale > MAX_DECODED_PIXELS and scale > 1 / 8:
+                scale /= 2
+            ratio = min(side / max(width, height), scale)
             if ratio < 1:
                 pil.draft("RGB", (max(1, int(width * ratio)), max(1, int(height * ratio))))
         pil.load()

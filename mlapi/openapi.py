@@ -42,8 +42,8 @@ _ERRORS = {
 def _op(
     summary: str,
     *,
-    body: dict | None = None,
-    params: list | None = None,
+    body: dict[str, Any] | None = None,
+    params: list[dict[str, Any]] | None = None,
     auth: bool = True,
     tag: str = "native",
 ) -> dict[str, Any]:
@@ -61,7 +61,9 @@ def _op(
     return op
 
 
-def body(media: str, properties: dict[str, Any], required: list[str] | None = None) -> dict:
+def body(
+    media: str, properties: dict[str, Any], required: list[str] | None = None
+) -> dict[str, Any]:
     """A required request body of one media type: an object with these properties."""
     schema: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
@@ -119,7 +121,7 @@ def document(app: web.Application) -> dict[str, Any]:
             continue
         path = route.resource.canonical if route.resource else ""
         found = getattr(route.handler, _ATTR, None)
-        op = copy.deepcopy(found) if found else {"summary": "undocumented", "tags": ["?"]}
+        op: dict[str, Any] = copy.deepcopy(found) if found else {"summary": "undocumented"}
         for name in (part[1:-1] for part in path.split("/") if part.startswith("{")):
             op.setdefault("parameters", []).append(
                 {

@@ -125,7 +125,7 @@ class ServerState:
 
 ENGINE = web.AppKey("engine", Engine)
 STATE = web.AppKey("state", ServerState)
-USER = web.RequestKey("user", str)
+USER: web.RequestKey[str | None] = web.RequestKey("user", str)  # None: anonymous
 STARTED = web.RequestKey("started", float)
 INFERENCE_MS = web.RequestKey("inference_ms", float)
 AUTHENTICATED = web.RequestKey("authenticated", bool)
@@ -278,7 +278,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if request.path in PUBLIC or (request.path == "/metrics" and state.config.public_metrics):
         return await handler(request)
     if not request.path.startswith("/v1/") or _credentials(request) is not None:
-        request[USER] = await authenticate(request, state)  # type: ignore[assignment]
+        request[USER] = await authenticate(request, state)
         request[AUTHENTICATED] = True
     return await handler(request)
 
@@ -336,6 +336,13 @@ class Upload:
         files: list[tuple[str, bytes]] | None = None,
     ) -> None:
         self.data, self.fields, self.files = data, fields, files or []
+
+    @property
+    def image(self) -> bytes:
+        """The image, which read_upload(require_image=True) guarantees (else a 400)."""
+        if not self.data:
+            raise RequestError(400, "no image in the request")
+        return self.data
 
 
 Authorise = Callable[[dict[str, str]], Awaitable[None]]
@@ -437,7 +444,7 @@ async def read_upload(
                 authorise = None
                 fields.update(form_fields)
                 named = [d for name, d in files if name == file_field]
-                data = (named or [d for _, d in files] or [None])[0]
+                data = next(iter(named or [d for _, d in files]), None)
             elif request.content_type == "application/x-www-form-urlencoded":
                 # curl --data-binary and urllib send raw images with this type by default.
                 if authorise is None:
@@ -449,8 +456,8 @@ async def read_upload(
                 else:
                     fields.update(_form_fields(body))
             elif request.content_type == "application/json":
-                body = await json_object(request)
-                fields.update({k: str(v) for k, v in body.items()})
+                document = await json_object(request)
+                fields.update({k: str(v) for k, v in document.items()})
             else:
                 if authorise is not None:  # a raw body has no form to carry a key
                     await authorise(fields)

@@ -326,9 +326,9 @@ class Notifier(threading.Thread):
     def _post(self, event: str, attempts: int = 3) -> None:
         for attempt in range(attempts):
             request = urllib.request.Request(
-                self.webhook,
+                self.webhook or "",
                 data=event.encode(),
-                method="POST",  # type: ignore[arg-type]
+                method="POST",
                 headers={"Content-Type": "application/json", "User-Agent": "mlapi-stream"},
             )
             try:
@@ -488,7 +488,8 @@ def _write_annotated(
     )
     bgr = cv2.cvtColor(draw(rgb, result), cv2.COLOR_RGB2BGR)
     if writer is None:
-        fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.suffix.lower() == ".avi" else "mp4v"))
+        codec = "MJPG" if path.suffix.lower() == ".avi" else "mp4v"
+        fourcc = cv2.VideoWriter.fourcc(*codec)
         writer = cv2.VideoWriter(str(path), fourcc, fps, (bgr.shape[1], bgr.shape[0]))
         if not writer.isOpened():
             raise StreamError(f"cannot write video {path}")

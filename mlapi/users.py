@@ -132,7 +132,7 @@ class UserStore:
         key_id = secret[len(KEY_PREFIX) :].split("_", 1)[0]
         found = self._rows("keys", id=key_id)
         if found and hmac.compare_digest(found[0]["sha256"], _digest(secret)):
-            return found[0]["user"]
+            return str(found[0]["user"])
         return None
 
     @staticmethod

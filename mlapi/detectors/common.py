@@ -37,26 +37,29 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float) 
         return np.zeros(0, np.int64)
     if len(boxes) > PRE_NMS_TOP_K:  # NMS is quadratic; weak candidates cannot survive anyway
         top = np.argpartition(-scores, PRE_NMS_TOP_K)[:PRE_NMS_TOP_K]
-        return top[nms(boxes[top], scores[top], classes[top], iou)]
+        kept: np.ndarray = top[nms(boxes[top], scores[top], classes[top], iou)]
+        return kept
     xywh = np.column_stack(
         [boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]]
     )
-    keep = cv2.dnn.NMSBoxesBatched(
+    found = cv2.dnn.NMSBoxesBatched(
         xywh.astype(np.float32).tolist(),
         scores.astype(np.float32).tolist(),
         classes.astype(np.int32).tolist(),
         0.0,
         float(iou),
     )
-    keep = np.asarray(keep, np.int64).reshape(-1)
+    keep = np.asarray(found, np.int64).reshape(-1)
     return keep[np.argsort(-scores[keep], kind="stable")]
 
 
 def to_original(box: np.ndarray, factor: float, image: Image) -> Box:
     """Map a box in model-input pixels to original upright pixels."""
     scale = factor / image.scale
-    return clip_box(*(float(v) * scale for v in box), image.width, image.height)
+    x1, y1, x2, y2 = (float(v) * scale for v in box)
+    return clip_box(x1, y1, x2, y2, image.width, image.height)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -80, 80)))
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(x, -80, 80)))
+    return out

@@ -82,7 +82,7 @@ class Faceprint(Detector):
             shape = self.aligner(image.pixels, rect)
             chips.append(dlib.get_face_chip(image.pixels, shape, size=150, padding=0.25))
         batch = np.stack(chips).astype(np.float32)
-        return self.encoder.run(None, {"chips": batch})[0]  # type: ignore[no-any-return]
+        return self.encoder.run(None, {"chips": batch})[0]
 
     def _faceres_vectors(self, image: Image, faces: list[Detection]) -> np.ndarray:
         session = self.context.onnx_session("faceres")  # shared with genderage, made once

@@ -98,7 +98,8 @@ class ImportedObjects(StagedDetector):
         return np.ascontiguousarray(x.transpose(2, 0, 1))[None], factor
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
-        return np.asarray(self.session.run(None, {self.input_name: tensor})[0])[0]
+        out: np.ndarray = np.asarray(self.session.run(None, {self.input_name: tensor})[0])[0]
+        return out
 
     def postprocess(
         self, raw: np.ndarray, factor: float, image: Image, options: ImportedOptions

@@ -161,7 +161,7 @@ class NanoDet(StagedDetector):
 
     @classmethod
     def needed_side(cls, options: NanoDetOptions | None = None) -> int:
-        return options.size if options else cls.Options().size  # type: ignore[attr-defined]
+        return options.size if options else cls.Options().size
 
     def load(self) -> None:
         self.session, self.input_name = self.open_session()
@@ -174,7 +174,8 @@ class NanoDet(StagedDetector):
     def infer(self, tensor: np.ndarray) -> Outputs:
         results = self.session.run(self.outputs, {self.input_name: tensor})
         height, width = tensor.shape[2:]
-        cls_by_stride, reg_by_stride = {}, {}
+        cls_by_stride: dict[int, np.ndarray] = {}
+        reg_by_stride: dict[int, np.ndarray] = {}
         for out in results:
             stride = round((height * width / out.shape[1]) ** 0.5)
             by_stride = cls_by_stride if out.shape[2] == len(COCO_LABELS) else reg_by_stride

@@ -24,6 +24,10 @@ from mlapi.result import Detection, clip_box
 INPUT = 416
 
 
+def _corners(box: np.ndarray) -> tuple[float, float, float, float]:
+    return float(box[0]), float(box[1]), float(box[2]), float(box[3])
+
+
 @dataclass(frozen=True)
 class YoloOptions(Options):
     model: str = "yolov3-tiny"
@@ -88,7 +92,7 @@ class DarknetYolo(Detector):
             Detection(
                 labels[classes[i]] if labels else f"class{classes[i]}",
                 float(scores[i]),
-                clip_box(*boxes[i], image.width, image.height),
+                clip_box(*_corners(boxes[i]), image.width, image.height),
                 self.name,
             )
             for i in keep

@@ -102,7 +102,7 @@ async def _faces(
     models = ["faceprint"] if recognise else ["faces"]
     models += sorted({PLUGINS[p] for p in wanted})
     options = {"faces": {"confidence": face_threshold(threshold)}}
-    result = await run_detection(request, upload.data, models, options)
+    result = await run_detection(request, upload.image, models, options)
     faces = list(result.detections)
     if not faces:
         raise NoFace()
@@ -253,7 +253,7 @@ async def verify(request: web.Request) -> web.Response:
         }
         for t in targets
     ]
-    matches.sort(key=lambda m: -m["similarity"])
+    matches.sort(key=lambda m: -float(m["similarity"]))  # type: ignore[arg-type]
     return json_text(
         {"result": [{"source_image_face": {"box": _box(source)}, "face_matches": matches}]}
     )

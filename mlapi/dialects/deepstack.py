@@ -67,9 +67,7 @@ async def checked_upload(request: web.Request) -> Upload:
 
     async def authorise(fields: dict[str, str]) -> None:
         try:
-            request[USER] = await authenticate(  # type: ignore[assignment]
-                request, request.app[STATE], fields.get("api_key")
-            )
+            request[USER] = await authenticate(request, request.app[STATE], fields.get("api_key"))
         except AuthError as exc:
             raise AuthError("Incorrect api key") from exc
 
@@ -91,7 +89,7 @@ def min_confidence(upload: Upload, route: str) -> float:
     if raw in (None, ""):
         return DEFAULT_CONFIDENCE[route]
     try:
-        value = float(raw)  # type: ignore[arg-type]
+        value = float(raw)
     except ValueError:
         raise RequestError(400, "Invalid value for min_confidence") from None
     if value != value or value < 0:
@@ -125,7 +123,7 @@ async def detection(request: web.Request) -> web.Response:
     upload = await checked_image(request)
     threshold, limit = min_confidence(upload, "detection"), max_predictions(upload)
     options = {"objects": {"confidence": threshold, "max_count": limit}}
-    result = await run_detection(request, upload.data, ["objects"], options)  # type: ignore[arg-type]
+    result = await run_detection(request, upload.image, ["objects"], options)
     return objects_answer(result, limit)
 
 
@@ -145,7 +143,7 @@ async def custom(request: web.Request) -> web.Response:
     upload = await checked_image(request)
     threshold, limit = min_confidence(upload, "detection"), max_predictions(upload)
     options = {name: {"confidence": threshold, "max_count": limit}}
-    result = await run_detection(request, upload.data, [name], options)  # type: ignore[arg-type]
+    result = await run_detection(request, upload.image, [name], options)
     return objects_answer(result, limit)
 
 
@@ -153,7 +151,7 @@ async def custom(request: web.Request) -> web.Response:
 async def face(request: web.Request) -> web.Response:
     upload = await checked_image(request)
     options = {"faces": {"confidence": min_confidence(upload, "face")}}
-    result = await run_detection(request, upload.data, ["faces"], options)  # type: ignore[arg-type]
+    result = await run_detection(request, upload.image, ["faces"], options)
     predictions = [{"confidence": round(d.confidence, 4), **box(d)} for d in result.detections]
     return answer(predictions=predictions)
 
@@ -162,7 +160,7 @@ async def face(request: web.Request) -> web.Response:
 async def recognize(request: web.Request) -> web.Response:
     upload = await checked_image(request)
     options = {"recognize": {"threshold": min_confidence(upload, "recognize")}}
-    result = await run_detection(request, upload.data, ["recognize"], options)  # type: ignore[arg-type]
+    result = await run_detection(request, upload.image, ["recognize"], options)
     predictions = []
     for d in sorted(result.detections, key=lambda d: -d.attributes["similarity"]):
         known = d.attributes["identity"] != "unknown"

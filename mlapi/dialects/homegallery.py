@@ -89,24 +89,24 @@ def _raw_jpeg(request: web.Request) -> None:
 async def post_objects(request: web.Request) -> web.Response:
     _raw_jpeg(request)
     body = await read_upload(request)
-    result = await run_detection(request, body.data, ["objects"], None)  # type: ignore[arg-type]
-    return json_text(objects(body.data, result))  # type: ignore[arg-type]
+    result = await run_detection(request, body.image, ["objects"], None)
+    return json_text(objects(body.image, result))
 
 
 @operation("HomeGallery faces", tag="homegallery", body=RAW_JPEG)
 async def post_faces(request: web.Request) -> web.Response:
     _raw_jpeg(request)
     body = await read_upload(request)
-    result = await run_detection(request, body.data, FACE_MODELS, FACE_OPTIONS)  # type: ignore[arg-type]
-    return json_text(faces(body.data, result))  # type: ignore[arg-type]
+    result = await run_detection(request, body.image, FACE_MODELS, FACE_OPTIONS)
+    return json_text(faces(body.image, result))
 
 
 @operation("HomeGallery image embedding", tag="homegallery", body=RAW_JPEG)
 async def post_embeddings(request: web.Request) -> web.Response:
     _raw_jpeg(request)
     body = await read_upload(request)
-    result = await run_detection(request, body.data, ["embeddings"], EMBEDDING_OPTIONS)  # type: ignore[arg-type]
-    return json_text(embeddings(body.data, result))  # type: ignore[arg-type]
+    result = await run_detection(request, body.image, ["embeddings"], EMBEDDING_OPTIONS)
+    return json_text(embeddings(body.image, result))
 
 
 def add_routes(app: web.Application) -> None:

@@ -93,7 +93,7 @@ async def detect_object(request: web.Request) -> web.Response:
     response_format = upload.fields.get("response_format", "")
     if response_format not in ("", "zm_detect"):
         raise RequestError(400, "response_format must be zm_detect or left out")
-    result = await run_detection(request, upload.data, models, None)  # type: ignore[arg-type]
+    result = await run_detection(request, upload.image, models, None)
     _keep_upload(request, upload)
     if response_format == "zm_detect":
         return json_text(render_zm_detect(result))

@@ -32,7 +32,7 @@ async def detect(request: web.Request) -> web.Response:
     fmt = upload.fields.get("format", "native")
     if fmt not in FORMATS:
         raise RequestError(400, f"format must be one of {', '.join(FORMATS)}")
-    result = await run_detection(request, upload.data, models or None, options)  # type: ignore[arg-type]
+    result = await run_detection(request, upload.image, models or None, options)
     return json_text(FORMATS[fmt](result))
 
 

@@ -11,6 +11,7 @@ echoed back), `min_confidence`, and a PNG `image`, or in URL mode a `url` (+ `zm
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -89,7 +90,7 @@ async def infer(request: web.Request) -> web.Response:
     )
 
 
-def _label(label: str, attributes: dict[str, Any], kind: str) -> str:
+def _label(label: str, attributes: Mapping[str, Any], kind: str) -> str:
     if kind != "face":
         return label
     identity = str(attributes.get("identity", UNKNOWN_FACE))

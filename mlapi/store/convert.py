@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlapi.errors import MlapiError
 
@@ -114,14 +115,14 @@ def _patch_tf2onnx() -> None:
     import numpy as np
 
     if not hasattr(np, "product"):  # removed in NumPy 2, still called by tf2onnx
-        np.product = np.prod
+        np.product = np.prod  # type: ignore[attr-defined]
     from tensorflow.core.framework import types_pb2
     from tensorflow.python.framework import op_def_registry
     from tf2onnx import tfjs_utils
 
     original = tfjs_utils.tfjs_node_to_tf_node_def
 
-    def complete_node_def(node):  # type: ignore[no-untyped-def]
+    def complete_node_def(node: Any) -> Any:
         # The model.json files omit attributes TensorFlow requires (TArgs on fused ops,
         # index_type, …): fill them with the op registry's defaults.
         node_def = original(node)

@@ -50,29 +50,29 @@ class _Reader:
         self.data = data
         self.pos = 0
 
-    def int(self) -> int:
+    def integer(self) -> int:
         control = self.data[self.pos]
         count = control & 0x0F
         value = int.from_bytes(self.data[self.pos + 1 : self.pos + 1 + count], "little")
         self.pos += 1 + count
         return -value if control & 0x80 else value
 
-    def float(self) -> float:
-        mantissa, exponent = self.int(), self.int()
+    def real(self) -> float:
+        mantissa, exponent = self.integer(), self.integer()
         if exponent >= 32000:  # dlib's codes for inf, -inf and nan
             raise DlibFormatError("a non-finite number in the network file")
         return float(mantissa * 2.0**exponent)
 
     def string(self) -> str:
-        size = self.int()
+        size = self.integer()
         text = self.data[self.pos : self.pos + size].decode("ascii")
         self.pos += size
         return text
 
     def tensor(self) -> np.ndarray:
-        if self.int() != 2:
+        if self.integer() != 2:
             raise DlibFormatError("unknown tensor version")
-        shape = tuple(self.int() for _ in range(4))
+        shape = tuple(self.integer() for _ in range(4))
         count = int(np.prod(shape))
         array = np.frombuffer(self.data, "<f4", count, self.pos).reshape(shape)
         self.pos += 4 * count
@@ -80,12 +80,12 @@ class _Reader:
 
     def window(self) -> dict[str, int]:
         """A convolution's or pool's window: size, stride and padding, rows first."""
-        return {key: self.int() for key in _WINDOW}
+        return {key: self.integer() for key in _WINDOW}
 
     def alias(self) -> tuple[int, int, int, int]:
-        if self.int() != 1:
+        if self.integer() != 1:
             raise DlibFormatError("unknown alias_tensor version")
-        n, k, r, c = (self.int() for _ in range(4))
+        n, k, r, c = (self.integer() for _ in range(4))
         return n, k, r, c
 
 
@@ -104,11 +104,11 @@ def read_layers(path: Path) -> list[Layer]:
         layer = Layer(kind)
         if kind == "input_rgb_image_sized":
             layer.kind = "input"
-            mean = [r.float() for _ in range(3)]
+            mean = [r.real() for _ in range(3)]
             layer.weights["mean"] = np.array(mean, np.float32)
         elif kind == "con":
             params = r.tensor()
-            filters = r.int()
+            filters = r.integer()
             layer.ints = r.window()
             shape, _ = r.alias(), r.alias()
             weights = params.reshape(-1)
@@ -121,7 +121,7 @@ def read_layers(path: Path) -> list[Layer]:
             params = r.tensor().reshape(-1)
             gamma = r.alias()
             r.alias()
-            mode = r.int()
+            mode = r.integer()
             half = int(np.prod(gamma))
             if mode != 0 or params.size != 2 * half:  # 0: per channel (CONV_MODE)
                 raise DlibFormatError("only per-channel affine layers are supported")
@@ -129,13 +129,13 @@ def read_layers(path: Path) -> list[Layer]:
         elif kind in ("avg_pool", "max_pool"):
             layer.ints = r.window()
         elif kind == "fc":
-            outputs, inputs = r.int(), r.int()
+            outputs, inputs = r.integer(), r.integer()
             params = r.tensor().reshape(-1)
             layer.weights["w"] = params[: inputs * outputs].reshape(inputs, outputs)
             if r.alias()[0] != inputs:
                 raise DlibFormatError("fully connected shapes disagree")
             r.alias()
-            if r.int() != 1:  # FC_NO_BIAS
+            if r.integer() != 1:  # FC_NO_BIAS
                 raise DlibFormatError("only fc_no_bias is supported")
         elif kind == "loss_metric":
             continue

@@ -151,11 +151,11 @@ def extract_member(archive: Path, member: str, dest: Path) -> None:
                 shutil.copyfileobj(src, out, CHUNK)
         else:
             with tarfile.open(archive, "r:*") as tf:
-                src = tf.extractfile(member)
-                if src is None:
+                found = tf.extractfile(member)
+                if found is None:
                     raise KeyError(member)
-                with src, open(tmp, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
+                with found, open(tmp, "wb") as out:
+                    shutil.copyfileobj(found, out, CHUNK)
     except KeyError as exc:
         tmp.unlink(missing_ok=True)
         raise FetchError(f"{archive.name} has no file {member}") from exc

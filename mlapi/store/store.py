@@ -25,7 +25,7 @@ import platformdirs
 
 from mlapi.errors import MlapiError, ModelMissing, UnknownModel
 from mlapi.store import catalog, convert, dlibnet, jsmodel, sources
-from mlapi.store.catalog import ModelEntry
+from mlapi.store.catalog import ModelEntry, SourceFile
 
 CACHE_ENV = "MLAPI_CACHE_DIR"
 FileProgress = Callable[[str, int, int | None], None]  # (file name, bytes done, total)
@@ -92,7 +92,8 @@ def bundled_dirs() -> list[Path]:
 
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((folder / MANIFEST).read_text())  # type: ignore[no-any-return]
+        document: dict[str, Any] = json.loads((folder / MANIFEST).read_text())
+        return document
     except (OSError, ValueError):
         return None
 
@@ -166,7 +167,8 @@ class ModelStore:
 
     def artifact(self, name: str) -> Path:
         """The file the runtime loads (model.onnx for converted models)."""
-        return self.model_dir(name) / self.manifest(name)["artifact"]  # type: ignore[index]
+        manifest = self.manifest(name) or {}
+        return self.model_dir(name) / str(manifest["artifact"])
 
     def _disk_size(self, name: str) -> int:
         return sum(p.stat().st_size for p in self.model_dir(name).iterdir() if p.is_file())
@@ -333,7 +335,7 @@ class ModelStore:
                 continue
             if entry.source.kind == "url":
 
-                def report(done: int, total: int | None, f=f) -> None:
+                def report(done: int, total: int | None, f: SourceFile = f) -> None:
                     if progress:
                         progress(f.basename, done, total)
 
