@@ -30,9 +30,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import evalset
 
-from mlapi.detectors.faceprint import similarity
 from mlapi.engine import Engine, RuntimeConfig
 from mlapi.gallery import Gallery
+from mlapi.similarity import similarity
 from mlapi.store import ModelStore
 
 THRESHOLDS = (0.45, 0.67)

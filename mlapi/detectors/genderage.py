@@ -16,22 +16,12 @@ from typing import Any
 import numpy as np
 
 from mlapi.detectors.base import Detector, Options
-from mlapi.detectors.faceutil import batch
+from mlapi.detectors.faceres import AGE, GENDER, run_faceres
 from mlapi.images import Image
 from mlapi.result import Detection
 
-INPUT = 224
-GENDER, DESCRIPTOR, AGE = "gender_pred/Sigmoid:0", "global_pooling/Mean", "age_pred/Softmax:0"
 DLIB_MEANS = np.array([122.781998, 117.000999, 104.297997], np.float32)
 DLIB_AGES = np.array([0.25, *range(1, 81)], np.float32)  # the age class centres
-
-
-def run_faceres(
-    session: Any, image: Image, faces: list[Detection], outputs: list[str]
-) -> list[np.ndarray]:
-    """FaceRes outputs for all faces of an image in one call (genderage and faceprint)."""
-    crops = batch(image, faces, INPUT).astype(np.float32)
-    return session.run(outputs, {session.get_inputs()[0].name: crops})
 
 
 @dataclass(frozen=True)

@@ -8,17 +8,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mlapi.detectors.base import Detector, Options
-from mlapi.detectors.faceprint import MARGIN, MATCH_AT, normalise, similarity
 from mlapi.gallery import Gallery
 from mlapi.images import Image
 from mlapi.result import Detection
+from mlapi.similarity import MARGIN, MATCH_AT, normalise, similarity
 
 UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
 class RecognizeOptions(Options):
-    # On the calibrated 0..1 similarity of `faceprint.similarity`.
+    # On the calibrated 0..1 similarity of `mlapi.similarity`.
     threshold: float = field(default=MATCH_AT, metadata={"min": 0.0, "max": 1.0})
 
 

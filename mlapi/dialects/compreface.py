@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from mlapi.detectors.faceprint import similarity
 from mlapi.enroll import enroll
 from mlapi.gallery import GalleryError
 from mlapi.openapi import BINARY, body, operation
@@ -33,6 +32,7 @@ from mlapi.server import (
     read_upload,
     run_detection,
 )
+from mlapi.similarity import similarity
 
 NO_FACE = 28  # CompreFace's code, the one Double Take checks for "no face"
 PLUGINS = {"age": "genderage", "gender": "genderage"}

@@ -15,7 +15,6 @@ import numpy as np
 from aiohttp import web
 
 from mlapi.auth import AuthError
-from mlapi.detectors.faceprint import similarity
 from mlapi.enroll import enroll
 from mlapi.errors import MlapiError, ModelMissing
 from mlapi.gallery import GalleryError
@@ -35,6 +34,7 @@ from mlapi.server import (
     read_upload,
     run_detection,
 )
+from mlapi.similarity import similarity
 
 MAX_PREDICTIONS = 20  # Frigate fails on more
 DEFAULT_CONFIDENCE = {"detection": 0.40, "face": 0.55, "recognize": 0.67}
