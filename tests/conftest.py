@@ -29,6 +29,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.models)
 
 
+@pytest.fixture(autouse=True)
+def isolated_dirs(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test reads or writes the real data and config dirs (users, keys, the gallery,
+    saved tokens), and no default server or key of the person running the tests leaks in."""
+    root = tmp_path_factory.mktemp("dirs")
+    monkeypatch.setenv("MLAPI_DATA_DIR", str(root / "data"))
+    monkeypatch.setenv("MLAPI_CONFIG_DIR", str(root / "config"))
+    for name in ("MLAPI_SERVER", "MLAPI_API_KEY", "MLAPI_BUNDLED_MODELS"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def store() -> ModelStore:
     store = ModelStore()
