@@ -10,8 +10,9 @@ from pathlib import Path
 
 import jwt
 
+from mlapi.dbfiles import create_private
 from mlapi.errors import MlapiError
-from mlapi.storage import create_private, default_data_dir
+from mlapi.paths import data_dir
 
 ALGORITHM = "HS256"
 
@@ -24,7 +25,7 @@ class TokenIssuer:
     """Signs and checks tokens with a secret generated on first start (never built in)."""
 
     def __init__(self, secret_path: Path | None = None, lifetime: int = 3600) -> None:
-        path = secret_path or default_data_dir() / "jwt.secret"
+        path = secret_path or data_dir() / "jwt.secret"
         if not path.exists():  # two servers starting at once must end with one secret
             create_private(path, secrets.token_hex(32).encode())
         self._secret = path.read_bytes().strip()

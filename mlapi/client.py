@@ -10,12 +10,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
+from mlapi.dbfiles import write_private
 from mlapi.errors import MlapiError
-from mlapi.storage import write_private
+from mlapi.paths import config_dir
 
-CONFIG_ENV = "MLAPI_CONFIG_DIR"
 API_KEY_ENV = "MLAPI_API_KEY"  # an API key (mlapi keys create): no login, no expiry
 
 
@@ -26,8 +24,7 @@ class RemoteError(MlapiError):
 
 
 def tokens_path() -> Path:
-    root = os.environ.get(CONFIG_ENV) or platformdirs.user_config_dir("mlapi")
-    return Path(root) / "tokens.json"
+    return config_dir() / "tokens.json"
 
 
 def _normalise(url: str) -> str:

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 from tinydb import Query
 
+from mlapi.dbfiles import FileSnapshot, locked_db
 from mlapi.errors import MlapiError
-from mlapi.storage import FileSnapshot, default_data_dir, locked_db
+from mlapi.paths import data_dir
 
 NAME_RE = re.compile(r"^[^\x00-\x1f/\\]{1,100}$")
 
@@ -46,7 +47,7 @@ class Match:
 
 class Gallery:
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path or default_data_dir() / "gallery.json"
+        self.path = path or data_dir() / "gallery.json"
         self._snapshot = FileSnapshot(self.path)
         self._index: dict[str, tuple[list[str], np.ndarray]] = {}
         self._lock = threading.Lock()

@@ -15,8 +15,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from tinydb import Query
 
+from mlapi.dbfiles import FileSnapshot, locked_db
 from mlapi.errors import MlapiError
-from mlapi.storage import FileSnapshot, default_data_dir, locked_db
+from mlapi.paths import data_dir
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD = 8
@@ -37,7 +38,7 @@ class ApiKey:
 
 class UserStore:
     def __init__(self, path: Path | None = None, hasher: PasswordHasher | None = None) -> None:
-        self.path = path or default_data_dir() / "users.json"
+        self.path = path or data_dir() / "users.json"
         self.hasher = hasher or PasswordHasher()  # argon2id with the library's defaults
         # Verifying against this keeps unknown users as slow as wrong passwords.
         self._dummy_hash = self.hasher.hash(secrets.token_hex(16))

@@ -19,10 +19,10 @@ from PIL import Image as PILImage
 from servers import LiveServer, multipart
 
 from mlapi.auth import LoginLimiter, TokenIssuer
+from mlapi.dbfiles import locked_db
 from mlapi.engine import Engine, RuntimeConfig
 from mlapi.images import ImageError, ImageTooLarge, decode, encode_jpeg
 from mlapi.server import ServerConfig, safe_path
-from mlapi.storage import locked_db
 from mlapi.store import ModelStore
 from mlapi.users import UserStore
 

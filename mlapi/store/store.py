@@ -12,26 +12,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
+from mlapi import paths
 from mlapi.errors import MlapiError, ModelMissing, UnknownModel
 from mlapi.store import catalog, convert, dlibnet, jsmodel, sources
 from mlapi.store.catalog import ModelEntry, SourceFile
 
-CACHE_ENV = "MLAPI_CACHE_DIR"
 FileProgress = Callable[[str, int, int | None], None]  # (file name, bytes done, total)
-# Read-only model folders searched after the cache (os.pathsep-separated), as a binary
-# built from build.spec carries its default models.
-BUNDLED_ENV = "MLAPI_BUNDLED_MODELS"
 MANIFEST = "manifest.json"
 ONNX_NAME = "model.onnx"
 LABELS_FILE = "labels.txt"
@@ -78,16 +71,7 @@ class ArtifactMismatch(MlapiError):
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("mlapi"))
-
-
-def bundled_dirs() -> list[Path]:
-    """Read-only model folders: $MLAPI_BUNDLED_MODELS, then the binary's own `models`."""
-    found = [Path(p) for p in os.environ.get(BUNDLED_ENV, "").split(os.pathsep) if p]
-    inside = getattr(sys, "_MEIPASS", None)  # set by PyInstaller's bootloader
-    if inside:
-        found.append(Path(inside) / "models")
-    return found
+    return paths.cache_dir()
 
 
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -125,7 +109,7 @@ class ModelStore:
         self.root = Path(root) if root else default_cache_dir()
         self.downloads = self.root / "downloads"
         self.models = self.root / "models"
-        self.bundled = bundled_dirs() if bundled is None else bundled
+        self.bundled = paths.bundled_dirs() if bundled is None else bundled
 
     # -- reading -------------------------------------------------------------------------
     def _folders(self, name: str) -> Iterator[Path]:

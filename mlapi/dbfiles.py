@@ -17,15 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 from tinydb import TinyDB
 from tinydb.storages import Storage
-
-DATA_ENV = "MLAPI_DATA_DIR"
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get(DATA_ENV) or platformdirs.user_data_dir("mlapi"))
 
 
 def _private_temp(path: Path, data: bytes) -> str:
