@@ -369,18 +369,20 @@ def machine() -> str:
 
 
 def configuration(text: str) -> tuple[RuntimeConfig, dict[str, dict[str, Any]]]:
-    """`workers=1,threads=2,objects.size=320` → a RuntimeConfig and detector options."""
+    """`workers=1,threads=2,lone=2,objects.size=320` → a RuntimeConfig and detector options
+    (`lone`: threads for a request running alone; defaults: 1 worker × 2 threads)."""
     runtime: dict[str, int] = {"workers": 1, "intra_op_threads": 2}
     options: dict[str, dict[str, Any]] = {}
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
-        if key in ("workers", "threads"):
-            runtime["intra_op_threads" if key == "threads" else key] = int(value)
+        names = {"threads": "intra_op_threads", "lone": "lone_threads", "workers": "workers"}
+        if key in names:
+            runtime[names[key]] = int(value)
         elif "." in key:
             detector, option = key.split(".", 1)
             options.setdefault(detector, {})[option] = value
         else:
-            raise SystemExit(f"--compare: {item!r} is not workers=, threads= or DETECTOR.OPTION=")
+            raise SystemExit(f"--compare: {item!r} is not workers=, threads=, lone= or D.OPTION=")
     return RuntimeConfig(**runtime), options
 
 
@@ -427,7 +429,7 @@ def main() -> None:
         nargs=2,
         metavar=("A", "B"),
         help="run only this: two configurations alternately, e.g. 'threads=1' 'threads=2' "
-        "or 'objects.size=416' 'objects.size=320' (keys: workers, threads, DETECTOR.OPTION)",
+        "or 'objects.size=416' 'objects.size=320' (keys: workers, threads, lone, DETECTOR.OPTION)",
     )
     args = parser.parse_args()
     print(machine())

@@ -400,6 +400,14 @@ def models_remove(name: str) -> None:
     help="onnxruntime threads per inference [env: MLAPI_THREADS].",
 )
 @click.option(
+    "--lone-threads",
+    type=click.IntRange(1, 64),
+    default=None,
+    envvar="MLAPI_LONE_THREADS",
+    help="onnxruntime threads for a request that runs alone (nothing else running or "
+    "waiting); default: the CPU count, at most 4 [env: MLAPI_LONE_THREADS].",
+)
+@click.option(
     "--max-queue",
     type=click.IntRange(0, 10_000),
     default=16,
@@ -508,6 +516,7 @@ def serve(
     models: str | None,
     workers: int,
     threads: int,
+    lone_threads: int | None,
     max_queue: int,
     max_waiting: int,
     max_wait: float,
@@ -553,6 +562,10 @@ def serve(
     runtime = RuntimeConfig(
         workers=workers, intra_op_threads=threads, max_pixels=int(max_megapixels * 1e6)
     )
+    if lone_threads is not None:
+        from dataclasses import replace
+
+        runtime = replace(runtime, lone_threads=lone_threads)
     try:
         engine = Engine(config=runtime)
         engine.check_models(names)  # missing models fail here, with the command to fetch them

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +24,7 @@ from mlapi.errors import MlapiError, UnknownModel
 from mlapi.gallery import Gallery
 from mlapi.images import Image
 from mlapi.result import Detection, Result
-from mlapi.scheduler import ShortestFirst
+from mlapi.scheduler import ShortestFirst, running_alone
 from mlapi.store import ModelStore
 
 ENTRY_POINT_GROUP = "mlapi.detectors"
@@ -135,6 +136,10 @@ class Timings:
 class RuntimeConfig:
     workers: int = 2  # inference threads (the bounded pool)
     intra_op_threads: int = 1  # onnxruntime threads per session run
+    # Threads for a request that runs alone (nothing else running or waiting): a lone
+    # request uses every core, a busy server one per request. Same answers either way
+    # (onnxruntime splits work, not sums, across threads; checked bit for bit in tests).
+    lone_threads: int = field(default_factory=lambda: min(os.cpu_count() or 1, 4))
     max_pixels: int = images.DEFAULT_MAX_PIXELS
 
 
@@ -147,7 +152,7 @@ class Runtime:
         self.store = store
         self.config = config
         self.gallery = gallery or Gallery()
-        self._sessions: dict[str, Any] = {}
+        self._sessions: dict[str, Sessions] = {}
         self._lock = threading.Lock()
 
     def model_path(self, name: str) -> Path:
@@ -159,18 +164,46 @@ class Runtime:
         key = f"{name}:{path.name}" if path else name
         with self._lock:
             if key not in self._sessions:
-                import onnxruntime as ort
-
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = self.config.intra_op_threads
-                opts.inter_op_num_threads = 1
-                # Spinning threads burn the other worker's core on a shared 2-core box.
-                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                self._sessions[key] = ort.InferenceSession(
-                    str(path or self.store.artifact(name)), opts, providers=["CPUExecutionProvider"]
-                )
+                model = path or self.store.artifact(name)
+                self._sessions[key] = Sessions(model, self.config)
             return self._sessions[key]
+
+
+def _session(model: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    # Spinning threads burn the other worker's core on a shared 2-core box.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+
+
+class Sessions:
+    """A model's onnxruntime session, used like one: `run` takes the wide session (made on
+    first use) when the request runs alone in the pool, else the narrow one."""
+
+    def __init__(self, model: Path, config: RuntimeConfig) -> None:
+        self.model, self.config = model, config
+        self.narrow = _session(model, config.intra_op_threads)
+        self._wide: Any = None
+        self._lock = threading.Lock()
+
+    def _pick(self) -> Any:
+        if self.config.lone_threads <= self.config.intra_op_threads or not running_alone():
+            return self.narrow
+        with self._lock:
+            if self._wide is None:
+                self._wide = _session(self.model, self.config.lone_threads)
+            return self._wide
+
+    def run(self, outputs: Any, feeds: Mapping[str, Any]) -> Any:
+        return self._pick().run(outputs, feeds)
+
+    def __getattr__(self, name: str) -> Any:  # get_inputs, get_outputs…
+        return getattr(self.narrow, name)
 
 
 class Engine:

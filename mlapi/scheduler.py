@@ -4,6 +4,9 @@ behind big photos (Frigate gives up after 0.1 s), with ageing so a big job still
 A job's cost is what it is known by before decoding: its size in bytes. Its priority is
 cost in MB × 10 minus seconds waited × 20: a 2 MB photo that has waited half a second
 goes before a fresh tile.
+
+A job can ask whether it is, at this moment, the only job running with none waiting
+(`running_alone()`), so it may use every core; while others run, jobs use one core each.
 """
 
 from __future__ import annotations
@@ -18,6 +21,16 @@ from typing import Any
 
 AGE_WEIGHT = 20.0  # priority points per second waited
 COST_WEIGHT = 10.0 / 1_000_000  # priority points per byte
+
+
+_lane = threading.local()
+
+
+def running_alone() -> bool:
+    """Whether the pool job on this thread is now the only one running, with none waiting
+    (read without the lock: a stale answer costs a little speed, never a wrong result)."""
+    pool: ShortestFirst | None = getattr(_lane, "pool", None)
+    return pool is not None and pool._running == 1 and not pool._jobs
 
 
 @dataclass
@@ -39,6 +52,7 @@ class ShortestFirst:
         self._ready = threading.Condition()
         self._seq = itertools.count()
         self._closed = False
+        self._running = 0
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
             for i in range(workers)
@@ -66,16 +80,23 @@ class ShortestFirst:
                 self._jobs, key=lambda j: j.priority(now)
             )  # a short list: the queue is bounded
             self._jobs.remove(job)
+            self._running += 1
             return job
 
     def _work(self) -> None:
+        _lane.pool = self
         while (job := self._next()) is not None:
             if not job.future.set_running_or_notify_cancel():
+                with self._ready:
+                    self._running -= 1
                 continue
             try:
                 job.future.set_result(job.fn(*job.args))
             except BaseException as exc:  # handed to whoever waits on the future
                 job.future.set_exception(exc)
+            finally:
+                with self._ready:
+                    self._running -= 1
 
     def shutdown(self, wait: bool = True) -> None:
         """Finish the jobs already submitted, then stop the threads."""

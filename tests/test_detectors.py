@@ -11,7 +11,9 @@ import pytest
 from conftest import iou
 from PIL import Image as PILImage
 
-from mlapi.engine import Engine
+from mlapi.engine import Engine, RuntimeConfig
+from mlapi.result import dumps, result_to_dict
+from mlapi.store import ModelStore
 
 
 def run(engine: Engine, photo: Path, models: list[str], options: dict | None = None):
@@ -105,3 +107,18 @@ def test_requested_models_only_and_in_request_order(engine: Engine, photos: Path
     models = [d.model for d in result.detections]
     assert set(models) == {"faces", "objects"}
     assert models == sorted(models, key=["faces", "objects"].index)
+
+
+def test_a_lone_request_on_every_core_gets_the_same_bytes(store: ModelStore, photos: Path) -> None:
+    """A request running alone uses more onnxruntime threads; its answers must not change."""
+    models = ["objects", "faces", "genderage", "emotion", "faceprint", "embeddings"]
+    answers = []
+    for lone in (1, 2):
+        with Engine(store, RuntimeConfig(workers=2, intra_op_threads=1, lone_threads=lone)) as e:
+            answers.append(
+                [
+                    dumps(result_to_dict(e.detect(p.read_bytes(), models)))
+                    for p in sorted(photos.glob("*.jpg"))
+                ]
+            )
+    assert len(answers[0]) == 3 and answers[0] == answers[1]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mlapi.scheduler import ShortestFirst
+from mlapi.scheduler import ShortestFirst, running_alone
 
 
 def test_cheapest_waiting_job_runs_first_and_errors_reach_the_caller() -> None:
@@ -38,4 +38,26 @@ def test_a_big_job_that_waited_goes_before_a_fresh_small_one() -> None:
     gate.set()
     big.result(5), small.result(5)
     assert order == ["photo", "tile"]
+    pool.shutdown()
+
+
+def test_a_job_knows_whether_it_runs_alone() -> None:
+    pool = ShortestFirst(2)
+    assert pool.submit(running_alone).result(5) is True  # nothing else running or waiting
+    started, gate = threading.Event(), threading.Event()
+
+    def hold() -> bool:
+        alone = running_alone()
+        started.set()
+        gate.wait(5)
+        return alone
+
+    first = pool.submit(hold)
+    started.wait(5)
+    second = pool.submit(running_alone)  # the other worker, while `hold` still runs
+    assert second.result(5) is False
+    gate.set()
+    assert first.result(5) is True
+    assert pool.submit(running_alone).result(5) is True  # alone again once both finished
+    assert running_alone() is False  # a thread outside the pool never is
     pool.shutdown()
