@@ -140,6 +140,9 @@ class RuntimeConfig:
     # request uses every core, a busy server one per request. Same answers either way
     # (onnxruntime splits work, not sums, across threads; checked bit for bit in tests).
     lone_threads: int = field(default_factory=lambda: min(os.cpu_count() or 1, 4))
+    # Images this small (pixels: a 416×416 frame, a face crop) also have an express worker
+    # of their own (see scheduler).
+    express_pixels: int = 200_000
     max_pixels: int = images.DEFAULT_MAX_PIXELS
 
 
@@ -221,7 +224,7 @@ class Engine:
         self.registry = dict(registry)
         self._loaded: dict[str, Detector] = {}
         self._load_lock = threading.Lock()
-        self._pool = ShortestFirst(self.config.workers)
+        self._pool = ShortestFirst(self.config.workers, express_cost=self.config.express_pixels)
         self.timings = Timings()
         map_large_buffers()
 
@@ -379,7 +382,9 @@ class Engine:
         options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Result:
         """Decode and detect on the bounded pool; blocks the calling thread."""
-        job = self._pool.submit(self.detect_sync, data, models, options, cost=len(data))
+        job = self._pool.submit(
+            self.detect_sync, data, models, options, cost=images.pixel_cost(data)
+        )
         result: Result = job.result()
         return result
 
@@ -389,7 +394,9 @@ class Engine:
         models: Sequence[str] | None = None,
         options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Result:
-        return await self.run_async(self.detect_sync, data, models, options, cost=len(data))
+        return await self.run_async(
+            self.detect_sync, data, models, options, cost=images.pixel_cost(data)
+        )
 
     async def run_async(self, fn: Callable[..., T], *args: Any, cost: float = 0.0) -> T:
         """Run blocking work (inference, enrolment) on the bounded pool from async code."""

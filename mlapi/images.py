@@ -98,6 +98,18 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
+def pixel_cost(data: bytes) -> int:
+    """How many pixels `data` holds, from its header alone (no decoding; about 0.1 ms): what
+    a job costs the inference pool. Unreadable data counts as 4 pixels a byte."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            width, height = PILImage.open(io.BytesIO(data)).size
+        return int(width * height)
+    except Exception:
+        return 4 * len(data)
+
+
 def decode(
     data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None
 ) -> Image:

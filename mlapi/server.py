@@ -29,7 +29,7 @@ from mlapi.auth import AuthError, LoginLimiter, TokenIssuer
 from mlapi.engine import Engine
 from mlapi.errors import MlapiError
 from mlapi.fetch import Networks, fetch_image
-from mlapi.images import sniff
+from mlapi.images import pixel_cost, sniff
 from mlapi.result import Result, dumps
 from mlapi.users import UserStore
 
@@ -492,8 +492,11 @@ def split_options(fields: dict[str, str], allowed: set[str]) -> tuple[list[str],
     return models, options
 
 
-async def in_pool(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
-    """Run blocking engine work on the bounded inference pool; 503 when the queue is full."""
+async def in_pool(
+    request: web.Request, fn: Callable[..., T], *args: Any, cost: int | None = None
+) -> T:
+    """Run blocking engine work on the bounded inference pool; 503 when the queue is full.
+    `cost`: the image's pixels (see images.pixel_cost); else guessed from the body size."""
     state = request.app[STATE]
     capacity = state.engine.config.workers + state.config.max_queue
     if state.inflight >= capacity:
@@ -502,7 +505,8 @@ async def in_pool(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
     started = time.perf_counter()
     try:
         # Cheapest first: a camera's small frame does not wait behind big photos.
-        return await state.engine.run_async(fn, *args, cost=request.content_length or 0)
+        guess = 4 * (request.content_length or 0)
+        return await state.engine.run_async(fn, *args, cost=guess if cost is None else cost)
     finally:
         state.inflight -= 1
         request[INFERENCE_MS] = (time.perf_counter() - started) * 1000
@@ -511,7 +515,8 @@ async def in_pool(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
 async def run_detection(
     request: web.Request, data: bytes, models: list[str] | None, options: dict[str, Any] | None
 ) -> Result:
-    return await in_pool(request, request.app[ENGINE].detect_sync, data, models, options)
+    engine = request.app[ENGINE]
+    return await in_pool(request, engine.detect_sync, data, models, options, cost=pixel_cost(data))
 
 
 def json_text(document: Any) -> web.Response:

@@ -32,7 +32,7 @@ def test_a_big_job_that_waited_goes_before_a_fresh_small_one() -> None:
     gate = threading.Event()
     order: list[str] = []
     pool.submit(gate.wait)
-    big = pool.submit(order.append, "photo", cost=2_000_000)  # 20 points
+    big = pool.submit(order.append, "photo", cost=2_000_000)  # 10 points
     time.sleep(1.2)  # ageing: 24 points
     small = pool.submit(order.append, "tile", cost=30_000)
     gate.set()
@@ -60,4 +60,18 @@ def test_a_job_knows_whether_it_runs_alone() -> None:
     assert first.result(5) is True
     assert pool.submit(running_alone).result(5) is True  # alone again once both finished
     assert running_alone() is False  # a thread outside the pool never is
+    pool.shutdown()
+
+
+def test_a_small_job_has_an_express_worker_while_big_ones_hold_the_others() -> None:
+    pool = ShortestFirst(1, express_cost=200_000)
+    gate = threading.Event()
+    big_running = pool.submit(gate.wait, cost=2_000_000)  # holds the only regular worker
+    time.sleep(0.05)
+    waiting_big = pool.submit(lambda: "photo", cost=2_000_000)  # the express worker skips it
+    tile = pool.submit(lambda: "tile", cost=102_400)
+    assert tile.result(5) == "tile"  # done while the regular worker is still held
+    assert not waiting_big.done()
+    gate.set()
+    assert big_running.result(5) is True and waiting_big.result(5) == "photo"
     pool.shutdown()
