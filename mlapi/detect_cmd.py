@@ -24,11 +24,12 @@ from mlapi.result import Result, dumps
 
 class LocalBackend:
     def __init__(self, engine: Engine, models: list[str], options: dict[str, Any], fmt: str):
-        self.engine, self.models, self.options, self.render = engine, models, options, FORMATS[fmt]
+        self.engine, self.render = engine, FORMATS[fmt]
+        self.plan = engine.make_plan(models, options)  # validated once for every file
 
     def __call__(self, data: bytes) -> tuple[str, Result | None]:
         # Already on one of `workers` threads: detect here rather than hop to the engine pool.
-        result = self.engine.detect_sync(data, self.models, self.options)
+        result = self.engine.run_here(data, self.plan)
         return dumps(self.render(result)), result
 
 
@@ -113,9 +114,9 @@ def run_detect(
         if engine is None:
             backend: Backend = RemoteBackend(server, models, options, fmt)  # type: ignore[arg-type]
         else:
-            requested, order, _ = engine.prepare(models, options)
-            engine.warm(order)  # a missing model is one clear error, not one per file
-            backend = LocalBackend(engine, requested, options, fmt)
+            local = LocalBackend(engine, models, options, fmt)
+            engine.warm(local.plan.order)  # a missing model is one clear error, not one per file
+            backend = local
     except MlapiError as exc:
         console.print(f"[red]error:[/] {escape(exc.message)}", highlight=False)
         if engine is not None:

@@ -146,6 +146,16 @@ class RuntimeConfig:
     max_pixels: int = images.DEFAULT_MAX_PIXELS
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A validated request: the detections to return (`requested`), every detector to run
+    in dependency order, and each one's parsed options."""
+
+    requested: tuple[str, ...]
+    order: tuple[str, ...]
+    options: Mapping[str, Options]
+
+
 class Runtime:
     """What detectors load from: the model store and one onnxruntime session per model."""
 
@@ -300,37 +310,42 @@ class Engine:
                 self.store.model_dir(model)
 
     # -- running -------------------------------------------------------------------------
-    def prepare(
+    def make_plan(
         self, models: Sequence[str] | None, options: Mapping[str, Mapping[str, Any]] | None
-    ) -> tuple[list[str], list[str], dict[str, Options]]:
-        """Validate a request before any decoding: (requested, plan, parsed options)."""
-        requested = list(dict.fromkeys(models or DEFAULT_MODELS))
-        order = self.plan(requested)
-        return requested, order, self.parse_options(order, options)
+    ) -> Plan:
+        """Validate a request before any decoding (unknown detector or option: an error); the
+        plan then serves any number of images."""
+        requested = tuple(dict.fromkeys(models or DEFAULT_MODELS))
+        order = tuple(self.plan(requested))
+        return Plan(requested, order, self.parse_options(order, options))
 
     def decode(self, data: bytes, name: str, options: Options | None = None) -> Image:
-        """The pixels detector `name` gets for `data` (what `run_image` gives it)."""
+        """The pixels detector `name` gets for `data` (what `run_here` gives it)."""
         side = self.registry[name].needed_side(options)
         return Pixels(data, self.config.max_pixels).at(side)
 
-    def run_image(
-        self,
-        image: Image | Pixels,
-        requested: Sequence[str],
-        order: Sequence[str],
-        options: Mapping[str, Options],
-    ) -> Result:
-        """Run the plan. Each detector gets the pixels it would get on its own (see Pixels),
-        so its answer does not depend on which other detectors run with it."""
+    def run_here(self, image: bytes | Image | Pixels, plan: Plan) -> Result:
+        """Run a plan on one image in the calling thread (the pool's threads, the CLI's
+        file workers and stream's reader call this; everyone else `detect`). Each detector
+        gets the pixels it would get on its own (see Pixels), so its answer does not depend
+        on which other detectors run with it."""
+        if isinstance(image, bytes):
+            pixels = Pixels(image, self.config.max_pixels)
+            try:
+                return self.run_here(pixels, plan)
+            finally:
+                if pixels.nbytes > LARGE_IMAGE_BYTES:
+                    del pixels
+                    release_memory()
         pixels = image if isinstance(image, Pixels) else Pixels.of(image)
         upstream: dict[str, list[Detection]] = {}
-        for name in order:
+        for name in plan.order:
             started = time.perf_counter()
-            own = pixels.at(self.registry[name].needed_side(options[name]))
-            upstream[name] = self.detector(name).detect(own, options[name], upstream)
+            own = pixels.at(self.registry[name].needed_side(plan.options[name]))
+            upstream[name] = self.detector(name).detect(own, plan.options[name], upstream)
             self.timings.add(name, time.perf_counter() - started)
-        first = pixels.at(None) if not order else own
-        return Result(first.width, first.height, tuple(self._collect(requested, upstream)))
+        first = pixels.at(None) if not plan.order else own
+        return Result(first.width, first.height, tuple(self._collect(plan.requested, upstream)))
 
     def _collect(
         self, requested: Sequence[str], upstream: Mapping[str, list[Detection]]
@@ -359,32 +374,15 @@ class Engine:
             found += merge_refinements(upstream[base], [upstream[r] for r in refiners[base]], label)
         return found
 
-    def detect_sync(
-        self,
-        data: bytes,
-        models: Sequence[str] | None = None,
-        options: Mapping[str, Mapping[str, Any]] | None = None,
-    ) -> Result:
-        """Validate, decode and detect in the calling thread."""
-        requested, order, parsed = self.prepare(models, options)
-        pixels = Pixels(data, self.config.max_pixels)
-        try:
-            return self.run_image(pixels, requested, order, parsed)
-        finally:
-            if pixels.nbytes > LARGE_IMAGE_BYTES:
-                del pixels
-                release_memory()
-
     def detect(
         self,
         data: bytes,
         models: Sequence[str] | None = None,
         options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Result:
-        """Decode and detect on the bounded pool; blocks the calling thread."""
-        job = self._pool.submit(
-            self.detect_sync, data, models, options, cost=images.pixel_cost(data)
-        )
+        """Validate, then decode and detect on the bounded pool; blocks the calling thread."""
+        plan = self.make_plan(models, options)
+        job = self._pool.submit(self.run_here, data, plan, cost=images.pixel_cost(data))
         result: Result = job.result()
         return result
 
@@ -394,9 +392,9 @@ class Engine:
         models: Sequence[str] | None = None,
         options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Result:
-        return await self.run_async(
-            self.detect_sync, data, models, options, cost=images.pixel_cost(data)
-        )
+        """`detect` for async code: awaits the pool instead of blocking."""
+        plan = self.make_plan(models, options)
+        return await self.run_async(self.run_here, data, plan, cost=images.pixel_cost(data))
 
     async def run_async(self, fn: Callable[..., T], *args: Any, cost: float = 0.0) -> T:
         """Run blocking work (inference, enrolment) on the bounded pool from async code."""

@@ -38,9 +38,9 @@ def enroll(
     `largest`: with several faces, take the largest (DeepStack's register does) instead of
     refusing the photo.
     """
-    requested, order, options = engine.prepare(["faceprint"], {"faceprint": {"model": model}})
+    plan = engine.make_plan(["faceprint"], {"faceprint": {"model": model}})
     pixels = Pixels(data, engine.config.max_pixels)
-    faces = engine.run_image(pixels, requested, order, options).detections
+    faces = engine.run_here(pixels, plan).detections
     image = pixels.at(None)  # full resolution, for the quality gate
     if not faces:
         raise GalleryError("no face found in the photo")

@@ -516,7 +516,8 @@ async def run_detection(
     request: web.Request, data: bytes, models: list[str] | None, options: dict[str, Any] | None
 ) -> Result:
     engine = request.app[ENGINE]
-    return await in_pool(request, engine.detect_sync, data, models, options, cost=pixel_cost(data))
+    plan = engine.make_plan(models, options)  # a bad detector or option: 400 before any work
+    return await in_pool(request, engine.run_here, data, plan, cost=pixel_cost(data))
 
 
 def json_text(document: Any) -> web.Response:

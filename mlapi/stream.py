@@ -352,8 +352,8 @@ def local_detector(
 ) -> Detect:
     from mlapi.engine import Pixels
 
-    requested, order, parsed = engine.prepare(models, options)
-    engine.warm(order)
+    plan = engine.make_plan(models, options)
+    engine.warm(plan.order)
 
     def detect(frame: Frame) -> tuple[Any, Any]:
         # Files go through the same decoding as `mlapi detect`: the same answer for a file.
@@ -361,7 +361,7 @@ def local_detector(
             pixels = Pixels(frame.data, engine.config.max_pixels)
         else:
             pixels = Pixels.of(frame.image())
-        result = engine.run_image(pixels, requested, order, parsed)
+        result = engine.run_here(pixels, plan)
         return render(result), result
 
     return detect

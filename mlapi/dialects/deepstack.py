@@ -220,7 +220,7 @@ async def face_delete(request: web.Request) -> web.Response:
 
 
 def _best_faceprint(engine: Any, data: bytes) -> np.ndarray:
-    faces = engine.detect_sync(data, ["faceprint"]).detections
+    faces = engine.run_here(data, engine.make_plan(["faceprint"], None)).detections
     if not faces:
         raise RequestError(400, "no face detected")
     best = max(faces, key=lambda d: (d.box[2] - d.box[0]) * d.confidence)
