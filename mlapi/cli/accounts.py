@@ -1,0 +1,137 @@
+"""Who may call the server: `adduser`, `users`, `keys`, and `login` for the CLI."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mlapi.cli.common import fail, main
+
+
+# -- users and keys ----------------------------------------------------------------------
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():  # getpass would warn and echo, then click would abort
+        fail("no terminal to ask for a password: pipe it in with --password-stdin", 2)
+    return click.prompt("password", hide_input=True, confirmation_prompt=True, err=True)
+
+
+def _users():
+    from mlapi.users import UserStore
+
+    return UserStore()
+
+
+@main.command()
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+def adduser(name: str, password_stdin: bool) -> None:
+    """Create a user who may call the server (data: MLAPI_DATA_DIR)."""
+    from mlapi.errors import MlapiError
+
+    try:
+        _users().add(name, _read_password(password_stdin))
+    except MlapiError as exc:
+        fail(exc.message)
+    click.echo(f"added user {name}", err=True)
+
+
+@main.group()
+def users() -> None:
+    """List and remove users, change passwords."""
+
+
+@users.command("list")
+def users_list() -> None:
+    for name in _users().names():
+        click.echo(name)
+
+
+@users.command("remove")
+@click.argument("name")
+def users_remove(name: str) -> None:
+    """Delete a user and their API keys."""
+    from mlapi.errors import MlapiError
+
+    try:
+        _users().remove(name)
+    except MlapiError as exc:
+        fail(exc.message)
+    click.echo(f"removed user {name}", err=True)
+
+
+@users.command("passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+def users_passwd(name: str, password_stdin: bool) -> None:
+    """Change a user's password."""
+    from mlapi.errors import MlapiError
+
+    try:
+        _users().set_password(name, _read_password(password_stdin))
+    except MlapiError as exc:
+        fail(exc.message)
+    click.echo(f"password changed for {name}", err=True)
+
+
+@main.group()
+def keys() -> None:
+    """Long-lived API keys for cameras and scripts (Bearer or X-API-Key)."""
+
+
+@keys.command("create")
+@click.argument("user")
+@click.option("--name", default="key", show_default=True, help="A label to recognise it by.")
+def keys_create(user: str, name: str) -> None:
+    """Create a key for USER and print it (shown once; only a hash is stored)."""
+    from mlapi.errors import MlapiError
+
+    try:
+        click.echo(_users().create_key(user, name))
+    except MlapiError as exc:
+        fail(exc.message)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    import datetime
+
+    for k in _users().api_keys():
+        created = datetime.datetime.fromtimestamp(k.created).isoformat(timespec="seconds")
+        click.echo(f"{k.id}  {k.user}  {k.name}  {created}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke the key with KEY_ID (the id column of `mlapi keys list`)."""
+    from mlapi.errors import MlapiError
+
+    try:
+        _users().revoke_key(key_id)
+    except MlapiError as exc:
+        fail(exc.message)
+    click.echo(f"revoked {key_id}", err=True)
+
+
+@main.command()
+@click.argument("url")
+@click.option("--username", "-u", prompt=True, help="User name on the server.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+def login(url: str, username: str, password_stdin: bool) -> None:
+    """Log in to a server; later `mlapi detect --server URL` uses the saved token."""
+    from mlapi import client
+    from mlapi.errors import MlapiError
+
+    password = (
+        sys.stdin.readline().rstrip("\r\n")
+        if password_stdin
+        else click.prompt("password", hide_input=True, err=True)
+    )
+    try:
+        client.login(url, username, password)
+    except MlapiError as exc:
+        fail(exc.message)
+    click.echo(f"logged in to {url}", err=True)

