@@ -11,14 +11,10 @@ from pathlib import Path
 import jwt
 
 from mlapi.dbfiles import create_private
-from mlapi.errors import MlapiError
+from mlapi.errors import AuthError, MlapiError
 from mlapi.paths import data_dir
 
 ALGORITHM = "HS256"
-
-
-class AuthError(MlapiError):
-    status = 401
 
 
 class TokenIssuer:

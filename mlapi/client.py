@@ -11,16 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from mlapi.dbfiles import write_private
-from mlapi.errors import MlapiError
+from mlapi.errors import MlapiError, RemoteError
 from mlapi.paths import config_dir
 
 API_KEY_ENV = "MLAPI_API_KEY"  # an API key (mlapi keys create): no login, no expiry
-
-
-class RemoteError(MlapiError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def tokens_path() -> Path:

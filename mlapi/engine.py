@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from mlapi import images
 from mlapi.detectors.base import Detector, Options
-from mlapi.errors import MlapiError, UnknownModel
+from mlapi.errors import MlapiError, UnknownDetector
 from mlapi.gallery import Gallery
 from mlapi.images import Image
 from mlapi.result import Detection, Result
@@ -262,7 +262,7 @@ class Engine:
                 return
             if name not in self.registry:
                 known = ", ".join(sorted(self.registry))
-                raise UnknownModel(f"unknown model {name!r} (available: {known})")
+                raise UnknownDetector(f"unknown detector {name!r} (available: {known})")
             if name in visiting:
                 raise MlapiError(f"detectors {name!r} and its needs form a cycle")
             visiting.add(name)
@@ -281,7 +281,7 @@ class Engine:
         raw = raw or {}
         stray = sorted(set(raw) - set(names))
         if stray:
-            raise UnknownModel(f"options given for {', '.join(stray)}, which is not being run")
+            raise UnknownDetector(f"options given for {', '.join(stray)}, which is not being run")
         return {n: self.registry[n].Options.parse(raw.get(n), n) for n in names}
 
     # -- loading -------------------------------------------------------------------------

@@ -9,8 +9,8 @@ import numpy as np
 
 from mlapi.detectors.faceutil import aligned_crop, sharpness
 from mlapi.engine import Engine, Pixels
-from mlapi.errors import MlapiError
-from mlapi.gallery import Gallery, GalleryError
+from mlapi.errors import GalleryError, MlapiError
+from mlapi.gallery import Gallery
 
 MIN_FACE_PIXELS = 48  # narrower faces carry too little detail for a faceprint
 MIN_SHARPNESS = 25.0  # Laplacian variance of a 112 px crop; sharp faces score 190-640 here

@@ -1,4 +1,6 @@
-"""Errors that carry the HTTP status a server should answer with."""
+"""Every error mlapi raises for people to read, in one place, with the HTTP status a server
+answers it with (each dialect renders them as its own error body). The comment after a
+class names the room that raises it."""
 
 
 class MlapiError(Exception):
@@ -12,15 +14,82 @@ class MlapiError(Exception):
         return str(self.args[0]) if self.args else self.__class__.__name__
 
 
+# -- a request's detectors and options (engine, detectors) --------------------------------
 class OptionError(MlapiError):
     status = 400
 
 
-class UnknownModel(MlapiError):
+class UnknownDetector(MlapiError):
+    """A detector name nobody installed or imported (`-m`, `models=`)."""
+
     status = 400
 
 
-class ModelMissing(MlapiError):
-    """A model's files are not in the cache; nothing is downloaded implicitly."""
+# -- images and URLs ---------------------------------------------------------------------
+class ImageError(MlapiError):  # images: the bytes are not a usable image; the message says why
+    status = 400
 
+
+class ImageTooLarge(ImageError):  # images: over the pixel limits, read from the header
+    status = 413
+
+
+class FetchRefused(MlapiError):  # fetch: a URL to a private address, or a bad answer
+    status = 400
+
+
+# -- models: the catalog, the cache, conversion (store/) -----------------------------------
+class UnknownModel(MlapiError):  # store: no catalog model of that name
+    status = 400
+
+
+class ModelMissing(MlapiError):  # store: not in the cache; nothing is downloaded implicitly
     status = 503
+
+
+class FetchError(MlapiError):  # store.sources: pip, npm or a URL could not deliver
+    status = 503
+
+
+class ChecksumMismatch(MlapiError):  # store.sources: a file is not the one the catalog names
+    status = 500
+
+
+class ConvertError(MlapiError):  # store.convert: TensorFlow missing, or a conversion failed
+    status = 500
+
+
+class DlibFormatError(MlapiError):  # store.dlibnet: not the dlib network this reader knows
+    status = 500
+
+
+class ArtifactMismatch(MlapiError):  # store: a model made here has other bytes than listed
+    status = 500
+
+
+class BundledModel(MlapiError):  # store: a read-only bundled model cannot be removed
+    status = 409
+
+
+# -- people and keys ---------------------------------------------------------------------
+class UserError(MlapiError):  # users: bad names, passwords, unknown users or keys
+    status = 400
+
+
+class AuthError(MlapiError):  # auth: missing or wrong credentials
+    status = 401
+
+
+class GalleryError(MlapiError):  # gallery, enroll: no usable face, unknown person
+    status = 400
+
+
+# -- commands ----------------------------------------------------------------------------
+class StreamError(MlapiError):  # stream: a source that cannot be opened
+    status = 400
+
+
+class RemoteError(MlapiError):  # client: a server's error answer, with its status
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status

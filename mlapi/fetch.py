@@ -19,13 +19,9 @@ import yarl
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import ThreadedResolver
 
-from mlapi.errors import MlapiError
+from mlapi.errors import FetchRefused
 
 MAX_REDIRECTS = 3
-
-
-class FetchRefused(MlapiError):
-    status = 400
 
 
 NAT64 = ipaddress.ip_network("64:ff9b::/96")

@@ -19,14 +19,10 @@ import numpy as np
 from tinydb import Query
 
 from mlapi.dbfiles import FileSnapshot, locked_db
-from mlapi.errors import MlapiError
+from mlapi.errors import GalleryError
 from mlapi.paths import data_dir
 
 NAME_RE = re.compile(r"^[^\x00-\x1f/\\]{1,100}$")
-
-
-class GalleryError(MlapiError):
-    status = 400
 
 
 @dataclass(frozen=True)

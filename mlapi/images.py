@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps
 
-from mlapi.errors import MlapiError
+from mlapi.errors import ImageError, ImageTooLarge
 
 DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: every real camera, not a decompression bomb
 # Formats without reduced decoding cost their full size in memory (and more, in copies):
@@ -52,16 +52,6 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"II*\x00", 0, "tiff"),
     (b"MM\x00*", 0, "tiff"),
 )
-
-
-class ImageError(MlapiError):
-    """The bytes are not a usable image; the message says why."""
-
-    status = 400
-
-
-class ImageTooLarge(ImageError):
-    status = 413
 
 
 @dataclass(frozen=True, eq=False)

@@ -25,9 +25,9 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
 from mlapi import __version__, openapi
-from mlapi.auth import AuthError, LoginLimiter, TokenIssuer
+from mlapi.auth import LoginLimiter, TokenIssuer
 from mlapi.engine import Engine
-from mlapi.errors import MlapiError
+from mlapi.errors import AuthError, MlapiError
 from mlapi.fetch import Networks, fetch_image
 from mlapi.images import pixel_cost, sniff
 from mlapi.result import Result, dumps
@@ -667,7 +667,7 @@ def core_app(
     """The application with its middleware, state, warm-up and the core routes (health,
     readiness, metrics, login, models, OpenAPI); `mlapi.app` adds the dialect modules."""
     config = config or ServerConfig()
-    engine.plan(config.models)  # unknown model names fail before the server starts
+    engine.plan(config.models)  # unknown detector names fail before the server starts
     app = web.Application(
         client_max_size=config.max_body,
         middlewares=[errors_middleware, auth_middleware, admission_middleware],

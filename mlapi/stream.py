@@ -25,15 +25,11 @@ import cv2
 import numpy as np
 
 from mlapi import inputs
-from mlapi.errors import MlapiError
+from mlapi.errors import MlapiError, StreamError
 from mlapi.images import Image, decode, encode_jpeg
 from mlapi.result import dumps
 
 LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://")
-
-
-class StreamError(MlapiError):
-    status = 400
 
 
 @dataclass

@@ -16,16 +16,12 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from tinydb import Query
 
 from mlapi.dbfiles import FileSnapshot, locked_db
-from mlapi.errors import MlapiError
+from mlapi.errors import UserError
 from mlapi.paths import data_dir
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD = 8
 KEY_PREFIX = "mlk_"
-
-
-class UserError(MlapiError):
-    status = 400
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ def test_directory_and_glob_inputs(photos: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-m", "unicorns"], "unknown model 'unicorns'"),
+        (["-m", "unicorns"], "unknown detector 'unicorns'"),
         (["-o", "objects.confidence=2"], "between 0.0 and 1.0"),
         (["-o", "objects.colour=red"], "unknown option colour"),
         (["-o", "confidence"], "is not MODEL.KEY=VALUE"),

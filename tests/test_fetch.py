@@ -10,7 +10,8 @@ import pytest
 from aiohttp import web
 from servers import Loopback
 
-from mlapi.fetch import FetchRefused, fetch_image, is_public
+from mlapi.errors import FetchRefused
+from mlapi.fetch import fetch_image, is_public
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ from servers import LiveServer, multipart
 from mlapi.auth import LoginLimiter, TokenIssuer
 from mlapi.dbfiles import locked_db
 from mlapi.engine import Engine, RuntimeConfig
-from mlapi.images import ImageError, ImageTooLarge, decode, encode_jpeg
+from mlapi.errors import ImageError, ImageTooLarge
+from mlapi.images import decode, encode_jpeg
 from mlapi.server import ServerConfig, safe_path
 from mlapi.store import ModelStore
 from mlapi.users import UserStore

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image as PILImage
 
 from mlapi import images
-from mlapi.images import ImageError, ImageTooLarge, decode, sniff
+from mlapi.errors import ImageError, ImageTooLarge
+from mlapi.images import decode, sniff
 
 
 def encoded(fmt: str, size: tuple[int, int] = (64, 48), exif: PILImage.Exif | None = None) -> bytes:

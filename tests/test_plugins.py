@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mlapi.engine import Engine, discover
-from mlapi.errors import MlapiError, OptionError, UnknownModel
+from mlapi.errors import MlapiError, OptionError, UnknownDetector
 from mlapi.images import encode_jpeg
 from mlapi.store import ModelStore
 
@@ -78,5 +78,5 @@ def test_duplicate_detector_names_are_refused(site: Path) -> None:
 
 
 def test_unknown_model_lists_the_available_ones(engine: Engine) -> None:
-    with pytest.raises(UnknownModel, match=r"unknown model 'cats' \(available: .*objects"):
+    with pytest.raises(UnknownDetector, match=r"unknown detector 'cats' \(available: .*objects"):
         engine.plan(["cats"])

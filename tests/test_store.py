@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from mlapi.errors import MlapiError, ModelMissing
+from mlapi.errors import ChecksumMismatch, MlapiError, ModelMissing
 from mlapi.store import ModelStore, catalog
 from mlapi.store.canonical import canonicalise
 from mlapi.store.catalog import ModelEntry, Source, SourceFile
-from mlapi.store.sources import ChecksumMismatch, sha256_file
+from mlapi.store.sources import sha256_file
 
 
 def local_entry(path: Path, sha256: str) -> ModelEntry:

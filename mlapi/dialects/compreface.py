@@ -20,7 +20,7 @@ import numpy as np
 from aiohttp import web
 
 from mlapi.enroll import enroll
-from mlapi.gallery import GalleryError
+from mlapi.errors import GalleryError
 from mlapi.openapi import BINARY, body, operation
 from mlapi.result import Detection
 from mlapi.server import (

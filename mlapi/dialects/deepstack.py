@@ -14,10 +14,8 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from mlapi.auth import AuthError
 from mlapi.enroll import enroll
-from mlapi.errors import MlapiError, ModelMissing
-from mlapi.gallery import GalleryError
+from mlapi.errors import AuthError, GalleryError, MlapiError, ModelMissing
 from mlapi.openapi import BINARY, body, operation
 from mlapi.result import Detection, Result
 from mlapi.server import (

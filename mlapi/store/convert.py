@@ -18,15 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlapi.errors import MlapiError
+from mlapi.errors import ConvertError
 
 OPSET = 17
 # Bump when conversion changes what it writes, so models made the old way are made again.
 RECIPE_VERSION = 4
-
-
-class ConvertError(MlapiError):
-    status = 500
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from mlapi.errors import DlibFormatError
+
 CHIP = 150  # dlib's input_rgb_image_sized<150>
 RECIPE_VERSION = 1  # bump when the ONNX this writes changes
 
@@ -30,10 +32,6 @@ _MARKER = re.compile(
 
 
 _WINDOW = ("rows", "cols", "stride_y", "stride_x", "pad_y", "pad_x")
-
-
-class DlibFormatError(ValueError):
-    """The file is not the dlib network this reader knows."""
 
 
 @dataclass

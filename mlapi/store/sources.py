@@ -16,19 +16,11 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from mlapi.errors import MlapiError
+from mlapi.errors import ChecksumMismatch, FetchError
 from mlapi.store.catalog import Source
 
 Progress = Callable[[int, int | None], None]  # (bytes done, total or None)
 CHUNK = 1 << 20
-
-
-class FetchError(MlapiError):
-    status = 503
-
-
-class ChecksumMismatch(MlapiError):
-    status = 500
 
 
 def sha256_file(path: Path) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mlapi import paths
-from mlapi.errors import MlapiError, ModelMissing, UnknownModel
+from mlapi.errors import ArtifactMismatch, BundledModel, MlapiError, ModelMissing, UnknownModel
 from mlapi.store import catalog, convert, dlibnet, jsmodel, sources
 from mlapi.store.catalog import ModelEntry, SourceFile
 
@@ -64,12 +64,6 @@ def toolchain() -> dict[str, str]:
     return found
 
 
-class ArtifactMismatch(MlapiError):
-    """A model made here does not have the bytes the catalog expects."""
-
-    status = 500
-
-
 def default_cache_dir() -> Path:
     return paths.cache_dir()
 
@@ -80,10 +74,6 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
         return document
     except (OSError, ValueError):
         return None
-
-
-class BundledModel(MlapiError):
-    """A model inside a read-only bundled folder cannot be removed or replaced."""
 
 
 @dataclass(frozen=True)
