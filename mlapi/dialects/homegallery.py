@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,33 +81,33 @@ FACE_OPTIONS = {"faceprint": {"normalise": False}}
 EMBEDDING_OPTIONS = {"embeddings": {"normalise": False}}
 
 
-def _raw_jpeg(request: web.Request) -> None:
+async def _answer(
+    request: web.Request,
+    models: list[str],
+    options: dict[str, dict[str, Any]] | None,
+    render: Callable[[bytes, Result], dict[str, Any]],
+) -> web.Response:
+    """HomeGallery posts one raw JPEG body and reads its own answer shape."""
     if request.content_type not in ("image/jpeg", "image/jpg", "application/octet-stream"):
         raise RequestError(415, f"expected Content-Type image/jpeg, got {request.content_type}")
+    body = await read_upload(request)
+    result = await run_detection(request, body.image, models, options)
+    return json_text(render(body.image, result))
 
 
 @operation("HomeGallery objects", tag="homegallery", body=RAW_JPEG)
 async def post_objects(request: web.Request) -> web.Response:
-    _raw_jpeg(request)
-    body = await read_upload(request)
-    result = await run_detection(request, body.image, ["objects"], None)
-    return json_text(objects(body.image, result))
+    return await _answer(request, ["objects"], None, objects)
 
 
 @operation("HomeGallery faces", tag="homegallery", body=RAW_JPEG)
 async def post_faces(request: web.Request) -> web.Response:
-    _raw_jpeg(request)
-    body = await read_upload(request)
-    result = await run_detection(request, body.image, FACE_MODELS, FACE_OPTIONS)
-    return json_text(faces(body.image, result))
+    return await _answer(request, FACE_MODELS, FACE_OPTIONS, faces)
 
 
 @operation("HomeGallery image embedding", tag="homegallery", body=RAW_JPEG)
 async def post_embeddings(request: web.Request) -> web.Response:
-    _raw_jpeg(request)
-    body = await read_upload(request)
-    result = await run_detection(request, body.image, ["embeddings"], EMBEDDING_OPTIONS)
-    return json_text(embeddings(body.image, result))
+    return await _answer(request, ["embeddings"], EMBEDDING_OPTIONS, embeddings)
 
 
 def add_routes(app: web.Application) -> None:
