@@ -168,7 +168,7 @@ def _to_rgb(pil: PILImage.Image) -> PILImage.Image:
         values = np.asarray(pil, dtype=np.uint32)
         shift = 8 if values.max(initial=0) < 65536 else 24
         return PILImage.fromarray((values >> shift).astype(np.uint8), "L").convert("RGB")
-    return pil.convert("RGB")
+    return pil if pil.mode == "RGB" else pil.convert("RGB")  # convert() would copy an RGB one
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
