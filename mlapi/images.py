@@ -8,6 +8,7 @@ pixels, and applies EXIF orientation so boxes refer to the upright image.
 from __future__ import annotations
 
 import io
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -21,7 +22,10 @@ from mlapi.errors import ImageError, ImageTooLarge
 DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: every real camera, not a decompression bomb
 # Formats without reduced decoding cost their full size in memory (and more, in copies):
 # a 1.9 KB WebP can declare 49 MP. Screenshots, PNG exports and phone photos stay under.
-MAX_PIXELS_OTHER = {"webp": 12_000_000}  # WebP decodes through RGBA: it costs more
+# WebP decodes through RGBA: it costs more. HEIF has no reduced decode, but phones write
+# 24-48 MP HEICs: decoded whole (0.4 s for 24 MP here), then halved until under
+# MAX_DECODED_PIXELS, so only one frame of that size is ever held.
+MAX_PIXELS_OTHER = {"webp": 12_000_000, "heif": 50_000_000}
 MAX_PIXELS_NO_DRAFT = 16_000_000  # PNG, GIF, BMP, TIFF
 # JPEGs over this are decoded at 1/2, 1/4 or 1/8 even for full-resolution detectors.
 MAX_DECODED_PIXELS = 16_000_000
@@ -150,6 +154,9 @@ def decode(
         turned = pil.getexif().get(ORIENTATION, 1) not in (0, 1)
         upright = ImageOps.exif_transpose(pil) if turned else pil
         rgb = _to_rgb(upright)
+        if kind == "heif" and rgb.width * rgb.height > MAX_DECODED_PIXELS:
+            factor = math.ceil(math.sqrt(rgb.width * rgb.height / MAX_DECODED_PIXELS))
+            rgb = rgb.reduce(factor)  # box filter: the mean of each factor×factor block
     except Exception as exc:
         raise ImageError(f"corrupt or truncated {kind.upper()} data: {_reason(exc)}") from exc
     orientation_swaps = upright.size != pil.size and upright.size == pil.size[::-1]

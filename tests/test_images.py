@@ -98,6 +98,26 @@ def test_pixel_bomb_is_refused_from_the_header() -> None:
     assert ImageTooLarge.status == 413
 
 
+def test_a_big_heic_is_decoded_then_reduced_under_the_pixel_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 24-48 MP phone HEIC is not refused: decoded, then reduced (here with a small budget
+    standing in for 16 MP), boxes still in the photo's own pixels."""
+    import pillow_heif
+
+    from mlapi import images
+
+    rgb = np.zeros((240, 320, 3), np.uint8)
+    rgb[:, :160] = (200, 30, 30)
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(PILImage.fromarray(rgb)).save(buf, quality=90)
+    monkeypatch.setattr(images, "MAX_DECODED_PIXELS", 50_000)  # 76,800 pixels are too many
+    image = decode(buf.getvalue())
+    assert (image.width, image.height) == (320, 240)  # the photo's own size
+    assert image.pixels.shape == (120, 160, 3) and image.scale == 0.5
+    assert image.pixels[60, 20][0] > 150 and image.pixels[60, 140].max() < 40
+
+
 def test_heic_from_a_phone_decodes() -> None:
     import pillow_heif
 
