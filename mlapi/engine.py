@@ -103,6 +103,9 @@ class Pixels:
     def at(self, side: int | None) -> Image:
         if self._data is None:
             return self._decoded[None]
+        first = next(iter(self._decoded.values()), None)
+        if first is not None and first.format != "jpeg":
+            return first  # only JPEG decodes smaller: one decode serves every side
         if side not in self._decoded:
             self._decoded[side] = images.decode(
                 self._data, max_pixels=self._max_pixels, min_side=side

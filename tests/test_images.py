@@ -131,3 +131,14 @@ def test_heic_from_a_phone_decodes() -> None:
     assert (image.width, image.height, image.format) == (320, 240, "heif")
     left, right = image.pixels[120, 40], image.pixels[120, 280]
     assert left[0] > 150 > left[1] and right.max() < 40
+
+
+def test_a_png_is_decoded_once_for_every_detector_size() -> None:
+    """Only JPEG decodes smaller; other formats serve every side from one decode."""
+    from mlapi.engine import Pixels
+
+    buf = io.BytesIO()
+    PILImage.fromarray(np.zeros((300, 400, 3), np.uint8)).save(buf, "PNG")
+    pixels = Pixels(buf.getvalue())
+    first = pixels.at(192)
+    assert pixels.at(416) is first and pixels.at(None) is first

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from mlapi import paths
-from mlapi.errors import ArtifactMismatch, BundledModel, MlapiError, ModelMissing, UnknownModel
+from mlapi.errors import (
+    ArtifactMismatch,
+    BundledModel,
+    ChecksumMismatch,
+    ConvertError,
+    MlapiError,
+    ModelMissing,
+    UnknownModel,
+)
 from mlapi.store import catalog, convert, dlibnet, jsmodel, sources
 from mlapi.store.catalog import ModelEntry, SourceFile
 
@@ -228,7 +236,7 @@ class ModelStore:
             if self.is_pulled(entry.name):
                 results[entry.name] = None
             elif entry.converted and not convert.available():  # before any download
-                results[entry.name] = convert.ConvertError(convert.missing_message(entry.name))
+                results[entry.name] = ConvertError(convert.missing_message(entry.name))
             else:
                 try:
                     say(entry.name, f"fetching from {entry.source.describe()}")
@@ -245,7 +253,7 @@ class ModelStore:
         for entry, folder in staged:
             job = jobs.get(entry.name)
             if job is not None and job.dst in failed:
-                results[entry.name] = convert.ConvertError(failed[job.dst])
+                results[entry.name] = ConvertError(failed[job.dst])
                 continue
             try:
                 self._finish(entry, folder, accept_local_build)
@@ -327,7 +335,7 @@ class ModelStore:
                 sources.extract_member(archive, f.path, dest)
             try:
                 sources.check_sha256(dest, f.sha256)
-            except sources.ChecksumMismatch:
+            except ChecksumMismatch:
                 dest.unlink(missing_ok=True)
                 raise
 
