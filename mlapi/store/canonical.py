@@ -27,6 +27,7 @@ def canonicalise(src: Path, dst: Path, dynamic_hw: bool = False) -> None:
             for a in node.attribute
         ):
             raise ValueError(f"{src.name}: graphs with subgraphs are not canonicalised")
+    _fuse_relu6(graph)
     if dynamic_hw:
         dims = graph.input[0].type.tensor_type.shape.dim
         dims[2].dim_param, dims[3].dim_param = "height", "width"
@@ -91,6 +92,50 @@ def canonicalise(src: Path, dst: Path, dynamic_hw: bool = False) -> None:
     tmp = dst.with_name(dst.name + ".part")
     onnx.save(model, str(tmp))
     tmp.replace(dst)
+
+
+def _fuse_relu6(graph: Any) -> None:
+    """Relu → Min(6) → Max(0), TF.js's ReLU6, becomes one Clip(0, 6): the same values, and
+    onnxruntime then fuses it into the convolution before it and keeps the blocked layout
+    between convolutions (FaceRes: 40 → 31 ms for two faces at one thread)."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+
+    def only_user(value: str, op: str, bound: float) -> Any:
+        users = consumers.get(value, [])
+        if value in outputs or len(users) != 1 or users[0].op_type != op:
+            return None
+        other = [constants[i] for i in users[0].input if i != value and i in constants]
+        same = len(users[0].input) == 2 and len(other) == 1 and other[0].size == 1
+        return users[0] if same and float(other[0].reshape(-1)[0]) == bound else None
+
+    fused: dict[int, Any] = {}
+    dropped: set[int] = set()
+    for node in graph.node:
+        low = only_user(node.output[0], "Min", 6.0) if node.op_type == "Relu" else None
+        high = only_user(low.output[0], "Max", 0.0) if low is not None else None
+        if high is not None:
+            clip = helper.make_node("Clip", [node.input[0], "relu6:0", "relu6:6"], [high.output[0]])
+            fused[id(node)] = clip
+            dropped |= {id(low), id(high)}
+    if not fused:
+        return
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(0.0, np.float32), "relu6:0"),
+            numpy_helper.from_array(np.array(6.0, np.float32), "relu6:6"),
+        ]
+    )
+    nodes = [fused.get(id(n), n) for n in graph.node if id(n) not in dropped]
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _digest(tensor: Any) -> str:

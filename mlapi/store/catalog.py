@@ -151,7 +151,7 @@ CATALOG: tuple[ModelEntry, ...] = (
         ),
         preprocessing="N×224×224×3 RGB 0-255",
         default=True,
-        artifact_sha256="066f696f7f74ef13b0cb800d9eaa96f716c28980b928272aa2ec7380cf16fc57",
+        artifact_sha256="39959a629b8cda622c7fa5c7d1ea30cb1d96af1d2501538abdcf1abaf5368f55",
     ),
     ModelEntry(
         name="age-gender-dlib",

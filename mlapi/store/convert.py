@@ -22,7 +22,7 @@ from mlapi.errors import ConvertError
 
 OPSET = 17
 # Bump when conversion changes what it writes, so models made the old way are made again.
-RECIPE_VERSION = 4
+RECIPE_VERSION = 5
 
 
 @dataclass(frozen=True)
