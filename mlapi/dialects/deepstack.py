@@ -75,6 +75,14 @@ async def checked_upload(request: web.Request) -> Upload:
     )
 
 
+def _userid(upload: Upload) -> str:
+    """The person a register or delete call names; DeepStack's 400 when there is none."""
+    userid = (upload.fields.get("userid") or "").strip()
+    if not userid:
+        raise RequestError(400, "userid not specified")
+    return userid
+
+
 async def checked_image(request: web.Request) -> Upload:
     upload = await checked_upload(request)
     if not upload.data:
@@ -175,9 +183,7 @@ async def recognize(request: web.Request) -> web.Response:
 @documented("add samples of `userid` (one or more images)")
 async def register(request: web.Request) -> web.Response:
     upload = await checked_upload(request)
-    userid = (upload.fields.get("userid") or "").strip()
-    if not userid:
-        raise RequestError(400, "userid not specified")
+    userid = _userid(upload)
     if not upload.files:
         raise RequestError(400, "No valid image file found")
     engine = request.app[ENGINE]
@@ -209,9 +215,7 @@ async def face_list(request: web.Request) -> web.Response:
 @documented("forget `userid`")
 async def face_delete(request: web.Request) -> web.Response:
     upload = await checked_upload(request)
-    userid = (upload.fields.get("userid") or "").strip()
-    if not userid:
-        raise RequestError(400, "userid not specified")
+    userid = _userid(upload)
     with contextlib.suppress(GalleryError):  # DeepStack answers success for unknown names
         request.app[ENGINE].runtime.gallery.remove(userid)
     return answer()
