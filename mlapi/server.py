@@ -498,8 +498,7 @@ async def in_pool(
     """Run blocking engine work on the bounded inference pool; 503 when the queue is full.
     `cost`: the image's pixels (see images.pixel_cost); else guessed from the body size."""
     state = request.app[STATE]
-    capacity = state.engine.config.workers + state.config.max_queue
-    if state.inflight >= capacity:
+    if state.inflight >= state.capacity:
         raise RequestError(503, "server is busy; retry shortly")
     state.inflight += 1
     started = time.perf_counter()

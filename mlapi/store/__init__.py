@@ -1,5 +1,5 @@
 """Model catalog, fetching, conversion and the on-disk cache."""
 
-from mlapi.store.store import ModelStore, default_cache_dir
+from mlapi.store.store import ModelStore
 
-__all__ = ["ModelStore", "default_cache_dir"]
+__all__ = ["ModelStore"]

@@ -72,10 +72,6 @@ def toolchain() -> dict[str, str]:
     return found
 
 
-def default_cache_dir() -> Path:
-    return paths.cache_dir()
-
-
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
     try:
         document: dict[str, Any] = json.loads((folder / MANIFEST).read_text())
@@ -104,7 +100,7 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
 
 class ModelStore:
     def __init__(self, root: Path | None = None, bundled: list[Path] | None = None) -> None:
-        self.root = Path(root) if root else default_cache_dir()
+        self.root = Path(root) if root else paths.cache_dir()
         self.downloads = self.root / "downloads"
         self.models = self.root / "models"
         self.bundled = paths.bundled_dirs() if bundled is None else bundled
