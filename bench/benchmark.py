@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import re
 import resource
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -347,6 +349,95 @@ def stream_section(store: ModelStore, photo: bytes, frames: int = 90) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def seed_login(base: str, user: str, password: str) -> str:
+    """A JWT from the seed API's POST /api/v1/login (the seed and mlapi both speak it)."""
+    url = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=60)
+    body = json.dumps({"username": user, "password": password})
+    conn.request("POST", "/api/v1/login", body, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    payload = response.read()
+    if response.status != 200:
+        raise SystemExit(f"--seed: login at {base} gave {response.status}: {payload[:200]!r}")
+    return str(json.loads(payload)["access_token"])
+
+
+def seed_post(base: str, token: str, body: tuple[bytes, str]) -> float:
+    """One POST /api/v1/detect/object on a fresh connection, as the seed's own clients do
+    (its Flask server closes every connection); ms."""
+    url = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=120)
+    started = time.perf_counter()
+    conn.request(
+        "POST",
+        "/api/v1/detect/object?delete=true",
+        body[0],
+        {"Authorization": f"Bearer {token}", "Content-Type": body[1]},
+    )
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"{base} answered {response.status}")
+    return (time.perf_counter() - started) * 1000
+
+
+def seed_rate(
+    base: str, token: str, body: tuple[bytes, str], clients: int, seconds: float
+) -> float:
+    """Requests per second with `clients` clients posting back to back."""
+    stop = time.perf_counter() + seconds
+
+    def client(_: int) -> int:
+        count = 0
+        while time.perf_counter() < stop:
+            seed_post(base, token, body)
+            count += 1
+        return count
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        done = sum(pool.map(client, range(clients)))
+    return done / (time.perf_counter() - started)
+
+
+def seed_section(
+    seed: str, user: str, password: str, shots: dict[str, bytes], runs: int, seconds: float
+) -> None:
+    """mlapi beside the seed it replaces, both over HTTP through the seed's API, in one run:
+    requests alternate (seed, mlapi, seed, …) so drift in the machine's speed hits both."""
+    print(f"seed at {seed} beside mlapi serve: POST /api/v1/detect/object (objects), ms")
+    server = ServerProcess("--models", "objects")
+    ours = f"http://127.0.0.1:{server.port}"
+    try:
+        tokens = {
+            seed: seed_login(seed, user, password),
+            ours: seed_login(ours, "bench", "bench password"),
+        }
+        for label, data in shots.items():
+            body = multipart(data)
+            times: dict[str, list[float]] = {seed: [], ours: []}
+            for base in times:
+                seed_post(base, tokens[base], body)  # warm
+            for _ in range(runs):
+                for base, got in times.items():
+                    got.append(seed_post(base, tokens[base], body))
+            s50, m50 = statistics.median(times[seed]), statistics.median(times[ours])
+            print(
+                f"  {label:22s} seed p50 {s50:7.1f}  mlapi p50 {m50:6.1f}  "
+                f"seed/mlapi {s50 / m50:5.1f}×"
+            )
+        for label, data in shots.items():
+            body = multipart(data)
+            rates = {base: seed_rate(base, tokens[base], body, 4, seconds) for base in tokens}
+            print(
+                f"  4 clients, {label:11s} seed {rates[seed]:5.2f} req/s  mlapi "
+                f"{rates[ours]:6.2f} req/s  mlapi/seed {rates[ours] / rates[seed]:5.1f}×"
+            )
+    finally:
+        server.close()
+
+
 FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
 
 
@@ -423,6 +514,14 @@ def main() -> None:
         default="engine,faces,server,deepstack,stream",
         help="comma-separated: engine, faces, server, deepstack, stream",
     )
+    parser.add_argument(
+        "--seed",
+        metavar="URL",
+        help="run only this: a server speaking the seed mlapi's API (its /api/v1/login and "
+        "/api/v1/detect/object) measured beside `mlapi serve`, alternately, in one run",
+    )
+    parser.add_argument("--seed-user", default="bench")
+    parser.add_argument("--seed-password", default="bench password")
     parser.add_argument("--seconds", type=float, default=5.0, help="per load-test step")
     parser.add_argument(
         "--compare",
@@ -440,6 +539,13 @@ def main() -> None:
     hd = encode_jpeg(decode(progressive).pixels, quality=90)
     payloads = [p.read_bytes() for p in sorted(photos.glob("*_input.jpg"))]
     names = args.models.split(",")
+    if args.seed:
+        shots = {"1080p baseline": hd, "1080p progressive": progressive}
+        shots["640×424"] = (photos / "object_detection_input.jpg").read_bytes()
+        seed_section(
+            args.seed, args.seed_user, args.seed_password, shots, min(args.runs, 20), args.seconds
+        )
+        return
     if args.compare:
         shots = {"1080p baseline": hd, "1080p progressive": progressive}
         shots["800×533 two faces"] = (photos / "gender_detection_input.jpg").read_bytes()

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -81,6 +82,11 @@ def merge_refinements(
     return out
 
 
+# Decodes a lone request's other resolutions on the core it leaves idle (Pillow releases
+# the GIL while decoding). One thread: only a request running alone uses it.
+_DECODER = ThreadPoolExecutor(1, thread_name_prefix="mlapi-decode")
+
+
 class Pixels:
     """One image at each resolution a request's detectors need, decoded once per resolution.
 
@@ -93,6 +99,7 @@ class Pixels:
     def __init__(self, data: bytes | None, max_pixels: int = images.DEFAULT_MAX_PIXELS) -> None:
         self._data, self._max_pixels = data, max_pixels
         self._decoded: dict[int | None, Image] = {}
+        self._pending: dict[int | None, Future[Image]] = {}
 
     @classmethod
     def of(cls, image: Image) -> Pixels:
@@ -107,10 +114,22 @@ class Pixels:
         if first is not None and first.format != "jpeg":
             return first  # only JPEG decodes smaller: one decode serves every side
         if side not in self._decoded:
-            self._decoded[side] = images.decode(
-                self._data, max_pixels=self._max_pixels, min_side=side
-            )
+            pending = self._pending.pop(side, None)
+            self._decoded[side] = pending.result() if pending else self._decode(side)
         return self._decoded[side]
+
+    def _decode(self, side: int | None) -> Image:
+        assert self._data is not None
+        return images.decode(self._data, max_pixels=self._max_pixels, min_side=side)
+
+    def prefetch(self, sides: Iterable[int | None]) -> None:
+        """Start decoding these resolutions of a JPEG on the decoder thread, so they are
+        ready when their detectors ask (the same pixels `at` would decode itself)."""
+        if self._data is None or images.sniff(self._data) != "jpeg":
+            return
+        for side in sides:
+            if side not in self._decoded and side not in self._pending:
+                self._pending[side] = _DECODER.submit(self._decode, side)
 
     @property
     def nbytes(self) -> int:
@@ -341,6 +360,9 @@ class Engine:
                     del pixels
                     release_memory()
         pixels = image if isinstance(image, Pixels) else Pixels.of(image)
+        sides = [self.registry[n].needed_side(plan.options[n]) for n in plan.order]
+        if len(set(sides)) > 1 and self.config.lone_threads > 1 and running_alone():
+            pixels.prefetch(dict.fromkeys(sides[1:]))  # the first is decoded here, now
         upstream: dict[str, list[Detection]] = {}
         for name in plan.order:
             started = time.perf_counter()

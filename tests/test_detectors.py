@@ -110,7 +110,8 @@ def test_requested_models_only_and_in_request_order(engine: Engine, photos: Path
 
 
 def test_a_lone_request_on_every_core_gets_the_same_bytes(store: ModelStore, photos: Path) -> None:
-    """A request running alone uses more onnxruntime threads; its answers must not change."""
+    """A request running alone uses more onnxruntime threads and decodes its other
+    resolutions on another thread; its answers must not change."""
     models = ["objects", "faces", "genderage", "emotion", "faceprint", "embeddings"]
     answers = []
     for lone in (1, 2):
