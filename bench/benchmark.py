@@ -349,6 +349,11 @@ def stream_section(store: ModelStore, photo: bytes, frames: int = 90) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# Seconds idle before each request, as a camera's events come (and OpenCV's worker threads
+# keep spinning a while after the seed answers, which back to back would bill to mlapi).
+SETTLE = 0.3
+
+
 def seed_login(base: str, user: str, password: str) -> str:
     """A JWT from the seed API's POST /api/v1/login (the seed and mlapi both speak it)."""
     url = urllib.parse.urlsplit(base)
@@ -421,6 +426,7 @@ def seed_section(
                 seed_post(base, tokens[base], body)  # warm
             for _ in range(runs):
                 for base, got in times.items():
+                    time.sleep(SETTLE)
                     got.append(seed_post(base, tokens[base], body))
             s50, m50 = statistics.median(times[seed]), statistics.median(times[ours])
             print(
@@ -466,23 +472,40 @@ def configuration(text: str) -> tuple[RuntimeConfig, dict[str, dict[str, Any]]]:
     options: dict[str, dict[str, Any]] = {}
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
-        names = {"threads": "intra_op_threads", "lone": "lone_threads", "workers": "workers"}
+        names = {
+            "threads": "intra_op_threads",
+            "lone": "lone_threads",
+            "workers": "workers",
+            "spin": "spin_microseconds",
+        }
         if key in names:
             runtime[names[key]] = int(value)
         elif "." in key:
             detector, option = key.split(".", 1)
             options.setdefault(detector, {})[option] = value
         else:
-            raise SystemExit(f"--compare: {item!r} is not workers=, threads=, lone= or D.OPTION=")
+            raise SystemExit(
+                f"--compare: {item!r} is not workers=, threads=, lone=, spin= or D.OPTION="
+            )
     return RuntimeConfig(**runtime), options
 
 
 def compare_section(
-    store: ModelStore, names: list[str], photos: dict[str, bytes], a: str, b: str, runs: int
+    store: ModelStore,
+    names: list[str],
+    photos: dict[str, bytes],
+    a: str,
+    b: str,
+    runs: int,
+    pause: float = 0.0,
 ) -> None:
     """Two configurations measured alternately in one run (A, B, A, B…): their ratio holds
-    even when the machine's speed drifts, which absolute figures across runs do not."""
-    print(f"compare A = {a!r} with B = {b!r}: median ms of {runs} alternating runs")
+    even when the machine's speed drifts, which absolute figures across runs do not.
+    `pause`: seconds idle before each request, as a camera's requests come."""
+    print(
+        f"compare A = {a!r} with B = {b!r}: median ms of {runs} alternating runs"
+        + (f", each after {pause} s idle" if pause else "")
+    )
     engines = []
     for text in (a, b):
         config, options = configuration(text)
@@ -495,6 +518,7 @@ def compare_section(
                     engine.detect(data, [name], options or None)  # warm
                 for _ in range(runs):
                     for i, (engine, options) in enumerate(engines):
+                        time.sleep(pause)
                         started = time.perf_counter()
                         engine.detect(data, [name], options or None)
                         times[i].append((time.perf_counter() - started) * 1000)
@@ -520,6 +544,9 @@ def main() -> None:
         help="run only this: a server speaking the seed mlapi's API (its /api/v1/login and "
         "/api/v1/detect/object) measured beside `mlapi serve`, alternately, in one run",
     )
+    parser.add_argument(
+        "--pause", type=float, default=0.0, help="--compare: seconds idle before each request"
+    )
     parser.add_argument("--seed-user", default="bench")
     parser.add_argument("--seed-password", default="bench password")
     parser.add_argument("--seconds", type=float, default=5.0, help="per load-test step")
@@ -528,7 +555,8 @@ def main() -> None:
         nargs=2,
         metavar=("A", "B"),
         help="run only this: two configurations alternately, e.g. 'threads=1' 'threads=2' "
-        "or 'objects.size=416' 'objects.size=320' (keys: workers, threads, lone, DETECTOR.OPTION)",
+        "or 'objects.size=416' 'objects.size=320' (keys: workers, threads, lone, spin, "
+        "DETECTOR.OPTION)",
     )
     args = parser.parse_args()
     print(machine())
@@ -549,7 +577,7 @@ def main() -> None:
     if args.compare:
         shots = {"1080p baseline": hd, "1080p progressive": progressive}
         shots["800×533 two faces"] = (photos / "gender_detection_input.jpg").read_bytes()
-        compare_section(store, names, shots, *args.compare, min(args.runs, 30))
+        compare_section(store, names, shots, *args.compare, min(args.runs, 30), args.pause)
         return
     sections = set(args.sections.split(","))
     if "engine" in sections:

@@ -32,6 +32,10 @@ ENTRY_POINT_GROUP = "mlapi.detectors"
 LARGE_IMAGE_BYTES = 24 * 1024 * 1024  # after images this big, give freed memory back
 T = TypeVar("T")
 DEFAULT_MODELS = ("objects",)
+# A network smaller than this runs too briefly to gain from a second thread: after a pause,
+# BlazeFace (3 MB) took 6.4-8.5 ms on two threads against 5.4 on one, the expression net
+# (2 MB) 4.3-7.1 against 4.1; NanoDet and FaceRes (21-23 MB) took 0.6x their one-thread time.
+WIDE_MIN_BYTES = 8 * 1024 * 1024
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
@@ -166,6 +170,11 @@ class RuntimeConfig:
     # of their own (see scheduler).
     express_pixels: int = 200_000
     max_pixels: int = images.DEFAULT_MAX_PIXELS
+    # How long a multi-threaded session's helpers wait awake for the next operator before
+    # sleeping. Sleeping at once made a lone request after a pause 1.45x slower (an idle
+    # core woken for each operator); an unbounded spin burned 50 ms of the other core after
+    # every run. `bench/benchmark.py --compare spin=0 spin=1000 --pause 0.3` measures it.
+    spin_microseconds: int = 1000
 
 
 @dataclass(frozen=True)
@@ -204,34 +213,42 @@ class Runtime:
             return self._sessions[key]
 
 
-def _session(model: Path, threads: int) -> Any:
+def _session(model: Path, threads: int, spin_microseconds: int) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    # Spinning threads burn the other worker's core on a shared 2-core box.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    spin = threads > 1 and spin_microseconds > 0
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if spin:
+        opts.add_session_config_entry("session.intra_op.spin_duration_us", str(spin_microseconds))
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
 
 
 class Sessions:
     """A model's onnxruntime session, used like one: `run` takes the wide session (made on
-    first use) when the request runs alone in the pool, else the narrow one."""
+    first use) when the request runs alone in the pool and the network is big enough to
+    gain from more threads, else the narrow one."""
 
     def __init__(self, model: Path, config: RuntimeConfig) -> None:
         self.model, self.config = model, config
-        self.narrow = _session(model, config.intra_op_threads)
+        self.narrow = _session(model, config.intra_op_threads, config.spin_microseconds)
+        self.widens = (
+            config.lone_threads > config.intra_op_threads and model.stat().st_size >= WIDE_MIN_BYTES
+        )
         self._wide: Any = None
         self._lock = threading.Lock()
 
     def _pick(self) -> Any:
-        if self.config.lone_threads <= self.config.intra_op_threads or not running_alone():
+        if not self.widens or not running_alone():
             return self.narrow
         with self._lock:
             if self._wide is None:
-                self._wide = _session(self.model, self.config.lone_threads)
+                self._wide = _session(
+                    self.model, self.config.lone_threads, self.config.spin_microseconds
+                )
             return self._wide
 
     def run(self, outputs: Any, feeds: Mapping[str, Any]) -> Any:
