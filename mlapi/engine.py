@@ -25,7 +25,7 @@ from mlapi.errors import MlapiError, UnknownDetector
 from mlapi.gallery import Gallery
 from mlapi.images import Image
 from mlapi.result import Detection, Result
-from mlapi.scheduler import ShortestFirst, running_alone
+from mlapi.scheduler import ShortestFirst, may_use_every_core
 from mlapi.store import ModelStore
 
 ENTRY_POINT_GROUP = "mlapi.detectors"
@@ -86,9 +86,12 @@ def merge_refinements(
     return out
 
 
-# Decodes a lone request's other resolutions on the core it leaves idle (Pillow releases
-# the GIL while decoding). One thread: only a request running alone uses it.
-_DECODER = ThreadPoolExecutor(1, thread_name_prefix="mlapi-decode")
+def helper_thread(name: str) -> ThreadPoolExecutor:
+    """One worker thread, started now so it has the caller's CPU priority: threads inherit
+    their creator's, and the pool's regular workers run niced (see scheduler)."""
+    executor = ThreadPoolExecutor(1, thread_name_prefix=name)
+    executor.submit(int).result()
+    return executor
 
 
 class Pixels:
@@ -126,14 +129,15 @@ class Pixels:
         assert self._data is not None
         return images.decode(self._data, max_pixels=self._max_pixels, min_side=side)
 
-    def prefetch(self, sides: Iterable[int | None]) -> None:
-        """Start decoding these resolutions of a JPEG on the decoder thread, so they are
-        ready when their detectors ask (the same pixels `at` would decode itself)."""
+    def prefetch(self, sides: Iterable[int | None], decoder: ThreadPoolExecutor) -> None:
+        """Start decoding these resolutions of a JPEG on `decoder`, so they are ready when
+        their detectors ask (the same pixels `at` would decode itself; Pillow releases the
+        GIL while it decodes, so this uses another core)."""
         if self._data is None or images.sniff(self._data) != "jpeg":
             return
         for side in sides:
             if side not in self._decoded and side not in self._pending:
-                self._pending[side] = _DECODER.submit(self._decode, side)
+                self._pending[side] = decoder.submit(self._decode, side)
 
     @property
     def nbytes(self) -> int:
@@ -196,6 +200,9 @@ class Runtime:
         self.store = store
         self.config = config
         self.gallery = gallery or Gallery()
+        # Decodes a request's other resolutions and makes wide sessions (whose onnxruntime
+        # threads then have this priority, not a niced worker's).
+        self.helper = helper_thread("mlapi-helper")
         self._sessions: dict[str, Sessions] = {}
         self._lock = threading.Lock()
 
@@ -209,7 +216,7 @@ class Runtime:
         with self._lock:
             if key not in self._sessions:
                 model = path or self.store.artifact(name)
-                self._sessions[key] = Sessions(model, self.config)
+                self._sessions[key] = Sessions(model, self.config, self.helper)
             return self._sessions[key]
 
 
@@ -232,8 +239,8 @@ class Sessions:
     first use) when the request runs alone in the pool and the network is big enough to
     gain from more threads, else the narrow one."""
 
-    def __init__(self, model: Path, config: RuntimeConfig) -> None:
-        self.model, self.config = model, config
+    def __init__(self, model: Path, config: RuntimeConfig, maker: ThreadPoolExecutor) -> None:
+        self.model, self.config, self._maker = model, config, maker
         self.narrow = _session(model, config.intra_op_threads, config.spin_microseconds)
         self.widens = (
             config.lone_threads > config.intra_op_threads and model.stat().st_size >= WIDE_MIN_BYTES
@@ -242,13 +249,14 @@ class Sessions:
         self._lock = threading.Lock()
 
     def _pick(self) -> Any:
-        if not self.widens or not running_alone():
+        if not self.widens or not may_use_every_core():
             return self.narrow
         with self._lock:
             if self._wide is None:
-                self._wide = _session(
-                    self.model, self.config.lone_threads, self.config.spin_microseconds
+                made = self._maker.submit(
+                    _session, self.model, self.config.lone_threads, self.config.spin_microseconds
                 )
+                self._wide = made.result()
             return self._wide
 
     def run(self, outputs: Any, feeds: Mapping[str, Any]) -> Any:
@@ -283,6 +291,7 @@ class Engine:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self.runtime.helper.shutdown(wait=True)
 
     def __enter__(self) -> Engine:
         return self
@@ -378,8 +387,9 @@ class Engine:
                     release_memory()
         pixels = image if isinstance(image, Pixels) else Pixels.of(image)
         sides = [self.registry[n].needed_side(plan.options[n]) for n in plan.order]
-        if len(set(sides)) > 1 and self.config.lone_threads > 1 and running_alone():
-            pixels.prefetch(dict.fromkeys(sides[1:]))  # the first is decoded here, now
+        if len(set(sides)) > 1 and self.config.lone_threads > 1 and may_use_every_core():
+            # the first is decoded here, now
+            pixels.prefetch(dict.fromkeys(sides[1:]), self.runtime.helper)
         upstream: dict[str, list[Detection]] = {}
         for name in plan.order:
             started = time.perf_counter()

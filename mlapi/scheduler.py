@@ -9,8 +9,9 @@ An express worker beside them runs only small jobs (a camera's frame, a face cro
 one never waits for a big photo to finish: with two clients posting 1080p photos a 320 px
 tile otherwise waits half a photo's time for a worker.
 
-A job can ask whether it is, at this moment, the only job running with none waiting
-(`running_alone()`), so it may use every core; while others run, jobs use one core each.
+A job can ask whether it may use every core (`may_use_every_core()`): when it is the only
+job running with none waiting, or when it is the express worker's; otherwise jobs use one
+core each.
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ def running_alone() -> bool:
     (read without the lock: a stale answer costs a little speed, never a wrong result)."""
     pool: ShortestFirst | None = getattr(_lane, "pool", None)
     return pool is not None and pool._running == 1 and not pool._jobs
+
+
+def may_use_every_core() -> bool:
+    """Whether the pool job on this thread may spread over every core now: it runs alone, or
+    it is the express worker's (a small job at normal priority, which the niced regular
+    workers yield to for the few milliseconds it takes)."""
+    return running_alone() or getattr(_lane, "express", False)
 
 
 @dataclass
@@ -101,6 +109,7 @@ class ShortestFirst:
 
     def _work(self, limit: float | None) -> None:
         _lane.pool = self
+        _lane.express = limit is not None
         if limit is None and REGULAR_NICENESS:
             # The kernel then gives the express worker (and the event loop) most of a core
             # when they contend with big jobs; alone, a job still gets all it can use.

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mlapi.scheduler import ShortestFirst, running_alone
+from mlapi.scheduler import ShortestFirst, may_use_every_core, running_alone
 
 
 def test_cheapest_waiting_job_runs_first_and_errors_reach_the_caller() -> None:
@@ -60,6 +60,7 @@ def test_a_job_knows_whether_it_runs_alone() -> None:
     assert first.result(5) is True
     assert pool.submit(running_alone).result(5) is True  # alone again once both finished
     assert running_alone() is False  # a thread outside the pool never is
+    assert may_use_every_core() is False
     pool.shutdown()
 
 
@@ -69,8 +70,10 @@ def test_a_small_job_has_an_express_worker_while_big_ones_hold_the_others() -> N
     big_running = pool.submit(gate.wait, cost=2_000_000)  # holds the only regular worker
     time.sleep(0.05)
     waiting_big = pool.submit(lambda: "photo", cost=2_000_000)  # the express worker skips it
-    tile = pool.submit(lambda: "tile", cost=102_400)
-    assert tile.result(5) == "tile"  # done while the regular worker is still held
+    tile = pool.submit(lambda: ("tile", running_alone(), may_use_every_core()), cost=102_400)
+    # Done while the regular worker is still held; not alone, yet it may use every core
+    # (the regular workers yield to it).
+    assert tile.result(5) == ("tile", False, True)
     assert not waiting_big.done()
     gate.set()
     assert big_running.result(5) is True and waiting_big.result(5) == "photo"
