@@ -11,6 +11,7 @@ ratios inside one run rather than absolute numbers across runs.
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import json
 import os
@@ -269,6 +270,80 @@ def server_section(store: ModelStore, payloads: list[bytes], seconds: float) -> 
                     f"p50 {local_p50:6.1f} p95 {local_p95:6.1f} ms | server overhead "
                     f"{overhead:.2f} ms"
                 )
+    finally:
+        server.close()
+
+
+def routes_section(photo: bytes, runs: int) -> None:
+    """Every dialect's detection route over HTTP on one photo, one keep-alive client:
+    median ms from the client and the server's own time in its inference pool."""
+    print("routes: the two-face 800×533 photo, median over HTTP (keep-alive), ms")
+    server = ServerProcess()
+    key = server.key
+    raw = ("image/jpeg", photo)
+    doods = json.dumps({"id": "b", "data": base64.b64encode(photo).decode(), "detect": {"*": 50}})
+    routes: list[tuple[str, str, tuple[bytes, str], dict[str, str]]] = [
+        ("native objects", "/api/v1/detect", multipart(photo), {"X-API-Key": key}),
+        (
+            "native faces,genderage,emotion",
+            "/api/v1/detect",
+            multipart(photo, extra={"models": "faces,genderage,emotion"}),
+            {"X-API-Key": key},
+        ),
+        ("seed objects", "/api/v1/detect/object", multipart(photo), {"X-API-Key": key}),
+        (
+            "seed faces + gender",
+            "/api/v1/detect/object?type=face&gender=true",
+            multipart(photo),
+            {"X-API-Key": key},
+        ),
+        ("HomeGallery /objects", "/objects", (raw[1], raw[0]), {"X-API-Key": key}),
+        ("HomeGallery /faces", "/faces", (raw[1], raw[0]), {"X-API-Key": key}),
+        ("HomeGallery /embeddings", "/embeddings", (raw[1], raw[0]), {"X-API-Key": key}),
+        (
+            "DeepStack detection",
+            "/v1/vision/detection",
+            multipart(photo, "image", {"api_key": key}),
+            {},
+        ),
+        ("DeepStack face", "/v1/vision/face", multipart(photo, "image", {"api_key": key}), {}),
+        (
+            "ZoneMinder infer",
+            "/api/v1/infer",
+            multipart(photo, "image", {"type": "object", "name": "yolo"}),
+            {"X-API-Key": key},
+        ),
+        ("DOODS detect", "/detect", (doods.encode(), "application/json"), {"doods-auth-key": key}),
+        (
+            "CompreFace detect",
+            "/api/v1/detection/detect",
+            multipart(photo),
+            {"x-api-key": key},
+        ),
+    ]
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        for label, path, (body, content_type), headers in routes:
+            client: list[float] = []
+            pool: list[float] = []
+            for i in range(runs + 1):
+                started = time.perf_counter()
+                conn.request("POST", path, body, {**headers, "Content-Type": content_type})
+                response = conn.getresponse()
+                answer = response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"{path}: {response.status} {answer[:200]!r}")
+                if i:  # the first warms the route
+                    client.append((time.perf_counter() - started) * 1000)
+                    timing = dict(
+                        re.findall(r"(\w+);dur=([\d.]+)", response.getheader("Server-Timing", ""))
+                    )
+                    pool.append(float(timing.get("inference", "nan")))
+            print(
+                f"  {label:31s} {path:44s} {statistics.median(client):6.1f}  "
+                f"(inference pool {statistics.median(pool):6.1f})"
+            )
+        conn.close()
     finally:
         server.close()
 
@@ -541,8 +616,8 @@ def main() -> None:
     parser.add_argument("--models", default="objects,faces,cvface")
     parser.add_argument(
         "--sections",
-        default="engine,faces,server,deepstack,stream",
-        help="comma-separated: engine, faces, server, deepstack, stream",
+        default="engine,faces,server,deepstack,routes,stream",
+        help="comma-separated: engine, faces, server, deepstack, routes, stream",
     )
     parser.add_argument(
         "--seed",
@@ -594,6 +669,8 @@ def main() -> None:
         server_section(store, payloads, args.seconds)
     if "deepstack" in sections:
         deepstack_section(payloads, args.seconds)
+    if "routes" in sections:
+        routes_section((photos / "gender_detection_input.jpg").read_bytes(), min(args.runs, 20))
     if "stream" in sections:
         stream_section(store, progressive)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
