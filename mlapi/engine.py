@@ -166,18 +166,20 @@ class Timings:
 class RuntimeConfig:
     workers: int = 2  # inference threads (the bounded pool)
     intra_op_threads: int = 1  # onnxruntime threads per session run
-    # Threads for a request that runs alone (nothing else running or waiting): a lone
-    # request uses every core, a busy server one per request. Same answers either way
-    # (onnxruntime splits work, not sums, across threads; checked bit for bit in tests).
+    # Threads for a request that runs alone (nothing else running or waiting) or on the
+    # express lane: such a request spreads networks of WIDE_MIN_BYTES or more over every
+    # core, a busy server runs one core per request. Same answers either way (onnxruntime
+    # splits work, not sums, across threads; checked bit for bit in tests).
     lone_threads: int = field(default_factory=lambda: min(os.cpu_count() or 1, 4))
     # Images this small (pixels: a 416×416 frame, a face crop) also have an express worker
     # of their own (see scheduler).
     express_pixels: int = 200_000
     max_pixels: int = images.DEFAULT_MAX_PIXELS
     # How long a multi-threaded session's helpers wait awake for the next operator before
-    # sleeping. Sleeping at once made a lone request after a pause 1.45x slower (an idle
-    # core woken for each operator); an unbounded spin burned 50 ms of the other core after
-    # every run. `bench/benchmark.py --compare spin=0 spin=1000 --pause 0.3` measures it.
+    # sleeping. Sleeping at once left a lone request after a pause no faster on two threads
+    # than on one (an idle core woken for each operator); an unbounded spin burned 50 ms of
+    # the other core after every run. `bench/benchmark.py --compare spin=0 spin=1000
+    # --pause 0.3` measures it.
     spin_microseconds: int = 1000
 
 

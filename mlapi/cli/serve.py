@@ -55,7 +55,8 @@ from mlapi.cli.common import main, parse_dialects, parse_models, parse_networks
     default=None,
     envvar="MLAPI_LONE_THREADS",
     help="onnxruntime threads for a request that runs alone (nothing else running or "
-    "waiting); default: the CPU count, at most 4 [env: MLAPI_LONE_THREADS].",
+    "waiting) or on the express lane, for networks of 8 MB or more; default: the CPU "
+    "count, at most 4 [env: MLAPI_LONE_THREADS].",
 )
 @click.option(
     "--max-queue",
