@@ -321,29 +321,30 @@ def routes_section(photo: bytes, runs: int) -> None:
             {"x-api-key": key},
         ),
     ]
+    client: dict[str, list[float]] = {label: [] for label, *_ in routes}
+    pool: dict[str, list[float]] = {label: [] for label, *_ in routes}
     try:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-        for label, path, (body, content_type), headers in routes:
-            client: list[float] = []
-            pool: list[float] = []
-            for i in range(runs + 1):
+        for i in range(runs + 1):  # round robin, so drift in the machine's speed hits all
+            for label, path, (body, content_type), headers in routes:
                 started = time.perf_counter()
                 conn.request("POST", path, body, {**headers, "Content-Type": content_type})
                 response = conn.getresponse()
                 answer = response.read()
                 if response.status != 200:
                     raise RuntimeError(f"{path}: {response.status} {answer[:200]!r}")
-                if i:  # the first warms the route
-                    client.append((time.perf_counter() - started) * 1000)
+                if i:  # the first round warms every route
+                    client[label].append((time.perf_counter() - started) * 1000)
                     timing = dict(
                         re.findall(r"(\w+);dur=([\d.]+)", response.getheader("Server-Timing", ""))
                     )
-                    pool.append(float(timing.get("inference", "nan")))
-            print(
-                f"  {label:31s} {path:44s} {statistics.median(client):6.1f}  "
-                f"(inference pool {statistics.median(pool):6.1f})"
-            )
+                    pool[label].append(float(timing.get("inference", "nan")))
         conn.close()
+        for label, path, *_ in routes:
+            print(
+                f"  {label:31s} {path:44s} {statistics.median(client[label]):6.1f}  "
+                f"(inference pool {statistics.median(pool[label]):6.1f})"
+            )
     finally:
         server.close()
 
