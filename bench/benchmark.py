@@ -155,6 +155,12 @@ def multipart(
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
+def server_timing(response: http.client.HTTPResponse) -> dict[str, float]:
+    """The server's Server-Timing header as {name: ms}."""
+    header = response.getheader("Server-Timing", "")
+    return {name: float(ms) for name, ms in re.findall(r"(\w+);dur=([\d.]+)", header)}
+
+
 def load_test(
     port: int,
     path: str,
@@ -184,11 +190,9 @@ def load_test(
             response = conn.getresponse()
             response.read()
             latencies.append((time.perf_counter() - started) * 1000)
-            timing = dict(
-                re.findall(r"(\w+);dur=([\d.]+)", response.getheader("Server-Timing", ""))
-            )
+            timing = server_timing(response)
             if "inference" in timing:
-                overheads.append(float(timing["total"]) - float(timing["inference"]))
+                overheads.append(timing["total"] - timing["inference"])
             errors += response.status != 200
             i += 1
         conn.close()
@@ -335,10 +339,7 @@ def routes_section(photo: bytes, runs: int) -> None:
                     raise RuntimeError(f"{path}: {response.status} {answer[:200]!r}")
                 if i:  # the first round warms every route
                     client[label].append((time.perf_counter() - started) * 1000)
-                    timing = dict(
-                        re.findall(r"(\w+);dur=([\d.]+)", response.getheader("Server-Timing", ""))
-                    )
-                    pool[label].append(float(timing.get("inference", "nan")))
+                    pool[label].append(server_timing(response).get("inference", float("nan")))
         conn.close()
         for label, path, *_ in routes:
             print(

@@ -393,9 +393,9 @@ class Engine:
             # the first is decoded here, now
             pixels.prefetch(dict.fromkeys(sides[1:]), self.runtime.helper)
         upstream: dict[str, list[Detection]] = {}
-        for name in plan.order:
+        for name, side in zip(plan.order, sides, strict=True):
             started = time.perf_counter()
-            own = pixels.at(self.registry[name].needed_side(plan.options[name]))
+            own = pixels.at(side)
             upstream[name] = self.detector(name).detect(own, plan.options[name], upstream)
             self.timings.add(name, time.perf_counter() - started)
         first = pixels.at(None) if not plan.order else own
