@@ -135,6 +135,8 @@ class Pixels:
         GIL while it decodes, so this uses another core)."""
         if self._data is None or images.sniff(self._data) != "jpeg":
             return
+        if images.decode_memory(self._data) > images.PARALLEL_PROGRESSIVE:
+            return  # a big progressive JPEG: one coefficient buffer at a time
         for side in sides:
             if side not in self._decoded and side not in self._pending:
                 self._pending[side] = decoder.submit(self._decode, side)

@@ -44,7 +44,7 @@ class UnknownModel(MlapiError):  # store: no catalog model of that name
 
 
 class ModelMissing(MlapiError):  # store: not in the cache; nothing is downloaded implicitly
-    status = 503
+    status = 409  # the server's state, not overload: retrying will not help until a pull
 
 
 class FetchError(MlapiError):  # store.sources: pip, npm or a URL could not deliver
@@ -78,6 +78,10 @@ class UserError(MlapiError):  # users: bad names, passwords, unknown users or ke
 
 class AuthError(MlapiError):  # auth: missing or wrong credentials
     status = 401
+
+
+class TextError(MlapiError):  # text: a name or field that is not valid text
+    status = 400
 
 
 class GalleryError(MlapiError):  # gallery, enroll: no usable face, unknown person

@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 from tinydb import Query
 
+from mlapi import text
 from mlapi.dbfiles import FileSnapshot, locked_db
-from mlapi.errors import GalleryError
+from mlapi.errors import GalleryError, TextError
 from mlapi.paths import data_dir
 
-NAME_RE = re.compile(r"^[^\x00-\x1f/\\]{1,100}$")
+NAME_RE = re.compile(r"^[^\x00-\x1f\x7f-\x9f/\\]{1,100}$")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ class Gallery:
     def add(self, name: str, embedding: np.ndarray, model: str, source: str = "") -> str:
         """Append a sample for `name`; returns its id."""
         name = name.strip()
+        try:
+            text.check(name, "a person's name")
+        except TextError as exc:
+            raise GalleryError(exc.message) from None
         if not NAME_RE.match(name):
             raise GalleryError("a person's name is 1-100 characters, without / or \\")
         sample_id = secrets.token_hex(6)
@@ -69,12 +74,18 @@ class Gallery:
         return sample_id
 
     def remove(self, name: str, sample_id: str | None = None) -> int:
-        """Remove a person (or one of their samples); the number of samples removed."""
-        query = Query().name == name
+        """Remove a person (or one of their samples); the number of samples removed.
+
+        `name` as listed: a name an older version stored with a lone surrogate is listed,
+        and removed, by its escaped form (see text.shown)."""
+        query = Query().name.test(lambda stored: name in (stored, text.shown(stored)))
         if sample_id:
             query = query & (Query().id == sample_id)
-        with locked_db(self.path) as db:
-            removed = len(db.table("samples").remove(query))
+        removed = 0
+        # Nothing to remove means nothing to rewrite (the file may hold 30,000 samples).
+        if any(name in (r["name"], text.shown(r["name"])) for r in self._rows()):
+            with locked_db(self.path) as db:
+                removed = len(db.table("samples").remove(query))
         if not removed:
             what = f"sample {sample_id} of {name!r}" if sample_id else f"person {name!r}"
             raise GalleryError(f"no {what} in the gallery")
@@ -90,12 +101,12 @@ class Gallery:
 
     def samples(self) -> list[Sample]:
         return [
-            Sample(r["id"], r["name"], r["model"], r["created"], r.get("source", ""))
+            Sample(r["id"], text.shown(r["name"]), r["model"], r["created"], r.get("source", ""))
             for r in self._rows()
         ]
 
     def names(self) -> list[str]:
-        return sorted({r["name"] for r in self._rows()})
+        return sorted({text.shown(r["name"]) for r in self._rows()})
 
     def _matrix(self, model: str) -> tuple[list[str], np.ndarray]:
         rows = self._rows()
@@ -103,7 +114,7 @@ class Gallery:
             if model not in self._index:
                 chosen = [r for r in rows if r["model"] == model]
                 vectors = np.array([r["embedding"] for r in chosen], np.float32)
-                self._index[model] = ([r["name"] for r in chosen], vectors)
+                self._index[model] = ([text.shown(r["name"]) for r in chosen], vectors)
             return self._index[model]
 
     def ranking(self, embedding: np.ndarray, model: str) -> list[Match]:

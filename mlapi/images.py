@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps
 
+from mlapi import imageheader
 from mlapi.errors import ImageError, ImageTooLarge
 
 DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: every real camera, not a decompression bomb
@@ -32,6 +33,11 @@ MAX_DECODED_PIXELS = 16_000_000
 ORIENTATION = 0x0112  # the EXIF tag
 # A progressive JPEG has about 10 scans; hundreds make a tiny file take a minute to decode.
 MAX_JPEG_SCANS = 64
+# A progressive JPEG's decoder holds every DCT coefficient of the whole image (128 bytes a
+# block), whatever the output scale: 147 MB for 49 MP in 4:2:0, twice that in 4:4:4. Over
+# this the photo is refused; over PARALLEL_PROGRESSIVE its resolutions decode one at a time.
+MAX_PROGRESSIVE_BYTES = 160 << 20  # every 4:2:0 photo under the 50 MP cap; 4:4:4 to 27 MP
+PARALLEL_PROGRESSIVE = 24 << 20  # 8 MP in 4:2:0
 
 # Pillow's own bomb guard would fire later and with a warning; our cap is checked first.
 PILImage.MAX_IMAGE_PIXELS = None
@@ -93,15 +99,24 @@ def sniff(data: bytes) -> str | None:
 
 
 def pixel_cost(data: bytes) -> int:
-    """How many pixels `data` holds, from its header alone (no decoding; about 0.1 ms): what
-    a job costs the inference pool. Unreadable data counts as 4 pixels a byte."""
+    """How many pixels `data` holds, from a bounded walk of its header (imageheader; well
+    under a millisecond, so the event loop may call it): what a job costs the inference
+    pool. Unreadable data and HEIF count as 4 pixels a byte."""
+    kind = sniff(data)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            width, height = PILImage.open(io.BytesIO(data)).size
-        return int(width * height)
-    except Exception:
-        return 4 * len(data)
+        header = imageheader.read(kind, data) if kind else None
+    except ImageError:
+        header = None
+    return header.width * header.height if header else 4 * len(data)
+
+
+def decode_memory(data: bytes) -> int:
+    """Bytes a progressive JPEG's decoder holds besides its output (0 for anything else)."""
+    try:
+        header = imageheader.read("jpeg", data) if sniff(data) == "jpeg" else None
+    except ImageError:
+        return 0
+    return header.coefficient_bytes if header else 0
 
 
 def decode(
@@ -121,6 +136,19 @@ def decode(
         raise ImageError(
             "HEIC/HEIF needs the heic extra on this install: pip install 'mlapi-vision[heic]'"
         )
+    # Sized by our own bounded walk first: Pillow's header readers loop in Python over
+    # every block, and a file of millions of empty ones would hold this worker for minutes.
+    header = imageheader.read(kind, data)
+    if header is not None:
+        _check_size(kind, header.width, header.height, max_pixels)
+        if header.coefficient_bytes > MAX_PROGRESSIVE_BYTES:
+            raise ImageTooLarge(
+                f"progressive JPEG of {header.width}×{header.height} needs "
+                f"{header.coefficient_bytes >> 20} MiB to decode, over the limit of "
+                f"{MAX_PROGRESSIVE_BYTES >> 20} MiB (a baseline JPEG of this size is fine)"
+            )
+    if kind == "jpeg" and data.count(b"\xff\xda") > MAX_JPEG_SCANS:  # start-of-scan markers
+        raise ImageError(f"JPEG with more than {MAX_JPEG_SCANS} scans refused (a decode bomb)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -128,17 +156,7 @@ def decode(
         width, height = pil.size
     except Exception as exc:
         raise ImageError(f"unreadable {kind.upper()} header: {_reason(exc)}") from exc
-    if width <= 0 or height <= 0:
-        raise ImageError(f"invalid {kind.upper()} dimensions {width}×{height}")
-    cap = max_pixels if kind == "jpeg" else MAX_PIXELS_OTHER.get(kind, MAX_PIXELS_NO_DRAFT)
-    limit = min(max_pixels, cap)
-    if width * height > limit:
-        raise ImageTooLarge(
-            f"{kind.upper()} image is {width}×{height} = {width * height / 1e6:.1f} MP, "
-            f"over the limit of {limit / 1e6:.1f} MP"
-        )
-    if kind == "jpeg" and data.count(b"\xff\xda") > MAX_JPEG_SCANS:  # start-of-scan markers
-        raise ImageError(f"JPEG with more than {MAX_JPEG_SCANS} scans refused (a decode bomb)")
+    _check_size(kind, width, height, max_pixels)
     try:
         if kind == "jpeg":
             # draft() keeps both sides >= the request; ask for the long side only.
@@ -162,6 +180,18 @@ def decode(
     orientation_swaps = upright.size != pil.size and upright.size == pil.size[::-1]
     full_w, full_h = (height, width) if orientation_swaps else (width, height)
     return Image(np.asarray(rgb), full_w, full_h, kind)
+
+
+def _check_size(kind: str, width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageError(f"invalid {kind.upper()} dimensions {width}×{height}")
+    cap = max_pixels if kind == "jpeg" else MAX_PIXELS_OTHER.get(kind, MAX_PIXELS_NO_DRAFT)
+    limit = min(max_pixels, cap)
+    if width * height > limit:
+        raise ImageTooLarge(
+            f"{kind.upper()} image is {width}×{height} = {width * height / 1e6:.1f} MP, "
+            f"over the limit of {limit / 1e6:.1f} MP"
+        )
 
 
 def _reason(exc: Exception) -> str:

@@ -15,6 +15,7 @@ import re
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +25,7 @@ from aiohttp import BodyPartReader, ClientPayloadError, web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
-from mlapi import __version__, openapi
+from mlapi import __version__, openapi, text
 from mlapi.auth import LoginLimiter, TokenIssuer
 from mlapi.engine import Engine
 from mlapi.errors import AuthError, MlapiError
@@ -79,6 +80,9 @@ class ServerState:
         self.engine, self.users, self.tokens, self.config = engine, users, tokens, config
         self.limiter = LoginLimiter()
         self.hashing = asyncio.Semaphore(2)  # argon2 costs ~64 MiB and ~0.1 s each
+        # Work that grows with the input but is not inference (parsing a big JSON body,
+        # reading and writing the gallery) runs here, never on the event loop.
+        self.io = ThreadPoolExecutor(2, thread_name_prefix="mlapi-io")
         self.started = time.monotonic()
         self.ready = False
         self.inflight = 0  # requests on the inference pool
@@ -100,6 +104,8 @@ class ServerState:
             async with asyncio.timeout(self.config.max_wait):
                 await turn  # a finishing request hands its slot over (see release)
         except TimeoutError:
+            if turn.done() and not turn.cancelled():
+                return  # handed a slot in the same pass as the deadline: it is ours
             raise RequestError(503, "server is busy; retry shortly") from None
         except BaseException:
             if turn.done() and not turn.cancelled():  # handed a slot just as we gave up
@@ -123,12 +129,20 @@ class ServerState:
         return self.engine.config.workers + self.config.max_queue
 
 
+async def off_loop(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
+    """Blocking work that grows with its input (not inference) on the server's small I/O
+    pool, so the event loop keeps answering (e.g. /health) meanwhile."""
+    pool = request.app[STATE].io
+    return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+
 ENGINE = web.AppKey("engine", Engine)
 STATE = web.AppKey("state", ServerState)
 USER: web.RequestKey[str | None] = web.RequestKey("user", str)  # None: anonymous
 STARTED = web.RequestKey("started", float)
 INFERENCE_MS = web.RequestKey("inference_ms", float)
 AUTHENTICATED = web.RequestKey("authenticated", bool)
+ADMITTED = web.RequestKey("admitted", bool)  # holds an admission slot, to give back
 WARMING = web.AppKey("warming", asyncio.Task)
 HG_KEY = re.compile(r"(/hg/)[^/]+", re.IGNORECASE)  # wherever it appears in a path
 UNKNOWN_KEY_FIELD_LIMIT = 64 * 1024  # what is read of a form before its key is known
@@ -155,6 +169,11 @@ def error_response(
     return web.json_response(body, status=status, headers=headers, dumps=dumps)
 
 
+def _safe_message(message: str) -> str:
+    """Error messages quote what the client sent: made encodable whatever it was."""
+    return text.shown(message)
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await _answer(request, handler)
@@ -176,7 +195,8 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         headers = {"Retry-After": "1"} if busy else None
         if exc.status == 401 and request.path.startswith("/api/"):
             headers = {"WWW-Authenticate": "Bearer"}
-        return error_response(request.path, exc.status, exc.message, headers, exc.code)
+        message = _safe_message(exc.message)
+        return error_response(request.path, exc.status, message, headers, exc.code)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -184,7 +204,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status == 413:
             message = body_limit_message(request)
         keep = {k: v for k, v in exc.headers.items() if k.lower() in ("retry-after", "allow")}
-        return error_response(request.path, exc.status, message, keep)
+        return error_response(request.path, exc.status, _safe_message(message), keep)
     except asyncio.CancelledError:
         raise
     except (ConnectionResetError, ClientPayloadError, asyncio.IncompleteReadError) as exc:
@@ -285,7 +305,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def admission_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse work the server cannot take (503) from the headers, before reading a body."""
+    """Refuse work the server cannot take (503) from the headers, before reading a body.
+
+    Only authenticated requests take a slot here. A DeepStack form whose key is in the body
+    takes its slot once the key is checked (see `read_upload`), so strangers hold none."""
     if request.method != "POST" or request.path in PUBLIC:
         return await handler(request)
     state = request.app[STATE]
@@ -293,14 +316,25 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
         raise web.HTTPRequestEntityTooLarge(
             max_size=state.config.max_body, actual_size=request.content_length or 0
         )
-    # Batch clients (HomeGallery sends 20-60 at once and never retries) wait their turn, in
-    # order, holding only their headers; 503 is for real overload: a full waiting line, or
-    # a turn that does not come within max_wait.
-    await state.admit()
     try:
+        if request.get(AUTHENTICATED, False):
+            await admit(request)
         return await handler(request)
     finally:
-        state.release()
+        if request.get(ADMITTED, False):
+            request[ADMITTED] = False
+            state.release()
+
+
+async def admit(request: web.Request) -> None:
+    """A slot for this request, given back by admission_middleware on every path.
+
+    Batch clients (HomeGallery sends 20-60 at once and never retries) wait their turn, in
+    order, holding only their headers; 503 is for real overload: a full waiting line, or a
+    turn that does not come within max_wait."""
+    if not request.get(ADMITTED, False):
+        await request.app[STATE].admit()
+        request[ADMITTED] = True
 
 
 def declared_too_large(request: web.Request) -> bool:
@@ -350,7 +384,7 @@ Authorise = Callable[[dict[str, str]], Awaitable[None]]
 
 async def _read_multipart(
     request: web.Request, config: ServerConfig, known: dict[str, str], authorise: Authorise | None
-) -> tuple[dict[str, str], list]:
+) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
     """Form fields and (name, bytes) file parts, in memory, under caps on the body, the
     number of parts and the size of a field. `authorise` runs (with the fields so far)
     before the first file part is read, or at the end when there is none."""
@@ -381,10 +415,11 @@ async def _read_multipart(
                 if len(chunks) + len(chunk) > limit:
                     raise RequestError(413, f"form field {part.name!r} is over {limit} bytes")
                 chunks += chunk
+            name = text.check(part.name or "", "a form field's name")
             if is_file:
-                files.append((part.name or "", bytes(chunks)))
+                files.append((name, bytes(chunks)))
             else:
-                fields[part.name or ""] = chunks.decode(errors="replace")
+                fields[name] = chunks.decode(errors="replace")
     except (ValueError, AssertionError, LookupError, HttpProcessingError) as exc:
         # No or a wrong boundary, an unterminated body, an oversized part header, …
         raise RequestError(400, f"malformed multipart body ({exc.__class__.__name__})") from exc
@@ -400,18 +435,58 @@ def _form_fields(body: bytes) -> dict[str, str]:
         raise RequestError(400, "body is neither an image nor a urlencoded form") from exc
 
 
+SMALL_JSON = 64 * 1024  # parsed on the event loop; bigger bodies on the I/O pool
+ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def parse_json(raw: bytes) -> Any:
+    """A JSON document whose every string is valid text; RequestError (400) otherwise.
+
+    Nesting is bounded by the interpreter's recursion limit (RecursionError, about 1,000
+    levels: no API here nests past 3); lone surrogates can only come from \\u escapes,
+    so documents without one are not walked."""
+    try:
+        document = json.loads(raw)
+    except RecursionError:
+        raise RequestError(400, "JSON nested too deeply") from None
+    except ValueError as exc:
+        raise RequestError(400, "body is not valid JSON") from exc
+    if ESCAPED_SURROGATE.search(raw):
+        _check_strings(document)
+    return document
+
+
+def _check_strings(value: Any) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            text.check(item, "a string in the JSON body", multiline=True)
+        elif isinstance(item, dict):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            stack += item
+
+
 async def json_object(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object, read within the body-read timeout; 400 otherwise."""
     try:
         async with asyncio.timeout(request.app[STATE].config.read_timeout):
-            body = await request.json()
+            raw = await request.read()
     except TimeoutError as exc:
         raise RequestError(408, "request body took too long to arrive") from exc
-    except ValueError as exc:
-        raise RequestError(400, "body is not valid JSON") from exc
+    body = parse_json(raw) if len(raw) <= SMALL_JSON else await off_loop(request, parse_json, raw)
     if not isinstance(body, dict):
         raise RequestError(400, "JSON body must be an object")
     return body
+
+
+def check_fields(fields: dict[str, str]) -> dict[str, str]:
+    """Every field name and value is valid text (see mlapi.text); 400 otherwise."""
+    for key, value in fields.items():
+        text.check(key, "a field's name")
+        text.check(value, f"field {key!r}", multiline=True)
+    return fields
 
 
 async def _read_bounded(request: web.Request, limit: int) -> bytes:
@@ -432,13 +507,16 @@ async def read_upload(
     fetch: bool = True,
 ) -> Upload:
     """The request's image and fields. `authorise` (for clients that send their key in the
-    form) runs before any image is read and before any URL is fetched."""
+    form) runs before any image is read and before any URL is fetched; the request then
+    takes its admission slot."""
     state = request.app[STATE]
-    fields = dict(request.query)
+    fields = check_fields(dict(request.query))
     files: list[tuple[str, bytes]] = []
     data: bytes | None = None
     try:
-        async with asyncio.timeout(state.config.read_timeout):
+        async with asyncio.timeout(state.config.read_timeout) as deadline:
+            if authorise is not None:
+                authorise = _then_admit(request, authorise, deadline)
             if request.content_type == "multipart/form-data":
                 form_fields, files = await _read_multipart(request, state.config, fields, authorise)
                 authorise = None
@@ -456,6 +534,9 @@ async def read_upload(
                 else:
                     fields.update(_form_fields(body))
             elif request.content_type == "application/json":
+                if authorise is not None:  # no client puts its key in a JSON body
+                    await authorise(fields)
+                    authorise = None
                 document = await json_object(request)
                 fields.update({k: str(v) for k, v in document.items()})
             else:
@@ -463,10 +544,11 @@ async def read_upload(
                     await authorise(fields)
                     authorise = None
                 data = await request.read() or None
+            if authorise is not None:
+                await authorise(fields)
     except TimeoutError as exc:
         raise RequestError(408, "request body took too long to arrive") from exc
-    if authorise is not None:
-        await authorise(fields)
+    check_fields(fields)
     if fetch and data is None and "url" in fields:
         if not state.config.allow_url_fetch:
             raise RequestError(400, "fetching a url is disabled on this server (--allow-url-fetch)")
@@ -476,6 +558,20 @@ async def read_upload(
     if require_image and not data and not files:
         raise RequestError(400, f"no image: send a multipart '{file_field}' field or a raw body")
     return Upload(data, fields, files)
+
+
+def _then_admit(request: web.Request, authorise: Authorise, deadline: asyncio.Timeout) -> Authorise:
+    """`authorise`, then a turn for the now known client, so strangers' bodies hold no
+    slot. The wait for a turn is bounded by max_wait, and the read timeout starts again."""
+
+    async def checked(fields: dict[str, str]) -> None:
+        await authorise(fields)
+        deadline.reschedule(None)
+        await admit(request)
+        timeout = request.app[STATE].config.read_timeout
+        deadline.reschedule(asyncio.get_running_loop().time() + timeout)
+
+    return checked
 
 
 def split_options(fields: dict[str, str], allowed: set[str]) -> tuple[list[str], dict[str, Any]]:
@@ -625,18 +721,20 @@ async def login(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(state.config.read_timeout):
             raw = await _read_bounded(request, LOGIN_BODY_LIMIT)
-        body = json.loads(raw)
     except TimeoutError as exc:
         raise RequestError(408, "request body took too long to arrive") from exc
     except AuthError as exc:
         raise RequestError(413, f"a login is under {LOGIN_BODY_LIMIT} bytes") from exc
-    except ValueError as exc:
+    try:
+        body = parse_json(raw)
+    except RequestError as exc:
         raise RequestError(400, 'body must be JSON: {"username": …, "password": …}') from exc
     if not isinstance(body, dict) or not all(
         isinstance(body.get(k), str) for k in ("username", "password")
     ):
         raise RequestError(400, "username and password are required")
-    user, password = body["username"], body["password"]
+    user = text.check(body["username"], "the username")
+    password = text.check(body["password"], "the password")
     address = request.remote or "?"
     wait = state.limiter.attempt(user, address)
     if wait:
@@ -700,7 +798,11 @@ def core_app(
         app[WARMING].cancel()
         with contextlib.suppress(asyncio.CancelledError, MlapiError):
             await app[WARMING]
+        app[STATE].io.shutdown(wait=False)
 
+    bad_requests = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, QuietBadRequests) for f in bad_requests.filters):
+        bad_requests.addFilter(QuietBadRequests())
     app.on_startup.append(start_warming)
     app.on_cleanup.append(stop_warming)
     app.on_response_prepare.append(server_timing)
@@ -713,6 +815,25 @@ def _blank_jpeg() -> bytes:
     from mlapi.images import encode_jpeg
 
     return encode_jpeg(np.full((64, 64, 3), 127, np.uint8))
+
+
+class QuietBadRequests(logging.Filter):
+    """aiohttp logs a full traceback for every unparsable request (a request line of `*`,
+    an oversized header) after answering it 400: one line says enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = (
+                "bad request (%s): %s",
+                (
+                    exc.__class__.__name__,
+                    safe_path(str(exc.message)[:200]),
+                ),
+            )
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
 class AccessLog(AbstractAccessLogger):

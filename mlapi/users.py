@@ -15,6 +15,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from tinydb import Query
 
+from mlapi import text
 from mlapi.dbfiles import FileSnapshot, locked_db
 from mlapi.errors import UserError
 from mlapi.paths import data_dir
@@ -139,6 +140,7 @@ class UserStore:
 
     @staticmethod
     def _check_password(password: str) -> None:
+        text.check(password, "a password")
         if len(password) < MIN_PASSWORD:
             raise UserError(f"passwords need at least {MIN_PASSWORD} characters")
 

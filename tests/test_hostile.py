@@ -199,7 +199,7 @@ def test_error_bodies_show_no_reprs_or_paths(live: LiveServer) -> None:
     answer = live.call(
         "POST", "/api/v1/detect", image, {"X-API-Key": key, "Content-Type": "image/jpeg"}
     )
-    assert answer.status == 503 and "mlapi models pull" in answer.json()["msg"]
+    assert answer.status == 409 and "mlapi models pull" in answer.json()["msg"]
     assert "empty-cache" not in answer.json()["msg"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -79,6 +80,9 @@ def _coerce(name: str, value: Any, kind: Any, meta: Mapping[str, Any]) -> Any:
             choices = meta.get("choices")
             if choices and text not in choices:
                 raise OptionError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+            pattern = meta.get("pattern")  # e.g. a model name, never a path
+            if pattern and not re.fullmatch(pattern, text):
+                raise OptionError(f"{name} must be {meta.get('means', pattern)}, got {text[:64]!r}")
             return text
     except OptionError:
         raise

@@ -22,6 +22,7 @@ from mlapi.images import Image
 from mlapi.result import Detection, clip_box
 
 INPUT = 416
+MODEL_NAME = r"[a-z0-9][a-z0-9._-]{0,63}"  # the store's names: never a path
 
 
 def _corners(box: np.ndarray) -> tuple[float, float, float, float]:
@@ -30,7 +31,13 @@ def _corners(box: np.ndarray) -> tuple[float, float, float, float]:
 
 @dataclass(frozen=True)
 class YoloOptions(Options):
-    model: str = "yolov3-tiny"
+    model: str = field(
+        default="yolov3-tiny",
+        metadata={
+            "pattern": r"[a-z0-9][a-z0-9._-]{0,63}",
+            "means": "a model's name (mlapi models list)",
+        },
+    )
     confidence: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})
     iou: float = field(default=0.4, metadata={"min": 0.0, "max": 1.0})
     max_count: int = field(default=100, metadata={"min": 1, "max": 1000})

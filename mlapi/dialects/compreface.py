@@ -29,6 +29,7 @@ from mlapi.server import (
     add_post,
     in_pool,
     json_text,
+    off_loop,
     read_upload,
     run_detection,
 )
@@ -122,15 +123,20 @@ async def recognize(request: web.Request) -> web.Response:
     faces, fields, wanted, elapsed = await _faces(request, recognise=True)
     count = int(_number(fields, "prediction_count", 1, 1, 1000))
     gallery = request.app[ENGINE].runtime.gallery
-    found = []
-    for d in faces:
+
+    def subjects(d: Detection) -> list[dict[str, Any]]:
         model = str((d.attributes or {}).get("faceprint", "dlib"))
         ranking = gallery.ranking(np.asarray(d.embedding, np.float32), model)[:count]
-        subjects = [
+        return [
             {"subject": m.name, "similarity": round(similarity(m.similarity, model), 5)}
             for m in ranking
         ]
-        found.append(_item(d, wanted, fields, elapsed, subjects=subjects))
+
+    # The gallery may be re-read from disk: off the event loop.
+    ranked = await off_loop(request, lambda: [subjects(d) for d in faces])
+    found = [
+        _item(d, wanted, fields, elapsed, subjects=s) for d, s in zip(faces, ranked, strict=True)
+    ]
     return json_text({"result": found})
 
 
@@ -186,9 +192,8 @@ async def list_faces(request: web.Request) -> web.Response:
     page = int(_number(fields, "page", 0, 0, 1_000_000))
     size = int(_number(fields, "size", 20, 1, 1000))
     wanted = fields.get("subject")
-    samples = [
-        s for s in request.app[ENGINE].runtime.gallery.samples() if wanted in (None, "", s.name)
-    ]
+    everyone = await off_loop(request, request.app[ENGINE].runtime.gallery.samples)
+    samples = [s for s in everyone if wanted in (None, "", s.name)]
     chunk = samples[page * size : (page + 1) * size]
     return json_text(
         {
@@ -205,7 +210,7 @@ async def list_faces(request: web.Request) -> web.Response:
 async def delete_faces(request: web.Request) -> web.Response:
     subject = _subject(dict(request.query))
     try:
-        deleted = request.app[ENGINE].runtime.gallery.remove(subject)
+        deleted = await off_loop(request, request.app[ENGINE].runtime.gallery.remove, subject)
     except GalleryError:
         deleted = 0  # CompreFace answers 0 for a subject with no faces
     return json_text({"deleted": deleted})
@@ -213,14 +218,16 @@ async def delete_faces(request: web.Request) -> web.Response:
 
 @operation("CompreFace: subjects", tag="compreface")
 async def subjects(request: web.Request) -> web.Response:
-    return json_text({"subjects": request.app[ENGINE].runtime.gallery.names()})
+    return json_text(
+        {"subjects": await off_loop(request, request.app[ENGINE].runtime.gallery.names)}
+    )
 
 
 @operation("CompreFace: delete a subject", tag="compreface")
 async def delete_subject(request: web.Request) -> web.Response:
     subject = request.match_info["subject"]
     try:
-        request.app[ENGINE].runtime.gallery.remove(subject)
+        await off_loop(request, request.app[ENGINE].runtime.gallery.remove, subject)
     except GalleryError as exc:
         raise RequestError(404, f"subject {subject!r} not found") from exc
     return json_text({"subject": subject})

@@ -29,6 +29,7 @@ from mlapi.server import (
     authenticate,
     in_pool,
     json_text,
+    off_loop,
     read_upload,
     run_detection,
 )
@@ -188,7 +189,7 @@ async def register(request: web.Request) -> web.Response:
         raise RequestError(400, "No valid image file found")
     engine = request.app[ENGINE]
     gallery = engine.runtime.gallery
-    existed = userid in gallery.names()
+    existed = userid in await off_loop(request, gallery.names)
     added, reasons, crowded = 0, [], 0
     for name, data in upload.files:  # several samples per person, never replacing old ones
         try:
@@ -209,7 +210,7 @@ async def register(request: web.Request) -> web.Response:
 @documented("known people")
 async def face_list(request: web.Request) -> web.Response:
     await checked_upload(request)
-    return answer(faces=request.app[ENGINE].runtime.gallery.names())
+    return answer(faces=await off_loop(request, request.app[ENGINE].runtime.gallery.names))
 
 
 @documented("forget `userid`")
@@ -217,7 +218,7 @@ async def face_delete(request: web.Request) -> web.Response:
     upload = await checked_upload(request)
     userid = _userid(upload)
     with contextlib.suppress(GalleryError):  # DeepStack answers success for unknown names
-        request.app[ENGINE].runtime.gallery.remove(userid)
+        await off_loop(request, request.app[ENGINE].runtime.gallery.remove, userid)
     return answer()
 
 

@@ -1,0 +1,34 @@
+"""Names and fields that reach storage, logs or answers are valid text.
+
+JSON escapes can carry lone surrogates ("\\ud800") and forms can carry control characters;
+neither encodes to UTF-8 or prints safely, so one stored in the gallery or a user record
+would break every later answer that lists it. They are refused where they enter.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mlapi.errors import TextError
+
+SURROGATE = re.compile("[\ud800-\udfff]")
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+CONTROL_BUT_WHITESPACE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def check(value: str, what: str, *, multiline: bool = False) -> str:
+    """`value`, or TextError naming `what`: no lone surrogates, and no control characters
+    (tabs and line breaks allowed when `multiline`)."""
+    if SURROGATE.search(value):
+        raise TextError(f"{what} is not valid text (a lone UTF-16 surrogate)")
+    if (CONTROL_BUT_WHITESPACE if multiline else CONTROL).search(value):
+        raise TextError(f"{what} contains control characters")
+    return value
+
+
+def shown(value: str) -> str:
+    """`value` safe to print and to encode: lone surrogates as \\udXXX escapes (how a
+    name stored by an older version is shown, and can be typed to remove it)."""
+    if SURROGATE.search(value) is None:
+        return value
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
