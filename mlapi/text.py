@@ -20,7 +20,7 @@ def check(value: str, what: str, *, multiline: bool = False) -> str:
     """`value`, or TextError naming `what`: no lone surrogates, and no control characters
     (tabs and line breaks allowed when `multiline`)."""
     if SURROGATE.search(value):
-        raise TextError(f"{what} is not valid text (a lone UTF-16 surrogate)")
+        raise TextError(f"{what} is not valid text (an undecodable byte or a lone surrogate)")
     if (CONTROL_BUT_WHITESPACE if multiline else CONTROL).search(value):
         raise TextError(f"{what} contains control characters")
     return value

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image as PILImage
-from servers import LiveServer, multipart
+from servers import LiveServer, multipart, post, raw
 
 from mlapi.auth import LoginLimiter, TokenIssuer
 from mlapi.dbfiles import locked_db
@@ -49,36 +49,6 @@ def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert not errors, [r.getMessage() for r in errors]
     assert '" 500 ' not in caplog.text
-
-
-def raw(server: LiveServer, request: bytes, timeout: float = 10) -> tuple[int, dict, bytes]:
-    """Send bytes as they are; (status, headers, body) of the answer."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
-        sock.sendall(request)
-        data = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except (ConnectionResetError, TimeoutError):
-                break
-            if not chunk:
-                break
-            data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")]
-            if length and len(body) >= int(length[0].split(b":")[1]):
-                break
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(ln.split(": ", 1) for ln in lines[1:] if ": " in ln)
-    return int(lines[0].split()[1]), headers, body
-
-
-def post(server: LiveServer, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
-    lines = [f"POST {path} HTTP/1.1", "Host: x", f"Content-Length: {len(body)}"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    status, _, answer = raw(server, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-    return status, json.loads(answer)
 
 
 def deepstack_error(body: dict) -> bool:
