@@ -196,9 +196,9 @@ def classic(port: int, key: str, pid: int) -> None:
           f"({n} probes); answers {sorted(set(codes))}")  # fmt: skip
 
     # 503 decided from the headers: fill the pool, then time a big upload's refusal.
-    filling = threading.Thread(target=in_threads, args=(8, lambda: request(port, upload)))
+    filling = threading.Thread(target=in_threads, args=(12, lambda: request(port, upload)))
     filling.start()
-    time.sleep(0.3)
+    time.sleep(0.05)  # the pool drains in about 0.3 s here
     head = post("/api/v1/detect", b"", auth).replace(
         b"Content-Length: 0", f"Content-Length: {15 << 20}".encode()
     )

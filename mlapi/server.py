@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +63,9 @@ class ServerConfig:
     max_wait: float = 60.0  # seconds a request may wait for admission before 503
     max_parts: int = 32  # multipart parts per request
     max_field: int = 64 * 1024  # bytes of a form field (not a file)
+    # Forms whose key comes after their image (Double Take) are read whole before the key
+    # is known: at most this many at once, each within max_body; more wait up to 5 s, then 503.
+    max_keyless_bodies: int = 4
     read_timeout: float = 30.0
     allow_anonymous: bool = False
     allow_url_fetch: bool = False
@@ -80,6 +83,7 @@ class ServerState:
         self.engine, self.users, self.tokens, self.config = engine, users, tokens, config
         self.limiter = LoginLimiter()
         self.hashing = asyncio.Semaphore(2)  # argon2 costs ~64 MiB and ~0.1 s each
+        self.keyless_bodies = asyncio.Semaphore(config.max_keyless_bodies)
         # Work that grows with the input but is not inference (parsing a big JSON body,
         # reading and writing the gallery) runs here, never on the event loop.
         self.io = ThreadPoolExecutor(2, thread_name_prefix="mlapi-io")
@@ -146,6 +150,8 @@ ADMITTED = web.RequestKey("admitted", bool)  # holds an admission slot, to give 
 WARMING = web.AppKey("warming", asyncio.Task)
 HG_KEY = re.compile(r"(/hg/)[^/]+", re.IGNORECASE)  # wherever it appears in a path
 UNKNOWN_KEY_FIELD_LIMIT = 64 * 1024  # what is read of a form before its key is known
+FORM_KEY = "api_key"  # the form field a DeepStack client may carry its key in
+KEYLESS_BODY_WAIT = 5.0  # seconds a form with its key last waits for a reading permit
 LOGIN_BODY_LIMIT = 4096
 
 
@@ -387,45 +393,72 @@ async def _read_multipart(
 ) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
     """Form fields and (name, bytes) file parts, in memory, under caps on the body, the
     number of parts and the size of a field. `authorise` runs (with the fields so far)
-    before the first file part is read, or at the end when there is none."""
+    before the first file part is read when the key came before it; otherwise once the
+    whole form is in, under a permit for reading a stranger's body (see keyless_body)."""
     fields: dict[str, str] = {}
     files: list[tuple[str, bytes]] = []
     total = parts = 0
-    try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            parts += 1
-            if parts > config.max_parts:
-                raise RequestError(413, f"more than {config.max_parts} parts in the form")
-            if not isinstance(part, BodyPartReader):
-                raise RequestError(400, "nested multipart bodies are not supported")
-            content_type = part.headers.get("Content-Type", "")
-            is_file = part.filename is not None or content_type.startswith(
-                ("image/", "application/oct")
-            )
-            if is_file and authorise is not None:
-                await authorise({**known, **fields})
-                authorise = None
-            limit = config.max_body if is_file else config.max_field
-            chunks = bytearray()
-            while chunk := await part.read_chunk(1 << 16):
-                total += len(chunk)
-                if total > config.max_body:
-                    raise web.HTTPRequestEntityTooLarge(max_size=config.max_body, actual_size=total)
-                if len(chunks) + len(chunk) > limit:
-                    raise RequestError(413, f"form field {part.name!r} is over {limit} bytes")
-                chunks += chunk
-            name = text.check(part.name or "", "a form field's name")
-            if is_file:
-                files.append((name, bytes(chunks)))
-            else:
-                fields[name] = chunks.decode(errors="replace")
-    except (ValueError, AssertionError, LookupError, HttpProcessingError) as exc:
-        # No or a wrong boundary, an unterminated body, an oversized part header, …
-        raise RequestError(400, f"malformed multipart body ({exc.__class__.__name__})") from exc
-    if authorise is not None:
-        await authorise({**known, **fields})
+    permitted = False  # holds a permit to read a stranger's body
+    async with contextlib.AsyncExitStack() as permit:
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                parts += 1
+                if parts > config.max_parts:
+                    raise RequestError(413, f"more than {config.max_parts} parts in the form")
+                if not isinstance(part, BodyPartReader):
+                    raise RequestError(400, "nested multipart bodies are not supported")
+                content_type = part.headers.get("Content-Type", "")
+                is_file = part.filename is not None or content_type.startswith(
+                    ("image/", "application/oct")
+                )
+                if is_file and authorise is not None:
+                    if FORM_KEY in known or FORM_KEY in fields:
+                        await authorise({**known, **fields})
+                        authorise = None
+                    elif not permitted:
+                        await permit.enter_async_context(keyless_body(request))
+                        permitted = True
+                limit = config.max_body if is_file else config.max_field
+                chunks = bytearray()
+                while chunk := await part.read_chunk(1 << 16):
+                    total += len(chunk)
+                    if total > config.max_body:
+                        raise web.HTTPRequestEntityTooLarge(
+                            max_size=config.max_body, actual_size=total
+                        )
+                    if len(chunks) + len(chunk) > limit:
+                        raise RequestError(413, f"form field {part.name!r} is over {limit} bytes")
+                    chunks += chunk
+                name = text.check(part.name or "", "a form field's name")
+                if is_file:
+                    files.append((name, bytes(chunks)))
+                else:
+                    fields[name] = chunks.decode(errors="replace")
+        except (ValueError, AssertionError, LookupError, HttpProcessingError) as exc:
+            # No or a wrong boundary, an unterminated body, an oversized part header, …
+            raise RequestError(400, f"malformed multipart body ({exc.__class__.__name__})") from exc
+        if authorise is not None:
+            await authorise({**known, **fields})
     return fields, files
+
+
+@contextlib.asynccontextmanager
+async def keyless_body(request: web.Request) -> AsyncIterator[None]:
+    """A permit to read a form whose key comes after its image: its sender is not known
+    until the whole body is in, so only max_keyless_bodies are read at once."""
+    state = request.app[STATE]
+    try:
+        async with asyncio.timeout(KEYLESS_BODY_WAIT):
+            await state.keyless_bodies.acquire()
+    except TimeoutError:
+        raise RequestError(
+            503, f"too many uploads with {FORM_KEY} after the image; send it first or in a header"
+        ) from None
+    try:
+        yield
+    finally:
+        state.keyless_bodies.release()
 
 
 def _form_fields(body: bytes) -> dict[str, str]:

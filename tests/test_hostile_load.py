@@ -416,3 +416,54 @@ def test_a_big_gallery_is_read_and_changed_off_the_event_loop(live: LiveServer) 
     # GIL), but never for the whole request as it did on the loop.
     assert worst < 2000, f"/health took {worst:.0f} ms"
     path.unlink()
+
+
+# -- DeepStack keys anywhere in the form -------------------------------------------------
+def key_last_form(image: bytes, key: str) -> tuple[bytes, str]:
+    """Double Take's order: the image part first, `api_key` after it."""
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n" + image + b"\r\n"
+        b'--b\r\nContent-Disposition: form-data; name="api_key"\r\n\r\n'
+        + key.encode() + b"\r\n--b--\r\n"
+    )  # fmt: skip
+    return body, "multipart/form-data; boundary=b"
+
+
+def test_a_form_key_after_the_image_is_accepted(live: LiveServer) -> None:
+    image = encode_jpeg(np.zeros((64, 64, 3), np.uint8))
+    body, content_type = key_last_form(image, live.key)  # type: ignore[attr-defined]
+    status, answer = post(live, "/v1/vision/face/list", body, {"Content-Type": content_type})
+    assert status == 200 and answer["success"] is True and answer["faces"] == []
+    body, content_type = key_last_form(image, "mlk_wrong")
+    status, answer = post(live, "/v1/vision/face/list", body, {"Content-Type": content_type})
+    assert status == 401 and answer["error"] == "Incorrect api key"
+
+
+def test_only_a_few_forms_with_the_key_last_are_read_at_once(live: LiveServer) -> None:
+    head = (
+        b"POST /v1/vision/detection HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+        b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n\xff\xd8\xff"
+    )
+    held = []
+    for _ in range(ServerConfig().max_keyless_bodies):  # images still arriving, no key yet
+        sock = socket.create_connection(("127.0.0.1", live.port))
+        sock.sendall(head + b"x" * 1000)
+        held.append(sock)
+    time.sleep(0.3)
+    image = encode_jpeg(np.zeros((64, 64, 3), np.uint8))
+    body, content_type = key_last_form(image, live.key)  # type: ignore[attr-defined]
+    status, answer = post(live, "/v1/vision/face/list", body, {"Content-Type": content_type})
+    assert status == 503 and "api_key" in answer["error"]
+    # A key in the headers, or before the image, does not wait for strangers.
+    body, content_type = multipart({"image": image}, {"api_key": live.key})  # type: ignore[attr-defined]
+    status, answer = post(live, "/v1/vision/face/list", body, {"Content-Type": content_type})
+    assert status == 200
+    for sock in held:
+        sock.close()
+    time.sleep(0.3)
+    body, content_type = key_last_form(image, live.key)  # type: ignore[attr-defined]
+    status, answer = post(live, "/v1/vision/face/list", body, {"Content-Type": content_type})
+    assert status == 200

@@ -21,6 +21,7 @@ from mlapi.result import Detection, Result
 from mlapi.server import (
     AUTHENTICATED,
     ENGINE,
+    FORM_KEY,
     STATE,
     USER,
     RequestError,
@@ -66,7 +67,7 @@ async def checked_upload(request: web.Request) -> Upload:
 
     async def authorise(fields: dict[str, str]) -> None:
         try:
-            request[USER] = await authenticate(request, request.app[STATE], fields.get("api_key"))
+            request[USER] = await authenticate(request, request.app[STATE], fields.get(FORM_KEY))
         except AuthError as exc:
             raise AuthError("Incorrect api key") from exc
 
