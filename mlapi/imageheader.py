@@ -196,7 +196,25 @@ def tiff(data: bytes) -> Header:
     return Header("tiff", size[256], size[257])
 
 
-READERS = {"jpeg": jpeg, "png": png, "gif": gif, "webp": webp, "bmp": bmp, "tiff": tiff}
+_GAP = rb"(?:\s|#[^\n]{0,256}\n)+"  # whitespace and comment lines, one at a time: no backtracking
+NETPBM_HEADER = re.compile(
+    rb"P([1-6])" + _GAP + rb"(\d{1,9})" + _GAP + rb"(\d{1,9})(?:" + _GAP + rb"(\d{1,5}))?\s"
+)
+
+
+def netpbm(data: bytes) -> Header:
+    """PBM/PGM/PPM: the magic, then width, height (and the maximum value but for bitmaps)
+    as decimal text, comments allowed between them, all within the first 4 KiB (Pillow
+    reads a comment one byte at a time)."""
+    match = NETPBM_HEADER.match(data[:4096])
+    if match is None or (match[1] not in (b"1", b"4") and match[4] is None):
+        raise ImageError("unreadable NETPBM header: it does not end within its first 4 KiB")
+    return Header("netpbm", int(match[2]), int(match[3]))
+
+
+READERS = {
+    "jpeg": jpeg, "png": png, "gif": gif, "webp": webp, "bmp": bmp, "tiff": tiff, "netpbm": netpbm
+}  # fmt: skip
 
 
 def read(kind: str, data: bytes) -> Header | None:

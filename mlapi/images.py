@@ -27,7 +27,7 @@ DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: every real camera, not a decompression
 # 24-48 MP HEICs: decoded whole (0.4 s for 24 MP here), then halved until under
 # MAX_DECODED_PIXELS, so only one frame of that size is ever held.
 MAX_PIXELS_OTHER = {"webp": 12_000_000, "heif": 50_000_000}
-MAX_PIXELS_NO_DRAFT = 16_000_000  # PNG, GIF, BMP, TIFF
+MAX_PIXELS_NO_DRAFT = 16_000_000  # PNG, GIF, BMP, TIFF, Netpbm
 # JPEGs over this are decoded at 1/2, 1/4 or 1/8 even for full-resolution detectors.
 MAX_DECODED_PIXELS = 16_000_000
 ORIENTATION = 0x0112  # the EXIF tag
@@ -62,6 +62,7 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"II*\x00", 0, "tiff"),
     (b"MM\x00*", 0, "tiff"),
 )
+NETPBM = re.compile(rb"P[1-6]\s")  # PBM, PGM, PPM, ASCII or binary
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,6 +93,8 @@ def sniff(data: bytes) -> str | None:
     """The image format named by the magic bytes, or None."""
     if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
         return "heif"
+    if NETPBM.match(data):
+        return "netpbm"
     for magic, offset, name in _MAGIC:
         if data[offset : offset + len(magic)] == magic and (name != "webp" or data[:4] == b"RIFF"):
             return name
@@ -131,7 +134,9 @@ def decode(
         raise ImageError("empty file: no image data")
     kind = sniff(data)
     if kind is None:
-        raise ImageError("not an image: expected JPEG, HEIC, PNG, WebP, BMP, GIF or TIFF data")
+        raise ImageError(
+            "not an image: expected JPEG, HEIC, PNG, WebP, BMP, GIF, TIFF or Netpbm data"
+        )
     if kind == "heif" and not HEIF:
         raise ImageError(
             "HEIC/HEIF needs the heic extra on this install: pip install 'mlapi-vision[heic]'"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".heic", ".heif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+    | {".ppm", ".pgm", ".pbm", ".pnm"}
 )
 
 
@@ -15,11 +16,16 @@ def is_pattern(spec: str) -> bool:
     return any(ch in spec for ch in "*?[") and not Path(spec).exists()
 
 
-def expand(patterns: tuple[str, ...] | list[str], skipped: list[Path] | None = None) -> list[Path]:
+def expand(
+    patterns: tuple[str, ...] | list[str],
+    skipped: list[Path] | None = None,
+    unmatched: list[str] | None = None,
+) -> list[Path]:
     """Files as given, image files inside directories, and glob matches, in order.
 
     Other files found in directories are left out, and listed in `skipped` when given, so
-    a command can say what it did not read."""
+    a command can say what it did not read; patterns that matched nothing (a glob, or a
+    name with brackets that is no file either) are listed in `unmatched`."""
     paths: list[Path] = []
     for pattern in patterns:
         p = Path(pattern)
@@ -30,7 +36,10 @@ def expand(patterns: tuple[str, ...] | list[str], skipped: list[Path] | None = N
                 elif skipped is not None:
                     skipped.append(f)
         elif is_pattern(pattern):
-            paths += [Path(m) for m in sorted(glob.glob(pattern, recursive=True))]
+            matches = sorted(glob.glob(pattern, recursive=True))
+            paths += [Path(m) for m in matches]
+            if not matches and unmatched is not None:
+                unmatched.append(pattern)
         else:
             paths.append(p)  # missing files are reported per file, not fatal
     return paths

@@ -168,3 +168,9 @@ def test_onnxruntime_writes_nothing_into_home(tmp_path: Path) -> None:
     env["HOME"] = str(tmp_path)
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
     assert [p.name for p in tmp_path.rglob("*")] == []
+
+
+def test_a_pattern_that_matches_nothing_is_named_as_typed(tmp_path: Path) -> None:
+    result = run_mlapi(["detect", str(tmp_path / "no such [dir]" / "x[1].jpg")])
+    assert result.returncode == 1
+    assert f"error: no file matched '{tmp_path}/no such [dir]/x[1].jpg'" in result.stderr

@@ -42,7 +42,8 @@ def png_header_only(width: int, height: int) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("fmt", "name"), [("JPEG", "jpeg"), ("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp")]
+    ("fmt", "name"),
+    [("JPEG", "jpeg"), ("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp"), ("PPM", "netpbm")],
 )
 def test_formats_are_sniffed_and_decoded(fmt: str, name: str) -> None:
     data = encoded(fmt)
@@ -142,3 +143,14 @@ def test_a_png_is_decoded_once_for_every_detector_size() -> None:
     pixels = Pixels(buf.getvalue())
     first = pixels.at(192)
     assert pixels.at(416) is first and pixels.at(None) is first
+
+
+def test_greyscale_and_ascii_netpbm_decode() -> None:
+    grey = io.BytesIO()
+    PILImage.new("L", (5, 3), 200).save(grey, format="PPM")  # written as PGM (P5)
+    assert grey.getvalue()[:2] == b"P5"
+    assert decode(grey.getvalue()).pixels[0, 0].tolist() == [200, 200, 200]
+    ascii_ppm = b"P3\n# made by hand\n2 1\n255\n255 0 0  0 255 0\n"
+    assert decode(ascii_ppm).pixels.tolist() == [[[255, 0, 0], [0, 255, 0]]]
+    with pytest.raises(ImageError, match="4 KiB"):
+        decode(b"P6\n1 1\n#" + b"a" * 100_000 + b"\n255\n\0\0\0")  # a comment Pillow reads bytewise

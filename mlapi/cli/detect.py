@@ -46,7 +46,15 @@ def detect(
     if server and annotate:
         raise click.UsageError("--annotate works only locally, not with --server")
     skipped: list[Path] = []
-    paths = files.expand(inputs, skipped)
+    unmatched: list[str] = []
+    paths = files.expand(inputs, skipped, unmatched)
+    for pattern in unmatched:  # named as typed, brackets and all
+        what = "error" if not paths else "warning"
+        stderr_console().print(
+            f"{what}: no file matched {pattern!r}", highlight=False, markup=False
+        )
+    if not paths and unmatched:
+        raise SystemExit(1)
     for path in skipped:  # a folder's other files: said, not silently passed over
         kind = "a folder" if path.is_dir() else "not an image file type"
         stderr_console().print(f"skipped {escape(str(path))}: {kind}", highlight=False)
