@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -227,6 +228,37 @@ def safe_path(path: str) -> str:
     (so `%0a` cannot forge a line)."""
     masked = HG_KEY.sub(r"\1***", path)
     return masked.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+# -- forgiving paths ---------------------------------------------------------------------
+DOUBLED_SLASHES = re.compile(r"//+")
+
+
+@web.middleware
+async def forgiving_paths(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A path that matches no route is tried again with doubled slashes merged and a
+    trailing slash dropped (`/v1/vision/detection/`, a HomeGallery base URL ending in `/`:
+    `/hg/KEY//objects`). It happens before authentication, and the request then goes
+    through every middleware as if it had been sent to the canonical path."""
+    error = request.match_info.http_exception
+    if error is None or error.status != 404:
+        return await handler(request)
+    path = DOUBLED_SLASHES.sub("/", request.path)
+    path = path.rstrip("/") or "/"
+    if path == request.path:
+        return await handler(request)
+    canonical = request.clone(rel_url=request.rel_url.with_path(path))
+    match = await request.app.router.resolve(canonical)
+    if match.http_exception is not None:
+        return await handler(request)  # the original 404
+    match.add_app(request.app)
+    match.freeze()
+    canonical._match_info = match  # what aiohttp's own dispatch sets
+    chain = match.handler
+    rest = list(request.app.middlewares)
+    for middleware in reversed(rest[rest.index(forgiving_paths) + 1 :]):
+        chain = functools.partial(middleware, handler=chain)
+    return await chain(canonical)
 
 
 # -- authentication ----------------------------------------------------------------------
@@ -800,7 +832,7 @@ def core_app(
     engine.plan(config.models)  # unknown detector names fail before the server starts
     app = web.Application(
         client_max_size=config.max_body,
-        middlewares=[errors_middleware, auth_middleware, admission_middleware],
+        middlewares=[forgiving_paths, errors_middleware, auth_middleware, admission_middleware],
     )
     app[ENGINE] = engine
     app[STATE] = ServerState(engine, users, tokens, config)

@@ -467,3 +467,25 @@ def test_only_a_few_forms_with_the_key_last_are_read_at_once(live: LiveServer) -
     body, content_type = key_last_form(image, live.key)  # type: ignore[attr-defined]
     status, answer = post(live, "/v1/vision/face/list", body, {"Content-Type": content_type})
     assert status == 200
+
+
+# -- forgiving paths ---------------------------------------------------------------------
+def test_trailing_and_doubled_slashes_reach_the_same_route_and_its_checks(
+    live: LiveServer,
+) -> None:
+    key = live.key  # type: ignore[attr-defined]
+    image = encode_jpeg(np.zeros((64, 64, 3), np.uint8))
+    for path in ("/v1/vision/face/list/", "//v1/vision/face//list"):
+        body, content_type = multipart({"image": image}, {"api_key": key})
+        status, answer = post(live, path, body, {"Content-Type": content_type})
+        assert status == 200 and answer["faces"] == [], path
+    models = live.call("GET", "/api/v1/models/", headers={"X-API-Key": key})
+    assert models.status == 200 and "models" in models.json()
+    # The canonical route's checks apply: no key, no answer; a bad key in /hg/KEY/ too.
+    assert live.call("GET", "/api/v1/models/").status == 401
+    hg = live.call("POST", f"/hg/{key}//objects", image, {"Content-Type": "image/jpeg"})
+    assert hg.status == 409 and "mlapi models pull" in hg.json()["error"]  # no models here
+    wrong = live.call("POST", "/hg/mlk_wrong//objects", image, {"Content-Type": "image/jpeg"})
+    assert wrong.status == 401
+    metrics = live.call("GET", "/metrics", headers={"X-API-Key": key}).body.decode()
+    assert 'route="/api/v1/models",status="200"' in metrics  # counted under its own name
