@@ -11,6 +11,7 @@ from mlapi.detectors.faceutil import aligned_crop, sharpness
 from mlapi.engine import Engine, Pixels
 from mlapi.errors import GalleryError, MlapiError
 from mlapi.gallery import Gallery
+from mlapi.similarity import MATCH_AT, normalise, similarity
 
 MIN_FACE_PIXELS = 48  # narrower faces carry too little detail for a faceprint
 MIN_SHARPNESS = 25.0  # Laplacian variance of a 112 px crop; sharp faces score 190-640 here
@@ -22,6 +23,19 @@ class Enrolled:
     sample_id: str
     box: tuple[int, int, int, int]
     faces_found: int = 1
+    # Someone else this face already matches (name, similarity): recognition names neither
+    # while both hold it, so the caller should say so.
+    also_matches: tuple[str, float] | None = None
+
+    @property
+    def warning(self) -> str | None:
+        if self.also_matches is None:
+            return None
+        other, score = self.also_matches
+        return (
+            f"this face also matches {other!r} (similarity {score:.2f}); while both hold it, "
+            f"recognition names neither: remove one with mlapi faces remove"
+        )
 
 
 def enroll(
@@ -55,8 +69,13 @@ def enroll(
         raise GalleryError(
             f"the face is too blurred (sharpness {score:.0f}, at least {MIN_SHARPNESS:.0f})"
         )
+    vector = normalise(np.asarray(face.embedding, np.float32))
+    others = [m for m in gallery.ranking(vector, model) if m.name != name.strip()]
+    also = None
+    if others and similarity(others[0].similarity, model) >= MATCH_AT:
+        also = (others[0].name, round(similarity(others[0].similarity, model), 4))
     sample_id = gallery.add(name, np.asarray(face.embedding, np.float32), model, source)
-    return Enrolled(name, sample_id, face.box, len(faces))
+    return Enrolled(name, sample_id, face.box, len(faces), also)
 
 
 ALREADY = "already in the gallery (a sample of this person from this file); skipped"

@@ -34,8 +34,9 @@ RAW_JPEG = {
 _ERRORS = {
     "400": {"description": "bad input: not an image, bad option, unknown parameter"},
     "401": {"description": "missing or invalid credentials"},
+    "409": {"description": "a detector's model is not pulled (the message names the command)"},
     "413": {"description": "body or image too large"},
-    "503": {"description": "busy (see Retry-After) or model not installed"},
+    "503": {"description": "busy (see Retry-After)"},
 }
 
 

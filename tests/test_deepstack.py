@@ -134,6 +134,10 @@ def test_register_recognize_list_delete_round_trip(server: LiveServer, photos: P
     assert len(kept) == 3  # samples are appended, never replaced
     post(server, "/v1/vision/face/register", {"image": woman}, userid="Emily")
     assert post(server, "/v1/vision/face/list").json()["faces"] == ["Emily", "Kumail"]
+    # The same face under another spelling is added, and the answer says whose it also is.
+    twin = post(server, "/v1/vision/face/register", {"image": man}, userid="kumail n")
+    assert twin.json()["success"] is True and "also matches 'Kumail'" in twin.json()["warning"]
+    post(server, "/v1/vision/face/delete", userid="kumail n")
 
     five = post(
         server,

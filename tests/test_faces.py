@@ -285,3 +285,28 @@ def test_faceprint_network_gives_dlibs_own_vectors(store: ModelStore, photos: Pa
     got = session.run(None, {"chips": np.stack(chips).astype(np.float32)})[0]
     assert got.shape == (len(chips), 128)
     assert np.abs(got - want).max() < 1e-4  # the vectors' values are about 0.1
+
+
+def test_a_face_that_already_belongs_to_someone_else_is_said(
+    gallery_engine: Engine, photos: Path, tmp_path: Path
+) -> None:
+    """Home Assistant's teach, then Double Take with another spelling: the same face under
+    two names makes recognition name neither, so registering says so."""
+    man = crop(photos, "gender_detection_input.jpg", 420, 800)
+    gallery = gallery_engine.runtime.gallery
+    first = enroll(gallery_engine, gallery, "Kumail", man, "teach")
+    assert first.warning is None
+    again = enroll(gallery_engine, gallery, "Kumail", man, "teach")  # the same person: fine
+    assert again.warning is None
+    other = enroll(gallery_engine, gallery, "kumail n", man, "double take")
+    assert other.also_matches is not None and other.also_matches[0] == "Kumail"
+    assert "also matches 'Kumail'" in (other.warning or "")
+    woman = crop(photos, "gender_detection_input.jpg", 0, 420)
+    assert enroll(gallery_engine, gallery, "Someone", woman, "couple").warning is None
+    # The command line says it too.
+    data = tmp_path / "data"
+    photo = tmp_path / "man.jpg"
+    photo.write_bytes(man)
+    assert mlapi(["faces", "add", "Kumail", str(photo)], data).returncode == 0
+    added = mlapi(["faces", "add", "Kumail N", str(photo)], data)
+    assert added.returncode == 0 and "also matches 'Kumail'" in added.stderr

@@ -32,6 +32,8 @@ def faces_add(name: str, images: tuple[Path, ...]) -> None:
             try:
                 done = enroll(engine, engine.runtime.gallery, name, path.read_bytes(), path.name)
                 click.echo(f"{path}: added sample {done.sample_id} of {name}")
+                if done.warning:
+                    console.print(f"warning: {path}: {done.warning}", highlight=False, markup=False)
             except (MlapiError, OSError) as exc:
                 failed += 1
                 reason = getattr(exc, "message", str(exc))
@@ -78,6 +80,8 @@ def faces_import(folder: Path) -> None:
     for path, outcome in outcomes:
         if isinstance(outcome, Enrolled):
             click.echo(f"{path}: added sample {outcome.sample_id} of {outcome.name}")
+            if outcome.warning:
+                console.print(f"warning: {path}: {outcome.warning}", highlight=False, markup=False)
         elif outcome == ALREADY:
             click.echo(f"{path}: {outcome}")
         else:

@@ -183,7 +183,10 @@ async def add_face(request: web.Request) -> web.Response:
         if exc.message.startswith("no face"):
             raise NoFace() from exc
         raise
-    return json_text({"image_id": done.sample_id, "subject": subject})
+    answer = {"image_id": done.sample_id, "subject": subject}
+    if done.warning:  # an extra field; compreface-sdk and Double Take read only the two
+        answer["warning"] = done.warning
+    return json_text(answer)
 
 
 @operation("CompreFace: list examples (page, size, subject)", tag="compreface")

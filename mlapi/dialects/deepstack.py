@@ -191,12 +191,13 @@ async def register(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     gallery = engine.runtime.gallery
     existed = userid in await off_loop(request, gallery.names)
-    added, reasons, crowded = 0, [], 0
+    added, reasons, crowded, warnings = 0, [], 0, []
     for name, data in upload.files:  # several samples per person, never replacing old ones
         try:
             done = await in_pool(request, enroll, engine, gallery, userid, data, name, "dlib", True)
             added += 1
             crowded = max(crowded, done.faces_found)
+            warnings += [done.warning] if done.warning else []
         except MlapiError as exc:  # e.g. 413 for an image over the size limit
             reasons.append((exc.status if 400 <= exc.status < 500 else 400, exc.message))
     if not added:
@@ -205,6 +206,8 @@ async def register(request: web.Request) -> web.Response:
     message = "face updated" if existed else "face added"
     if crowded > 1:  # DeepStack also takes the largest face; say so
         message += f" (the largest of {crowded} faces in the photo)"
+    if warnings:  # an extra field: clients that read only "message" are unaffected
+        return answer(message=message, warning=warnings[0])
     return answer(message=message)
 
 
