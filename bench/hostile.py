@@ -28,7 +28,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +38,7 @@ from mlapi.images import encode_jpeg
 from mlapi.users import UserStore
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+from floods import gif_comments, jpeg_comments, png_chunks
 from servers import multipart
 
 
@@ -237,30 +237,6 @@ def measure(port: int, pid: int, name: str, work) -> list:  # type: ignore[no-un
     print(f"{name:44s} {sorted(set(statuses))}  {took:7.2f} s  /health worst {worst:7.1f} ms"
           f"  peak RSS +{peak:.0f} MiB")  # fmt: skip
     return statuses
-
-
-def gif_comments(count: int) -> bytes:
-    """A GIF whose comment extension has `count` one-byte sub-blocks (the issue's file)."""
-    import struct
-
-    return (
-        b"GIF89a" + struct.pack("<HHBBB", 8, 8, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
-        + b"\x21\xfe" + b"\x01a" * count + b"\0" + b"\x2c"
-        + struct.pack("<HHHHB", 0, 0, 8, 8, 0) + b"\x02\x02\x4c\x01\x00\x3b"
-    )  # fmt: skip
-
-
-def jpeg_comments(count: int) -> bytes:
-    base = encode_jpeg(np.zeros((8, 8, 3), np.uint8))
-    return base[:2] + b"\xff\xfe\x00\x02" * count + base[2:]
-
-
-def png_chunks(count: int) -> bytes:
-    small = io.BytesIO()
-    PILImage.new("RGB", (8, 8)).save(small, format="PNG")
-    data = small.getvalue()
-    chunk = b"\x00\x00\x00\x00prIv" + zlib.crc32(b"prIv").to_bytes(4, "big")
-    return data[:33] + chunk * count + data[33:]
 
 
 def blocks(port: int, key: str, pid: int) -> None:

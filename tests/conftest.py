@@ -6,6 +6,7 @@ dir (or MLAPI_CACHE_DIR) and reused by later runs.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -60,6 +61,16 @@ def photos(store: ModelStore) -> Path:
 def engine(store: ModelStore) -> Iterator[Engine]:
     with Engine(store) as engine:
         yield engine
+
+
+@pytest.fixture
+def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Nothing a test sends may be logged as a server error or answered 500."""
+    caplog.set_level(logging.INFO)
+    yield
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not errors, [r.getMessage() for r in errors]
+    assert '" 500 ' not in caplog.text
 
 
 def run_mlapi(args: list[str], stdin: str = "", **env: str) -> subprocess.CompletedProcess:

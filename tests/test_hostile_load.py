@@ -8,17 +8,16 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 import socket
 import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from floods import gif_comments, jpeg_comments, png_chunks
 from PIL import Image as PILImage
 from servers import LiveServer, multipart, post, raw
 
@@ -31,6 +30,7 @@ from mlapi.server import RequestError, ServerConfig, ServerState
 from mlapi.store import ModelStore
 
 PASSWORD = "hostile test password"
+pytestmark = pytest.mark.usefixtures("no_server_errors")
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +44,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         server.key = server.users.create_key("mallory", "tests")  # type: ignore[attr-defined]
         yield server
         server.stop()
-
-
-@pytest.fixture(autouse=True)
-def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    caplog.set_level(logging.INFO)
-    yield
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
-    assert not errors, [r.getMessage() for r in errors]
-    assert '" 500 ' not in caplog.text
 
 
 def worst_health_ms(server: LiveServer, work: Callable[[], object]) -> float:
@@ -77,27 +68,6 @@ def worst_health_ms(server: LiveServer, work: Callable[[], object]) -> float:
 
 
 # -- floods of empty blocks --------------------------------------------------------------
-def gif_comments(count: int) -> bytes:
-    """The probe's GIF: one comment extension of `count` one-byte sub-blocks."""
-    return (
-        b"GIF89a" + struct.pack("<HHBBB", 8, 8, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
-        + b"\x21\xfe" + b"\x01a" * count + b"\0" + b"\x2c"
-        + struct.pack("<HHHHB", 0, 0, 8, 8, 0) + b"\x02\x02\x4c\x01\x00\x3b"
-    )  # fmt: skip
-
-
-def jpeg_comments(count: int) -> bytes:
-    base = encode_jpeg(np.zeros((8, 8, 3), np.uint8))
-    return base[:2] + b"\xff\xfe\x00\x02" * count + base[2:]
-
-
-def png_chunks(count: int) -> bytes:
-    out = io.BytesIO()
-    PILImage.new("RGB", (8, 8)).save(out, format="PNG")
-    chunk = b"\0\0\0\0prIv" + zlib.crc32(b"prIv").to_bytes(4, "big")  # valid, and empty
-    return out.getvalue()[:33] + chunk * count + out.getvalue()[33:]
-
-
 # Sizes as the probe sent them, within this server's 20 MB body limit: before, the GIF
 # held the event loop for 7.7 s (of 31 s) and the JPEG for 3.5 s.
 FLOODS = {
