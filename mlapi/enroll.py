@@ -69,12 +69,11 @@ def enroll(
         raise GalleryError(
             f"the face is too blurred (sharpness {score:.0f}, at least {MIN_SHARPNESS:.0f})"
         )
-    vector = normalise(np.asarray(face.embedding, np.float32))
-    others = [m for m in gallery.ranking(vector, model) if m.name != name.strip()]
-    also = None
-    if others and similarity(others[0].similarity, model) >= MATCH_AT:
-        also = (others[0].name, round(similarity(others[0].similarity, model), 4))
-    sample_id = gallery.add(name, np.asarray(face.embedding, np.float32), model, source)
+    embedding = np.asarray(face.embedding, np.float32)
+    others = [m for m in gallery.ranking(normalise(embedding), model) if m.name != name.strip()]
+    closest = similarity(others[0].similarity, model) if others else 0.0
+    also = (others[0].name, round(closest, 4)) if closest >= MATCH_AT else None
+    sample_id = gallery.add(name, embedding, model, source)
     return Enrolled(name, sample_id, face.box, len(faces), also)
 
 

@@ -78,12 +78,16 @@ class Gallery:
 
         `name` as listed: a name an older version stored with a lone surrogate is listed,
         and removed, by its escaped form (see text.shown)."""
-        query = Query().name.test(lambda stored: name in (stored, text.shown(stored)))
+
+        def named(stored: str) -> bool:
+            return name in (stored, text.shown(stored))
+
+        query = Query().name.test(named)
         if sample_id:
             query = query & (Query().id == sample_id)
         removed = 0
         # Nothing to remove means nothing to rewrite (the file may hold 30,000 samples).
-        if any(name in (r["name"], text.shown(r["name"])) for r in self._rows()):
+        if any(named(r["name"]) for r in self._rows()):
             with locked_db(self.path) as db:
                 removed = len(db.table("samples").remove(query))
         if not removed:

@@ -176,11 +176,6 @@ def error_response(
     return web.json_response(body, status=status, headers=headers, dumps=dumps)
 
 
-def _safe_message(message: str) -> str:
-    """Error messages quote what the client sent: made encodable whatever it was."""
-    return text.shown(message)
-
-
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await _answer(request, handler)
@@ -202,7 +197,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         headers = {"Retry-After": "1"} if busy else None
         if exc.status == 401 and request.path.startswith("/api/"):
             headers = {"WWW-Authenticate": "Bearer"}
-        message = _safe_message(exc.message)
+        message = text.shown(exc.message)  # it may quote what the client sent
         return error_response(request.path, exc.status, message, headers, exc.code)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -211,7 +206,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status == 413:
             message = body_limit_message(request)
         keep = {k: v for k, v in exc.headers.items() if k.lower() in ("retry-after", "allow")}
-        return error_response(request.path, exc.status, _safe_message(message), keep)
+        return error_response(request.path, exc.status, text.shown(message), keep)
     except asyncio.CancelledError:
         raise
     except (ConnectionResetError, ClientPayloadError, asyncio.IncompleteReadError) as exc:

@@ -34,7 +34,7 @@ class YoloOptions(Options):
     model: str = field(
         default="yolov3-tiny",
         metadata={
-            "pattern": r"[a-z0-9][a-z0-9._-]{0,63}",
+            "pattern": MODEL_NAME,
             "means": "a model's name (mlapi models list)",
         },
     )
