@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import evalset
 
 from mlapi.engine import Engine, RuntimeConfig
-from mlapi.gallery import Gallery
 from mlapi.similarity import similarity
+from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
 
 THRESHOLDS = (0.45, 0.67)

@@ -37,8 +37,8 @@ import numpy as np
 from mlapi import samples
 from mlapi.detectors.base import StagedDetector
 from mlapi.engine import Engine, RuntimeConfig
-from mlapi.gallery import Gallery
 from mlapi.images import decode, encode_jpeg
+from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
 
 
@@ -392,7 +392,7 @@ def deepstack_section(payloads: list[bytes], seconds: float) -> None:
 def stream_section(store: ModelStore, photo: bytes, frames: int = 90) -> None:
     """`mlapi stream` over a 1080p video, `objects`, locally and through the server."""
     from mlapi import client
-    from mlapi.dialects import FORMATS
+    from mlapi.render import FORMATS
     from mlapi.stream import StreamConfig, local_detector, remote_detector, run_stream
 
     print(f"stream: {frames}-frame 1080p MJPEG video, objects, frames per second")

@@ -1,35 +1,25 @@
-"""The server as users run it: the core application plus every dialect module.
+"""The server as users run it: the core application plus every dialect.
 
-A dialect is a module with `add_routes(app)` that registers its routes, parses its own
-requests and renders its own answers (errors go through `mlapi.server.error_response`).
-Adding one is that module and one line in DIALECTS.
+A dialect is a module with a `DIALECT` (mlapi.dialect.Dialect) whose `add_routes(app)`
+registers its routes; it parses its own requests and renders its own answers. Adding one
+is that module and one line in mlapi.dialects.MODULES.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from mlapi.auth import TokenIssuer
-from mlapi.dialects import (
-    compreface,
-    deepstack,
-    doods,
-    homegallery,
-    mlapi_seed,
-    native,
-    zoneminder,
-)
+from mlapi import dialects
 from mlapi.engine import Engine
-from mlapi.server import ServerConfig, core_app
-from mlapi.users import UserStore
-
-DIALECTS = (native, mlapi_seed, homegallery, deepstack, compreface, zoneminder, doods)
+from mlapi.server import DIALECTS, ServerConfig, core_app
+from mlapi.state import Stores
 
 
 def create_app(
-    engine: Engine, users: UserStore, tokens: TokenIssuer, config: ServerConfig | None = None
+    engine: Engine, stores: Stores, config: ServerConfig | None = None, token_lifetime: int = 3600
 ) -> web.Application:
-    app = core_app(engine, users, tokens, config)
-    for dialect in DIALECTS:
+    app = core_app(engine, stores, config, token_lifetime)
+    for dialect in dialects.load():
         dialect.add_routes(app)
+        app[DIALECTS].append(dialect)
     return app

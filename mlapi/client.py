@@ -10,9 +10,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from mlapi.dbfiles import write_private
 from mlapi.errors import MlapiError, RemoteError
 from mlapi.paths import config_dir
+from mlapi.state.files import write_private
 
 API_KEY_ENV = "MLAPI_API_KEY"  # an API key (mlapi keys create): no login, no expiry
 
@@ -32,7 +32,7 @@ def _request(url: str, data: bytes, headers: dict[str, str], timeout: float = 60
     request = urllib.request.Request(url, data=data, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.read()
+            return bytes(response.read())
     except urllib.error.HTTPError as exc:
         body = exc.read()
         try:
@@ -63,7 +63,7 @@ def login(url: str, username: str, password: str) -> None:
 def saved_token(url: str) -> str:
     url = _normalise(url)
     try:
-        return json.loads(tokens_path().read_text())[url]
+        return str(json.loads(tokens_path().read_text())[url])
     except (OSError, ValueError, KeyError):
         raise RemoteError(
             401, f"not logged in to {url}; run: mlapi login {url} (or set {API_KEY_ENV})"

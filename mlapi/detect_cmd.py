@@ -16,9 +16,9 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from mlapi.dialects import FORMATS
-from mlapi.engine import Engine, RuntimeConfig
+from mlapi.engine import Engine, RuntimeConfig, map_large_buffers
 from mlapi.errors import MlapiError
+from mlapi.render import FORMATS
 from mlapi.result import Result, dumps
 
 
@@ -109,6 +109,8 @@ def run_detect(
     if not paths:
         console.print("[red]error:[/] no input files matched")
         return 1
+    if not server:
+        map_large_buffers()
     engine = None if server else Engine(config=RuntimeConfig(workers=workers))
     try:
         if engine is None:

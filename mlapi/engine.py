@@ -15,20 +15,19 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mlapi import images
 from mlapi.detectors.base import Detector, Options
 from mlapi.errors import MlapiError, UnknownDetector
-from mlapi.gallery import Gallery
 from mlapi.images import Image
 from mlapi.result import Detection, Result
 from mlapi.scheduler import ShortestFirst, may_use_every_core
+from mlapi.sessions import CPU, make_session
+from mlapi.state import Faces
 from mlapi.store import ModelStore
 
-ENTRY_POINT_GROUP = "mlapi.detectors"
 LARGE_IMAGE_BYTES = 24 * 1024 * 1024  # after images this big, give freed memory back
 T = TypeVar("T")
 DEFAULT_MODELS = ("objects",)
@@ -52,21 +51,6 @@ def map_large_buffers() -> None:
     returns them to the system (its default threshold drifts up to 32 MiB and keeps them)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 1 << 20)
-
-
-def discover(group: str = ENTRY_POINT_GROUP) -> dict[str, type[Detector]]:
-    """Detector classes from installed entry points; a duplicate name is an error."""
-    found: dict[str, type[Detector]] = {}
-    for ep in entry_points(group=group):
-        if ep.name in found:
-            raise MlapiError(f"two installed detectors are named {ep.name!r}")
-        cls = ep.load()
-        if not (isinstance(cls, type) and issubclass(cls, Detector)):
-            raise MlapiError(f"entry point {ep.name!r} ({ep.value}) is not a Detector class")
-        if getattr(cls, "name", ep.name) != ep.name:
-            raise MlapiError(f"entry point {ep.name!r} points at detector {cls.name!r}")
-        found[ep.name] = cls
-    return found
 
 
 def merge_refinements(
@@ -183,6 +167,7 @@ class RuntimeConfig:
     # the other core after every run. `bench/benchmark.py --compare spin=0 spin=1000
     # --pause 0.3` measures it.
     spin_microseconds: int = 1000
+    providers: tuple[str, ...] = CPU  # onnxruntime execution providers, in preference order
 
 
 @dataclass(frozen=True)
@@ -199,16 +184,26 @@ class Runtime:
     """What detectors load from: the model store and one onnxruntime session per model."""
 
     def __init__(
-        self, store: ModelStore, config: RuntimeConfig, gallery: Gallery | None = None
+        self, store: ModelStore, config: RuntimeConfig, gallery: Faces | None = None
     ) -> None:
         self.store = store
         self.config = config
-        self.gallery = gallery or Gallery()
+        self._gallery = gallery
         # Decodes a request's other resolutions and makes wide sessions (whose onnxruntime
         # threads then have this priority, not a niced worker's).
         self.helper = helper_thread("mlapi-helper")
         self._sessions: dict[str, Sessions] = {}
         self._lock = threading.Lock()
+
+    @property
+    def gallery(self) -> Faces:
+        """The known faces; the data folder's gallery unless one was given (opened on first
+        use, so detecting objects touches no stored state)."""
+        if self._gallery is None:
+            from mlapi.state import open_stores
+
+            self._gallery = open_stores().faces
+        return self._gallery
 
     def model_path(self, name: str) -> Path:
         return self.store.model_dir(name)
@@ -224,20 +219,6 @@ class Runtime:
             return self._sessions[key]
 
 
-def _session(model: Path, threads: int, spin_microseconds: int) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    spin = threads > 1 and spin_microseconds > 0
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    if spin:
-        opts.add_session_config_entry("session.intra_op.spin_duration_us", str(spin_microseconds))
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-
-
 class Sessions:
     """A model's onnxruntime session, used like one: `run` takes the wide session (made on
     first use) when the request runs alone in the pool and the network is big enough to
@@ -245,7 +226,7 @@ class Sessions:
 
     def __init__(self, model: Path, config: RuntimeConfig, maker: ThreadPoolExecutor) -> None:
         self.model, self.config, self._maker = model, config, maker
-        self.narrow = _session(model, config.intra_op_threads, config.spin_microseconds)
+        self.narrow = self._make(config.intra_op_threads)
         self.widens = (
             config.lone_threads > config.intra_op_threads and model.stat().st_size >= WIDE_MIN_BYTES
         )
@@ -257,11 +238,12 @@ class Sessions:
             return self.narrow
         with self._lock:
             if self._wide is None:
-                made = self._maker.submit(
-                    _session, self.model, self.config.lone_threads, self.config.spin_microseconds
-                )
-                self._wide = made.result()
+                self._wide = self._maker.submit(self._make, self.config.lone_threads).result()
             return self._wide
+
+    def _make(self, threads: int) -> Any:
+        config = self.config
+        return make_session(self.model, threads, config.spin_microseconds, config.providers)
 
     def run(self, outputs: Any, feeds: Mapping[str, Any]) -> Any:
         return self._pick().run(outputs, feeds)
@@ -276,18 +258,19 @@ class Engine:
         store: ModelStore | None = None,
         config: RuntimeConfig | None = None,
         registry: Mapping[str, type[Detector]] | None = None,
-        gallery: Gallery | None = None,
+        gallery: Faces | None = None,
     ) -> None:
         self.config = config or RuntimeConfig()
         self.runtime = Runtime(store or ModelStore(), self.config, gallery)
-        if registry is None:  # installed detectors, then the user's imported models
-            registry = {**self.runtime.store.imported_detectors(), **discover()}
+        if registry is None:
+            from mlapi.registry import installed
+
+            registry = installed(self.runtime.store)
         self.registry = dict(registry)
         self._loaded: dict[str, Detector] = {}
         self._load_lock = threading.Lock()
         self._pool = ShortestFirst(self.config.workers, express_cost=self.config.express_pixels)
         self.timings = Timings()
-        map_large_buffers()
 
     @property
     def store(self) -> ModelStore:

@@ -10,8 +10,8 @@ import numpy as np
 from mlapi.detectors.faceutil import aligned_crop, sharpness
 from mlapi.engine import Engine, Pixels
 from mlapi.errors import GalleryError, MlapiError
-from mlapi.gallery import Gallery
 from mlapi.similarity import MATCH_AT, normalise, similarity
+from mlapi.state import Faces
 
 MIN_FACE_PIXELS = 48  # narrower faces carry too little detail for a faceprint
 MIN_SHARPNESS = 25.0  # Laplacian variance of a 112 px crop; sharp faces score 190-640 here
@@ -40,7 +40,7 @@ class Enrolled:
 
 def enroll(
     engine: Engine,
-    gallery: Gallery,
+    gallery: Faces,
     name: str,
     data: bytes,
     source: str = "",
@@ -81,7 +81,7 @@ ALREADY = "already in the gallery (a sample of this person from this file); skip
 
 
 def import_folder(
-    engine: Engine, gallery: Gallery, folder: Path
+    engine: Engine, gallery: Faces, folder: Path
 ) -> list[tuple[Path, Enrolled | str]]:
     """mlapi 2.x's layout: one sub-folder per person holding their photos."""
     if not folder.is_dir():

@@ -27,13 +27,14 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
 from mlapi import __version__, openapi, text
-from mlapi.auth import LoginLimiter, TokenIssuer
+from mlapi.auth import TokenIssuer
+from mlapi.dialect import Dialect, dialect_of, error_body
 from mlapi.engine import Engine
 from mlapi.errors import AuthError, MlapiError
 from mlapi.fetch import Networks, fetch_image
 from mlapi.images import pixel_cost, sniff
 from mlapi.result import Result, dumps
-from mlapi.users import UserStore
+from mlapi.state import Stores
 
 log = logging.getLogger("mlapi.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -79,10 +80,11 @@ class ServerConfig:
 
 class ServerState:
     def __init__(
-        self, engine: Engine, users: UserStore, tokens: TokenIssuer, config: ServerConfig
+        self, engine: Engine, stores: Stores, config: ServerConfig, token_lifetime: int = 3600
     ) -> None:
-        self.engine, self.users, self.tokens, self.config = engine, users, tokens, config
-        self.limiter = LoginLimiter()
+        self.engine, self.config = engine, config
+        self.users, self.limiter = stores.accounts, stores.logins
+        self.tokens = TokenIssuer(stores.secret.get(), token_lifetime)
         self.hashing = asyncio.Semaphore(2)  # argon2 costs ~64 MiB and ~0.1 s each
         self.keyless_bodies = asyncio.Semaphore(config.max_keyless_bodies)
         # Work that grows with the input but is not inference (parsing a big JSON body,
@@ -149,30 +151,29 @@ INFERENCE_MS = web.RequestKey("inference_ms", float)
 AUTHENTICATED = web.RequestKey("authenticated", bool)
 ADMITTED = web.RequestKey("admitted", bool)  # holds an admission slot, to give back
 WARMING = web.AppKey("warming", asyncio.Task)
+DIALECTS = web.AppKey("dialects", list[Dialect])  # in the order their routes were added
 HG_KEY = re.compile(r"(/hg/)[^/]+", re.IGNORECASE)  # wherever it appears in a path
 UNKNOWN_KEY_FIELD_LIMIT = 64 * 1024  # what is read of a form before its key is known
-FORM_KEY = "api_key"  # the form field a DeepStack client may carry its key in
 KEYLESS_BODY_WAIT = 5.0  # seconds a form with its key last waits for a reading permit
 LOGIN_BODY_LIMIT = 4096
 
 
 # -- errors ------------------------------------------------------------------------------
+def dialect(request: web.Request) -> Dialect | None:
+    """The dialect the request's path belongs to."""
+    known: list[Dialect] = request.app[DIALECTS]
+    return dialect_of(known, request.path)
+
+
 def error_response(
-    path: str,
+    request: web.Request,
     status: int,
     message: str,
     headers: dict[str, str] | None = None,
     code: int | None = None,
 ) -> web.Response:
-    """The error body of the dialect a path belongs to (`code`: a dialect's own error code)."""
-    if path.startswith(COMPREFACE_PATHS):
-        body: dict[str, Any] = {"message": message, "code": code or status}
-    elif path.startswith("/api/"):
-        body = {"code": status, "msg": message}
-    elif path.startswith("/v1/"):
-        body = {"success": False, "error": message, "duration": 0}
-    else:
-        body = {"error": message}
+    """The error body of the request's dialect (`code`: a dialect's own error code)."""
+    body = error_body(dialect(request), request.path, status, message, code)
     return web.json_response(body, status=status, headers=headers, dumps=dumps)
 
 
@@ -193,12 +194,14 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except MlapiError as exc:
-        busy = isinstance(exc, RequestError) and exc.status == 503
+        owner = dialect(request)
+        status = owner.status(exc) if owner else exc.status
+        busy = isinstance(exc, RequestError) and status == 503
         headers = {"Retry-After": "1"} if busy else None
-        if exc.status == 401 and request.path.startswith("/api/"):
+        if status == 401 and request.path.startswith("/api/"):
             headers = {"WWW-Authenticate": "Bearer"}
         message = text.shown(exc.message)  # it may quote what the client sent
-        return error_response(request.path, exc.status, message, headers, exc.code)
+        return error_response(request, status, message, headers, exc.code)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -206,16 +209,16 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status == 413:
             message = body_limit_message(request)
         keep = {k: v for k, v in exc.headers.items() if k.lower() in ("retry-after", "allow")}
-        return error_response(request.path, exc.status, text.shown(message), keep)
+        return error_response(request, exc.status, text.shown(message), keep)
     except asyncio.CancelledError:
         raise
     except (ConnectionResetError, ClientPayloadError, asyncio.IncompleteReadError) as exc:
         # The client went away or sent a broken body: its problem, not a server error.
         log.info("incomplete request body on %s: %s", safe_path(request.path), exc)
-        return error_response(request.path, 400, "request body incomplete")
+        return error_response(request, 400, "request body incomplete")
     except Exception:
         log.exception("unhandled error on %s %s", request.method, safe_path(request.path))
-        return error_response(request.path, 500, "internal error; see the server log")
+        return error_response(request, 500, "internal error; see the server log")
 
 
 def safe_path(path: str) -> str:
@@ -272,18 +275,6 @@ def _credentials(request: web.Request) -> str | None:
     return secret
 
 
-COMPREFACE_PATHS = ("/api/v1/recognition/", "/api/v1/detection/", "/api/v1/verification/")
-# The path prefixes of each dialect, for --keyless-dialects.
-DIALECT_PATHS = {
-    "deepstack": ("/v1/",),
-    "doods": ("/detect", "/detectors"),
-    "homegallery": ("/objects", "/faces", "/embeddings"),
-    "zoneminder": ("/api/v1/infer", "/api/v1/detect/object"),
-    "native": ("/api/v1/detect",),
-    "compreface": COMPREFACE_PATHS,
-}
-
-
 def keyless(request: web.Request, config: ServerConfig) -> bool:
     """A client the operator lets in without a key: from a chosen network, to a chosen
     dialect (CodeProject.AI's client, a Frigate without a key, on the LAN)."""
@@ -295,8 +286,8 @@ def keyless(request: web.Request, config: ServerConfig) -> bool:
         return False
     if not any(address in net for net in config.keyless_networks if address.version == net.version):
         return False
-    prefixes = [p for d in config.keyless_dialects for p in DIALECT_PATHS.get(d, ())]
-    return any(request.path == p or request.path.startswith(p.rstrip("/") + "/") for p in prefixes)
+    opened = [d for d in request.app[DIALECTS] if d.name in config.keyless_dialects]
+    return any(d.owns(request.path) for d in opened)
 
 
 async def authenticate(
@@ -321,16 +312,16 @@ async def authenticate(
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Route first (unknown path: 404), then authenticate from headers, path or query.
 
-    DeepStack clients may send their key as a form field: on /v1/ routes without a key in
-    the headers, the handler authenticates from the form before reading any file part.
-    """
+    A dialect whose clients may send their key as a form field (DeepStack's `api_key`):
+    without a key in the headers, its handler authenticates from the form (read_upload)."""
     route_error = request.match_info.http_exception
     if route_error is not None:
         raise route_error
     state = request.app[STATE]
     if request.path in PUBLIC or (request.path == "/metrics" and state.config.public_metrics):
         return await handler(request)
-    if not request.path.startswith("/v1/") or _credentials(request) is not None:
+    owner = dialect(request)
+    if owner is None or owner.form_key is None or _credentials(request) is not None:
         request[USER] = await authenticate(request, state)
         request[AUTHENTICATED] = True
     return await handler(request)
@@ -384,9 +375,9 @@ async def refuse_large_expect(request: web.Request) -> web.StreamResponse | None
     """`Expect: 100-continue` with a body over the limit gets 413, not `100 Continue`."""
     if declared_too_large(request):
         message = body_limit_message(request)
-        return error_response(request.path, 413, message, {"Connection": "close"})
+        return error_response(request, 413, message, {"Connection": "close"})
     if request.headers.get("Expect", "").lower() != "100-continue":
-        return error_response(request.path, 417, "only Expect: 100-continue is understood")
+        return error_response(request, 417, "only Expect: 100-continue is understood")
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0
     return None
@@ -425,6 +416,7 @@ async def _read_multipart(
     fields: dict[str, str] = {}
     files: list[tuple[str, bytes]] = []
     total = parts = 0
+    key_field = form_key(request)
     permitted = False  # holds a permit to read a stranger's body
     async with contextlib.AsyncExitStack() as permit:
         try:
@@ -440,7 +432,7 @@ async def _read_multipart(
                     ("image/", "application/oct")
                 )
                 if is_file and authorise is not None:
-                    if FORM_KEY in known or FORM_KEY in fields:
+                    if key_field in known or key_field in fields:
                         await authorise({**known, **fields})
                         authorise = None
                     elif not permitted:
@@ -470,6 +462,12 @@ async def _read_multipart(
     return fields, files
 
 
+def form_key(request: web.Request) -> str:
+    """The form field this request's dialect lets clients carry their key in."""
+    owner = dialect(request)
+    return (owner.form_key if owner else None) or "api_key"
+
+
 @contextlib.asynccontextmanager
 async def keyless_body(request: web.Request) -> AsyncIterator[None]:
     """A permit to read a form whose key comes after its image: its sender is not known
@@ -480,7 +478,9 @@ async def keyless_body(request: web.Request) -> AsyncIterator[None]:
             await state.keyless_bodies.acquire()
     except TimeoutError:
         raise RequestError(
-            503, f"too many uploads with {FORM_KEY} after the image; send it first or in a header"
+            503,
+            f"too many uploads with {form_key(request)} after the image; "
+            "send it first or in a header",
         ) from None
     try:
         yield
@@ -796,10 +796,10 @@ async def login(request: web.Request) -> web.Response:
     user = text.check(body["username"], "the username")
     password = text.check(body["password"], "the password")
     address = request.remote or "?"
-    wait = state.limiter.attempt(user, address)
+    wait = await off_loop(request, state.limiter.attempt, user, address)
     if wait:
         return error_response(
-            request.path, 429, "too many failed logins; try again later", {"Retry-After": str(wait)}
+            request, 429, "too many failed logins; try again later", {"Retry-After": str(wait)}
         )
     async with state.hashing:
         ok = await asyncio.get_running_loop().run_in_executor(
@@ -807,7 +807,7 @@ async def login(request: web.Request) -> web.Response:
         )
     if not ok:
         raise AuthError("invalid username or password")
-    state.limiter.succeeded(user, address)
+    await off_loop(request, state.limiter.succeeded, user, address)
     token = state.tokens.issue(user, state.users.session(user) or "")
     return web.json_response({"access_token": token, "expires": state.tokens.lifetime})
 
@@ -819,7 +819,7 @@ def add_post(app: web.Application, path: str, handler: Handler) -> None:
 
 
 def core_app(
-    engine: Engine, users: UserStore, tokens: TokenIssuer, config: ServerConfig | None = None
+    engine: Engine, stores: Stores, config: ServerConfig | None = None, token_lifetime: int = 3600
 ) -> web.Application:
     """The application with its middleware, state, warm-up and the core routes (health,
     readiness, metrics, login, models, OpenAPI); `mlapi.app` adds the dialect modules."""
@@ -830,7 +830,8 @@ def core_app(
         middlewares=[forgiving_paths, errors_middleware, auth_middleware, admission_middleware],
     )
     app[ENGINE] = engine
-    app[STATE] = ServerState(engine, users, tokens, config)
+    app[DIALECTS] = []
+    app[STATE] = ServerState(engine, stores, config, token_lifetime)
     if config.uploads:
         config.uploads.mkdir(parents=True, exist_ok=True)
     app.router.add_get("/health", health)

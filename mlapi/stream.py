@@ -394,7 +394,7 @@ class StreamConfig:
 def run_stream(
     config: StreamConfig,
     detect: Detect,
-    submit: Callable[..., Future],
+    submit: Callable[..., Future[tuple[Any, Any]]],
     emit: Callable[[str], None],
     log: Callable[[str], None],
     progress: Callable[[Stats], None] | None = None,
@@ -417,9 +417,9 @@ def run_stream(
     notifier.start()
     tracker = ChangeTracker(config.min_iou)
     writer: cv2.VideoWriter | None = None
-    pending: list[tuple[Frame, Future]] = []
+    pending: list[tuple[Frame, Future[tuple[Any, Any]]]] = []
 
-    def finish(frame: Frame, future: Future) -> None:
+    def finish(frame: Frame, future: Future[tuple[Any, Any]]) -> None:
         nonlocal writer
         head: dict[str, Any] = {"frame": frame.index, "time": round(frame.time, 3)}
         if frame.name is not None:

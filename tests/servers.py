@@ -16,10 +16,9 @@ from typing import Any
 from aiohttp import web
 
 from mlapi.app import create_app
-from mlapi.auth import TokenIssuer
 from mlapi.engine import Engine
-from mlapi.server import AccessLog, ServerConfig
-from mlapi.users import UserStore
+from mlapi.server import STATE, AccessLog, ServerConfig
+from mlapi.state import open_stores
 
 
 @dataclass
@@ -34,9 +33,11 @@ class Answer:
 
 class LiveServer:
     def __init__(self, engine: Engine, data_dir: Path, config: ServerConfig | None = None) -> None:
-        self.users = UserStore(data_dir / "users.json")
-        self.tokens = TokenIssuer(data_dir / "jwt.secret")
-        self.app = create_app(engine, self.users, self.tokens, config or ServerConfig())
+        self.stores = open_stores(data_dir)
+        self.users = self.stores.accounts
+        self.data_dir = data_dir
+        self.app = create_app(engine, self.stores, config or ServerConfig())
+        self.tokens = self.app[STATE].tokens
         self.loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -13,8 +13,8 @@ import requests
 from servers import LiveServer
 
 from mlapi.engine import Engine
-from mlapi.gallery import Gallery
 from mlapi.images import decode, encode_jpeg
+from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
 
 

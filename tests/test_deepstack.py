@@ -13,9 +13,9 @@ from servers import LiveServer
 
 from mlapi.detectors.coco import COCO_LABELS
 from mlapi.engine import Engine
-from mlapi.gallery import Gallery
 from mlapi.images import decode, encode_jpeg
 from mlapi.server import ENGINE, ServerConfig
+from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
 
 
@@ -270,7 +270,7 @@ def test_server_sees_people_added_by_the_cli_without_a_restart(
 ) -> None:
     man = tmp_path / "man.jpg"
     man.write_bytes(crop(photos, "gender_detection_input.jpg", 420, 800))
-    data_dir = server.users.path.parent  # the gallery of the running server
+    data_dir = server.data_dir  # the gallery of the running server
     added = run_mlapi(["faces", "add", "Kumail", str(man)], MLAPI_DATA_DIR=str(data_dir))
     assert added.returncode == 0, added.stderr
     five = (photos / "face_detection_input.jpg").read_bytes()

@@ -19,8 +19,8 @@ from conftest import run_mlapi
 from mlapi.engine import Engine
 from mlapi.enroll import enroll
 from mlapi.errors import GalleryError
-from mlapi.gallery import Gallery
 from mlapi.images import decode, encode_jpeg
+from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
 from mlapi.store.jsmodel import js_literal_to_json
 

@@ -17,14 +17,16 @@ import pytest
 from PIL import Image as PILImage
 from servers import LiveServer, multipart, post, raw
 
-from mlapi.auth import LoginLimiter, TokenIssuer
-from mlapi.dbfiles import locked_db
+from mlapi.auth import TokenIssuer
 from mlapi.engine import Engine, RuntimeConfig
 from mlapi.errors import ImageError, ImageTooLarge
 from mlapi.images import decode, encode_jpeg
 from mlapi.server import ServerConfig, safe_path
+from mlapi.state.files import locked_db
+from mlapi.state.logins import FileLoginAttempts
+from mlapi.state.secret import FileSecret
+from mlapi.state.users import UserStore
 from mlapi.store import ModelStore
-from mlapi.users import UserStore
 
 PASSWORD = "hostile test password"
 pytestmark = pytest.mark.usefixtures("no_server_errors")
@@ -194,17 +196,35 @@ def test_log_lines_cannot_be_forged_and_keys_are_masked() -> None:
 
 
 # -- login, tokens, secrets --------------------------------------------------------------
-def test_a_burst_of_guesses_is_limited_and_keys_are_small() -> None:
-    limiter = LoginLimiter(limit=5)
+def test_a_burst_of_guesses_is_limited_and_keys_are_small(tmp_path: Path) -> None:
+    limiter = FileLoginAttempts(tmp_path / "logins.json", limit=5)
     allowed = [limiter.attempt("alice", "10.0.0.9") == 0 for _ in range(40)]  # all in flight
     assert sum(allowed) == 5  # a right password hidden in the burst gets 429 too
     for i in range(60):
         limiter.attempt("u" * (4 << 20) + str(i), f"192.0.2.{i}")
-    assert all(len(k) == 32 for k in limiter._failures)
+    stored = json.loads((tmp_path / "logins.json").read_bytes())
+    assert len(stored) == 2 + 2 * 60 and all(len(k) == 64 for k in stored)
+    assert (tmp_path / "logins.json").stat().st_size < 20_000
+    assert (tmp_path / "logins.json").stat().st_mode & 0o077 == 0
+
+
+def test_failed_logins_are_shared_by_every_process_and_forgiven_on_success(
+    tmp_path: Path,
+) -> None:
+    # Two limiters on one file stand for two server processes (or a restart).
+    first, second = (FileLoginAttempts(tmp_path / "logins.json", limit=5) for _ in range(2))
+    assert [first.attempt("bob", "10.0.0.1") for _ in range(3)] == [0, 0, 0]
+    assert [second.attempt("bob", "10.0.0.1") for _ in range(2)] == [0, 0]
+    assert 290 < first.attempt("bob", "10.0.0.1") <= 301  # the sixth, whichever answers
+    assert second.attempt("bob", "10.0.0.2") == 0  # another address is not locked out
+    second.succeeded("bob", "10.0.0.2")
+    third = FileLoginAttempts(tmp_path / "logins.json", limit=5)
+    assert third.attempt("bob", "10.0.0.2") == 0 and third.attempt("bob", "10.0.0.1") > 0
 
 
 def test_tokens_end_with_a_new_password_or_a_new_user(tmp_path: Path) -> None:
-    users, tokens = UserStore(tmp_path / "users.json"), TokenIssuer(tmp_path / "jwt.secret")
+    users = UserStore(tmp_path / "users.json")
+    tokens = TokenIssuer(FileSecret(tmp_path / "jwt.secret").get())
     users.add("dave", PASSWORD)
     old = tokens.issue("dave", users.session("dave") or "")
     assert tokens.claims(old) == ("dave", users.session("dave"))
@@ -219,7 +239,10 @@ def test_tokens_end_with_a_new_password_or_a_new_user(tmp_path: Path) -> None:
 def test_racing_servers_share_one_secret(tmp_path: Path) -> None:
     path = tmp_path / "jwt.secret"
     issuers: list[TokenIssuer] = []
-    threads = [threading.Thread(target=lambda: issuers.append(TokenIssuer(path))) for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda: issuers.append(TokenIssuer(FileSecret(path).get())))
+        for _ in range(8)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -24,9 +24,10 @@ from servers import LiveServer, multipart, post, raw
 from mlapi import imageheader
 from mlapi.engine import Engine, RuntimeConfig
 from mlapi.errors import GalleryError, ImageError, ImageTooLarge
-from mlapi.gallery import Gallery
 from mlapi.images import PARALLEL_PROGRESSIVE, decode, decode_memory, encode_jpeg, pixel_cost
 from mlapi.server import RequestError, ServerConfig, ServerState
+from mlapi.state import open_stores
+from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
 
 PASSWORD = "hostile test password"
@@ -165,7 +166,7 @@ def test_a_slot_handed_over_at_the_deadline_is_kept_not_lost(tmp_path: Path) -> 
     before the waiter's deadline, so both run in the same pass of the event loop."""
     config = ServerConfig(models=(), max_queue=0, max_wait=0.2)
     with Engine(ModelStore(tmp_path / "cache"), RuntimeConfig(workers=1)) as engine:
-        state = ServerState(engine, None, None, config)  # type: ignore[arg-type]
+        state = ServerState(engine, open_stores(tmp_path), config)
 
         async def race() -> int:
             loop = asyncio.get_running_loop()
@@ -361,7 +362,7 @@ def test_removing_nobody_rewrites_nothing(tmp_path: Path) -> None:
 
 def test_a_big_gallery_is_read_and_changed_off_the_event_loop(live: LiveServer) -> None:
     key = live.key  # type: ignore[attr-defined]
-    path = Path(live.users.path).parent / "gallery.json"
+    path = live.data_dir / "gallery.json"
     rng = np.random.default_rng(0)
     rows = {
         str(i + 1): {"id": f"{i:012x}", "name": f"person {i // 5}", "model": "dlib", "created": 0.0,

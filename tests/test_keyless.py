@@ -13,9 +13,9 @@ from codeprojectai.core import CodeProjectAIException, CodeProjectAIFace, CodePr
 from servers import LiveServer
 
 from mlapi.engine import Engine
-from mlapi.gallery import Gallery
 from mlapi.images import decode, encode_jpeg
 from mlapi.server import ENGINE, ServerConfig
+from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
 
 

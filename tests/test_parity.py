@@ -10,8 +10,8 @@ import pytest
 from conftest import run_mlapi
 from servers import LiveServer
 
-from mlapi.dialects import FORMATS
 from mlapi.engine import Engine
+from mlapi.render import FORMATS
 from mlapi.store import ModelStore
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlapi.engine import Engine, discover
+from mlapi.engine import Engine
 from mlapi.errors import MlapiError, OptionError, UnknownDetector
 from mlapi.images import encode_jpeg
+from mlapi.registry import discover
 from mlapi.store import ModelStore
 
 PLUGIN = '''

@@ -272,12 +272,10 @@ def test_server_stores_nothing_by_default(server: LiveServer, token: str, photos
     server.upload(
         "/api/v1/detect/object", {"file": read(photos, "object_detection_input.jpg")}, token
     )
-    data_dir = server.users.path.parent
-    assert sorted(p.name for p in data_dir.iterdir()) == [
-        "jwt.secret",
-        "users.json",
-        "users.json.lock",
-    ]
+    data_dir = server.data_dir
+    # Accounts, the signing secret and (for 5 minutes) digests of failed logins: no image.
+    kept = {p.name for p in data_dir.iterdir()} - {"logins.json"}
+    assert kept == {"jwt.secret", "logins.json.lock", "users.json", "users.json.lock"}
 
 
 # -- API keys ----------------------------------------------------------------------------

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from mlapi.dialects import FORMATS
 from mlapi.engine import Engine
+from mlapi.render import FORMATS
 from mlapi.result import dumps, result_to_dict
 from mlapi.stream import (
     ChangeTracker,

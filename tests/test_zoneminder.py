@@ -15,8 +15,8 @@ from servers import LiveServer, Loopback
 
 from mlapi.engine import Engine
 from mlapi.enroll import enroll
-from mlapi.gallery import Gallery
 from mlapi.server import ENGINE, ServerConfig
+from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
 
 PASSWORD = "zoneminder password"

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from mlapi.cli.common import fail, main
+
+if TYPE_CHECKING:
+    from mlapi.state import Accounts
 
 
 # -- users and keys ----------------------------------------------------------------------
@@ -18,10 +22,10 @@ def _read_password(password_stdin: bool) -> str:
     return click.prompt("password", hide_input=True, confirmation_prompt=True, err=True)
 
 
-def _users():
-    from mlapi.users import UserStore
+def _users() -> Accounts:
+    from mlapi.state import open_stores
 
-    return UserStore()
+    return open_stores().accounts
 
 
 @main.command()

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from mlapi import __version__
 from mlapi.errors import MlapiError
+from mlapi.render import FORMAT_NAMES
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
-def stderr_console():
+def stderr_console() -> Console:
     from rich.console import Console
 
     return Console(stderr=True, soft_wrap=True)
@@ -65,13 +69,13 @@ def parse_networks(text: str) -> tuple[Any, ...]:
 
 
 def parse_dialects(text: str) -> tuple[str, ...]:
-    from mlapi.server import DIALECT_PATHS
+    from mlapi.dialects import NAMES
 
     names = tuple(filter(None, (t.strip() for t in text.split(","))))
-    unknown = sorted(set(names) - set(DIALECT_PATHS))
+    unknown = sorted(set(names) - set(NAMES))
     if unknown:
         raise click.BadParameter(
-            f"unknown dialect {', '.join(unknown)} (known: {', '.join(DIALECT_PATHS)})"
+            f"unknown dialect {', '.join(unknown)} (known: {', '.join(NAMES)})"
         )
     return names
 
@@ -98,7 +102,7 @@ def detection_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--format",
             "fmt",
-            type=click.Choice(["native", "mlapi"]),
+            type=click.Choice(FORMAT_NAMES),
             default="native",
             show_default=True,
             help="Output shape: mlapi's native JSON or the seed's array.",

@@ -45,9 +45,9 @@ def faces_add(name: str, images: tuple[Path, ...]) -> None:
 @click.option("--samples", "show_samples", is_flag=True, help="One line per sample.")
 def faces_list(show_samples: bool) -> None:
     """Known people and how many samples each has."""
-    from mlapi.gallery import Gallery
+    from mlapi.state import open_stores
 
-    samples_ = Gallery().samples()
+    samples_ = open_stores().faces.samples()
     if show_samples:
         for s in sorted(samples_, key=lambda s: (s.name, s.created)):
             click.echo(f"{s.name}\t{s.id}\t{s.model}\t{s.source}")
@@ -61,9 +61,9 @@ def faces_list(show_samples: bool) -> None:
 @click.option("--sample", "sample_id", help="Remove only this sample (see list --samples).")
 def faces_remove(name: str, sample_id: str | None) -> None:
     """Forget NAME, or one of their samples."""
-    from mlapi.gallery import Gallery
+    from mlapi.state import open_stores
 
-    count = Gallery().remove(name, sample_id)
+    count = open_stores().faces.remove(name, sample_id)
     click.echo(f"removed {count} sample(s) of {name}", err=True)
 
 

@@ -171,7 +171,7 @@ def models_import(
 
     With --labels, an ONNX object detector (YOLOv5/v8/v11, YOLOX or DETR-style output) can be
     used as `-m NAME` by detect, stream and every server dialect."""
-    from mlapi.engine import discover
+    from mlapi.registry import discover
     from mlapi.store import ModelStore
 
     if name in discover():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from mlapi import dialects
 from mlapi.cli.common import main, parse_dialects, parse_models, parse_networks
 
 
@@ -136,8 +137,8 @@ from mlapi.cli.common import main, parse_dialects, parse_models, parse_networks
     show_default=True,
     envvar="MLAPI_KEYLESS_DIALECTS",
     metavar="NAMES",
-    help="Dialects --keyless-networks may call without a key: deepstack, doods, "
-    "homegallery, zoneminder, native, compreface [env: MLAPI_KEYLESS_DIALECTS].",
+    help=f"Dialects --keyless-networks may call without a key: {', '.join(dialects.NAMES)} "
+    "[env: MLAPI_KEYLESS_DIALECTS].",
 )
 @click.option(
     "--allow-anonymous",
@@ -188,10 +189,9 @@ def serve(
     from aiohttp import web
 
     from mlapi.app import create_app
-    from mlapi.auth import TokenIssuer
-    from mlapi.engine import Engine, RuntimeConfig
+    from mlapi.engine import Engine, RuntimeConfig, map_large_buffers
     from mlapi.server import AccessLog, ServerConfig
-    from mlapi.users import UserStore
+    from mlapi.state import open_stores
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     names = tuple(parse_models((models,))) if models else ServerConfig.models
@@ -216,11 +216,12 @@ def serve(
         from dataclasses import replace
 
         runtime = replace(runtime, lone_threads=lone_threads)
-    engine = Engine(config=runtime)
+    map_large_buffers()  # process-wide: big images' memory goes back to the system
+    stores = open_stores()
+    engine = Engine(config=runtime, gallery=stores.faces)
     engine.check_models(names)  # missing models fail here, with the command to fetch them
-    users = UserStore()
-    app = create_app(engine, users, TokenIssuer(lifetime=token_lifetime), config)
-    if not users.names() and not allow_anonymous:
+    app = create_app(engine, stores, config, token_lifetime)
+    if not stores.accounts.names() and not allow_anonymous:
         logging.getLogger("mlapi").warning("no users yet: create one with `mlapi adduser NAME`")
 
     async def close_engine(_: web.Application) -> None:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from mlapi.stream import Stats
 
 from mlapi.cli.common import (
     detection_options,
@@ -76,9 +80,9 @@ def stream(
     {"frame", "time", "result"}; a summary on stderr at the end (or on Ctrl-C)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from mlapi.dialects import FORMATS
-    from mlapi.engine import Engine, RuntimeConfig
+    from mlapi.engine import Engine, RuntimeConfig, map_large_buffers
     from mlapi.errors import MlapiError
+    from mlapi.render import FORMATS
     from mlapi.stream import StreamConfig, local_detector, remote_detector, run_stream
 
     if server and annotate:
@@ -99,6 +103,7 @@ def stream(
         not no_reconnect,
         workers,
     )
+    map_large_buffers()
     with (
         Engine(config=RuntimeConfig(workers=workers)) as engine,
         ThreadPoolExecutor(workers) as pool,
@@ -117,7 +122,7 @@ def stream(
 
         last = [0.0]
 
-        def progress(stats) -> None:
+        def progress(stats: Stats) -> None:
             if console.is_terminal and time.monotonic() - last[0] > 1:
                 last[0] = time.monotonic()
                 console.print(stats.summary(), end="\r", highlight=False)

@@ -105,7 +105,7 @@ class LoadContext(typing.Protocol):
     def onnx_session(self, name: str, path: Any = None) -> Any: ...
 
     @property
-    def gallery(self) -> Any: ...  # mlapi.gallery.Gallery: the known people
+    def gallery(self) -> Any: ...  # mlapi.state.Faces: the known people
 
 
 class Detector(ABC):

@@ -66,7 +66,7 @@ class BlazeFace(StagedDetector):
         return (canvas.astype(np.float32) / 127.5 - 1.0)[None], factor
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
-        return self.session.run([OUTPUT], {self.input_name: tensor})[0][0]
+        return np.asarray(self.session.run([OUTPUT], {self.input_name: tensor})[0][0])
 
     def postprocess(
         self, raw: np.ndarray, factor: float, image: Image, options: BlazeFaceOptions

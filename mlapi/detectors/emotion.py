@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import cv2
 import numpy as np
 
+from mlapi import attributes
 from mlapi.detectors.base import Detector, NoOptions
 from mlapi.detectors.faceutil import batch
 from mlapi.images import Image
@@ -42,8 +43,9 @@ class Emotion(Detector):
         found = []
         for face, p in zip(faces, probs, strict=True):
             p = p / max(float(p.sum()), 1e-9)
-            expressions = {name: float(v) for name, v in zip(EXPRESSIONS, p, strict=True)}
-            attrs = {"expressions": expressions, "emotion": EXPRESSIONS[int(np.argmax(p))]}
+            attrs = attributes.expression(
+                {name: float(v) for name, v in zip(EXPRESSIONS, p, strict=True)}
+            )
             found.append(
                 Detection(face.label, face.confidence, face.box, self.name, face.keypoints, attrs)
             )

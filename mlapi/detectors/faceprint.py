@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mlapi import attributes
 from mlapi.detectors.base import Detector, Options
 from mlapi.detectors.faceres import DESCRIPTOR, run_faceres
 from mlapi.images import Image
@@ -56,7 +57,7 @@ class Faceprint(Detector):
             shape = self.aligner(image.pixels, rect)
             chips.append(dlib.get_face_chip(image.pixels, shape, size=150, padding=0.25))
         batch = np.stack(chips).astype(np.float32)
-        return self.encoder.run(None, {"chips": batch})[0]
+        return np.asarray(self.encoder.run(None, {"chips": batch})[0])
 
     def _faceres_vectors(self, image: Image, faces: list[Detection]) -> np.ndarray:
         session = self.context.onnx_session("faceres")  # shared with genderage, made once
@@ -82,7 +83,7 @@ class Faceprint(Detector):
                 f.box,
                 self.name,
                 f.keypoints,
-                {"faceprint": options.model},
+                attributes.faceprinted(options.model),
                 tuple(float(x) for x in v),
             )
             for f, v in zip(faces, vectors, strict=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from mlapi import attributes
 from mlapi.detectors.base import Detector, Options
 from mlapi.detectors.faceres import AGE, GENDER, run_faceres
 from mlapi.images import Image
@@ -94,11 +95,7 @@ class GenderAge(Detector):
         for face, male, age in zip(faces, males, ages, strict=True):
             label = "male" if male > 0.5 else "female"
             confidence = float(male if male > 0.5 else 1 - male)
-            attrs = {
-                "gender": {"label": label, "confidence": confidence},
-                "age": float(age),
-                "genderage": options.model,
-            }
+            attrs = attributes.gender_age(label, confidence, float(age), options.model)
             found.append(
                 Detection(face.label, face.confidence, face.box, self.name, face.keypoints, attrs)
             )

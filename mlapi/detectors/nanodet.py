@@ -151,7 +151,7 @@ def box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     inter = iw * ih
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9)
+    return np.asarray(inter / np.maximum(area + areas - inter, 1e-9))
 
 
 class NanoDet(StagedDetector):

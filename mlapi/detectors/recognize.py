@@ -7,13 +7,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mlapi import attributes
 from mlapi.detectors.base import Detector, Options
-from mlapi.gallery import Gallery
 from mlapi.images import Image
 from mlapi.result import Detection
 from mlapi.similarity import MARGIN, MATCH_AT, normalise, similarity
-
-UNKNOWN = "unknown"
+from mlapi.state import Faces
 
 
 @dataclass(frozen=True)
@@ -32,14 +31,14 @@ class Recognize(Detector):
     Options = RecognizeOptions
 
     def load(self) -> None:
-        self.gallery: Gallery = self.context.gallery
+        self.gallery: Faces = self.context.gallery
 
     def detect(
         self, image: Image, options: RecognizeOptions, upstream: Mapping[str, list[Detection]]
     ) -> list[Detection]:
         found = []
         for face in upstream["faceprint"]:
-            model = str(face.attributes.get("faceprint", "dlib"))
+            model = attributes.faceprint_model(face)
             vector = normalise(np.asarray(face.embedding, np.float32))  # whatever was asked
             match = self.gallery.match(vector, model)
             score = similarity(match.similarity, model) if match else 0.0
@@ -48,7 +47,8 @@ class Recognize(Detector):
             )
             # A name needs the threshold and a lead over everyone else.
             known = match is not None and score >= options.threshold and score - runner_up >= MARGIN
-            attrs = {"identity": match.name if known else UNKNOWN, "similarity": score}  # type: ignore[union-attr]
+            name = match.name if match is not None and known else attributes.UNKNOWN
+            attrs = attributes.recognised(name, score)
             found.append(
                 Detection(face.label, face.confidence, face.box, self.name, face.keypoints, attrs)
             )

@@ -1,16 +1,31 @@
-"""Renderers: one per wire contract. The CLI's --format and the server use the same ones."""
+"""The dialects `mlapi serve` speaks, by name (as `--keyless-dialects` takes them).
+
+Each is a module with a `DIALECT` (see mlapi.dialect). Adding one is that module and one
+line here; nothing else changes. Modules are imported only when the server is made.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING
 
-from mlapi.dialects import mlapi_seed
-from mlapi.result import Result, result_to_dict
+if TYPE_CHECKING:
+    from mlapi.dialect import Dialect
 
-Renderer = Callable[[Result], Any]
-
-FORMATS: dict[str, Renderer] = {
-    "native": result_to_dict,
-    "mlapi": mlapi_seed.render,
+MODULES = {
+    "native": "mlapi.dialects.native",
+    "mlapi": "mlapi.dialects.mlapi_seed",
+    "homegallery": "mlapi.dialects.homegallery",
+    "deepstack": "mlapi.dialects.deepstack",
+    "compreface": "mlapi.dialects.compreface",
+    "zoneminder": "mlapi.dialects.zoneminder",
+    "doods": "mlapi.dialects.doods",
 }
+NAMES = tuple(MODULES)
+
+
+def load() -> list[Dialect]:
+    dialects = [importlib.import_module(module).DIALECT for module in MODULES.values()]
+    for name, dialect in zip(MODULES, dialects, strict=True):
+        assert dialect.name == name, f"{MODULES[name]} declares dialect {dialect.name!r}"
+    return dialects

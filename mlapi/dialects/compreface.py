@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from mlapi.dialect import Dialect
 from mlapi.enroll import enroll
 from mlapi.errors import GalleryError
 from mlapi.openapi import BINARY, body, operation
@@ -269,6 +270,10 @@ async def verify(request: web.Request) -> web.Response:
     )
 
 
+def error(status: int, message: str, code: int | None) -> dict[str, Any]:
+    return {"message": message, "code": code or status}
+
+
 def add_routes(app: web.Application) -> None:
     add_post(app, "/api/v1/recognition/recognize", recognize)
     add_post(app, "/api/v1/detection/detect", detect)
@@ -278,3 +283,11 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/api/v1/recognition/faces", delete_faces)
     app.router.add_get("/api/v1/recognition/subjects", subjects)
     app.router.add_delete("/api/v1/recognition/subjects/{subject}", delete_subject)
+
+
+DIALECT = Dialect(
+    "compreface",
+    ("/api/v1/recognition/", "/api/v1/detection/", "/api/v1/verification/"),
+    add_routes,
+    error_body=error,
+)

@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from aiohttp import web
 
+from mlapi.dialect import Dialect
 from mlapi.enroll import enroll
 from mlapi.errors import AuthError, GalleryError, MlapiError, ModelMissing
 from mlapi.openapi import BINARY, body, operation
-from mlapi.result import Detection, Result
+from mlapi.render import deepstack as render
 from mlapi.server import (
     AUTHENTICATED,
     ENGINE,
-    FORM_KEY,
     STATE,
     USER,
+    Handler,
     RequestError,
     Upload,
     add_post,
@@ -41,7 +43,7 @@ DEFAULT_CONFIDENCE = {"detection": 0.40, "face": 0.55, "recognize": 0.67}
 
 
 def answer(**body: Any) -> web.Response:
-    return json_text({"success": True, **body, "duration": 0})
+    return json_text(render.document(**body))
 
 
 # Every DeepStack route takes a form; the key may come as its api_key field, so no header
@@ -57,7 +59,7 @@ FORM = body(
 )
 
 
-def documented(summary: str) -> Any:
+def documented(summary: str) -> Callable[[Handler], Handler]:
     return operation(summary, tag="deepstack", body=FORM, auth=False)
 
 
@@ -67,7 +69,8 @@ async def checked_upload(request: web.Request) -> Upload:
 
     async def authorise(fields: dict[str, str]) -> None:
         try:
-            request[USER] = await authenticate(request, request.app[STATE], fields.get(FORM_KEY))
+            key = fields.get(DIALECT.form_key or "")
+            request[USER] = await authenticate(request, request.app[STATE], key)
         except AuthError as exc:
             raise AuthError("Incorrect api key") from exc
 
@@ -114,25 +117,13 @@ def max_predictions(upload: Upload) -> int:
     return int(raw)
 
 
-def box(d: Detection) -> dict[str, int]:
-    return {"x_min": d.box[0], "y_min": d.box[1], "x_max": d.box[2], "y_max": d.box[3]}
-
-
-def objects_answer(result: Result, limit: int) -> web.Response:
-    found = sorted(result.detections, key=lambda d: -d.confidence)[:limit]
-    predictions = [
-        {"label": d.label, "confidence": round(d.confidence, 4), **box(d)} for d in found
-    ]
-    return answer(predictions=predictions, count=len(predictions))
-
-
 @documented("COCO objects (DeepStack)")
 async def detection(request: web.Request) -> web.Response:
     upload = await checked_image(request)
     threshold, limit = min_confidence(upload, "detection"), max_predictions(upload)
     options = {"objects": {"confidence": threshold, "max_count": limit}}
     result = await run_detection(request, upload.image, ["objects"], options)
-    return objects_answer(result, limit)
+    return json_text(render.objects(result, limit))
 
 
 def custom_models(request: web.Request) -> list[str]:
@@ -152,7 +143,7 @@ async def custom(request: web.Request) -> web.Response:
     threshold, limit = min_confidence(upload, "detection"), max_predictions(upload)
     options = {name: {"confidence": threshold, "max_count": limit}}
     result = await run_detection(request, upload.image, [name], options)
-    return objects_answer(result, limit)
+    return json_text(render.objects(result, limit))
 
 
 @documented("faces (DeepStack)")
@@ -160,8 +151,7 @@ async def face(request: web.Request) -> web.Response:
     upload = await checked_image(request)
     options = {"faces": {"confidence": min_confidence(upload, "face")}}
     result = await run_detection(request, upload.image, ["faces"], options)
-    predictions = [{"confidence": round(d.confidence, 4), **box(d)} for d in result.detections]
-    return answer(predictions=predictions)
+    return json_text(render.faces(result))
 
 
 @documented("known faces from the gallery")
@@ -169,17 +159,7 @@ async def recognize(request: web.Request) -> web.Response:
     upload = await checked_image(request)
     options = {"recognize": {"threshold": min_confidence(upload, "recognize")}}
     result = await run_detection(request, upload.image, ["recognize"], options)
-    predictions = []
-    for d in sorted(result.detections, key=lambda d: -d.attributes["similarity"]):
-        known = d.attributes["identity"] != "unknown"
-        predictions.append(
-            {
-                "userid": d.attributes["identity"],
-                "confidence": round(d.attributes["similarity"], 4) if known else 0,
-                **box(d),
-            }
-        )
-    return answer(predictions=predictions)
+    return json_text(render.recognized(result))
 
 
 @documented("add samples of `userid` (one or more images)")
@@ -255,19 +235,11 @@ async def not_available(request: web.Request) -> web.Response:
     raise RequestError(403, f"{request.path} is not available on this server")
 
 
-@web.middleware
-async def missing_model_is_403(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ModelMissing as exc:
-        if request.path.startswith("/v1/"):
-            raise RequestError(403, exc.message) from exc
-        raise
+def error(status: int, message: str, code: int | None) -> dict[str, Any]:
+    return {"success": False, "error": message, "duration": 0}
 
 
 def add_routes(app: web.Application) -> None:
-    app.middlewares.append(missing_model_is_403)
-
     def add(path: str, handler: Any) -> None:
         add_post(app, path, handler)
 
@@ -283,3 +255,13 @@ def add_routes(app: web.Application) -> None:
     add("/v1/vision/scene", not_available)
     add("/v1/vision/alpr", not_available)
     app.router.add_get("/v1/server/status/ping", ping)
+
+
+DIALECT = Dialect(
+    "deepstack",
+    ("/v1/",),
+    add_routes,
+    error_body=error,
+    form_key="api_key",
+    statuses={ModelMissing: 403},  # what DeepStack answers for a model it does not run
+)

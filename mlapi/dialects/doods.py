@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from mlapi.detectors.coco import COCO_LABELS
+from mlapi.dialect import Dialect
 from mlapi.openapi import body, operation
 from mlapi.server import ENGINE, RequestError, add_post, json_object, json_text, run_detection
 
@@ -115,3 +116,6 @@ async def detect(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/detectors", detectors)
     add_post(app, "/detect", detect)
+
+
+DIALECT = Dialect("doods", ("/detect", "/detectors"), add_routes)

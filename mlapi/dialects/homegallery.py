@@ -2,76 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
+from mlapi.dialect import Dialect
 from mlapi.openapi import RAW_JPEG, operation
+from mlapi.render.homegallery import embeddings, faces, objects
 from mlapi.result import Result
 from mlapi.server import RequestError, add_post, json_text, read_upload, run_detection
-
-
-def _envelope(body: bytes, model: str, result: Result) -> dict[str, Any]:
-    return {
-        "srcSha1sum": hashlib.sha1(body).hexdigest(),
-        "model": model,
-        "created": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "width": result.width,
-        "height": result.height,
-    }
-
-
-def embeddings(body: bytes, result: Result) -> dict[str, Any]:
-    doc = _envelope(body, "mobilenet_v2", result)
-    del doc["width"], doc["height"]  # the client's embeddings answer has no size
-    doc["version"] = "1.4_224"
-    doc["data"] = [round(v, 6) for v in result.detections[0].embedding]
-    return doc
-
-
-def objects(body: bytes, result: Result) -> dict[str, Any]:
-    doc = _envelope(body, "nanodet", result)
-    doc["version"] = "plus-m-416"
-    doc["data"] = [
-        {
-            "bbox": [d.box[0], d.box[1], d.box[2] - d.box[0], d.box[3] - d.box[1]],
-            "class": d.label,
-            "score": round(d.confidence, 4),
-        }
-        for d in result.detections
-    ]
-    return doc
-
-
-def faces(body: bytes, result: Result) -> dict[str, Any]:
-    doc = _envelope(body, "blazeface+faceres+dlib", result)
-    data = []
-    for d in result.detections:
-        x1, y1, x2, y2 = d.box
-        face: dict[str, Any] = {
-            "alignedRect": {
-                "box": {"x": x1, "y": y1, "width": x2 - x1, "height": y2 - y1},
-                "score": round(d.confidence, 4),
-            },
-            "landmarks": {"positions": [{"x": x, "y": y} for x, y in d.keypoints]},
-        }
-        attrs = d.attributes or {}
-        if "gender" in attrs:
-            face["gender"] = attrs["gender"]["label"]
-            face["genderProbability"] = round(attrs["gender"]["confidence"], 4)
-        if "age" in attrs:
-            face["age"] = round(attrs["age"], 1)
-        if "expressions" in attrs:
-            face["expressions"] = {k: round(v, 4) for k, v in attrs["expressions"].items()}
-        if d.embedding:
-            face["descriptor"] = [round(v, 6) for v in d.embedding]
-        data.append(face)
-    doc["data"] = data
-    return doc
-
 
 # -- routes ------------------------------------------------------------------------------
 FACE_MODELS = ["faces", "genderage", "emotion", "faceprint"]
@@ -115,3 +55,6 @@ def add_routes(app: web.Application) -> None:
         add_post(app, f"{prefix}/objects", post_objects)
         add_post(app, f"{prefix}/faces", post_faces)
         add_post(app, f"{prefix}/embeddings", post_embeddings)
+
+
+DIALECT = Dialect("homegallery", ("/objects", "/faces", "/embeddings"), add_routes)

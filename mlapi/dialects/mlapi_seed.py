@@ -1,16 +1,15 @@
-"""The seed mlapi's detection array: type, percent-string confidence, box; and `label`,
-which ZoneMinder's zm_detect 5.7 and later reads (mlapi 2.x added it)."""
+"""The seed mlapi's route, `POST /api/v1/detect/object` (answers: mlapi.render.mlapi_seed)."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from aiohttp import web
 
+from mlapi.dialect import Dialect
 from mlapi.images import sniff
 from mlapi.openapi import IMAGE_BODY, operation, query
-from mlapi.result import Detection, Result
+from mlapi.render.mlapi_seed import render, render_zm_detect
 from mlapi.server import (
     ENGINE,
     STATE,
@@ -21,46 +20,6 @@ from mlapi.server import (
     read_upload,
     run_detection,
 )
-
-
-def percent(value: float) -> str:
-    return f"{value * 100:.2f}%"
-
-
-def render_detection(d: Detection) -> dict[str, Any]:
-    identity = d.attributes.get("identity") if d.attributes else None
-    item: dict[str, Any] = {
-        "type": d.label,
-        "label": identity or d.label,
-        "confidence": percent(d.confidence),
-        "box": list(d.box),
-    }
-    gender = d.attributes.get("gender") if d.attributes else None
-    if gender:
-        item["gender"] = {"male": "man", "female": "woman"}.get(gender["label"], gender["label"])
-        item["gender_confidence"] = percent(gender["confidence"])
-    return item
-
-
-def render(result: Result) -> list[dict[str, Any]]:
-    return [render_detection(d) for d in result.detections]
-
-
-def render_zm_detect(result: Result) -> dict[str, Any]:
-    """mlapi 2.x's `response_format=zm_detect`, what zm_detect 6.x parses."""
-    found = result.detections
-    matched = {
-        "boxes": [list(d.box) for d in found],
-        "labels": [(d.attributes or {}).get("identity") or d.label for d in found],
-        "confidences": [round(d.confidence, 4) for d in found],
-        "frame_id": "snapshot",
-        "model_names": [d.model for d in found],
-        "image_dimensions": {"original": [result.height, result.width], "resized": None},
-        "polygons": [],
-        "error_boxes": [],
-        "image": None,
-    }
-    return {"matched_data": matched, "all_matches": [matched]}
 
 
 # -- routes ------------------------------------------------------------------------------
@@ -111,3 +70,6 @@ def _keep_upload(request: web.Request, upload: Upload) -> None:
 
 def add_routes(app: web.Application) -> None:
     add_post(app, "/api/v1/detect/object", detect_object)
+
+
+DIALECT = Dialect("mlapi", ("/api/v1/detect/object",), add_routes)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from mlapi.dialects import FORMATS
+from mlapi.dialect import Dialect
 from mlapi.openapi import IMAGE_BODY, operation, query
+from mlapi.render import FORMATS
 from mlapi.server import (
     RequestError,
     add_post,
@@ -22,7 +23,7 @@ from mlapi.server import (
     body=IMAGE_BODY,
     params=[
         query("models", "comma-separated detector names (default objects)"),
-        query("format", "answer shape", ["native", "mlapi"]),
+        query("format", "answer shape", list(FORMATS)),
         query("MODEL.KEY", "a detector option, e.g. objects.confidence=0.5"),
     ],
 )
@@ -38,3 +39,6 @@ async def detect(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     add_post(app, "/api/v1/detect", detect)
+
+
+DIALECT = Dialect("native", ("/api/v1/detect",), add_routes)

@@ -11,23 +11,23 @@ echoed back), `min_confidence`, and a PNG `image`, or in URL mode a `url` (+ `zm
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
+from mlapi.dialect import Dialect
 from mlapi.errors import MlapiError
 from mlapi.fetch import fetch_image
 from mlapi.openapi import BINARY, body, operation
+from mlapi.render import zoneminder as render
 from mlapi.server import STATE, RequestError, add_post, json_text, read_upload, run_detection
 
 # pyzm's model type → (detector to run, detector whose `confidence` min_confidence sets)
 TYPES = {"object": ("objects", "objects"), "face": ("recognize", "faces")}
-UNKNOWN_FACE = "unknown"
 
 
 def _answer(detections: list[dict[str, Any]], error: str | None = None) -> web.Response:
-    return json_text({"detections": detections, "error": error})
+    return json_text(render.document(detections, error))
 
 
 @operation(
@@ -76,36 +76,11 @@ async def infer(request: web.Request) -> web.Response:
     if not data:
         raise RequestError(400, "no image: send a multipart 'image' or a 'url'")
     result = await run_detection(request, data, [detector], options)
-    return _answer(
-        [
-            {
-                "label": _label(d.label, d.attributes or {}, kind),
-                "confidence": round(d.confidence if kind == "object" else _face_score(d), 4),
-                "box": list(d.box),
-                "type": kind,
-                "model_name": name or detector,
-            }
-            for d in result.detections
-        ]
-    )
-
-
-def _label(label: str, attributes: Mapping[str, Any], kind: str) -> str:
-    if kind != "face":
-        return label
-    identity = str(attributes.get("identity", UNKNOWN_FACE))
-    return UNKNOWN_FACE if identity == "unknown" else identity
-
-
-def _face_score(d: Any) -> float:
-    """A named face's similarity; an unknown face's detection confidence."""
-    attrs = d.attributes or {}
-    return (
-        float(attrs["similarity"])
-        if attrs.get("identity") not in (None, "unknown")
-        else d.confidence
-    )
+    return json_text(render.detections(result, kind, name or detector))
 
 
 def add_routes(app: web.Application) -> None:
     add_post(app, "/api/v1/infer", infer)
+
+
+DIALECT = Dialect("zoneminder", ("/api/v1/infer", "/api/v1/detect/object"), add_routes)

@@ -467,10 +467,9 @@ class ModelStore:
         )
         return folder
 
-    def imported_detectors(self) -> dict[str, Any]:
-        """Detector classes for the imported object models (see mlapi.detectors.imported)."""
-        from mlapi.detectors.imported import imported_detectors
-
+    def detector_manifests(self) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+        """(manifest, labels file text) of each imported object model, by name: what
+        mlapi.registry makes detectors of."""
         manifests, labels = {}, {}
         if self.models.is_dir():
             for folder in sorted(self.models.iterdir()):
@@ -481,14 +480,13 @@ class ModelStore:
                         labels[folder.name] = (folder / LABELS_FILE).read_text()
                     except OSError:
                         continue
-        return imported_detectors(manifests, labels)
+        return manifests, labels
 
 
 def _detector_spec(model: Path, labels: Path, layout: str | None) -> dict[str, Any]:
     """Check an imported ONNX object detector against its labels; its layout."""
-    import onnxruntime as ort
-
     from mlapi.detectors.imported import LAYOUTS, guess_layout
+    from mlapi.sessions import make_session
 
     if model.suffix != ".onnx" and model.name != ONNX_NAME:
         raise MlapiError("--labels makes an object detector of an ONNX model only")
@@ -499,7 +497,7 @@ def _detector_spec(model: Path, labels: Path, layout: str | None) -> dict[str, A
     if not names:
         raise MlapiError(f"{labels.name}: no labels (one class name a line)")
     try:
-        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        session = make_session(model)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise MlapiError(f"onnxruntime cannot load the model: {exc}") from exc
     outputs, inputs = session.get_outputs(), session.get_inputs()

@@ -1,4 +1,5 @@
-"""Users (argon2id password hashes) and API keys, in one TinyDB file under the data dir."""
+"""Users (argon2id password hashes) and API keys in one TinyDB file: the embedded
+`Accounts` store."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import hmac
 import re
 import secrets
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +16,18 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from tinydb import Query
 
 from mlapi import text
-from mlapi.dbfiles import FileSnapshot, locked_db
 from mlapi.errors import UserError
-from mlapi.paths import data_dir
+from mlapi.state import ApiKey
+from mlapi.state.files import FileSnapshot, locked_db
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD = 8
 KEY_PREFIX = "mlk_"
 
 
-@dataclass(frozen=True)
-class ApiKey:
-    id: str
-    name: str
-    user: str
-    created: float
-
-
 class UserStore:
-    def __init__(self, path: Path | None = None, hasher: PasswordHasher | None = None) -> None:
-        self.path = path or data_dir() / "users.json"
+    def __init__(self, path: Path, hasher: PasswordHasher | None = None) -> None:
+        self.path = path
         self.hasher = hasher or PasswordHasher()  # argon2id with the library's defaults
         # Verifying against this keeps unknown users as slow as wrong passwords.
         self._dummy_hash = self.hasher.hash(secrets.token_hex(16))

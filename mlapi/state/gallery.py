@@ -1,4 +1,4 @@
-"""The gallery of known people: several face samples per person, in a TinyDB file.
+"""The gallery of known people in a TinyDB file: the embedded `Faces` store.
 
 Writes are atomic and serialised across processes (`mlapi faces add` while a server runs);
 readers keep a snapshot that is refreshed when the file changes, so a running server sees
@@ -11,7 +11,6 @@ import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,32 +18,16 @@ import numpy as np
 from tinydb import Query
 
 from mlapi import text
-from mlapi.dbfiles import FileSnapshot, locked_db
 from mlapi.errors import GalleryError, TextError
-from mlapi.paths import data_dir
+from mlapi.state import Match, Sample
+from mlapi.state.files import FileSnapshot, locked_db
 
 NAME_RE = re.compile(r"^[^\x00-\x1f\x7f-\x9f/\\]{1,100}$")
 
 
-@dataclass(frozen=True)
-class Sample:
-    id: str
-    name: str
-    model: str
-    created: float
-    source: str
-
-
-@dataclass(frozen=True)
-class Match:
-    name: str
-    similarity: float  # cosine with the closest sample of `name`
-    runner_up: float | None = None  # cosine with the closest sample of anyone else
-
-
 class Gallery:
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path or data_dir() / "gallery.json"
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self._snapshot = FileSnapshot(self.path)
         self._index: dict[str, tuple[list[str], np.ndarray]] = {}
         self._lock = threading.Lock()

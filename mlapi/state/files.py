@@ -77,8 +77,8 @@ class AtomicJSONStorage(Storage):
 
 
 @contextlib.contextmanager
-def locked_db(path: Path) -> Iterator[TinyDB]:
-    """An open TinyDB holding an exclusive inter-process lock for the block's duration."""
+def locked_file(path: Path) -> Iterator[None]:
+    """An exclusive inter-process lock on `path` (a `.lock` file beside it) for the block."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -88,10 +88,16 @@ def locked_db(path: Path) -> Iterator[TinyDB]:
             for stale in path.parent.glob(f".{path.name}.*"):
                 with contextlib.suppress(OSError):
                     stale.unlink()
-            with TinyDB(str(path), storage=AtomicJSONStorage) as db:
-                yield db
+            yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def locked_db(path: Path) -> Iterator[TinyDB]:
+    """An open TinyDB holding an exclusive inter-process lock for the block's duration."""
+    with locked_file(path), TinyDB(str(path), storage=AtomicJSONStorage) as db:
+        yield db
 
 
 class FileSnapshot:

@@ -1,0 +1,48 @@
+"""The seed mlapi's detection array: type, percent-string confidence, box; and `label`,
+which ZoneMinder's zm_detect 5.7 and later reads (mlapi 2.x added it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlapi import attributes
+from mlapi.result import Detection, Result
+
+
+def percent(value: float) -> str:
+    return f"{value * 100:.2f}%"
+
+
+def render_detection(d: Detection) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "type": d.label,
+        "label": attributes.identity(d) or d.label,
+        "confidence": percent(d.confidence),
+        "box": list(d.box),
+    }
+    gender = attributes.gender(d)
+    if gender:
+        item["gender"] = {"male": "man", "female": "woman"}.get(gender["label"], gender["label"])
+        item["gender_confidence"] = percent(gender["confidence"])
+    return item
+
+
+def render(result: Result) -> list[dict[str, Any]]:
+    return [render_detection(d) for d in result.detections]
+
+
+def render_zm_detect(result: Result) -> dict[str, Any]:
+    """mlapi 2.x's `response_format=zm_detect`, what zm_detect 6.x parses."""
+    found = result.detections
+    matched = {
+        "boxes": [list(d.box) for d in found],
+        "labels": [attributes.identity(d) or d.label for d in found],
+        "confidences": [round(d.confidence, 4) for d in found],
+        "frame_id": "snapshot",
+        "model_names": [d.model for d in found],
+        "image_dimensions": {"original": [result.height, result.width], "resized": None},
+        "polygons": [],
+        "error_boxes": [],
+        "image": None,
+    }
+    return {"matched_data": matched, "all_matches": [matched]}

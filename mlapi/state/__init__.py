@@ -1,0 +1,109 @@
+"""What the server remembers, each behind a small protocol: users and API keys, the token
+signing secret, failed logins and the face gallery.
+
+The server, the CLI and the dialects see only these protocols. Today's implementation is
+TinyDB files in the data folder (`open_stores`); another backend (a database shared by
+replicas) is one module per store, with no change elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    name: str
+    user: str
+    created: float
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    name: str
+    model: str
+    created: float
+    source: str
+
+
+@dataclass(frozen=True)
+class Match:
+    name: str
+    similarity: float  # cosine with the closest sample of `name`
+    runner_up: float | None = None  # cosine with the closest sample of anyone else
+
+
+class Accounts(Protocol):
+    """Users (password hashes) and their API keys (digests only)."""
+
+    def add(self, name: str, password: str) -> None: ...
+    def set_password(self, name: str, password: str) -> None: ...
+    def remove(self, name: str) -> None: ...
+    def names(self) -> list[str]: ...
+    def exists(self, name: str) -> bool: ...
+    def session(self, name: str) -> str | None:
+        """A stamp tokens carry; it changes with the password and when the user is remade."""
+        ...
+
+    def verify(self, name: str, password: str) -> bool: ...
+    def create_key(self, user: str, name: str) -> str: ...
+    def api_keys(self) -> list[ApiKey]: ...
+    def revoke_key(self, key_id: str) -> None: ...
+    def key_user(self, secret: str) -> str | None: ...
+
+
+class SigningSecret(Protocol):
+    def get(self) -> bytes:
+        """The token signing secret, made once on first use and then shared."""
+        ...
+
+
+class LoginAttempts(Protocol):
+    def attempt(self, user: str, address: str) -> int:
+        """Seconds to wait (refused), or 0: allowed, and failed until `succeeded`."""
+        ...
+
+    def succeeded(self, user: str, address: str) -> None: ...
+
+
+class Faces(Protocol):
+    """Known people: several face embeddings (samples) per person."""
+
+    def add(self, name: str, embedding: np.ndarray, model: str, source: str = "") -> str: ...
+    def remove(self, name: str, sample_id: str | None = None) -> int: ...
+    def samples(self) -> list[Sample]: ...
+    def names(self) -> list[str]: ...
+    def ranking(self, embedding: np.ndarray, model: str) -> Sequence[Match]: ...
+    def match(self, embedding: np.ndarray, model: str) -> Match | None: ...
+
+
+@dataclass(frozen=True)
+class Stores:
+    accounts: Accounts
+    secret: SigningSecret
+    logins: LoginAttempts
+    faces: Faces
+
+
+def open_stores(folder: Path | None = None) -> Stores:
+    """The stores in TinyDB files under `folder` (default: the data folder)."""
+    from mlapi.paths import data_dir
+    from mlapi.state.gallery import Gallery
+    from mlapi.state.logins import FileLoginAttempts
+    from mlapi.state.secret import FileSecret
+    from mlapi.state.users import UserStore
+
+    folder = folder or data_dir()
+    return Stores(
+        accounts=UserStore(folder / "users.json"),
+        secret=FileSecret(folder / "jwt.secret"),
+        logins=FileLoginAttempts(folder / "logins.json"),
+        faces=Gallery(folder / "gallery.json"),
+    )
