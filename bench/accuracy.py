@@ -30,7 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import evalset
 
-from mlapi.engine import Engine, RuntimeConfig
+from mlapi.config import RuntimeConfig
+from mlapi.engine import Engine
 from mlapi.similarity import similarity
 from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore

@@ -35,8 +35,9 @@ import cv2
 import numpy as np
 
 from mlapi import samples
+from mlapi.config import RuntimeConfig
 from mlapi.detectors.base import StagedDetector
-from mlapi.engine import Engine, RuntimeConfig
+from mlapi.engine import Engine
 from mlapi.images import decode, encode_jpeg
 from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
@@ -392,8 +393,9 @@ def deepstack_section(payloads: list[bytes], seconds: float) -> None:
 def stream_section(store: ModelStore, photo: bytes, frames: int = 90) -> None:
     """`mlapi stream` over a 1080p video, `objects`, locally and through the server."""
     from mlapi import client
+    from mlapi.backends import Local, Remote
     from mlapi.render import FORMATS
-    from mlapi.stream import StreamConfig, local_detector, remote_detector, run_stream
+    from mlapi.stream import StreamConfig, run_stream
 
     print(f"stream: {frames}-frame 1080p MJPEG video, objects, frames per second")
     folder = Path(tempfile.mkdtemp(prefix="mlapi-bench-"))
@@ -407,18 +409,20 @@ def stream_section(store: ModelStore, photo: bytes, frames: int = 90) -> None:
     def measure(detect: Any) -> float:
         config = StreamConfig(str(video), workers=2)
         with ThreadPoolExecutor(2) as pool:
-            stats = run_stream(config, detect, pool.submit, lambda e: None, lambda t: None)
+            stats = run_stream(
+                config, detect, FORMATS["native"], pool.submit, lambda e: None, lambda t: None
+            )
         return stats.processed / (time.monotonic() - stats.started)
 
     with Engine(store) as engine:
-        local = measure(local_detector(engine, ["objects"], {}, FORMATS["native"]))
+        local = measure(Local(engine, ["objects"], {}))
     print(f"  local:         {local:6.1f}")
     server = ServerProcess("--models", "objects")
     os.environ["MLAPI_CONFIG_DIR"] = str(folder)
     try:
         client.login(f"http://127.0.0.1:{server.port}", "bench", "bench password")
         remote = measure(
-            remote_detector(f"http://127.0.0.1:{server.port}", ["objects"], {}, "native")
+            Remote(f"http://127.0.0.1:{server.port}", ["objects"], {})
         )
         print(f"  through server: {remote:6.1f} (frames re-encoded as JPEG and sent over HTTP)")
     finally:

@@ -10,15 +10,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from mlapi import dialects
+from mlapi.config import ServerConfig
 from mlapi.engine import Engine
-from mlapi.server import DIALECTS, ServerConfig, core_app
+from mlapi.server import DIALECTS, core_app
 from mlapi.state import Stores
 
 
 def create_app(
-    engine: Engine, stores: Stores, config: ServerConfig | None = None, token_lifetime: int = 3600
+    engine: Engine, stores: Stores, config: ServerConfig | None = None
 ) -> web.Application:
-    app = core_app(engine, stores, config, token_lifetime)
+    app = core_app(engine, stores, config)
     for dialect in dialects.load():
         dialect.add_routes(app)
         app[DIALECTS].append(dialect)

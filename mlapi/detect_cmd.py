@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import functools
-import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -16,35 +15,12 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from mlapi.engine import Engine, RuntimeConfig, map_large_buffers
+from mlapi.backends import Backend, backend
+from mlapi.config import RuntimeConfig
+from mlapi.engine import Engine, map_large_buffers
 from mlapi.errors import MlapiError
 from mlapi.render import FORMATS
 from mlapi.result import Result, dumps
-
-
-class LocalBackend:
-    def __init__(self, engine: Engine, models: list[str], options: dict[str, Any], fmt: str):
-        self.engine, self.render = engine, FORMATS[fmt]
-        self.plan = engine.make_plan(models, options)  # validated once for every file
-
-    def __call__(self, data: bytes) -> tuple[str, Result | None]:
-        # Already on one of `workers` threads: detect here rather than hop to the engine pool.
-        result = self.engine.run_here(data, self.plan)
-        return dumps(self.render(result)), result
-
-
-class RemoteBackend:
-    def __init__(self, url: str, models: list[str], options: dict[str, Any], fmt: str):
-        from mlapi.client import Remote
-
-        self.remote = Remote(url, models, options, fmt)
-
-    def __call__(self, data: bytes) -> tuple[str, Result | None]:
-        return self.remote(data), None
-
-
-Backend = Callable[[bytes], tuple[str, "Result | None"]]
-
 
 STDIN = Path("-")  # `mlapi detect -`: the image on standard input
 
@@ -58,15 +34,15 @@ def read_input(path: Path) -> bytes:
     return _stdin() if path == STDIN else path.read_bytes()
 
 
-def _detect_file(backend: Backend, path: Path) -> tuple[str | None, Result | None, str | None]:
+def _detect_file(backend: Backend, path: Path) -> tuple[Result | None, str | None]:
     try:
         data = read_input(path)
     except OSError as exc:
-        return None, None, f"cannot read: {exc.strerror or exc}"
+        return None, f"cannot read: {exc.strerror or exc}"
     try:
-        return *backend(data), None
+        return backend(data), None
     except MlapiError as exc:
-        return None, None, exc.message
+        return None, exc.message
 
 
 def _annotate(path: Path, result: Result, folder: Path, written: set[Path]) -> None:
@@ -88,7 +64,7 @@ def _annotate(path: Path, result: Result, folder: Path, written: set[Path]) -> N
 
 def _results(
     backend: Backend, paths: Sequence[Path], workers: int
-) -> Iterator[tuple[Path, str | None, Result | None, str | None]]:
+) -> Iterator[tuple[Path, Result | None, str | None]]:
     """Results in input order while `workers` images are in flight."""
     with ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(_detect_file, backend, p) for p in paths]
@@ -112,13 +88,10 @@ def run_detect(
     if not server:
         map_large_buffers()
     engine = None if server else Engine(config=RuntimeConfig(workers=workers))
+    render = FORMATS[fmt]
     try:
-        if engine is None:
-            backend: Backend = RemoteBackend(server, models, options, fmt)  # type: ignore[arg-type]
-        else:
-            local = LocalBackend(engine, models, options, fmt)
-            engine.warm(local.plan.order)  # a missing model is one clear error, not one per file
-            backend = local
+        chosen = backend(server, engine, models, options)
+        chosen.warm()  # a missing model is one clear error, not one per file
     except MlapiError as exc:
         console.print(f"[red]error:[/] {escape(exc.message)}", highlight=False)
         if engine is not None:
@@ -132,29 +105,26 @@ def run_detect(
     try:
         with Progress(console=console, transient=True, disable=not interactive or single) as bar:
             task = bar.add_task("detecting", total=len(paths))
-            for path, text, result, error in _results(backend, paths, workers):
+            for path, result, error in _results(chosen, paths, workers):
                 bar.advance(task)
-                if error is not None or text is None:
+                if error is not None or result is None:
                     failed += 1
                     error = error or "no result"
                     console.print(f"[red]{escape(str(path))}:[/] {escape(error)}", highlight=False)
                     if not single:
                         click.echo(dumps({"file": str(path), "error": error}))
                     continue
-                if single:
-                    click.echo(text)
-                else:
-                    click.echo(dumps({"file": str(path), "result": json.loads(text)}))
+                document = render(result)
+                click.echo(dumps(document if single else {"file": str(path), "result": document}))
                 sys.stdout.flush()
-                if result is not None:
-                    if annotate:
-                        _annotate(path, result, annotate, annotated)
-                    labels = [d.label for d in result.detections]
-                    counts = ", ".join(f"{labels.count(x)}× {x}" for x in dict.fromkeys(labels))
-                    summary.add_row(escape(str(path)), counts or "-")
+                if annotate:
+                    _annotate(path, result, annotate, annotated)
+                labels = [d.label for d in result.detections]
+                counts = ", ".join(f"{labels.count(x)}× {x}" for x in dict.fromkeys(labels))
+                summary.add_row(escape(str(path)), counts or "-")
     finally:
         if engine is not None:
             engine.close()
-    if interactive and not server:
+    if interactive:
         console.print(summary)
     return 1 if failed else 0

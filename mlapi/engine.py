@@ -9,32 +9,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mlapi import images
+from mlapi.config import DEFAULT_MAX_PIXELS, WIDE_MIN_BYTES, RuntimeConfig
 from mlapi.detectors.base import Detector, Options
 from mlapi.errors import MlapiError, UnknownDetector
 from mlapi.images import Image
 from mlapi.result import Detection, Result
 from mlapi.scheduler import ShortestFirst, may_use_every_core
-from mlapi.sessions import CPU, make_session
+from mlapi.sessions import make_session
 from mlapi.state import Faces
 from mlapi.store import ModelStore
 
 LARGE_IMAGE_BYTES = 24 * 1024 * 1024  # after images this big, give freed memory back
 T = TypeVar("T")
 DEFAULT_MODELS = ("objects",)
-# A network smaller than this runs too briefly to gain from a second thread: after a pause,
-# BlazeFace (3 MB) took 6.4-8.5 ms on two threads against 5.4 on one, the expression net
-# (2 MB) 4.3-7.1 against 4.1; NanoDet and FaceRes (21-23 MB) took 0.6x their one-thread time.
-WIDE_MIN_BYTES = 8 * 1024 * 1024
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
@@ -87,7 +83,7 @@ class Pixels:
     they are by every detector.
     """
 
-    def __init__(self, data: bytes | None, max_pixels: int = images.DEFAULT_MAX_PIXELS) -> None:
+    def __init__(self, data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self._data, self._max_pixels = data, max_pixels
         self._decoded: dict[int | None, Image] = {}
         self._pending: dict[int | None, Future[Image]] = {}
@@ -146,28 +142,6 @@ class Timings:
     def snapshot(self) -> dict[str, tuple[int, float]]:
         with self._lock:
             return {n: (self.runs[n], self.seconds[n]) for n in self.runs}
-
-
-@dataclass(frozen=True)
-class RuntimeConfig:
-    workers: int = 2  # inference threads (the bounded pool)
-    intra_op_threads: int = 1  # onnxruntime threads per session run
-    # Threads for a request that runs alone (nothing else running or waiting) or on the
-    # express lane: such a request spreads networks of WIDE_MIN_BYTES or more over every
-    # core, a busy server runs one core per request. Same answers either way (onnxruntime
-    # splits work, not sums, across threads; checked bit for bit in tests).
-    lone_threads: int = field(default_factory=lambda: min(os.cpu_count() or 1, 4))
-    # Images this small (pixels: a 416×416 frame, a face crop) also have an express worker
-    # of their own (see scheduler).
-    express_pixels: int = 200_000
-    max_pixels: int = images.DEFAULT_MAX_PIXELS
-    # How long a multi-threaded session's helpers wait awake for the next operator before
-    # sleeping. Sleeping at once left a lone request after a pause no faster on two threads
-    # than on one (an idle core woken for each operator); an unbounded spin burned 50 ms of
-    # the other core after every run. `bench/benchmark.py --compare spin=0 spin=1000
-    # --pause 0.3` measures it.
-    spin_microseconds: int = 1000
-    providers: tuple[str, ...] = CPU  # onnxruntime execution providers, in preference order
 
 
 @dataclass(frozen=True)

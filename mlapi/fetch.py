@@ -19,6 +19,7 @@ import yarl
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import ThreadedResolver
 
+from mlapi.config import Networks
 from mlapi.errors import FetchRefused
 
 MAX_REDIRECTS = 3
@@ -47,9 +48,6 @@ def is_public(address: str) -> bool:
         if inner is not None and not (inner.is_global and not inner.is_multicast):
             return False
     return ip.is_global and not ip.is_multicast
-
-
-Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
 
 def allowed(address: str, networks: Networks = ()) -> bool:

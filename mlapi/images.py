@@ -18,9 +18,9 @@ from PIL import Image as PILImage
 from PIL import ImageOps
 
 from mlapi import imageheader
+from mlapi.config import DEFAULT_MAX_PIXELS
 from mlapi.errors import ImageError, ImageTooLarge
 
-DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: every real camera, not a decompression bomb
 # Formats without reduced decoding cost their full size in memory (and more, in copies):
 # a 1.9 KB WebP can declare 49 MP. Screenshots, PNG exports and phone photos stay under.
 # WebP decodes through RGBA: it costs more. HEIF has no reduced decode, but phones write

@@ -80,6 +80,33 @@ def result_to_dict(result: Result) -> dict[str, Any]:
     }
 
 
+def result_from_dict(document: Mapping[str, Any]) -> Result:
+    """A native document (a server's answer) back as a Result: `result_to_dict` of it gives
+    the same document again, so a remote result renders to the same bytes."""
+    return Result(
+        int(document["width"]),
+        int(document["height"]),
+        tuple(
+            Detection(
+                str(d["label"]),
+                float(d["confidence"]),
+                (int(d["box"][0]), int(d["box"][1]), int(d["box"][2]), int(d["box"][3])),
+                str(d["model"]),
+                tuple((int(x), int(y)) for x, y in d.get("keypoints", ())),
+                dict(d.get("attributes", {})),
+                tuple(float(v) for v in d.get("embedding", ())),
+            )
+            for d in document["detections"]
+        ),
+    )
+
+
+def canonical(result: Result) -> Result:
+    """The result as its native document holds it (rounded): what every other wire shape
+    renders from, so a shape rendered from a server's native answer is the same bytes."""
+    return result_from_dict(result_to_dict(result))
+
+
 def dumps(document: Any) -> str:
     """The one JSON encoding used on stdout and on the wire."""
     return json.dumps(document, ensure_ascii=False, separators=(", ", ": "))

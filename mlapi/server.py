@@ -17,8 +17,6 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -28,10 +26,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from mlapi import __version__, openapi, text
 from mlapi.auth import TokenIssuer
+from mlapi.config import ServerConfig
 from mlapi.dialect import Dialect, dialect_of, error_body
 from mlapi.engine import Engine
 from mlapi.errors import AuthError, MlapiError
-from mlapi.fetch import Networks, fetch_image
+from mlapi.fetch import fetch_image
 from mlapi.images import pixel_cost, sniff
 from mlapi.result import Result, dumps
 from mlapi.state import Stores
@@ -48,43 +47,11 @@ class RequestError(MlapiError):
         self.status = status
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    # loaded and warmed before ready
-    models: tuple[str, ...] = (
-        "objects",
-        "faces",
-        "genderage",
-        "emotion",
-        "faceprint",
-        "embeddings",
-    )
-    max_body: int = 20 * 1024 * 1024
-    max_queue: int = 16  # requests admitted beyond the busy workers (reading, or queued)
-    max_waiting: int = 256  # requests that may wait (headers only) for admission
-    max_wait: float = 60.0  # seconds a request may wait for admission before 503
-    max_parts: int = 32  # multipart parts per request
-    max_field: int = 64 * 1024  # bytes of a form field (not a file)
-    # Forms whose key comes after their image (Double Take) are read whole before the key
-    # is known: at most this many at once, each within max_body; more wait up to 5 s, then 503.
-    max_keyless_bodies: int = 4
-    read_timeout: float = 30.0
-    allow_anonymous: bool = False
-    allow_url_fetch: bool = False
-    url_networks: Networks = ()  # private networks URL fetching may reach (the operator's)
-    keyless_networks: Networks = ()  # clients here may call keyless_dialects without a key
-    keyless_dialects: tuple[str, ...] = ("deepstack",)
-    public_metrics: bool = False  # GET /metrics without credentials
-    uploads: Path | None = None
-
-
 class ServerState:
-    def __init__(
-        self, engine: Engine, stores: Stores, config: ServerConfig, token_lifetime: int = 3600
-    ) -> None:
+    def __init__(self, engine: Engine, stores: Stores, config: ServerConfig) -> None:
         self.engine, self.config = engine, config
         self.users, self.limiter = stores.accounts, stores.logins
-        self.tokens = TokenIssuer(stores.secret.get(), token_lifetime)
+        self.tokens = TokenIssuer(stores.secret.get(), config.token_lifetime)
         self.hashing = asyncio.Semaphore(2)  # argon2 costs ~64 MiB and ~0.1 s each
         self.keyless_bodies = asyncio.Semaphore(config.max_keyless_bodies)
         # Work that grows with the input but is not inference (parsing a big JSON body,
@@ -818,9 +785,7 @@ def add_post(app: web.Application, path: str, handler: Handler) -> None:
     app.router.add_post(path, handler, expect_handler=refuse_large_expect)
 
 
-def core_app(
-    engine: Engine, stores: Stores, config: ServerConfig | None = None, token_lifetime: int = 3600
-) -> web.Application:
+def core_app(engine: Engine, stores: Stores, config: ServerConfig | None = None) -> web.Application:
     """The application with its middleware, state, warm-up and the core routes (health,
     readiness, metrics, login, models, OpenAPI); `mlapi.app` adds the dialect modules."""
     config = config or ServerConfig()
@@ -831,7 +796,7 @@ def core_app(
     )
     app[ENGINE] = engine
     app[DIALECTS] = []
-    app[STATE] = ServerState(engine, stores, config, token_lifetime)
+    app[STATE] = ServerState(engine, stores, config)
     if config.uploads:
         config.uploads.mkdir(parents=True, exist_ok=True)
     app.router.add_get("/health", health)

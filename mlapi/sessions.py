@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-CPU = ("CPUExecutionProvider",)
+from mlapi.config import CPU
 
 
 def make_session(

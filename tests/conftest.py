@@ -7,9 +7,6 @@ dir (or MLAPI_CACHE_DIR) and reused by later runs.
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,13 +29,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def isolated_dirs(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No test reads or writes the real data and config dirs (users, keys, the gallery,
-    saved tokens), and no default server or key of the person running the tests leaks in."""
+    saved tokens), and no default server or key of the person running the tests leaks in.
+    The fast tier also gets an empty model cache: it must pass on a machine with none."""
     root = tmp_path_factory.mktemp("dirs")
     monkeypatch.setenv("MLAPI_DATA_DIR", str(root / "data"))
     monkeypatch.setenv("MLAPI_CONFIG_DIR", str(root / "config"))
+    if request.node.get_closest_marker("models") is None:
+        monkeypatch.setenv("MLAPI_CACHE_DIR", str(root / "cache"))
     for name in ("MLAPI_SERVER", "MLAPI_API_KEY", "MLAPI_BUNDLED_MODELS"):
         monkeypatch.delenv(name, raising=False)
 
@@ -71,24 +73,3 @@ def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert not errors, [r.getMessage() for r in errors]
     assert '" 500 ' not in caplog.text
-
-
-def run_mlapi(args: list[str], stdin: str = "", **env: str) -> subprocess.CompletedProcess:
-    """`python -m mlapi ARGS` in a child process, as a user runs it; `env` adds variables."""
-    return subprocess.run(
-        [sys.executable, "-m", "mlapi", *args],
-        input=stdin,
-        text=True,
-        capture_output=True,
-        env=dict(os.environ, **env),
-        check=False,
-        timeout=300,
-    )
-
-
-def iou(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / area if area else 0.0

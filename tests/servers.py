@@ -16,8 +16,9 @@ from typing import Any
 from aiohttp import web
 
 from mlapi.app import create_app
+from mlapi.config import ServerConfig
 from mlapi.engine import Engine
-from mlapi.server import STATE, AccessLog, ServerConfig
+from mlapi.server import STATE, AccessLog
 from mlapi.state import open_stores
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import run_mlapi
+from helpers import run_mlapi
 
 from mlapi.store import ModelStore
 

@@ -9,9 +9,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from mlapi.config import RuntimeConfig
 from mlapi.detectors.blazeface import BlazeFace, BlazeFaceOptions
 from mlapi.detectors.nanodet import BINS, NanoDet, NanoDetOptions
-from mlapi.engine import Engine, Runtime, RuntimeConfig
+from mlapi.engine import Engine, Runtime
 from mlapi.errors import MlapiError
 from mlapi.images import Image
 from mlapi.store import ModelStore

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_mlapi
 from deepstack import core as ds
+from helpers import run_mlapi
 from servers import LiveServer
 
+from mlapi.config import ServerConfig
 from mlapi.detectors.coco import COCO_LABELS
 from mlapi.engine import Engine
 from mlapi.images import decode, encode_jpeg
-from mlapi.server import ENGINE, ServerConfig
+from mlapi.server import ENGINE
 from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
 

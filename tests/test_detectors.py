@@ -8,10 +8,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import iou
+from helpers import iou
 from PIL import Image as PILImage
 
-from mlapi.engine import Engine, RuntimeConfig
+from mlapi.config import RuntimeConfig
+from mlapi.engine import Engine
 from mlapi.result import dumps, result_to_dict
 from mlapi.store import ModelStore
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import run_mlapi
+from helpers import run_mlapi
 
 from mlapi.engine import Engine
 from mlapi.enroll import enroll

@@ -18,10 +18,11 @@ from PIL import Image as PILImage
 from servers import LiveServer, multipart, post, raw
 
 from mlapi.auth import TokenIssuer
-from mlapi.engine import Engine, RuntimeConfig
+from mlapi.config import RuntimeConfig, ServerConfig
+from mlapi.engine import Engine
 from mlapi.errors import ImageError, ImageTooLarge
 from mlapi.images import decode, encode_jpeg
-from mlapi.server import ServerConfig, safe_path
+from mlapi.server import safe_path
 from mlapi.state.files import locked_db
 from mlapi.state.logins import FileLoginAttempts
 from mlapi.state.secret import FileSecret

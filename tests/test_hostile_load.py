@@ -22,10 +22,11 @@ from PIL import Image as PILImage
 from servers import LiveServer, multipart, post, raw
 
 from mlapi import imageheader
-from mlapi.engine import Engine, RuntimeConfig
+from mlapi.config import RuntimeConfig, ServerConfig
+from mlapi.engine import Engine
 from mlapi.errors import GalleryError, ImageError, ImageTooLarge
 from mlapi.images import PARALLEL_PROGRESSIVE, decode, decode_memory, encode_jpeg, pixel_cost
-from mlapi.server import RequestError, ServerConfig, ServerState
+from mlapi.server import RequestError, ServerState
 from mlapi.state import open_stores
 from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
@@ -328,7 +329,7 @@ def test_unparsable_requests_get_400_and_one_log_line(
 def test_a_gallery_with_a_bad_name_from_an_older_version_is_readable_and_repairable(
     tmp_path: Path,
 ) -> None:
-    from conftest import run_mlapi
+    from helpers import run_mlapi
 
     path = tmp_path / "gallery.json"
     rows = {"1": {"id": "a1", "name": "\ud800", "model": "dlib", "created": 0.0,

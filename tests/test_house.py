@@ -14,9 +14,9 @@ import pytest
 from servers import LiveServer
 
 from mlapi import attributes, dialects
+from mlapi.config import ServerConfig
 from mlapi.dialect import dialect_of
 from mlapi.engine import Engine
-from mlapi.server import ServerConfig
 from mlapi.store import ModelStore
 
 SERVER_ONLY = {"aiohttp", "jwt", "argon2", "tinydb"}

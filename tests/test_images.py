@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
+from helpers import png_header_only
 from PIL import Image as PILImage
 
 from mlapi import images
@@ -22,23 +21,6 @@ def encoded(fmt: str, size: tuple[int, int] = (64, 48), exif: PILImage.Exif | No
     kwargs = {"exif": exif} if exif is not None else {}
     PILImage.fromarray(rgb).save(buf, format=fmt, **kwargs)
     return buf.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A tiny PNG whose header declares width×height (a decompression bomb's shape)."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 @pytest.mark.parametrize(
@@ -104,7 +86,7 @@ def test_a_big_heic_is_decoded_then_reduced_under_the_pixel_budget(
 ) -> None:
     """A 24-48 MP phone HEIC is not refused: decoded, then reduced (here with a small budget
     standing in for 16 MP), boxes still in the photo's own pixels."""
-    import pillow_heif
+    pillow_heif = pytest.importorskip("pillow_heif")  # the `heic` extra
 
     from mlapi import images
 
@@ -120,7 +102,7 @@ def test_a_big_heic_is_decoded_then_reduced_under_the_pixel_budget(
 
 
 def test_heic_from_a_phone_decodes() -> None:
-    import pillow_heif
+    pillow_heif = pytest.importorskip("pillow_heif")  # the `heic` extra
 
     rgb = np.zeros((240, 320, 3), np.uint8)
     rgb[:, :160] = (200, 30, 30)  # left half red, so orientation and colour are checked

@@ -12,9 +12,10 @@ import pytest
 from codeprojectai.core import CodeProjectAIException, CodeProjectAIFace, CodeProjectAIObject
 from servers import LiveServer
 
+from mlapi.config import ServerConfig
 from mlapi.engine import Engine
 from mlapi.images import decode, encode_jpeg
-from mlapi.server import ENGINE, ServerConfig
+from mlapi.server import ENGINE
 from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
 

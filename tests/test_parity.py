@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_mlapi
+from helpers import run_mlapi
 from servers import LiveServer
 
 from mlapi.engine import Engine

@@ -14,14 +14,15 @@ from pathlib import Path
 import jwt
 import numpy as np
 import pytest
+from helpers import png_header_only
 from servers import LiveServer
-from test_images import png_header_only
 
+from mlapi.config import RuntimeConfig, ServerConfig
 from mlapi.dialects import mlapi_seed
-from mlapi.engine import Engine, RuntimeConfig
+from mlapi.engine import Engine
 from mlapi.images import decode, encode_jpeg
 from mlapi.result import dumps, result_to_dict
-from mlapi.server import STATE, ServerConfig
+from mlapi.server import STATE
 from mlapi.store import ModelStore
 
 PASSWORD = "correct horse battery"

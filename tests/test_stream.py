@@ -19,17 +19,12 @@ import numpy as np
 import pytest
 from aiohttp import web
 
+from mlapi.backends import Local
 from mlapi.engine import Engine
+from mlapi.errors import StreamError
 from mlapi.render import FORMATS
 from mlapi.result import dumps, result_to_dict
-from mlapi.stream import (
-    ChangeTracker,
-    Sampler,
-    StreamConfig,
-    StreamError,
-    local_detector,
-    run_stream,
-)
+from mlapi.stream import ChangeTracker, Sampler, StreamConfig, run_stream
 from mlapi.stream import Frame as StreamFrame
 
 GROUP, COUPLE = "face_detection_input.jpg", "gender_detection_input.jpg"
@@ -70,10 +65,17 @@ def stream(
 ):
     events: list[dict] = []
     options = {} if models else SURE
-    detect = local_detector(engine, models or ["objects"], options, FORMATS["native"])
+    detect = Local(engine, models or ["objects"], options)
     log = logged.append if logged is not None else (lambda text: None)
     with ThreadPoolExecutor(config.workers) as pool:
-        stats = run_stream(config, detect, pool.submit, lambda e: events.append(json.loads(e)), log)
+        stats = run_stream(
+            config,
+            detect,
+            FORMATS["native"],
+            pool.submit,
+            lambda e: events.append(json.loads(e)),
+            log,
+        )
     return events, stats
 
 

@@ -13,9 +13,10 @@ from aiohttp import web
 from pyzm.ml.remote import GatewayClient, GatewayModelError
 from servers import LiveServer, Loopback
 
+from mlapi.config import ServerConfig
 from mlapi.engine import Engine
 from mlapi.enroll import enroll
-from mlapi.server import ENGINE, ServerConfig
+from mlapi.server import ENGINE
 from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
 

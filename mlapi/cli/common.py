@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from mlapi import __version__
+from mlapi.config import RuntimeConfig
 from mlapi.errors import MlapiError
 from mlapi.render import FORMAT_NAMES
 
@@ -116,7 +117,7 @@ def detection_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--workers",
             type=click.IntRange(1, 64),
-            default=2,
+            default=RuntimeConfig.workers,
             show_default=True,
             envvar="MLAPI_WORKERS",
             help="Images or frames in flight at once [env: MLAPI_WORKERS].",

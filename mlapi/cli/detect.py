@@ -43,8 +43,6 @@ def detect(
     from mlapi import inputs as files
     from mlapi.detect_cmd import run_detect
 
-    if server and annotate:
-        raise click.UsageError("--annotate works only locally, not with --server")
     skipped: list[Path] = []
     unmatched: list[str] = []
     paths = files.expand(inputs, skipped, unmatched)

@@ -8,6 +8,9 @@ import click
 
 from mlapi import dialects
 from mlapi.cli.common import main, parse_dialects, parse_models, parse_networks
+from mlapi.config import WIDE_MIN_BYTES, RuntimeConfig, ServerConfig
+
+MIB = 1024 * 1024
 
 
 # -- serve -------------------------------------------------------------------------------
@@ -31,13 +34,13 @@ from mlapi.cli.common import main, parse_dialects, parse_models, parse_networks
     "--models",
     "models",
     envvar="MLAPI_MODELS",
-    help="Detectors loaded and warmed at start, comma-separated (default: objects, faces, "
-    "genderage, emotion, faceprint, embeddings) [env: MLAPI_MODELS].",
+    help="Detectors loaded and warmed at start, comma-separated (default: "
+    f"{', '.join(ServerConfig.models)}) [env: MLAPI_MODELS].",
 )
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
-    default=2,
+    default=RuntimeConfig.workers,
     show_default=True,
     envvar="MLAPI_WORKERS",
     help="Inference threads [env: MLAPI_WORKERS].",
@@ -45,7 +48,7 @@ from mlapi.cli.common import main, parse_dialects, parse_models, parse_networks
 @click.option(
     "--threads",
     type=click.IntRange(1, 64),
-    default=1,
+    default=RuntimeConfig.intra_op_threads,
     show_default=True,
     envvar="MLAPI_THREADS",
     help="onnxruntime threads per inference [env: MLAPI_THREADS].",
@@ -56,13 +59,13 @@ from mlapi.cli.common import main, parse_dialects, parse_models, parse_networks
     default=None,
     envvar="MLAPI_LONE_THREADS",
     help="onnxruntime threads for a request that runs alone (nothing else running or "
-    "waiting) or on the express lane, for networks of 8 MB or more; default: the CPU "
-    "count, at most 4 [env: MLAPI_LONE_THREADS].",
+    f"waiting) or on the express lane, for networks of {WIDE_MIN_BYTES // MIB} MB or more; "
+    "default: the CPU count, at most 4 [env: MLAPI_LONE_THREADS].",
 )
 @click.option(
     "--max-queue",
     type=click.IntRange(0, 10_000),
-    default=16,
+    default=ServerConfig.max_queue,
     show_default=True,
     envvar="MLAPI_MAX_QUEUE",
     help="Requests admitted beyond the busy workers (reading their body or queued for a "
@@ -71,7 +74,7 @@ from mlapi.cli.common import main, parse_dialects, parse_models, parse_networks
 @click.option(
     "--max-waiting",
     type=click.IntRange(0, 100_000),
-    default=256,
+    default=ServerConfig.max_waiting,
     show_default=True,
     envvar="MLAPI_MAX_WAITING",
     help="Requests that may wait, headers only, for admission, oldest first; more get 503 "
@@ -80,7 +83,7 @@ from mlapi.cli.common import main, parse_dialects, parse_models, parse_networks
 @click.option(
     "--max-wait",
     type=click.FloatRange(0, 3600),
-    default=60.0,
+    default=ServerConfig.max_wait,
     show_default=True,
     envvar="MLAPI_MAX_WAIT",
     help="Seconds a request may wait for admission before 503 [env: MLAPI_MAX_WAIT].",
@@ -88,7 +91,7 @@ from mlapi.cli.common import main, parse_dialects, parse_models, parse_networks
 @click.option(
     "--max-body-mb",
     type=click.FloatRange(0.1, 1024),
-    default=20,
+    default=ServerConfig.max_body // MIB,
     show_default=True,
     envvar="MLAPI_MAX_BODY_MB",
     help="Request body limit (413) [env: MLAPI_MAX_BODY_MB].",
@@ -96,7 +99,7 @@ from mlapi.cli.common import main, parse_dialects, parse_models, parse_networks
 @click.option(
     "--max-megapixels",
     type=click.FloatRange(0.1, 1000),
-    default=50,
+    default=RuntimeConfig.max_pixels // 1_000_000,
     show_default=True,
     envvar="MLAPI_MAX_MEGAPIXELS",
     help="Image size limit, checked before decoding [env: MLAPI_MAX_MEGAPIXELS].",
@@ -133,7 +136,7 @@ from mlapi.cli.common import main, parse_dialects, parse_models, parse_networks
 )
 @click.option(
     "--keyless-dialects",
-    default="deepstack",
+    default=",".join(ServerConfig.keyless_dialects),
     show_default=True,
     envvar="MLAPI_KEYLESS_DIALECTS",
     metavar="NAMES",
@@ -157,7 +160,7 @@ from mlapi.cli.common import main, parse_dialects, parse_models, parse_networks
 @click.option(
     "--token-lifetime",
     type=click.IntRange(60, 30 * 86400),
-    default=3600,
+    default=ServerConfig.token_lifetime,
     show_default=True,
     envvar="MLAPI_TOKEN_LIFETIME",
     help="Seconds an access token stays valid [env: MLAPI_TOKEN_LIFETIME].",
@@ -189,15 +192,15 @@ def serve(
     from aiohttp import web
 
     from mlapi.app import create_app
-    from mlapi.engine import Engine, RuntimeConfig, map_large_buffers
-    from mlapi.server import AccessLog, ServerConfig
+    from mlapi.engine import Engine, map_large_buffers
+    from mlapi.server import AccessLog
     from mlapi.state import open_stores
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     names = tuple(parse_models((models,))) if models else ServerConfig.models
     config = ServerConfig(
         models=names,
-        max_body=int(max_body_mb * 1024 * 1024),
+        max_body=int(max_body_mb * MIB),
         max_queue=max_queue,
         max_waiting=max_waiting,
         max_wait=max_wait,
@@ -208,6 +211,7 @@ def serve(
         keyless_dialects=parse_dialects(keyless_dialects),
         public_metrics=public_metrics,
         uploads=uploads,
+        token_lifetime=token_lifetime,
     )
     runtime = RuntimeConfig(
         workers=workers, intra_op_threads=threads, max_pixels=int(max_megapixels * 1e6)
@@ -220,7 +224,7 @@ def serve(
     stores = open_stores()
     engine = Engine(config=runtime, gallery=stores.faces)
     engine.check_models(names)  # missing models fail here, with the command to fetch them
-    app = create_app(engine, stores, config, token_lifetime)
+    app = create_app(engine, stores, config)
     if not stores.accounts.names() and not allow_anonymous:
         logging.getLogger("mlapi").warning("no users yet: create one with `mlapi adduser NAME`")
 

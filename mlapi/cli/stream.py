@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from mlapi.config import StreamConfig
+
 if TYPE_CHECKING:
     from mlapi.stream import Stats
 
@@ -27,7 +29,11 @@ from mlapi.cli.common import (
 @click.argument("source")
 @detection_options
 @click.option(
-    "--every", type=click.IntRange(1), default=1, show_default=True, help="Process every Nth frame."
+    "--every",
+    type=click.IntRange(1),
+    default=StreamConfig.every,
+    show_default=True,
+    help="Process every Nth frame.",
 )
 @click.option("--fps", type=click.FloatRange(0.01, 1000), help="Process at most F frames a second.")
 @click.option(
@@ -44,7 +50,7 @@ from mlapi.cli.common import (
 @click.option(
     "--move-threshold",
     type=click.FloatRange(0, 1),
-    default=0.5,
+    default=StreamConfig.min_iou,
     show_default=True,
     help="With --changes-only: a box moved when its IoU with before is below this.",
 )
@@ -80,10 +86,12 @@ def stream(
     {"frame", "time", "result"}; a summary on stderr at the end (or on Ctrl-C)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from mlapi.engine import Engine, RuntimeConfig, map_large_buffers
+    from mlapi.backends import backend
+    from mlapi.config import RuntimeConfig
+    from mlapi.engine import Engine, map_large_buffers
     from mlapi.errors import MlapiError
     from mlapi.render import FORMATS
-    from mlapi.stream import StreamConfig, local_detector, remote_detector, run_stream
+    from mlapi.stream import run_stream
 
     if server and annotate:
         raise click.UsageError("--annotate works only locally, not with --server")
@@ -109,10 +117,8 @@ def stream(
         ThreadPoolExecutor(workers) as pool,
     ):
         try:
-            if server:
-                detect = remote_detector(server, names, opts, fmt)
-            else:
-                detect = local_detector(engine, names, opts, FORMATS[fmt])
+            detect = backend(server, engine, names, opts)
+            detect.warm()
         except MlapiError as exc:
             fail(exc.message, 2 if exc.status == 400 else 1)
 
@@ -130,6 +136,7 @@ def stream(
         stats = run_stream(
             config,
             detect,
+            FORMATS[fmt],
             pool.submit,
             emit,
             lambda text: console.print(text, markup=False, highlight=False),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlapi import attributes
-from mlapi.result import Detection, Result
+from mlapi.result import Detection, Result, canonical
 
 
 def percent(value: float) -> str:
@@ -28,7 +28,7 @@ def render_detection(d: Detection) -> dict[str, Any]:
 
 
 def render(result: Result) -> list[dict[str, Any]]:
-    return [render_detection(d) for d in result.detections]
+    return [render_detection(d) for d in canonical(result).detections]
 
 
 def render_zm_detect(result: Result) -> dict[str, Any]:

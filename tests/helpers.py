@@ -1,0 +1,47 @@
+"""Small helpers the test modules share (tests import helpers, never each other)."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+
+def run_mlapi(args: list[str], stdin: str = "", **env: str) -> subprocess.CompletedProcess:
+    """`python -m mlapi ARGS` in a child process, as a user runs it; `env` adds variables."""
+    return subprocess.run(
+        [sys.executable, "-m", "mlapi", *args],
+        input=stdin,
+        text=True,
+        capture_output=True,
+        env=dict(os.environ, **env),
+        check=False,
+        timeout=300,
+    )
+
+
+def iou(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / area if area else 0.0
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares width×height (a decompression bomb's shape)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
