@@ -33,7 +33,7 @@ from mlapi.errors import AuthError, MlapiError
 from mlapi.fetch import fetch_image
 from mlapi.images import pixel_cost, sniff
 from mlapi.result import Result, dumps
-from mlapi.state import Stores
+from mlapi.state import KEY_PREFIX, Stores
 
 log = logging.getLogger("mlapi.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -268,6 +268,8 @@ async def authenticate(
         raise AuthError("Missing Authorization Header")
     # Both lookups read a cached snapshot of the users file (a stat per call): no thread hop.
     user = state.users.key_user(secret)
+    if user is None and secret.startswith(KEY_PREFIX):
+        raise AuthError("invalid API key")
     if user is None:
         user, session = state.tokens.claims(secret)
         if state.users.session(user) != session:  # removed, re-created or new password

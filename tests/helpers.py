@@ -9,7 +9,7 @@ import sys
 import zlib
 
 
-def run_mlapi(args: list[str], stdin: str = "", **env: str) -> subprocess.CompletedProcess:
+def run_mlapi(args: list[str], stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
     """`python -m mlapi ARGS` in a child process, as a user runs it; `env` adds variables."""
     return subprocess.run(
         [sys.executable, "-m", "mlapi", *args],

@@ -34,6 +34,7 @@ class Answer:
 
 class LiveServer:
     def __init__(self, engine: Engine, data_dir: Path, config: ServerConfig | None = None) -> None:
+        self.key = ""  # an API key a test module made for its clients
         self.stores = open_stores(data_dir)
         self.users = self.stores.accounts
         self.data_dir = data_dir
@@ -83,7 +84,7 @@ class LiveServer:
         return self.call("POST", "/api/v1/login", body, {"Content-Type": "application/json"})
 
     def token(self, user: str, password: str) -> str:
-        return self.login(user, password).json()["access_token"]
+        return str(self.login(user, password).json()["access_token"])
 
     def upload(
         self,
@@ -147,7 +148,9 @@ class Loopback:
 
 
 # -- raw sockets, where a client library would tidy the request -------------------------
-def raw(server: LiveServer, request: bytes, timeout: float = 10) -> tuple[int, dict, bytes]:
+def raw(
+    server: LiveServer, request: bytes, timeout: float = 10
+) -> tuple[int, dict[str, str], bytes]:
     """Send bytes as they are; (status, headers, body) of the answer."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
         sock.sendall(request)
@@ -170,7 +173,9 @@ def raw(server: LiveServer, request: bytes, timeout: float = 10) -> tuple[int, d
     return int(lines[0].split()[1]), headers, body
 
 
-def post(server: LiveServer, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
+def post(
+    server: LiveServer, path: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
     lines = [f"POST {path} HTTP/1.1", "Host: x", f"Content-Length: {len(body)}"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     status, _, answer = raw(server, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)

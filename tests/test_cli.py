@@ -8,6 +8,7 @@ import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -16,16 +17,20 @@ from helpers import run_mlapi
 from mlapi.store import ModelStore
 
 
-def mlapi(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess:
+def mlapi(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess[str]:
     return run_mlapi(list(args), **({"MLAPI_CACHE_DIR": str(cache)} if cache else {}))
 
 
 @pytest.fixture(scope="module")
-def schema() -> dict:
-    return json.loads(resources.files("mlapi").joinpath("schema/result.schema.json").read_text())
+def schema() -> dict[str, Any]:
+    text = resources.files("mlapi").joinpath("schema/result.schema.json").read_text()
+    document: dict[str, Any] = json.loads(text)
+    return document
 
 
-def test_detect_one_photo_prints_one_schema_valid_document(photos: Path, schema: dict) -> None:
+def test_detect_one_photo_prints_one_schema_valid_document(
+    photos: Path, schema: dict[str, Any]
+) -> None:
     done = mlapi("detect", "-m", "objects,faces", str(photos / "gender_detection_input.jpg"))
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)

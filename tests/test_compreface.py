@@ -24,14 +24,16 @@ def server(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Itera
     with Engine(store, gallery=Gallery(data / "gallery.json")) as engine:
         live = LiveServer(engine, data)
         live.users.add("dt", "double take password")
-        live.key = live.users.create_key("dt", "double-take")  # type: ignore[attr-defined]
+        live.key = live.users.create_key("dt", "double-take")
         yield live
         live.stop()
 
 
-def call(server: LiveServer, method: str, path: str, image: bytes | None = None, **params: str):
+def call(
+    server: LiveServer, method: str, path: str, image: bytes | None = None, **params: str
+) -> requests.Response:
     files = {"file": ("image.jpg", image, "image/jpeg")} if image is not None else None
-    headers = {"x-api-key": server.key}  # type: ignore[attr-defined]
+    headers = {"x-api-key": server.key}
     return requests.request(
         method, server.url + path, params=params, files=files, headers=headers, timeout=60
     )
@@ -107,7 +109,7 @@ def test_verify_compares_two_photos(server: LiveServer, photos: Path) -> None:
     answer = requests.post(
         server.url + "/api/v1/verification/verify",
         files={"source_image": man, "target_image": five},
-        headers={"x-api-key": server.key},  # type: ignore[attr-defined]
+        headers={"x-api-key": server.key},
         timeout=60,
     ).json()["result"][0]
     best = answer["face_matches"][0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -19,7 +20,7 @@ from mlapi.store import ModelStore
 
 
 def constant_graph(
-    path: Path, input_name: str, input_shape: list, outputs: dict[str, np.ndarray]
+    path: Path, input_name: str, input_shape: list[Any], outputs: dict[str, np.ndarray]
 ) -> Path:
     """An ONNX model whose outputs are the given constants, whatever the input."""
     nodes, infos = [], []
@@ -138,7 +139,8 @@ def test_imported_detector_decodes_each_layout(tmp_path: Path, layout: str) -> N
     store = ModelStore(tmp_path / "cache")
     given = "yolox" if layout == "yolox" else None  # the one layout its shape cannot tell
     store.import_file(model, "mine", labels=labels, layout=given)
-    assert store.manifest("mine")["detector"]["layout"] == layout
+    manifest = store.manifest("mine")
+    assert manifest is not None and manifest["detector"]["layout"] == layout
     with Engine(store) as engine:
         assert "mine" in engine.registry
         image = encode_png(np.zeros((1280, 1280, 3), np.uint8))  # model pixels ×2

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from deepstack import core as ds
 from helpers import run_mlapi
-from servers import LiveServer
+from servers import Answer, LiveServer
 
 from mlapi.config import ServerConfig
 from mlapi.detectors.coco import COCO_LABELS
@@ -31,7 +31,9 @@ def server(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Itera
         live.stop()
 
 
-def post(server: LiveServer, path: str, images: dict[str, bytes] | None = None, **fields: str):
+def post(
+    server: LiveServer, path: str, images: dict[str, bytes] | None = None, **fields: str
+) -> Answer:
     fields.setdefault("api_key", server.key)
     return server.upload(path, images or {}, fields=fields)
 
@@ -81,7 +83,9 @@ def test_at_most_twenty_predictions_unless_asked(server: LiveServer, photos: Pat
         ({"api_key": ""}, 401, "Incorrect api key"),
     ],
 )
-def test_errors_in_deepstack_shape(server: LiveServer, photos: Path, fields, status, error) -> None:
+def test_errors_in_deepstack_shape(
+    server: LiveServer, photos: Path, fields: dict[str, str], status: int, error: str
+) -> None:
     answer = post(
         server,
         "/v1/vision/detection",
@@ -173,7 +177,9 @@ def test_register_recognize_list_delete_round_trip(server: LiveServer, photos: P
         ({"userid": "X"}, {"image": "horse"}, "no face detected"),
     ],
 )
-def test_register_errors(server: LiveServer, photos: Path, fields, images, error) -> None:
+def test_register_errors(
+    server: LiveServer, photos: Path, fields: dict[str, str], images: dict[str, str], error: str
+) -> None:
     pictures = {
         "man": crop(photos, "gender_detection_input.jpg", 420, 800),
         "horse": crop(photos, "object_detection_input.jpg", 400, 640),

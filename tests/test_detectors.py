@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -13,11 +14,13 @@ from PIL import Image as PILImage
 
 from mlapi.config import RuntimeConfig
 from mlapi.engine import Engine
-from mlapi.result import dumps, result_to_dict
+from mlapi.result import Result, dumps, result_to_dict
 from mlapi.store import ModelStore
 
 
-def run(engine: Engine, photo: Path, models: list[str], options: dict | None = None):
+def run(
+    engine: Engine, photo: Path, models: list[str], options: dict[str, Any] | None = None
+) -> Result:
     return engine.detect(photo.read_bytes(), models, options)
 
 

@@ -20,13 +20,13 @@ def server(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Itera
     with Engine(store) as engine:
         live = LiveServer(engine, tmp_path_factory.mktemp("doods"))
         live.users.add("hass", "home assistant doods")
-        live.key = live.users.create_key("hass", "doods")  # type: ignore[attr-defined]
+        live.key = live.users.create_key("hass", "doods")
         yield live
         live.stop()
 
 
 def client(server: LiveServer) -> PyDOODS:
-    return PyDOODS(server.url, auth_key=server.key, timeout=60)  # type: ignore[attr-defined]
+    return PyDOODS(server.url, auth_key=server.key, timeout=60)
 
 
 def test_detectors_list_the_default_with_coco_labels(server: LiveServer) -> None:
@@ -51,7 +51,7 @@ def test_detect_with_per_label_and_wildcard_thresholds(server: LiveServer, photo
 def test_wrong_key_and_bad_bodies(server: LiveServer) -> None:
     with pytest.raises(requests.HTTPError, match="401"):
         PyDOODS(server.url, auth_key="mlk_nope_nope", timeout=10)
-    headers = {"doods-auth-key": server.key}  # type: ignore[attr-defined]
+    headers = {"doods-auth-key": server.key}
     bad = requests.post(f"{server.url}/detect", json={"data": "%%%"}, headers=headers, timeout=10)
     assert bad.status_code == 400 and "base64" in bad.json()["error"]
     unknown = requests.post(

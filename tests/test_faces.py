@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -20,12 +21,13 @@ from mlapi.engine import Engine
 from mlapi.enroll import enroll
 from mlapi.errors import GalleryError
 from mlapi.images import decode, encode_jpeg
+from mlapi.result import Detection
 from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
 from mlapi.store.jsmodel import js_literal_to_json
 
 
-def by_x(detections):
+def by_x(detections: Iterable[Detection]) -> list[Detection]:
     return sorted(detections, key=lambda d: d.box[0])
 
 
@@ -35,7 +37,7 @@ def crop(photos: Path, name: str, x1: int, x2: int) -> bytes:
 
 
 @pytest.fixture
-def gallery_engine(store: ModelStore, tmp_path: Path):
+def gallery_engine(store: ModelStore, tmp_path: Path) -> Iterator[Engine]:
     with Engine(store, gallery=Gallery(tmp_path / "gallery.json")) as engine:
         yield engine
 
@@ -212,7 +214,7 @@ def test_js_object_literal_from_minified_bundles() -> None:
     }
 
 
-def mlapi(args: list[str], data_dir: Path) -> subprocess.CompletedProcess:
+def mlapi(args: list[str], data_dir: Path) -> subprocess.CompletedProcess[str]:
     return run_mlapi(args, MLAPI_DATA_DIR=str(data_dir))
 
 

@@ -10,6 +10,7 @@ from helpers import png_header_only
 from PIL import Image as PILImage
 
 from mlapi import images
+from mlapi.config import DEFAULT_MAX_PIXELS
 from mlapi.errors import ImageError, ImageTooLarge
 from mlapi.images import decode, sniff
 
@@ -77,7 +78,7 @@ def test_pixel_bomb_is_refused_from_the_header() -> None:
     assert len(bomb) < 200
     # The body holds no real pixel data, so only a header check can give this error.
     with pytest.raises(ImageTooLarge, match="16000×16000"):
-        decode(bomb, max_pixels=images.DEFAULT_MAX_PIXELS)
+        decode(bomb, max_pixels=DEFAULT_MAX_PIXELS)
     assert ImageTooLarge.status == 413
 
 
@@ -87,8 +88,6 @@ def test_a_big_heic_is_decoded_then_reduced_under_the_pixel_budget(
     """A 24-48 MP phone HEIC is not refused: decoded, then reduced (here with a small budget
     standing in for 16 MP), boxes still in the photo's own pixels."""
     pillow_heif = pytest.importorskip("pillow_heif")  # the `heic` extra
-
-    from mlapi import images
 
     rgb = np.zeros((240, 320, 3), np.uint8)
     rgb[:, :160] = (200, 30, 30)

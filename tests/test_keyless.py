@@ -61,7 +61,7 @@ def test_codeproject_client_names_no_stranger_at_its_threshold(
 def test_other_dialects_still_need_a_key(lan: LiveServer, photos: Path) -> None:
     data = (photos / "object_detection_input.jpg").read_bytes()
     answer = lan.call("POST", "/api/v1/detect", data, {"Content-Type": "image/jpeg"})
-    assert answer.status == 401
+    assert answer.status == 401 and answer.json()["msg"] == "Missing Authorization Header"
 
 
 def test_without_keyless_networks_the_client_is_refused(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from mlapi.detectors.blazeface import BlazeFaceOptions
@@ -15,7 +17,7 @@ def test_strings_are_coerced_to_the_declared_types() -> None:
 
 
 def test_defaults_without_options() -> None:
-    assert BlazeFaceOptions.parse(None).confidence == 0.5
+    assert BlazeFaceOptions.parse(None) == BlazeFaceOptions(confidence=0.5)
 
 
 @pytest.mark.parametrize(
@@ -29,6 +31,6 @@ def test_defaults_without_options() -> None:
         ({"labels": "person,unicorn"}, "not in COCO: unicorn"),
     ],
 )
-def test_bad_options_are_refused_with_the_reason(raw: dict, message: str) -> None:
+def test_bad_options_are_refused_with_the_reason(raw: dict[str, Any], message: str) -> None:
     with pytest.raises(OptionError, match=message):
         NanoDetOptions.parse(raw, "objects")

@@ -24,7 +24,7 @@ def server(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Itera
         live.stop()
 
 
-def mlapi(args: list[str], config: Path, stdin: str = "") -> subprocess.CompletedProcess:
+def mlapi(args: list[str], config: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return run_mlapi(args, stdin, MLAPI_CONFIG_DIR=str(config))
 
 

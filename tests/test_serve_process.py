@@ -18,7 +18,7 @@ from mlapi.store import ModelStore
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def test_sigterm_lets_the_in_flight_request_finish(

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import jwt
 import numpy as np
@@ -18,9 +19,9 @@ from helpers import png_header_only
 from servers import LiveServer
 
 from mlapi.config import RuntimeConfig, ServerConfig
-from mlapi.dialects import mlapi_seed
 from mlapi.engine import Engine
 from mlapi.images import decode, encode_jpeg
+from mlapi.render.mlapi_seed import render as render_seed
 from mlapi.result import dumps, result_to_dict
 from mlapi.server import STATE
 from mlapi.store import ModelStore
@@ -63,7 +64,7 @@ def test_health_and_ready_need_no_auth(server: LiveServer) -> None:
 def test_openapi_document_matches_the_routes(server: LiveServer) -> None:
     spec = server.call("GET", "/api/v1/openapi.json").json()
     routes = {
-        (r.method.lower(), r.resource.canonical)
+        (r.method.lower(), r.resource.canonical if r.resource else "")
         for r in server.app.router.routes()
         if r.method != "HEAD"
     }
@@ -111,7 +112,7 @@ def test_login_then_detect_objects_like_the_seed(
     types = {i["type"] for i in items}
     assert {"person", "dog"} <= types and types & {"horse", "cow"}  # torn between the two
     assert all(i["confidence"].endswith("%") for i in items)
-    assert answer.body.decode() == dumps(mlapi_seed.render(engine.detect(data, ["objects"])))
+    assert answer.body.decode() == dumps(render_seed(engine.detect(data, ["objects"])))
 
 
 def test_detect_faces_type_face(server: LiveServer, token: str, photos: Path) -> None:
@@ -196,11 +197,18 @@ def test_bad_tokens_are_refused(server: LiveServer, photos: Path) -> None:
     ],
 )
 def test_bad_input_gets_a_4xx_in_the_mlapi_shape(
-    server: LiveServer, token: str, photos: Path, payload, fields, status, message
+    server: LiveServer,
+    token: str,
+    photos: Path,
+    payload: str,
+    fields: dict[str, str],
+    status: int,
+    message: str | None,
 ) -> None:
     photo = read(photos, "object_detection_input.jpg")
     data = {"truncated": photo[: len(photo) // 2], "photo": photo}.get(payload, payload)
-    files = {} if "url" in fields else {"file": data}
+    upload = data if isinstance(data, bytes) else data.encode()
+    files = {} if "url" in fields else {"file": upload}
     answer = server.upload("/api/v1/detect/object", files, token, fields)
     body = answer.json()
     assert answer.status == status and body["code"] == status
@@ -455,8 +463,10 @@ def hg_similarity(a: list[float], b: list[float]) -> float:
 def test_homegallery_searches_work_on_mlapi_vectors(server: LiveServer, photos: Path) -> None:
     key = server.users.create_key("alice", "homegallery")
 
-    def hg(path: str, data: bytes) -> dict:
-        return server.call("POST", f"/hg/{key}/{path}", data, {"Content-Type": "image/jpeg"}).json()
+    def hg(path: str, data: bytes) -> dict[str, Any]:
+        answer = server.call("POST", f"/hg/{key}/{path}", data, {"Content-Type": "image/jpeg"})
+        document: dict[str, Any] = answer.json()
+        return document
 
     group = read(photos, "face_detection_input.jpg")
     rgb = decode(group).pixels
@@ -498,7 +508,7 @@ def test_seed_type_face_gender_true_matches_the_cli_format(
         "/api/v1/detect/object", {"file": data}, token, {"type": "face", "gender": "true"}
     )
     assert answer.status == 200
-    assert answer.body.decode() == dumps(mlapi_seed.render(engine.detect(data, ["genderage"])))
+    assert answer.body.decode() == dumps(render_seed(engine.detect(data, ["genderage"])))
     assert {i["gender"] for i in answer.json()} == {"man", "woman"}
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,7 +25,7 @@ from mlapi.engine import Engine
 from mlapi.errors import StreamError
 from mlapi.render import FORMATS
 from mlapi.result import dumps, result_to_dict
-from mlapi.stream import ChangeTracker, Sampler, StreamConfig, run_stream
+from mlapi.stream import ChangeTracker, Sampler, Stats, StreamConfig, run_stream
 from mlapi.stream import Frame as StreamFrame
 
 GROUP, COUPLE = "face_detection_input.jpg", "gender_detection_input.jpg"
@@ -34,6 +35,7 @@ SURE = {"objects": {"confidence": "0.6"}}  # only clear detections: stable frame
 def bgr(photos: Path, name: str) -> np.ndarray:
     """The photo fitted into a 640×424 grey frame, aspect kept."""
     image = cv2.imread(str(photos / name))
+    assert image is not None
     scale = min(640 / image.shape[1], 424 / image.shape[0])
     small = cv2.resize(
         image,
@@ -49,7 +51,7 @@ def bgr(photos: Path, name: str) -> np.ndarray:
 def video(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """30 frames at 10 fps: five men (0-9), the couple (10-19), an empty grey wall (20-29)."""
     path = tmp_path_factory.mktemp("video") / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 424))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (640, 424))
     segments = [bgr(photos, GROUP), bgr(photos, COUPLE), np.full((424, 640, 3), 128, np.uint8)]
     for i in range(30):
         writer.write(segments[i // 10])
@@ -62,8 +64,8 @@ def stream(
     config: StreamConfig,
     models: list[str] | None = None,
     logged: list[str] | None = None,
-):
-    events: list[dict] = []
+) -> tuple[list[dict[str, Any]], Stats]:
+    events: list[dict[str, Any]] = []
     options = {} if models else SURE
     detect = Local(engine, models or ["objects"], options)
     log = logged.append if logged is not None else (lambda text: None)
@@ -79,7 +81,7 @@ def stream(
     return events, stats
 
 
-def labels(event: dict) -> set[str]:
+def labels(event: dict[str, Any]) -> set[str]:
     return {d["label"] for d in event["result"]["detections"]}
 
 
@@ -162,7 +164,7 @@ class MjpegServer:
 
 class WebhookReceiver:
     def __init__(self) -> None:
-        self.events: list[dict] = []
+        self.events: list[dict[str, Any]] = []
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
         threading.Thread(target=self._run, args=(ready,), daemon=True).start()

@@ -89,7 +89,7 @@ def test_pyzm_url_mode_reaches_only_allowed_networks(
         "zm_auth": "token=secret",
         "verify_ssl": False,
     }
-    found = client.infer(None, "object", "YOLO ONNX", min_confidence=0.4)  # type: ignore[arg-type]
+    found = client.infer(None, "object", "YOLO ONNX", min_confidence=0.4)
     assert "dog" in {d.label for d in found}
     # Without the operator's allow-list the same private address is refused.
     config = ServerConfig(models=("objects",), allow_url_fetch=True)
@@ -100,7 +100,7 @@ def test_pyzm_url_mode_reaches_only_allowed_networks(
             other = gateway(closed)
             other.current_frame = client.current_frame
             with pytest.raises(GatewayModelError, match=r"fetch failed.*refused"):
-                other.infer(None, "object", "YOLO ONNX")  # type: ignore[arg-type]
+                other.infer(None, "object", "YOLO ONNX")
         finally:
             closed.stop()
 

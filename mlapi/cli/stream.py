@@ -92,10 +92,13 @@ def stream(
     from mlapi.errors import MlapiError
     from mlapi.render import FORMATS
     from mlapi.stream import run_stream
+    from mlapi.stream.sources import kind
 
     if server and annotate:
         raise click.UsageError("--annotate works only locally, not with --server")
     console = stderr_console()
+    if kind(source) == "missing":  # said before any model loads
+        fail(f"{source}: no such file, folder, camera or URL", 1)
     names, opts = parse_models(models) or ["objects"], parse_options(options)
     config = StreamConfig(
         source,

@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from mlapi import attributes
 from mlapi.dialect import Dialect
 from mlapi.enroll import enroll
 from mlapi.errors import GalleryError
 from mlapi.openapi import BINARY, body, operation
+from mlapi.render import compreface as render
 from mlapi.result import Detection
 from mlapi.server import (
     ENGINE,
@@ -49,10 +51,6 @@ class NoFace(RequestError):
         super().__init__(400, "No face is found in the given image")
 
 
-def probability(confidence: float) -> float:
-    return round(min(1.0, 0.8 + (confidence - 0.5) * 0.4), 5)
-
-
 def face_threshold(det_prob_threshold: float) -> float:
     return min(0.95, max(0.3, 0.5 + (det_prob_threshold - 0.8) / 0.4))
 
@@ -68,29 +66,6 @@ def _number(fields: dict[str, str], name: str, default: float, lo: float, hi: fl
     if not lo <= value <= hi or math.isnan(value):
         raise RequestError(400, f"{name} must be between {lo} and {hi}")
     return value
-
-
-def _box(d: Detection) -> dict[str, Any]:
-    x1, y1, x2, y2 = d.box
-    return {
-        "probability": probability(d.confidence),
-        "x_min": x1,
-        "y_min": y1,
-        "x_max": x2,
-        "y_max": y2,
-    }
-
-
-def _plugins(d: Detection, wanted: set[str]) -> dict[str, Any]:
-    attrs = d.attributes or {}
-    out: dict[str, Any] = {}
-    if "age" in wanted and "age" in attrs:
-        age = float(attrs["age"])
-        out["age"] = {"probability": 0.8, "high": round(age + 5), "low": max(0, round(age - 5))}
-    if "gender" in wanted and "gender" in attrs:
-        gender = attrs["gender"]
-        out["gender"] = {"probability": round(gender["confidence"], 5), "value": gender["label"]}
-    return out
 
 
 async def _faces(
@@ -126,7 +101,7 @@ async def recognize(request: web.Request) -> web.Response:
     gallery = request.app[ENGINE].runtime.gallery
 
     def subjects(d: Detection) -> list[dict[str, Any]]:
-        model = str((d.attributes or {}).get("faceprint", "dlib"))
+        model = attributes.faceprint_model(d)
         ranking = gallery.ranking(np.asarray(d.embedding, np.float32), model)[:count]
         return [
             {"subject": m.name, "similarity": round(similarity(m.similarity, model), 5)}
@@ -150,7 +125,7 @@ async def detect(request: web.Request) -> web.Response:
 def _item(
     d: Detection, wanted: set[str], fields: dict[str, str], elapsed: float, **extra: Any
 ) -> dict[str, Any]:
-    item = {"box": _box(d), **extra, **_plugins(d, wanted)}
+    item = {"box": render.box(d), **extra, **render.plugins(d, wanted)}
     if fields.get("status", "false").lower() == "true":
         item["execution_time"] = {"detector": round(elapsed, 1)}
     return item
@@ -257,7 +232,7 @@ async def verify(request: web.Request) -> web.Response:
     a = np.asarray(source.embedding, np.float32)
     matches = [
         {
-            "box": _box(t),
+            "box": render.box(t),
             "similarity": round(
                 similarity(float(a @ np.asarray(t.embedding, np.float32)), "dlib"), 5
             ),
@@ -266,7 +241,7 @@ async def verify(request: web.Request) -> web.Response:
     ]
     matches.sort(key=lambda m: -float(m["similarity"]))  # type: ignore[arg-type]
     return json_text(
-        {"result": [{"source_image_face": {"box": _box(source)}, "face_matches": matches}]}
+        {"result": [{"source_image_face": {"box": render.box(source)}, "face_matches": matches}]}
     )
 
 

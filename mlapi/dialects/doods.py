@@ -20,6 +20,7 @@ from aiohttp import web
 from mlapi.detectors.coco import COCO_LABELS
 from mlapi.dialect import Dialect
 from mlapi.openapi import body, operation
+from mlapi.render import doods as render
 from mlapi.server import ENGINE, RequestError, add_post, json_object, json_text, run_detection
 
 DEFAULT = "default"  # DOODS's name for the default detector: mlapi's `objects`
@@ -93,24 +94,8 @@ async def detect(request: web.Request) -> web.Response:
     floor = min(wanted.values(), default=None)
     options = {detector: {"confidence": floor / 100}} if floor is not None else None
     result = await run_detection(request, data, [detector], options)
-    found = []
-    for d in result.detections:
-        threshold = wanted.get(d.label, wanted.get("*")) if wanted else 0.0
-        if threshold is None or d.confidence * 100 < threshold:
-            continue
-        x1, y1, x2, y2 = d.box
-        found.append(
-            {
-                "top": round(y1 / result.height, 6),
-                "left": round(x1 / result.width, 6),
-                "bottom": round(y2 / result.height, 6),
-                "right": round(x2 / result.width, 6),
-                "label": d.label,
-                "confidence": round(d.confidence * 100, 2),
-            }
-        )
     duration = round(time.perf_counter() - started, 4)
-    return json_text({"id": str(body.get("id", "")), "detections": found, "duration": duration})
+    return json_text(render.document(str(body.get("id", "")), result, wanted, duration))
 
 
 def add_routes(app: web.Application) -> None:

@@ -15,6 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
+KEY_PREFIX = "mlk_"  # every API key starts so: it is never mistaken for a token
+
 
 @dataclass(frozen=True)
 class ApiKey:

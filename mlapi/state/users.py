@@ -17,12 +17,11 @@ from tinydb import Query
 
 from mlapi import text
 from mlapi.errors import UserError
-from mlapi.state import ApiKey
+from mlapi.state import KEY_PREFIX, ApiKey
 from mlapi.state.files import FileSnapshot, locked_db
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD = 8
-KEY_PREFIX = "mlk_"
 
 
 class UserStore:
