@@ -12,14 +12,15 @@ from aiohttp import web
 from mlapi import dialects
 from mlapi.config import ServerConfig
 from mlapi.engine import Engine
+from mlapi.processes import Group
 from mlapi.server import DIALECTS, core_app
 from mlapi.state import Stores
 
 
 def create_app(
-    engine: Engine, stores: Stores, config: ServerConfig | None = None
+    engine: Engine, stores: Stores, config: ServerConfig | None = None, group: Group | None = None
 ) -> web.Application:
-    app = core_app(engine, stores, config)
+    app = core_app(engine, stores, config, group)
     for dialect in dialects.load():
         dialect.add_routes(app)
         app[DIALECTS].append(dialect)

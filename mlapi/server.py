@@ -24,7 +24,7 @@ from aiohttp import BodyPartReader, ClientPayloadError, web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
-from mlapi import __version__, openapi, text
+from mlapi import __version__, metrics, openapi, text
 from mlapi.auth import TokenIssuer
 from mlapi.config import ServerConfig
 from mlapi.dialect import Dialect, dialect_of, error_body
@@ -32,6 +32,7 @@ from mlapi.engine import Engine
 from mlapi.errors import AuthError, MlapiError
 from mlapi.fetch import fetch_image
 from mlapi.images import pixel_cost, sniff
+from mlapi.processes import PUBLISH_SECONDS, Group
 from mlapi.result import Result, dumps
 from mlapi.state import KEY_PREFIX, Stores
 
@@ -48,8 +49,12 @@ class RequestError(MlapiError):
 
 
 class ServerState:
-    def __init__(self, engine: Engine, stores: Stores, config: ServerConfig) -> None:
-        self.engine, self.config = engine, config
+    def __init__(
+        self, engine: Engine, stores: Stores, config: ServerConfig, group: Group | None = None
+    ) -> None:
+        self.engine, self.config, self.group = engine, config, group
+        # Counts a restarted process of a group continues from (see mlapi.processes).
+        self.base = group.previous() if group else None
         self.users, self.limiter = stores.accounts, stores.logins
         self.tokens = TokenIssuer(stores.secret.get(), config.token_lifetime)
         self.hashing = asyncio.Semaphore(2)  # argon2 costs ~64 MiB and ~0.1 s each
@@ -102,6 +107,27 @@ class ServerState:
     def capacity(self) -> int:
         return self.engine.config.workers + self.config.max_queue
 
+    def snapshot(self) -> metrics.Snapshot:
+        """This process's counters (continuing a predecessor's in a group)."""
+        live: metrics.Snapshot = {
+            "requests": [(*key, n) for key, n in self.requests.items()],
+            "rejected": list(self.rejected.items()),
+            "queue": {
+                "waiting": len(self.waiting),
+                "admitted": self.admitted,
+                "inference": self.inflight,
+            },
+            "inference": [(n, r, s) for n, (r, s) in self.engine.timings.snapshot().items()],
+            "ready": self.ready,
+        }
+        if self.base is None:
+            return metrics.merge([live])
+        merged = metrics.merge([live, {**self.base, "queue": {}, "ready": True}])
+        return {**merged, "ready": self.ready}
+
+    def everyone_ready(self) -> bool:
+        return self.ready and (self.group is None or self.group.all_ready())
+
 
 async def off_loop(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
     """Blocking work that grows with its input (not inference) on the server's small I/O
@@ -118,6 +144,7 @@ INFERENCE_MS = web.RequestKey("inference_ms", float)
 AUTHENTICATED = web.RequestKey("authenticated", bool)
 ADMITTED = web.RequestKey("admitted", bool)  # holds an admission slot, to give back
 WARMING = web.AppKey("warming", asyncio.Task)
+PUBLISHING = web.AppKey("publishing", asyncio.Task)
 DIALECTS = web.AppKey("dialects", list[Dialect])  # in the order their routes were added
 HG_KEY = re.compile(r"(/hg/)[^/]+", re.IGNORECASE)  # wherever it appears in a path
 UNKNOWN_KEY_FIELD_LIMIT = 64 * 1024  # what is read of a form before its key is known
@@ -668,8 +695,9 @@ async def health(request: web.Request) -> web.Response:
 @openapi.operation("200 once the models are loaded, else 503", auth=False, tag="meta")
 async def ready(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    body = {"ready": state.ready, "models": list(state.config.models)}
-    return web.json_response(body, status=200 if state.ready else 503)
+    ready = state.everyone_ready()  # with --processes: every process is warm
+    body = {"ready": ready, "models": list(state.config.models)}
+    return web.json_response(body, status=200 if ready else 503)
 
 
 @openapi.operation(
@@ -677,35 +705,14 @@ async def ready(request: web.Request) -> web.Response:
     "time per detector (no key needed with --public-metrics)",
     tag="meta",
 )
-async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format: requests, queue, rejections, inference time per detector."""
+async def metrics_text(request: web.Request) -> web.Response:
+    """Prometheus text format: requests, queue, rejections, inference time per detector;
+    with --processes, every process's counters summed."""
     state = request.app[STATE]
-    lines = [
-        "# HELP mlapi_requests_total Requests answered, by method, route and status.",
-        "# TYPE mlapi_requests_total counter",
-    ]
-    for (method, route, status), n in sorted(state.requests.items()):
-        route = route.replace("\\", "\\\\").replace('"', '\\"')
-        lines.append(
-            f'mlapi_requests_total{{method="{method}",route="{route}",status="{status}"}} {n}'
-        )
-    lines += [
-        "# HELP mlapi_rejected_total Requests refused for size, rate or load, by status.",
-        "# TYPE mlapi_rejected_total counter",
-        *(f'mlapi_rejected_total{{status="{s}"}} {n}' for s, n in sorted(state.rejected.items())),
-        "# HELP mlapi_queue_depth Requests admitted and not yet answered; on the pool.",
-        "# TYPE mlapi_queue_depth gauge",
-        f'mlapi_queue_depth{{stage="waiting"}} {len(state.waiting)}',
-        f'mlapi_queue_depth{{stage="admitted"}} {state.admitted}',
-        f'mlapi_queue_depth{{stage="inference"}} {state.inflight}',
-        "# HELP mlapi_inference_seconds Time in each detector.",
-        "# TYPE mlapi_inference_seconds summary",
-    ]
-    for name, (runs, seconds) in sorted(state.engine.timings.snapshot().items()):
-        lines.append(f'mlapi_inference_seconds_count{{detector="{name}"}} {runs}')
-        lines.append(f'mlapi_inference_seconds_sum{{detector="{name}"}} {seconds:.6f}')
-    lines.append(f"mlapi_ready {int(state.ready)}")
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+    mine = state.snapshot()
+    whole = state.group.gather(mine) if state.group else mine
+    processes = state.group.size if state.group else 1
+    return web.Response(text=metrics.render(whole, processes), content_type="text/plain")
 
 
 @openapi.operation("mlapi 2.x health check", auth=False, tag="mlapi")
@@ -787,9 +794,12 @@ def add_post(app: web.Application, path: str, handler: Handler) -> None:
     app.router.add_post(path, handler, expect_handler=refuse_large_expect)
 
 
-def core_app(engine: Engine, stores: Stores, config: ServerConfig | None = None) -> web.Application:
+def core_app(
+    engine: Engine, stores: Stores, config: ServerConfig | None = None, group: Group | None = None
+) -> web.Application:
     """The application with its middleware, state, warm-up and the core routes (health,
-    readiness, metrics, login, models, OpenAPI); `mlapi.app` adds the dialect modules."""
+    readiness, metrics, login, models, OpenAPI); `mlapi.app` adds the dialect modules.
+    `group`: the processes this one serves with (`serve --processes`)."""
     config = config or ServerConfig()
     engine.plan(config.models)  # unknown detector names fail before the server starts
     app = web.Application(
@@ -798,13 +808,13 @@ def core_app(engine: Engine, stores: Stores, config: ServerConfig | None = None)
     )
     app[ENGINE] = engine
     app[DIALECTS] = []
-    app[STATE] = ServerState(engine, stores, config)
+    app[STATE] = ServerState(engine, stores, config, group)
     if config.uploads:
         config.uploads.mkdir(parents=True, exist_ok=True)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/api/v1/health", mlapi_health)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", metrics_text)
     add_post(app, "/api/v1/login", login)
     app.router.add_get("/api/v1/models", list_models)
     app.router.add_get("/api/v1/openapi.json", openapi_document)
@@ -816,16 +826,31 @@ def core_app(engine: Engine, stores: Stores, config: ServerConfig | None = None)
         for name in config.models:  # one real inference each, so the first request is fast
             await engine.detect_async(blank, [name])
         state.ready = True
+        if group:
+            group.set_ready(True)
         log.info("ready: %s", ", ".join(config.models))
+
+    async def publish() -> None:
+        assert group is not None
+        while True:  # the other processes' scrapes read this (see mlapi.processes)
+            group.publish(app[STATE].snapshot())
+            await asyncio.sleep(PUBLISH_SECONDS)
 
     async def start_warming(app: web.Application) -> None:
         # The port opens at once and /ready answers 503 until the models are warm.
         app[WARMING] = asyncio.create_task(warm())
+        if group:
+            app[PUBLISHING] = asyncio.create_task(publish())
 
     async def stop_warming(app: web.Application) -> None:
-        app[WARMING].cancel()
-        with contextlib.suppress(asyncio.CancelledError, MlapiError):
-            await app[WARMING]
+        for key in (WARMING, PUBLISHING):
+            if key in app:
+                app[key].cancel()
+                with contextlib.suppress(asyncio.CancelledError, MlapiError):
+                    await app[key]
+        if group:
+            group.set_ready(False)
+            group.publish(app[STATE].snapshot())
         app[STATE].io.shutdown(wait=False)
 
     bad_requests = logging.getLogger("aiohttp.server")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -10,7 +14,16 @@ from mlapi import dialects
 from mlapi.cli.common import main, parse_dialects, parse_models, parse_networks
 from mlapi.config import WIDE_MIN_BYTES, RuntimeConfig, ServerConfig
 
+if TYPE_CHECKING:
+    from mlapi.processes import Group
+
 MIB = 1024 * 1024
+
+
+def _processes(value: str) -> str:
+    if value == "auto" or (value.isdigit() and 1 <= int(value) <= 256):
+        return value
+    raise click.BadParameter(f"{value!r} is not a number of processes from 1 to 256, or auto")
 
 
 # -- serve -------------------------------------------------------------------------------
@@ -36,6 +49,16 @@ MIB = 1024 * 1024
     envvar="MLAPI_MODELS",
     help="Detectors loaded and warmed at start, comma-separated (default: "
     f"{', '.join(ServerConfig.models)}) [env: MLAPI_MODELS].",
+)
+@click.option(
+    "--processes",
+    default="1",
+    show_default=True,
+    envvar="MLAPI_PROCESSES",
+    metavar="N|auto",
+    callback=lambda ctx, param, value: _processes(value),
+    help="Server processes sharing the port, each with its own engine and --workers "
+    "threads; auto: one per --workers cores [env: MLAPI_PROCESSES].",
 )
 @click.option(
     "--workers",
@@ -169,6 +192,7 @@ def serve(
     host: str,
     port: int,
     models: str | None,
+    processes: str,
     workers: int,
     threads: int,
     lone_threads: int | None,
@@ -189,11 +213,8 @@ def serve(
     """Start the HTTP server (data: MLAPI_DATA_DIR, models: MLAPI_CACHE_DIR)."""
     import logging
 
-    from aiohttp import web
-
-    from mlapi.app import create_app
-    from mlapi.engine import Engine, map_large_buffers
-    from mlapi.server import AccessLog
+    from mlapi.engine import Engine
+    from mlapi.processes import Group, auto_count, supervise
     from mlapi.state import open_stores
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -217,16 +238,39 @@ def serve(
         workers=workers, intra_op_threads=threads, max_pixels=int(max_megapixels * 1e6)
     )
     if lone_threads is not None:
-        from dataclasses import replace
-
         runtime = replace(runtime, lone_threads=lone_threads)
+    count = auto_count(workers) if processes == "auto" else int(processes)
+    if count > 1 and lone_threads is None:  # the processes share the cores
+        runtime = replace(runtime, lone_threads=max(1, min((os.cpu_count() or 1) // count, 4)))
+    with Engine(config=runtime) as probe:  # missing models: one clear error, before any fork
+        probe.check_models(names)
+    if not open_stores().accounts.names() and not allow_anonymous:
+        logging.getLogger("mlapi").warning("no users yet: create one with `mlapi adduser NAME`")
+    if count == 1:
+        serve_one(host, port, config, runtime, None)
+        return
+    logging.getLogger("mlapi").info("starting %d processes on port %d", count, port)
+    sys.exit(supervise(Group(count), lambda group: serve_one(host, port, config, runtime, group)))
+
+
+def serve_one(
+    host: str, port: int, config: ServerConfig, runtime: RuntimeConfig, group: Group | None
+) -> None:
+    """One server process: its own engine, the shared stores, the port (shared with the
+    other processes of `group`)."""
+    import logging
+
+    from aiohttp import web
+
+    from mlapi.app import create_app
+    from mlapi.engine import Engine, map_large_buffers
+    from mlapi.server import AccessLog
+    from mlapi.state import open_stores
+
     map_large_buffers()  # process-wide: big images' memory goes back to the system
     stores = open_stores()
     engine = Engine(config=runtime, gallery=stores.faces)
-    engine.check_models(names)  # missing models fail here, with the command to fetch them
-    app = create_app(engine, stores, config)
-    if not stores.accounts.names() and not allow_anonymous:
-        logging.getLogger("mlapi").warning("no users yet: create one with `mlapi adduser NAME`")
+    app = create_app(engine, stores, config, group)
 
     async def close_engine(_: web.Application) -> None:
         engine.close()
@@ -238,6 +282,7 @@ def serve(
         host=host,
         port=port,
         shutdown_timeout=30,
+        reuse_port=group is not None,
         access_log_class=AccessLog,
         print=lambda text: logging.getLogger("mlapi").info(text.strip()),
     )

@@ -1,0 +1,82 @@
+"""`GET /metrics`: the server's counters as one Prometheus text document.
+
+A process takes a `Snapshot` of its own counters; with several processes (see
+mlapi.processes) each publishes its snapshot and a scrape sums them all, so one scrape is
+the whole server whichever process answers it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, TypedDict
+
+
+class Snapshot(TypedDict):
+    requests: list[tuple[str, str, int, int]]  # method, route, status, count
+    rejected: list[tuple[int, int]]  # status, count
+    queue: dict[str, int]  # stage → requests
+    inference: list[tuple[str, int, float]]  # detector, runs, seconds
+    ready: bool
+
+
+def merge(snapshots: list[Snapshot]) -> Snapshot:
+    requests: Counter[tuple[str, str, int]] = Counter()
+    rejected: Counter[int] = Counter()
+    queue: Counter[str] = Counter()
+    runs: Counter[str] = Counter()
+    seconds: dict[str, float] = {}
+    for snap in snapshots:
+        for method, route, status, n in snap["requests"]:
+            requests[(method, route, int(status))] += n
+        for status, n in snap["rejected"]:
+            rejected[int(status)] += n
+        queue.update(snap["queue"])
+        for name, count, spent in snap["inference"]:
+            runs[name] += count
+            seconds[name] = seconds.get(name, 0.0) + spent
+    return {
+        "requests": [(*key, n) for key, n in sorted(requests.items())],
+        "rejected": sorted(rejected.items()),
+        "queue": dict(queue),
+        "inference": [(name, runs[name], seconds[name]) for name in sorted(runs)],
+        "ready": all(snap["ready"] for snap in snapshots),
+    }
+
+
+def _label(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render(snap: Snapshot, processes: int = 1) -> str:
+    lines = [
+        "# HELP mlapi_requests_total Requests answered, by method, route and status.",
+        "# TYPE mlapi_requests_total counter",
+    ]
+    for method, route, status, n in snap["requests"]:
+        lines.append(
+            f'mlapi_requests_total{{method="{_label(method)}",route="{_label(route)}",'
+            f'status="{status}"}} {n}'
+        )
+    lines += [
+        "# HELP mlapi_rejected_total Requests refused for size, rate or load, by status.",
+        "# TYPE mlapi_rejected_total counter",
+        *(f'mlapi_rejected_total{{status="{s}"}} {n}' for s, n in snap["rejected"]),
+        "# HELP mlapi_queue_depth Requests admitted and not yet answered; on the pool.",
+        "# TYPE mlapi_queue_depth gauge",
+        *(
+            f'mlapi_queue_depth{{stage="{stage}"}} {snap["queue"].get(stage, 0)}'
+            for stage in ("waiting", "admitted", "inference")
+        ),
+        "# HELP mlapi_inference_seconds Time in each detector.",
+        "# TYPE mlapi_inference_seconds summary",
+    ]
+    for name, runs, seconds in snap["inference"]:
+        lines.append(f'mlapi_inference_seconds_count{{detector="{_label(name)}"}} {runs}')
+        lines.append(f'mlapi_inference_seconds_sum{{detector="{_label(name)}"}} {seconds:.6f}')
+    lines += [
+        "# HELP mlapi_processes Server processes answering on this port.",
+        "# TYPE mlapi_processes gauge",
+        f"mlapi_processes {processes}",
+        f"mlapi_ready {int(snap['ready'])}",
+    ]
+    return "\n".join(lines) + "\n"

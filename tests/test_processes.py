@@ -1,0 +1,177 @@
+"""`mlapi serve --processes 2`: one port, two engines, one server to every client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlapi.state.gallery import Gallery
+from mlapi.store import ModelStore
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+class Group:
+    def __init__(self, data: Path, port: int) -> None:
+        self.data, self.port = data, port
+        self.env = dict(os.environ, MLAPI_DATA_DIR=str(data))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlapi", "serve", "--port", str(port), "--processes", "2",
+             "--workers", "1", "--models", "objects"],
+            env=self.env,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def cli(self, *args: str, stdin: str = "") -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "mlapi", *args],
+            input=stdin, text=True, env=self.env, capture_output=True, check=True,
+        )  # fmt: skip
+        return done.stdout.strip()
+
+    def call(
+        self, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """A request on a connection of its own (the kernel picks the process)."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", data=body, headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.call("/ready")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("the server did not get ready")
+
+
+@pytest.fixture
+def group(store: ModelStore, tmp_path: Path) -> Iterator[Group]:
+    running = Group(tmp_path, free_port())
+    running.cli("adduser", "ann", "--password-stdin", stdin="ann's password\n")
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        if running.proc.poll() is None:
+            running.proc.kill()
+            running.proc.wait()
+
+
+def login(group: Group, password: str) -> int:
+    body = json.dumps({"username": "ann", "password": password}).encode()
+    return group.call("/api/v1/login", body, {"Content-Type": "application/json"})[0]
+
+
+def test_every_process_shares_what_the_server_knows(group: Group, photos: Path) -> None:
+    assert len(children(group.proc.pid)) == 2
+    # Wrong guesses answered by either process lock the account on both.
+    assert [login(group, f"wrong {i}") for i in range(5)] == [401] * 5
+    assert [login(group, "ann's password") for _ in range(4)] == [429] * 4
+    # A key made with the CLI works at once everywhere, and once revoked fails everywhere.
+    key = group.cli("keys", "create", "ann")
+    photo = (photos / "object_detection_input.jpg").read_bytes()
+    headers = {"X-API-Key": key, "Content-Type": "image/jpeg"}
+    answers = [group.call("/api/v1/detect", photo, headers) for _ in range(8)]
+    assert {status for status, _ in answers} == {200}
+    assert len({body for _, body in answers}) == 1  # the same bytes from both engines
+    key_id = key.split("_")[1]
+    group.cli("keys", "revoke", key_id)
+    assert {group.call("/api/v1/detect", photo, headers)[0] for _ in range(8)} == {401}
+    # A person added to the gallery is listed by both on their next request.
+    key = group.cli("keys", "create", "ann")
+    Gallery(group.data / "gallery.json").add("Zoe", np.ones(128, np.float32) / 128**0.5, "dlib")
+    form = {"X-API-Key": key, "Content-Type": "application/x-www-form-urlencoded"}
+    for _ in range(6):
+        status, body = group.call("/v1/vision/face/list", b"", form)
+        assert status == 200 and json.loads(body)["faces"] == ["Zoe"]
+    # One scrape is the whole server: 8 answered detections, whichever process counted them.
+    time.sleep(1.5)  # each process publishes its counts every second
+    for _ in range(3):
+        text = group.call("/metrics", None, {"X-API-Key": key})[1].decode()
+        assert 'route="/api/v1/detect",status="200"} 8' in text
+        assert 'route="/api/v1/detect",status="401"} 8' in text
+        assert "mlapi_processes 2" in text and "mlapi_ready 1" in text
+
+
+def test_a_dead_process_is_replaced_and_sigterm_drains_them_all(group: Group, photos: Path) -> None:
+    before = children(group.proc.pid)
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    time.sleep(0.5)
+    group.wait_ready(60)  # ready again only once the new process is warm
+    after = children(group.proc.pid)
+    assert len(after) == 2 and victim not in after and after & before
+    # Requests in flight on both processes finish after SIGTERM; then everything exits.
+    key = group.cli("keys", "create", "ann")
+    body = (photos / "face_detection_input.jpg").read_bytes()
+    head = (
+        f"POST /api/v1/detect HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\n"
+        f"Content-Type: image/jpeg\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    conns = [socket.create_connection(("127.0.0.1", group.port)) for _ in range(6)]
+    for conn in conns:
+        conn.sendall(head + body)
+    time.sleep(0.1)
+    group.proc.send_signal(signal.SIGTERM)
+    for conn in conns:
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+        conn.close()
+        assert b" 200 " in answer.partition(b"\r\n")[0] and b'"label": "person"' in answer
+    assert group.proc.wait(60) == 0
+    assert not children(group.proc.pid)
+
+
+def test_a_process_that_cannot_start_stops_the_server(store: ModelStore, tmp_path: Path) -> None:
+    """A port already taken: one line, exit 1, no restart loop."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "mlapi", "serve", "--port", str(port), "--processes", "2",
+             "--models", "objects"],
+            env=dict(os.environ, MLAPI_DATA_DIR=str(tmp_path)),
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode != 0 and "stopping the server" in done.stderr
