@@ -89,6 +89,10 @@ class GalleryError(MlapiError):  # gallery, enroll: no usable face, unknown pers
 
 
 # -- commands ----------------------------------------------------------------------------
+class StoreUnavailable(MlapiError):  # state: the database does not answer; retry shortly
+    status = 503
+
+
 class StreamError(MlapiError):  # stream: a source that cannot be opened
     status = 400
 

@@ -62,6 +62,9 @@ class ServerState:
         # Work that grows with the input but is not inference (parsing a big JSON body,
         # reading and writing the gallery) runs here, never on the event loop.
         self.io = ThreadPoolExecutor(2, thread_name_prefix="mlapi-io")
+        # The stores' calls (a file's snapshot, or a database round trip) run here: many
+        # small ones at once, never on the event loop.
+        self.state_io = ThreadPoolExecutor(8, thread_name_prefix="mlapi-state")
         self.started = time.monotonic()
         self.ready = False
         self.inflight = 0  # requests on the inference pool
@@ -129,6 +132,12 @@ class ServerState:
         return self.ready and (self.group is None or self.group.all_ready())
 
 
+async def in_state(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
+    """A call to the stores (users, keys, failed logins) off the event loop."""
+    pool = request.app[STATE].state_io
+    return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+
 async def off_loop(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
     """Blocking work that grows with its input (not inference) on the server's small I/O
     pool, so the event loop keeps answering (e.g. /health) meanwhile."""
@@ -190,7 +199,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     except MlapiError as exc:
         owner = dialect(request)
         status = owner.status(exc) if owner else exc.status
-        busy = isinstance(exc, RequestError) and status == 503
+        busy = status == 503  # overload, or the database: either passes
         headers = {"Retry-After": "1"} if busy else None
         if status == 401 and request.path.startswith("/api/"):
             headers = {"WWW-Authenticate": "Bearer"}
@@ -294,12 +303,13 @@ async def authenticate(
             return None
         raise AuthError("Missing Authorization Header")
     # Both lookups read a cached snapshot of the users file (a stat per call): no thread hop.
-    user = state.users.key_user(secret)
+    user = await in_state(request, state.users.key_user, secret)
     if user is None and secret.startswith(KEY_PREFIX):
         raise AuthError("invalid API key")
     if user is None:
         user, session = state.tokens.claims(secret)
-        if state.users.session(user) != session:  # removed, re-created or new password
+        current = await in_state(request, state.users.session, user)
+        if current != session:  # removed, re-created or new password
             raise AuthError("token is no longer valid; log in again")
     return user
 
@@ -772,7 +782,7 @@ async def login(request: web.Request) -> web.Response:
     user = text.check(body["username"], "the username")
     password = text.check(body["password"], "the password")
     address = request.remote or "?"
-    wait = await off_loop(request, state.limiter.attempt, user, address)
+    wait = await in_state(request, state.limiter.attempt, user, address)
     if wait:
         return error_response(
             request, 429, "too many failed logins; try again later", {"Retry-After": str(wait)}
@@ -783,8 +793,9 @@ async def login(request: web.Request) -> web.Response:
         )
     if not ok:
         raise AuthError("invalid username or password")
-    await off_loop(request, state.limiter.succeeded, user, address)
-    token = state.tokens.issue(user, state.users.session(user) or "")
+    await in_state(request, state.limiter.succeeded, user, address)
+    stamp = await in_state(request, state.users.session, user)
+    token = state.tokens.issue(user, stamp or "")
     return web.json_response({"access_token": token, "expires": state.tokens.lifetime})
 
 
@@ -852,6 +863,7 @@ def core_app(
             group.set_ready(False)
             group.publish(app[STATE].snapshot())
         app[STATE].io.shutdown(wait=False)
+        app[STATE].state_io.shutdown(wait=False)
 
     bad_requests = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, QuietBadRequests) for f in bad_requests.filters):

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mlapi.cli.common import fail, main
+from mlapi.cli.common import database_option, fail, main, stores
 
 if TYPE_CHECKING:
     from mlapi.state import Accounts
@@ -22,19 +22,18 @@ def _read_password(password_stdin: bool) -> str:
     return click.prompt("password", hide_input=True, confirmation_prompt=True, err=True)
 
 
-def _users() -> Accounts:
-    from mlapi.state import open_stores
-
-    return open_stores().accounts
+def _users(database: str) -> Accounts:
+    return stores(database).accounts
 
 
 @main.command()
 @click.argument("name")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
-def adduser(name: str, password_stdin: bool) -> None:
-    """Create a user who may call the server (data: MLAPI_DATA_DIR)."""
+@database_option
+def adduser(name: str, password_stdin: bool, database: str) -> None:
+    """Create a user who may call the server (data: MLAPI_DATA_DIR or --database)."""
 
-    _users().add(name, _read_password(password_stdin))
+    _users(database).add(name, _read_password(password_stdin))
     click.echo(f"added user {name}", err=True)
 
 
@@ -44,27 +43,30 @@ def users() -> None:
 
 
 @users.command("list")
-def users_list() -> None:
-    for name in _users().names():
+@database_option
+def users_list(database: str) -> None:
+    for name in _users(database).names():
         click.echo(name)
 
 
 @users.command("remove")
 @click.argument("name")
-def users_remove(name: str) -> None:
+@database_option
+def users_remove(name: str, database: str) -> None:
     """Delete a user and their API keys."""
 
-    _users().remove(name)
+    _users(database).remove(name)
     click.echo(f"removed user {name}", err=True)
 
 
 @users.command("passwd")
 @click.argument("name")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
-def users_passwd(name: str, password_stdin: bool) -> None:
+@database_option
+def users_passwd(name: str, password_stdin: bool, database: str) -> None:
     """Change a user's password."""
 
-    _users().set_password(name, _read_password(password_stdin))
+    _users(database).set_password(name, _read_password(password_stdin))
     click.echo(f"password changed for {name}", err=True)
 
 
@@ -76,27 +78,30 @@ def keys() -> None:
 @keys.command("create")
 @click.argument("user")
 @click.option("--name", default="key", show_default=True, help="A label to recognise it by.")
-def keys_create(user: str, name: str) -> None:
+@database_option
+def keys_create(user: str, name: str, database: str) -> None:
     """Create a key for USER and print it (shown once; only a hash is stored)."""
 
-    click.echo(_users().create_key(user, name))
+    click.echo(_users(database).create_key(user, name))
 
 
 @keys.command("list")
-def keys_list() -> None:
+@database_option
+def keys_list(database: str) -> None:
     import datetime
 
-    for k in _users().api_keys():
+    for k in _users(database).api_keys():
         created = datetime.datetime.fromtimestamp(k.created).isoformat(timespec="seconds")
         click.echo(f"{k.id}  {k.user}  {k.name}  {created}")
 
 
 @keys.command("revoke")
 @click.argument("key_id")
-def keys_revoke(key_id: str) -> None:
+@database_option
+def keys_revoke(key_id: str, database: str) -> None:
     """Revoke the key with KEY_ID (the id column of `mlapi keys list`)."""
 
-    _users().revoke_key(key_id)
+    _users(database).revoke_key(key_id)
     click.echo(f"revoked {key_id}", err=True)
 
 

@@ -20,6 +20,8 @@ from mlapi.render import FORMAT_NAMES
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from mlapi.state import Stores
+
 
 def stderr_console() -> Console:
     from rich.console import Console
@@ -79,6 +81,24 @@ def parse_dialects(text: str) -> tuple[str, ...]:
             f"unknown dialect {', '.join(unknown)} (known: {', '.join(NAMES)})"
         )
     return names
+
+
+def database_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--database: where users, keys and faces live (replicas share one PostgreSQL)."""
+    return click.option(
+        "--database",
+        default="",
+        metavar="URL",
+        envvar="MLAPI_DATABASE_URL",
+        help="PostgreSQL that replicas share (postgresql://USER:PASSWORD@HOST/DB); default: "
+        "TinyDB files in the data folder [env: MLAPI_DATABASE_URL].",
+    )(command)
+
+
+def stores(database: str) -> Stores:
+    from mlapi.state import open_stores
+
+    return open_stores(database=database)
 
 
 def detection_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mlapi.cli.common import escape, main, stderr_console
+from mlapi.cli.common import database_option, escape, main, stderr_console, stores
 
 
 # -- faces -------------------------------------------------------------------------------
@@ -19,7 +19,8 @@ def faces() -> None:
 @faces.command("add")
 @click.argument("name")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-def faces_add(name: str, images: tuple[Path, ...]) -> None:
+@database_option
+def faces_add(name: str, images: tuple[Path, ...], database: str) -> None:
     """Add photos of NAME, one face each; each becomes a sample with an id."""
     from mlapi.engine import Engine
     from mlapi.enroll import enroll
@@ -27,7 +28,7 @@ def faces_add(name: str, images: tuple[Path, ...]) -> None:
 
     console = stderr_console()
     failed = 0
-    with Engine() as engine:
+    with Engine(gallery=stores(database).faces) as engine:
         for path in images:
             try:
                 done = enroll(engine, engine.runtime.gallery, name, path.read_bytes(), path.name)
@@ -43,11 +44,10 @@ def faces_add(name: str, images: tuple[Path, ...]) -> None:
 
 @faces.command("list")
 @click.option("--samples", "show_samples", is_flag=True, help="One line per sample.")
-def faces_list(show_samples: bool) -> None:
+@database_option
+def faces_list(show_samples: bool, database: str) -> None:
     """Known people and how many samples each has."""
-    from mlapi.state import open_stores
-
-    samples_ = open_stores().faces.samples()
+    samples_ = stores(database).faces.samples()
     if show_samples:
         for s in sorted(samples_, key=lambda s: (s.name, s.created)):
             click.echo(f"{s.name}\t{s.id}\t{s.model}\t{s.source}")
@@ -59,23 +59,23 @@ def faces_list(show_samples: bool) -> None:
 @faces.command("remove")
 @click.argument("name")
 @click.option("--sample", "sample_id", help="Remove only this sample (see list --samples).")
-def faces_remove(name: str, sample_id: str | None) -> None:
+@database_option
+def faces_remove(name: str, sample_id: str | None, database: str) -> None:
     """Forget NAME, or one of their samples."""
-    from mlapi.state import open_stores
-
-    count = open_stores().faces.remove(name, sample_id)
+    count = stores(database).faces.remove(name, sample_id)
     click.echo(f"removed {count} sample(s) of {name}", err=True)
 
 
 @faces.command("import")
 @click.argument("folder", type=click.Path(file_okay=False, exists=True, path_type=Path))
-def faces_import(folder: Path) -> None:
+@database_option
+def faces_import(folder: Path, database: str) -> None:
     """Import FOLDER/PERSON/*.jpg (mlapi 2.x's known_faces layout)."""
     from mlapi.engine import Engine
     from mlapi.enroll import ALREADY, Enrolled, import_folder
 
     console = stderr_console()
-    with Engine() as engine:
+    with Engine(gallery=stores(database).faces) as engine:
         outcomes = import_folder(engine, engine.runtime.gallery, folder)
     for path, outcome in outcomes:
         if isinstance(outcome, Enrolled):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,11 +12,12 @@ from typing import TYPE_CHECKING
 import click
 
 from mlapi import dialects
-from mlapi.cli.common import main, parse_dialects, parse_models, parse_networks
+from mlapi.cli.common import database_option, main, parse_dialects, parse_models, parse_networks
 from mlapi.config import WIDE_MIN_BYTES, RuntimeConfig, ServerConfig
 
 if TYPE_CHECKING:
     from mlapi.processes import Group
+    from mlapi.state import Stores
 
 MIB = 1024 * 1024
 
@@ -180,6 +182,7 @@ def _processes(value: str) -> str:
     help="Serve GET /metrics without credentials (for a Prometheus on a trusted network) "
     "[env: MLAPI_PUBLIC_METRICS].",
 )
+@database_option
 @click.option(
     "--token-lifetime",
     type=click.IntRange(60, 30 * 86400),
@@ -209,13 +212,13 @@ def serve(
     allow_anonymous: bool,
     public_metrics: bool,
     token_lifetime: int,
+    database: str,
 ) -> None:
     """Start the HTTP server (data: MLAPI_DATA_DIR, models: MLAPI_CACHE_DIR)."""
     import logging
 
     from mlapi.engine import Engine
     from mlapi.processes import Group, auto_count, supervise
-    from mlapi.state import open_stores
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     names = tuple(parse_models((models,))) if models else ServerConfig.models
@@ -244,17 +247,50 @@ def serve(
         runtime = replace(runtime, lone_threads=max(1, min((os.cpu_count() or 1) // count, 4)))
     with Engine(config=runtime) as probe:  # missing models: one clear error, before any fork
         probe.check_models(names)
-    if not open_stores().accounts.names() and not allow_anonymous:
+    shared = wait_for_stores(database)
+    try:
+        anyone = shared.accounts.names()
+    finally:
+        shared.close()  # before any fork: no pool threads cross it
+    if not anyone and not allow_anonymous:
         logging.getLogger("mlapi").warning("no users yet: create one with `mlapi adduser NAME`")
     if count == 1:
-        serve_one(host, port, config, runtime, None)
+        serve_one(host, port, config, runtime, database, None)
         return
     logging.getLogger("mlapi").info("starting %d processes on port %d", count, port)
-    sys.exit(supervise(Group(count), lambda group: serve_one(host, port, config, runtime, group)))
+    sys.exit(
+        supervise(
+            Group(count), lambda group: serve_one(host, port, config, runtime, database, group)
+        )
+    )
+
+
+def wait_for_stores(database: str, patience: float = 60.0) -> Stores:
+    """The stores; a database that does not answer yet (it starts beside us) is waited
+    for, up to `patience` seconds."""
+    import logging
+
+    from mlapi.errors import StoreUnavailable
+    from mlapi.state import open_stores
+
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return open_stores(database=database)
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            logging.getLogger("mlapi").warning("waiting for the database…")
+            time.sleep(2)
 
 
 def serve_one(
-    host: str, port: int, config: ServerConfig, runtime: RuntimeConfig, group: Group | None
+    host: str,
+    port: int,
+    config: ServerConfig,
+    runtime: RuntimeConfig,
+    database: str,
+    group: Group | None,
 ) -> None:
     """One server process: its own engine, the shared stores, the port (shared with the
     other processes of `group`)."""
@@ -265,15 +301,16 @@ def serve_one(
     from mlapi.app import create_app
     from mlapi.engine import Engine, map_large_buffers
     from mlapi.server import AccessLog
-    from mlapi.state import open_stores
 
     map_large_buffers()  # process-wide: big images' memory goes back to the system
-    stores = open_stores()
+    stores = wait_for_stores(database)
     engine = Engine(config=runtime, gallery=stores.faces)
     app = create_app(engine, stores, config, group)
+    logging.getLogger("mlapi").info("state: %s", stores.where)
 
     async def close_engine(_: web.Application) -> None:
         engine.close()
+        stores.close()
 
     app.on_cleanup.append(close_engine)
     # SIGTERM/SIGINT stop accepting, let in-flight requests finish (up to 30 s), then exit.

@@ -8,7 +8,8 @@ replicas) is one module per store, with no change elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -92,10 +93,20 @@ class Stores:
     secret: SigningSecret
     logins: LoginAttempts
     faces: Faces
+    close: Callable[[], None] = lambda: None  # gives back connections, where there are any
+    where: str = ""  # for people: the folder, or the database's URL without its password
 
 
-def open_stores(folder: Path | None = None) -> Stores:
-    """The stores in TinyDB files under `folder` (default: the data folder)."""
+DATABASE_ENV = "MLAPI_DATABASE_URL"
+
+
+def open_stores(folder: Path | None = None, database: str | None = None) -> Stores:
+    """The stores in the PostgreSQL database at `database` (default: $MLAPI_DATABASE_URL,
+    its schema brought up to date), else in TinyDB files under `folder` (default: the data
+    folder)."""
+    url = database if database is not None else os.environ.get(DATABASE_ENV, "")
+    if url:
+        return _database_stores(url)
     from mlapi.paths import data_dir
     from mlapi.state.gallery import Gallery
     from mlapi.state.logins import FileLoginAttempts
@@ -108,4 +119,20 @@ def open_stores(folder: Path | None = None) -> Stores:
         secret=FileSecret(folder / "jwt.secret"),
         logins=FileLoginAttempts(folder / "logins.json"),
         faces=Gallery(folder / "gallery.json"),
+        where=str(folder),
+    )
+
+
+def _database_stores(url: str) -> Stores:
+    from mlapi.state import postgres
+
+    db = postgres.Database(url)
+    db.upgrade()
+    return Stores(
+        accounts=postgres.PgAccounts(db),
+        secret=postgres.PgSecret(db),
+        logins=postgres.PgLoginAttempts(db),
+        faces=postgres.PgGallery(db),
+        close=db.close,
+        where=postgres.shown_url(url),
     )

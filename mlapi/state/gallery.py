@@ -7,7 +7,6 @@ new people on its next request without a restart.
 
 from __future__ import annotations
 
-import re
 import secrets
 import threading
 import time
@@ -18,30 +17,23 @@ import numpy as np
 from tinydb import Query
 
 from mlapi import text
-from mlapi.errors import GalleryError, TextError
-from mlapi.state import Match, Sample
+from mlapi.errors import GalleryError
+from mlapi.state import Match, Sample, rules
 from mlapi.state.files import FileSnapshot, locked_db
-
-NAME_RE = re.compile(r"^[^\x00-\x1f\x7f-\x9f/\\]{1,100}$")
+from mlapi.state.matching import Index
 
 
 class Gallery:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._snapshot = FileSnapshot(self.path)
-        self._index: dict[str, tuple[list[str], np.ndarray]] = {}
+        self._index: dict[str, Index] = {}
         self._lock = threading.Lock()
 
     # -- writing -------------------------------------------------------------------------
     def add(self, name: str, embedding: np.ndarray, model: str, source: str = "") -> str:
         """Append a sample for `name`; returns its id."""
-        name = name.strip()
-        try:
-            text.check(name, "a person's name")
-        except TextError as exc:
-            raise GalleryError(exc.message) from None
-        if not NAME_RE.match(name):
-            raise GalleryError("a person's name is 1-100 characters, without / or \\")
+        name = rules.person_name(name)
         sample_id = secrets.token_hex(6)
         with locked_db(self.path) as db:
             db.table("samples").insert(
@@ -51,7 +43,7 @@ class Gallery:
                     "model": model,
                     "created": time.time(),
                     "source": source,
-                    "embedding": [round(float(v), 7) for v in embedding],
+                    "embedding": rules.stored_embedding(embedding),
                 }
             )
         return sample_id
@@ -95,32 +87,19 @@ class Gallery:
     def names(self) -> list[str]:
         return sorted({text.shown(r["name"]) for r in self._rows()})
 
-    def _matrix(self, model: str) -> tuple[list[str], np.ndarray]:
+    def _matrix(self, model: str) -> Index:
         rows = self._rows()
         with self._lock:
             if model not in self._index:
                 chosen = [r for r in rows if r["model"] == model]
-                vectors = np.array([r["embedding"] for r in chosen], np.float32)
-                self._index[model] = ([text.shown(r["name"]) for r in chosen], vectors)
+                self._index[model] = Index((text.shown(r["name"]), r["embedding"]) for r in chosen)
             return self._index[model]
 
     def ranking(self, embedding: np.ndarray, model: str) -> list[Match]:
         """Every known person with the cosine of their closest sample, best first."""
-        names, vectors = self._matrix(model)
-        if not names:
-            return []
-        best: dict[str, float] = {}
-        for name, score in zip(names, vectors @ np.asarray(embedding, np.float32), strict=True):
-            best[name] = max(best.get(name, -1.0), float(score))
-        return [Match(n, c) for n, c in sorted(best.items(), key=lambda item: -item[1])]
+        return self._matrix(model).ranking(embedding)
 
     def match(self, embedding: np.ndarray, model: str) -> Match | None:
         """The closest known person by cosine similarity (embeddings are L2-normalised), and
         how close the next person comes."""
-        names, vectors = self._matrix(model)
-        if not names:
-            return None
-        scores = vectors @ np.asarray(embedding, np.float32)
-        best = int(np.argmax(scores))
-        others = [float(s) for n, s in zip(names, scores, strict=True) if n != names[best]]
-        return Match(names[best], float(scores[best]), max(others, default=None))
+        return self._matrix(model).match(embedding)

@@ -3,33 +3,22 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import re
-import secrets
 import time
 from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from tinydb import Query
 
-from mlapi import text
 from mlapi.errors import UserError
-from mlapi.state import KEY_PREFIX, ApiKey
+from mlapi.state import ApiKey, rules
 from mlapi.state.files import FileSnapshot, locked_db
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-MIN_PASSWORD = 8
 
 
 class UserStore:
     def __init__(self, path: Path, hasher: PasswordHasher | None = None) -> None:
         self.path = path
-        self.hasher = hasher or PasswordHasher()  # argon2id with the library's defaults
-        # Verifying against this keeps unknown users as slow as wrong passwords.
-        self._dummy_hash = self.hasher.hash(secrets.token_hex(16))
+        self.passwords = rules.Passwords(hasher)
         self._snapshot = FileSnapshot(self.path)
 
     def _rows(self, table: str, **match: Any) -> list[dict[str, Any]]:
@@ -38,17 +27,15 @@ class UserStore:
 
     # -- users ---------------------------------------------------------------------------
     def add(self, name: str, password: str) -> None:
-        self._check_name(name)
-        self._check_password(password)
-        digest = self.hasher.hash(password)
+        rules.user_name(name)
+        digest = self.passwords.hash(rules.password(password))
         with locked_db(self.path) as db:
             if db.table("users").search(Query().name == name):
                 raise UserError(f"user {name!r} already exists")
             db.table("users").insert({"name": name, "hash": digest, "created": time.time()})
 
     def set_password(self, name: str, password: str) -> None:
-        self._check_password(password)
-        digest = self.hasher.hash(password)
+        digest = self.passwords.hash(rules.password(password))
         with locked_db(self.path) as db:
             if not db.table("users").update({"hash": digest}, Query().name == name):
                 raise UserError(f"no user named {name!r}")
@@ -69,28 +56,24 @@ class UserStore:
         """A stamp that tokens carry and that changes when the password does (a new salt)
         and when the user is removed and made again: older tokens stop working."""
         found = self._rows("users", name=name)
-        return _digest(found[0]["hash"])[:16] if found else None
+        return rules.stamp(found[0]["hash"]) if found else None
 
     def verify(self, name: str, password: str) -> bool:
         """True if the password is right; rehashes when the hashing parameters changed."""
         found = self._rows("users", name=name)
-        stored = found[0]["hash"] if found else self._dummy_hash
-        try:
-            self.hasher.verify(stored, password)
-        except (VerificationError, InvalidHashError):
+        stored = found[0]["hash"] if found else None
+        if not self.passwords.verify(stored, password):
             return False
-        if not found:
-            return False
-        if self.hasher.check_needs_rehash(stored):
+        if stored is not None and self.passwords.needs_rehash(stored):
             with locked_db(self.path) as db:
-                db.table("users").update({"hash": self.hasher.hash(password)}, Query().name == name)
+                update = {"hash": self.passwords.hash(password)}
+                db.table("users").update(update, Query().name == name)
         return True
 
     # -- API keys ------------------------------------------------------------------------
     def create_key(self, user: str, name: str) -> str:
         """A new key for `user`; the secret is returned once and only its hash is stored."""
-        key_id = secrets.token_hex(4)
-        secret = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+        key_id, secret = rules.new_key()
         with locked_db(self.path) as db:
             if not db.table("users").search(Query().name == user):
                 raise UserError(f"no user named {user!r}")
@@ -99,7 +82,7 @@ class UserStore:
                     "id": key_id,
                     "name": name,
                     "user": user,
-                    "sha256": _digest(secret),
+                    "sha256": rules.digest(secret),
                     "created": time.time(),
                 }
             )
@@ -116,26 +99,8 @@ class UserStore:
 
     def key_user(self, secret: str) -> str | None:
         """The user an API key belongs to, or None."""
-        if not secret.startswith(KEY_PREFIX) or len(secret) > 128:
-            return None
-        key_id = secret[len(KEY_PREFIX) :].split("_", 1)[0]
-        found = self._rows("keys", id=key_id)
-        if found and hmac.compare_digest(found[0]["sha256"], _digest(secret)):
+        key_id = rules.key_id(secret)
+        found = self._rows("keys", id=key_id) if key_id else []
+        if found and rules.key_matches(found[0]["sha256"], secret):
             return str(found[0]["user"])
         return None
-
-    @staticmethod
-    def _check_name(name: str) -> None:
-        if not NAME_RE.match(name):
-            raise UserError("user names are 1-64 letters, digits, '_', '.', '@' or '-'")
-
-    @staticmethod
-    def _check_password(password: str) -> None:
-        text.check(password, "a password")
-        if len(password) < MIN_PASSWORD:
-            raise UserError(f"passwords need at least {MIN_PASSWORD} characters")
-
-
-def _digest(secret: str) -> str:
-    # API keys carry 256 random bits, so a fast hash is enough to keep them unreadable at rest.
-    return hashlib.sha256(secret.encode()).hexdigest()
