@@ -7,10 +7,12 @@ dir (or MLAPI_CACHE_DIR) and reused by later runs.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import services
 
 from mlapi import samples
 from mlapi.engine import Engine
@@ -73,3 +75,23 @@ def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert not errors, [r.getMessage() for r in errors]
     assert '" 500 ' not in caplog.text
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server's URL: $MLAPI_TEST_DATABASE_URL, else a throwaway cluster."""
+    given = os.environ.get("MLAPI_TEST_DATABASE_URL")
+    if given:
+        yield given
+        return
+    cluster = services.Cluster()
+    try:
+        yield cluster.url()
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def database(postgres: str) -> str:
+    """The URL of a fresh, empty database for one test."""
+    return services.new_database(postgres)

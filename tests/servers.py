@@ -19,7 +19,7 @@ from mlapi.app import create_app
 from mlapi.config import ServerConfig
 from mlapi.engine import Engine
 from mlapi.server import STATE, AccessLog
-from mlapi.state import open_stores
+from mlapi.state import Stores, open_stores
 
 
 @dataclass
@@ -33,9 +33,15 @@ class Answer:
 
 
 class LiveServer:
-    def __init__(self, engine: Engine, data_dir: Path, config: ServerConfig | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        data_dir: Path,
+        config: ServerConfig | None = None,
+        stores: Stores | None = None,
+    ) -> None:
         self.key = ""  # an API key a test module made for its clients
-        self.stores = open_stores(data_dir)
+        self.stores = stores or open_stores(data_dir)
         self.users = self.stores.accounts
         self.data_dir = data_dir
         self.app = create_app(engine, self.stores, config or ServerConfig())

@@ -1,0 +1,289 @@
+"""The stores in a real PostgreSQL: the same answers as the TinyDB files, shared by every
+replica, safe under concurrency, and a TinyDB install moved in without loss."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+import services
+from helpers import run_mlapi
+from servers import LiveServer
+
+from mlapi.config import ServerConfig
+from mlapi.engine import Engine
+from mlapi.errors import GalleryError, StoreUnavailable, UserError
+from mlapi.state import Stores, open_stores, rules
+from mlapi.state.postgres import MIGRATIONS, Database
+from mlapi.store import ModelStore
+
+PASSWORD = "a long enough password"
+
+
+def unit(seed: int) -> np.ndarray:
+    vector = np.random.default_rng(seed).normal(size=128).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+@pytest.fixture(params=["files", "postgres"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
+    """Each store's contract, checked on both implementations."""
+    if request.param == "files":
+        opened = open_stores(tmp_path)
+    else:
+        opened = open_stores(database=request.getfixturevalue("database"))
+    yield opened
+    opened.close()
+
+
+def test_accounts_keep_their_promises(stores: Stores) -> None:
+    accounts = stores.accounts
+    accounts.add("ann", PASSWORD)
+    with pytest.raises(UserError, match="already exists"):
+        accounts.add("ann", PASSWORD)
+    with pytest.raises(UserError, match="user names"):
+        accounts.add("no spaces", PASSWORD)
+    assert accounts.verify("ann", PASSWORD) and not accounts.verify("ann", PASSWORD + "!")
+    assert not accounts.verify("nobody", PASSWORD)
+    stamp = accounts.session("ann")
+    accounts.set_password("ann", PASSWORD + "2")
+    time.sleep(1.1)  # a replica re-reads a stamp after a second
+    assert accounts.session("ann") not in (None, stamp)
+    key = accounts.create_key("ann", "camera")
+    assert key.startswith("mlk_") and accounts.key_user(key) == "ann"
+    assert accounts.key_user(key[:-1] + ("x" if key[-1] != "x" else "y")) is None
+    (listed,) = accounts.api_keys()
+    assert (listed.name, listed.user) == ("camera", "ann")
+    with pytest.raises(UserError, match="no user"):
+        accounts.create_key("nobody", "k")
+    accounts.revoke_key(listed.id)
+    assert accounts.key_user(key) is None
+    accounts.add("bob", PASSWORD)
+    bobs = accounts.create_key("bob", "k")
+    accounts.remove("bob")  # and bob's keys with him
+    assert accounts.names() == ["ann"] and accounts.key_user(bobs) is None
+    assert len(stores.secret.get()) >= 32 and stores.secret.get() == stores.secret.get()
+
+
+def test_the_gallery_keeps_its_promises(stores: Stores) -> None:
+    faces = stores.faces
+    first = faces.add("  Zoe ", unit(1), "dlib", "zoe.jpg")
+    faces.add("Zoe", unit(2), "dlib")
+    faces.add("Max", unit(3), "dlib")
+    faces.add("Max", unit(4), "faceres")
+    assert faces.names() == ["Max", "Zoe"]
+    assert {(s.name, s.model) for s in faces.samples()} == {
+        ("Zoe", "dlib"), ("Max", "dlib"), ("Max", "faceres")
+    }  # fmt: skip
+    found = faces.match(unit(1), "dlib")
+    assert found is not None and found.name == "Zoe" and found.similarity > 0.999
+    assert found.runner_up is not None and found.runner_up < 0.5
+    assert [m.name for m in faces.ranking(unit(3), "dlib")] == ["Max", "Zoe"]
+    assert faces.match(unit(1), "arcface") is None
+    with pytest.raises(GalleryError):
+        faces.add("a/b", unit(5), "dlib")
+    assert faces.remove("Zoe", first) == 1
+    assert faces.remove("Max") == 2
+    with pytest.raises(GalleryError, match="no person"):
+        faces.remove("Max")
+    assert faces.names() == ["Zoe"]
+
+
+def test_replicas_see_each_others_changes(database: str) -> None:
+    a, b = open_stores(database=database), open_stores(database=database)
+    try:
+        a.accounts.add("ann", PASSWORD)
+        key = b.accounts.create_key("ann", "camera")
+        assert a.accounts.key_user(key) == "ann"  # made on b, known to a at once
+        b.accounts.revoke_key(key.split("_")[1])
+        time.sleep(1.1)
+        assert a.accounts.key_user(key) is None  # revoked on b, refused by a within 1 s
+        assert a.faces.match(unit(7), "dlib") is None
+        b.faces.add("Zoe", unit(7), "dlib")
+        found = a.faces.match(unit(7), "dlib")  # added on b: a's next match sees it
+        assert found is not None and found.name == "Zoe"
+        assert a.secret.get() == b.secret.get()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_burst_of_guesses_over_replicas_is_limited_like_a_sequence(database: str) -> None:
+    replicas = [open_stores(database=database) for _ in range(4)]
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def guess(replica: Stores) -> None:
+        wait = replica.logins.attempt("ann", "192.0.2.7")
+        with lock:
+            results.append(wait)
+
+    threads = [threading.Thread(target=guess, args=(replicas[i % 4],)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert results.count(0) == 5 and all(290 < w <= 301 for w in results if w)
+        # Another user from the same address still gets its own five.
+        assert [replicas[0].logins.attempt("bob", "192.0.2.7") for _ in range(5)] == [0] * 5
+        replicas[1].logins.succeeded("bob", "192.0.2.7")
+        assert replicas[2].logins.attempt("bob", "192.0.2.7") == 0  # forgiven
+    finally:
+        for replica in replicas:
+            replica.close()
+
+
+def test_replicas_starting_together_upgrade_the_schema_once(database: str) -> None:
+    outcomes: list[tuple[int, int]] = []
+
+    def start() -> None:
+        db = Database(database)
+        try:
+            outcomes.append(db.upgrade())
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == [(0, len(MIGRATIONS))] + [(len(MIGRATIONS),) * 2] * 5
+    upgraded = run_mlapi(["db", "upgrade", "--database", database])
+    assert upgraded.returncode == 0 and "up to date" in upgraded.stderr
+    with psycopg.connect(database) as conn:
+        assert conn.execute("SELECT version FROM mlapi_schema").fetchall() == [(len(MIGRATIONS),)]
+
+
+def test_a_database_that_does_not_answer_is_unavailable_not_an_error() -> None:
+    cluster = services.Cluster()
+    try:
+        stores = open_stores(database=cluster.url())
+        stores.accounts.add("ann", PASSWORD)
+        key = stores.accounts.create_key("ann", "k")
+        assert stores.accounts.key_user(key) == "ann"
+        cluster.stop("immediate")
+        # A key checked moments ago is still trusted; everything else is StoreUnavailable.
+        assert stores.accounts.key_user(key) == "ann"
+        with pytest.raises(StoreUnavailable):
+            stores.faces.names()
+        with pytest.raises(StoreUnavailable):
+            stores.accounts.verify("ann", PASSWORD)
+        cluster.start()
+        deadline = time.monotonic() + 20  # the pool reconnects by itself
+        while time.monotonic() < deadline:
+            try:
+                assert stores.faces.names() == []
+                break
+            except StoreUnavailable:
+                time.sleep(0.5)
+        else:
+            raise AssertionError("the pool did not reconnect")
+        assert stores.accounts.verify("ann", PASSWORD)
+        stores.close()
+    finally:
+        cluster.close()
+
+
+def tinydb_install(folder: Path, people: int, per_person: int) -> str:
+    """A data folder as an older mlapi left it: users, a key, a secret, a gallery."""
+    files = open_stores(folder)
+    files.accounts.add("ann", PASSWORD)
+    key = files.accounts.create_key("ann", "camera")
+    files.secret.get()
+    samples = {
+        str(i): {
+            "id": secrets.token_hex(6),
+            "name": f"person {i // per_person}",
+            "model": "dlib",
+            "created": 1.7e9 + i,
+            "source": f"{i}.jpg",
+            "embedding": rules.stored_embedding(unit(i)),
+        }
+        for i in range(people * per_person)
+    }
+    (folder / "gallery.json").write_text(json.dumps({"samples": samples}))
+    return key
+
+
+def test_db_copy_moves_an_install_without_loss_and_only_once(tmp_path: Path, database: str) -> None:
+    key = tinydb_install(tmp_path, people=1000, per_person=5)
+    command = [
+        sys.executable,
+        "-m",
+        "mlapi",
+        "db",
+        "copy",
+        "--to",
+        database,
+        "--from",
+        str(tmp_path),
+    ]
+    first = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        "users: 1 copied, 0 already there",
+        "API keys: 1 copied, 0 already there",
+        "signing secret: 1 copied, 0 already there",
+        "face samples: 5000 copied, 0 already there",
+    ]
+    again = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert "face samples: 0 copied, 5000 already there" in again.stdout
+    moved, files = open_stores(database=database), open_stores(tmp_path)
+    try:
+        assert moved.accounts.key_user(key) == "ann" and moved.accounts.verify("ann", PASSWORD)
+        assert moved.secret.get() == files.secret.get()  # tokens already given out still work
+        assert len(moved.faces.samples()) == 5000 and len(moved.faces.names()) == 1000
+        probe = unit(4321)
+        assert moved.faces.match(probe, "dlib") == files.faces.match(probe, "dlib")
+    finally:
+        moved.close()
+
+
+def test_the_server_answers_503_while_the_database_is_down(
+    store: ModelStore, photos: Path, tmp_path: Path
+) -> None:
+    cluster = services.Cluster()
+    stores = open_stores(database=cluster.url())
+    engine = Engine(store, gallery=stores.faces)  # as `mlapi serve --database` makes it
+    server = LiveServer(engine, tmp_path, ServerConfig(models=("objects",)), stores)
+    try:
+        stores.accounts.add("ann", PASSWORD)
+        key = stores.accounts.create_key("ann", "camera")
+        other = stores.accounts.create_key("ann", "unused")
+        photo = (photos / "object_detection_input.jpg").read_bytes()
+        headers = {"X-API-Key": key, "Content-Type": "image/jpeg"}
+        before = server.call("POST", "/api/v1/detect", photo, headers)
+        assert before.status == 200
+        cluster.stop("immediate")
+        # Detection needs no state: the key checked moments ago is still trusted.
+        during = server.call("POST", "/api/v1/detect", photo, headers)
+        assert during.status == 200 and during.body == before.body
+        # What needs the database says so, in each dialect's words, and when to retry.
+        fresh = server.call("POST", "/api/v1/detect", photo, {**headers, "X-API-Key": other})
+        assert fresh.status == 503 and fresh.headers["Retry-After"] == "1"
+        assert fresh.json() == {"code": 503, "msg": "the database does not answer; retry shortly"}
+        listed = server.upload("/v1/vision/face/list", {}, fields={"api_key": key})
+        assert listed.status == 503 and listed.json()["success"] is False
+        assert server.login("ann", PASSWORD).status == 503
+        cluster.start()
+        deadline = time.monotonic() + 20
+        while server.login("ann", PASSWORD).status != 200:  # the pool reconnects by itself
+            assert time.monotonic() < deadline, "no reconnection"
+            time.sleep(0.5)
+        assert server.upload("/v1/vision/face/list", {}, fields={"api_key": key}).status == 200
+    finally:
+        server.stop()
+        engine.close()
+        stores.close()
+        cluster.close()
