@@ -323,3 +323,23 @@ def serve_one(
         access_log_class=AccessLog,
         print=lambda text: logging.getLogger("mlapi").info(text.strip()),
     )
+
+
+@main.command()
+@click.option(
+    "--url",
+    default=lambda: f"http://127.0.0.1:{os.environ.get('MLAPI_PORT', '5000')}",
+    show_default="http://127.0.0.1:$MLAPI_PORT",
+    help="The server to ask.",
+)
+def health(url: str) -> None:
+    """Exit 0 when the server at URL answers /health (a container's health check)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=5) as answer:
+            ok = answer.status == 200
+    except OSError as exc:
+        click.echo(f"{url}: {exc}", err=True)
+        ok = False
+    sys.exit(0 if ok else 1)
