@@ -69,6 +69,10 @@ class ServerConfig:
     public_metrics: bool = False  # GET /metrics without credentials
     uploads: Path | None = None
     token_lifetime: int = 3600  # seconds
+    # zm_detect's event path: the ZoneMinder portal the server reads event frames from.
+    zm_portal: str = ""
+    zm_user: str = ""
+    zm_password: str = field(default="", repr=False)
 
 
 @dataclass

@@ -96,32 +96,36 @@ def _check_url(url: str, networks: Networks = ()) -> yarl.URL:
     return parsed
 
 
-async def fetch_image(
+async def fetch(
     url: str,
     max_bytes: int,
     timeout: float = 10.0,
     networks: Networks = (),
     verify_ssl: bool = True,
-) -> bytes:
-    """The body at `url`: public addresses only, or inside `networks`."""
+    form: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    """(status, body) of a GET (or, with `form`, a POST) to `url`: public addresses only,
+    or inside `networks`; redirects of a GET followed (each hop checked), size and time
+    capped."""
     timeouts = aiohttp.ClientTimeout(total=timeout)
     connector = aiohttp.TCPConnector(resolver=PublicOnlyResolver(networks), limit=2, ssl=verify_ssl)
     async with aiohttp.ClientSession(timeout=timeouts, connector=connector) as session:
         try:
             for _ in range(MAX_REDIRECTS + 1):
                 checked = _check_url(url, networks)
-                async with session.get(checked, allow_redirects=False) as response:
-                    if response.status in (301, 302, 303, 307, 308):
+                method = "POST" if form is not None else "GET"
+                async with session.request(
+                    method, checked, data=form, allow_redirects=False
+                ) as response:
+                    if response.status in (301, 302, 303, 307, 308) and form is None:
                         url = urljoin(str(checked), response.headers.get("Location", ""))
                         continue
-                    if response.status != 200:
-                        raise FetchRefused(f"url answered HTTP {response.status}")
                     body = bytearray()
                     async for chunk in response.content.iter_chunked(1 << 16):
                         body += chunk
                         if len(body) > max_bytes:
                             raise FetchRefused(f"url body is over {max_bytes} bytes")
-                    return bytes(body)
+                    return response.status, bytes(body)
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             cause = exc.__cause__ if isinstance(exc.__cause__, FetchRefused) else None
             if cause:
@@ -130,3 +134,17 @@ async def fetch_image(
                 raise FetchRefused("url is not a valid URL") from None
             raise FetchRefused(f"could not fetch url: {exc.__class__.__name__}") from exc
     raise FetchRefused("url redirected too many times")
+
+
+async def fetch_image(
+    url: str,
+    max_bytes: int,
+    timeout: float = 10.0,
+    networks: Networks = (),
+    verify_ssl: bool = True,
+) -> bytes:
+    """The body at `url`: public addresses only, or inside `networks`."""
+    status, body = await fetch(url, max_bytes, timeout, networks, verify_ssl)
+    if status != 200:
+        raise FetchRefused(f"url answered HTTP {status}")
+    return body

@@ -616,14 +616,19 @@ async def read_upload(
         raise RequestError(408, "request body took too long to arrive") from exc
     check_fields(fields)
     if fetch and data is None and "url" in fields:
-        if not state.config.allow_url_fetch:
-            raise RequestError(400, "fetching a url is disabled on this server (--allow-url-fetch)")
-        data = await fetch_image(
-            fields["url"], state.config.max_body, networks=state.config.url_networks
-        )
+        data = await fetch_for(request, fields["url"])
     if require_image and not data and not files:
         raise RequestError(400, f"no image: send a multipart '{file_field}' field or a raw body")
     return Upload(data, fields, files)
+
+
+async def fetch_for(request: web.Request, url: str) -> bytes:
+    """The image at a client's `url`, where the server allows fetching (--allow-url-fetch),
+    under the URL-fetch policy."""
+    config = request.app[STATE].config
+    if not config.allow_url_fetch:
+        raise RequestError(400, "fetching a url is disabled on this server (--allow-url-fetch)")
+    return await fetch_image(url, config.max_body, networks=config.url_networks)
 
 
 def _then_admit(request: web.Request, authorise: Authorise, deadline: asyncio.Timeout) -> Authorise:

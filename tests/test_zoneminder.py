@@ -3,12 +3,16 @@ zmeventnotification 7.x uses it) and the shapes zm_detect 5.7+ and 6.x parse."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import pytest
+import requests
 from aiohttp import web
 from pyzm.ml.remote import GatewayClient, GatewayModelError
 from servers import LiveServer, Loopback
@@ -118,3 +122,198 @@ def test_zm_detect_shapes(server: LiveServer, photos: Path) -> None:
     assert len(matched["boxes"]) == len(matched["labels"]) == len(matched["confidences"])
     assert matched["labels"] == [item["label"] for item in seed]
     assert all(0 < c <= 1 for c in matched["confidences"]) and zm["all_matches"] == [matched]
+
+
+class StandIn:
+    """ZoneMinder's web API as zm_detect's event path meets it: a login that hands out
+    tokens, and event frames by id (`snapshot`, `alarm`, numbers); frame 7 is missing,
+    frame 9 is slow; `revoke()` makes the current token stale."""
+
+    def __init__(self, photos: Path) -> None:
+        self.photos = photos
+        self.logins = 0
+        self.frames: list[str] = []
+        self.valid: set[str] = set()
+        self.server = Loopback(
+            [web.post("/zm/api/host/login.json", self.login), web.get("/zm/index.php", self.image)]
+        )
+        self.portal = f"{self.server.url}/zm"
+
+    async def login(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        if (form.get("user"), form.get("pass")) != ("admin", "zm secret"):
+            return web.json_response({"success": False}, status=401)
+        self.logins += 1
+        token = f"token{self.logins}"
+        self.valid.add(token)
+        return web.json_response({"access_token": token, "access_token_expires": 3600})
+
+    async def image(self, request: web.Request) -> web.Response:
+        if request.query.get("token") not in self.valid:
+            return web.Response(status=401)
+        if request.query.get("view") != "image" or request.query.get("eid") != "1234":
+            return web.Response(status=404)
+        fid = request.query.get("fid", "")
+        self.frames.append(fid)
+        if fid == "9":
+            await asyncio.sleep(3)
+        names = {"snapshot": "object_detection_input.jpg", "alarm": "face_detection_input.jpg"}
+        names["3"] = "gender_detection_input.jpg"
+        if fid not in names:
+            return web.Response(status=404, text="no such frame")
+        return web.Response(body=(self.photos / names[fid]).read_bytes(), content_type="image/jpeg")
+
+    def revoke(self) -> None:
+        self.valid.clear()
+
+
+@pytest.fixture(scope="module")
+def event_server(
+    store: ModelStore, photos: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LiveServer, StandIn]]:
+    standin = StandIn(photos)
+    data = tmp_path_factory.mktemp("zm-events")
+    config = ServerConfig(
+        models=("objects",), url_networks=LOOPBACK, zm_portal=standin.portal,
+        zm_user="admin", zm_password="zm secret",
+    )  # fmt: skip
+    with Engine(store, gallery=Gallery(data / "gallery.json")) as engine:
+        live = LiveServer(engine, data, config)
+        live.users.add("zm", PASSWORD)
+        yield live, standin
+        live.stop()
+    standin.server.stop()
+
+
+def zm_detect_event(
+    server: LiveServer, event: str, options: dict[str, Any], model: str = "object"
+) -> dict[str, Any]:
+    """zm_detect 6.1's remote_detect for an event (hook/zm_detect.py): log in at
+    {ml_gateway}/login, then POST {ml_gateway}/detect/object?type=MODEL with
+    delete=True&response_format=zm_detect, no file, and this JSON body."""
+    api_url = f"{server.url}/api/v1"
+    login = requests.post(
+        url=api_url + "/login",
+        data=json.dumps({"username": "zm", "password": PASSWORD}),
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
+    auth_header = {"Authorization": "Bearer " + login.json()["access_token"]}
+    ml_overrides: dict[str, Any] = {
+        "model_sequence": "object,face",
+        "object": {"pattern": "(person|dog|car)"},
+        "face": {"pattern": ".*"},
+        "alpr": {"pattern": ".*"},
+    }
+    params: dict[str, Any] = {"delete": True, "response_format": "zm_detect"}
+    r = requests.post(
+        url=api_url + "/detect/object?type=" + model,
+        headers=auth_header,
+        params=params,
+        files={},
+        json={
+            "version": "6.1.29",
+            "mid": "2",
+            "reason": "Motion: All",
+            "stream": event,
+            "stream_options": options,
+            "ml_overrides": ml_overrides,
+        },
+        timeout=60,
+    )
+    r.raise_for_status()
+    data: dict[str, Any] = r.json()
+    return data
+
+
+OPTIONS = {  # what zm_detect builds from objectconfig.ini (api and polygons as it sends them)
+    "frame_set": "snapshot,alarm",
+    "resize": 800,
+    "strategy": "first",
+    "disable_ssl_cert_check": True,
+    "api": None,
+    "polygons": [{"name": "all", "value": [[0, 0], [640, 0], [640, 424]], "pattern": None}],
+}
+
+
+def test_zm_detect_event_path_reads_frames_from_zoneminder(
+    event_server: tuple[LiveServer, StandIn],
+) -> None:
+    server, standin = event_server
+    data = zm_detect_event(server, "1234", OPTIONS)
+    matched = data["matched_data"]
+    assert matched["frame_id"] == "snapshot" and standin.frames[-1] == "snapshot"
+    assert {"person", "dog"} <= set(matched["labels"])
+    # Boxes in the frame resized to 800 wide, as mlapi 2.x gave them and zm_detect draws.
+    assert matched["image_dimensions"] == {"original": [424, 640], "resized": [530, 800]}
+    assert all(0 <= b[0] < b[2] <= 800 and 0 <= b[1] < b[3] <= 530 for b in matched["boxes"])
+    assert data["all_matches"] == [matched]
+
+
+def test_missing_slow_and_refused_frames(
+    event_server: tuple[LiveServer, StandIn], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, standin = event_server
+    monkeypatch.setattr("mlapi.zoneminder.FRAME_TIMEOUT", 1.0)
+    standin.frames.clear()
+    standin.revoke()  # the server's token is stale: it logs in again, once
+    logins = standin.logins
+    options = {**OPTIONS, "frame_set": "7,9,3", "resize": "no", "max_attempts": 2,
+               "sleep_between_attempts": 0}  # fmt: skip
+    matched = zm_detect_event(server, "1234", options)["matched_data"]
+    assert standin.logins == logins + 1
+    assert standin.frames == ["7", "7", "9", "9", "3"]  # missing, slow (each tried twice)
+    assert matched["frame_id"] == "3" and matched["image_dimensions"]["resized"] is None
+    assert "person" in matched["labels"]
+
+
+def test_event_path_errors_say_what_is_wrong(
+    event_server: tuple[LiveServer, StandIn], server: LiveServer
+) -> None:
+    events, standin = event_server
+    with pytest.raises(requests.HTTPError, match="404"):
+        zm_detect_event(events, "1234", {**OPTIONS, "frame_set": "7"})
+    token = events.token("zm", PASSWORD)
+    bad = events.call(
+        "POST", "/api/v1/detect/object?type=object", json.dumps({"stream": "1; rm"}).encode(),
+        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert bad.status == 400 and bad.json()["msg"] == "stream must be a ZoneMinder event id"
+    # A server without a portal says so; a stranger's request fetches nothing.
+    with pytest.raises(requests.HTTPError, match="400"):
+        zm_detect_event(server, "1234", OPTIONS)
+    before = len(standin.frames)
+    anonymous = events.call(
+        "POST", "/api/v1/detect/object", json.dumps({"stream": "1234"}).encode(),
+        {"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert anonymous.status == 401 and len(standin.frames) == before
+
+
+def test_zm_detect_face_names_and_named_faces(
+    event_server: tuple[LiveServer, StandIn], photos: Path
+) -> None:
+    """zm_detect 5.x and 6.0: type=face answers each face with a name (or unknown), and
+    type=face_names lists the known people as {"names": [...]}."""
+    server, _ = event_server
+    engine = server.app[ENGINE]
+    couple = (photos / "gender_detection_input.jpg").read_bytes()
+    enroll(engine, engine.runtime.gallery, "Kumail", couple, "couple", largest=True)
+    try:
+        token = server.token("zm", PASSWORD)
+        headers = {"Authorization": f"Bearer {token}"}
+        names = requests.post(
+            f"{server.url}/api/v1/detect/object?type=face_names", headers=headers, timeout=60
+        )
+        assert names.status_code == 200 and names.json() == {"names": ["Kumail"]}
+        group = (photos / "face_detection_input.jpg").read_bytes()
+        faces = requests.post(
+            f"{server.url}/api/v1/detect/object?type=face", headers=headers, timeout=60,
+            files={"file": ("image.jpg", group)},
+        ).json()  # fmt: skip
+        labels = [f["label"] for f in sorted(faces, key=lambda f: f["box"][0])]
+        assert labels == ["unknown", "unknown", "Kumail", "unknown", "unknown"]
+        event = zm_detect_event(server, "1234", {**OPTIONS, "frame_set": "alarm"}, "face")
+        assert "Kumail" in event["matched_data"]["labels"]
+    finally:
+        engine.runtime.gallery.remove("Kumail")

@@ -182,6 +182,21 @@ def _processes(value: str) -> str:
     help="Serve GET /metrics without credentials (for a Prometheus on a trusted network) "
     "[env: MLAPI_PUBLIC_METRICS].",
 )
+@click.option(
+    "--zm-portal",
+    default="",
+    envvar="MLAPI_ZM_PORTAL",
+    metavar="URL",
+    help="The ZoneMinder portal (e.g. https://nvr.lan/zm) whose event frames zm_detect's "
+    "event path asks for; its host must be in --allow-url-networks [env: MLAPI_ZM_PORTAL].",
+)
+@click.option("--zm-user", default="", envvar="MLAPI_ZM_USER", help="[env: MLAPI_ZM_USER]")
+@click.option(
+    "--zm-password-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A file holding the ZoneMinder user's password (or set MLAPI_ZM_PASSWORD; never "
+    "on the command line).",
+)
 @database_option
 @click.option(
     "--token-lifetime",
@@ -211,6 +226,9 @@ def serve(
     keyless_dialects: str,
     allow_anonymous: bool,
     public_metrics: bool,
+    zm_portal: str,
+    zm_user: str,
+    zm_password_file: Path | None,
     token_lifetime: int,
     database: str,
 ) -> None:
@@ -236,6 +254,13 @@ def serve(
         public_metrics=public_metrics,
         uploads=uploads,
         token_lifetime=token_lifetime,
+        zm_portal=zm_portal,
+        zm_user=zm_user,
+        zm_password=(
+            zm_password_file.read_text().strip()
+            if zm_password_file
+            else os.environ.get("MLAPI_ZM_PASSWORD", "")
+        ),
     )
     runtime = RuntimeConfig(
         workers=workers, intra_op_threads=threads, max_pixels=int(max_megapixels * 1e6)

@@ -31,16 +31,25 @@ def render(result: Result) -> list[dict[str, Any]]:
     return [render_detection(d) for d in canonical(result).detections]
 
 
-def render_zm_detect(result: Result) -> dict[str, Any]:
-    """mlapi 2.x's `response_format=zm_detect`, what zm_detect 6.x parses."""
+def render_zm_detect(
+    result: Result,
+    frame_id: str = "snapshot",
+    resized: list[int] | None = None,
+    original: list[int] | None = None,
+) -> dict[str, Any]:
+    """mlapi 2.x's `response_format=zm_detect`, what zm_detect 6.x parses: the frame the
+    matches are from, and its [height, width] as read and as resized for detection."""
     found = result.detections
     matched = {
         "boxes": [list(d.box) for d in found],
         "labels": [attributes.identity(d) or d.label for d in found],
         "confidences": [round(d.confidence, 4) for d in found],
-        "frame_id": "snapshot",
+        "frame_id": frame_id,
         "model_names": [d.model for d in found],
-        "image_dimensions": {"original": [result.height, result.width], "resized": None},
+        "image_dimensions": {
+            "original": original or [result.height, result.width],
+            "resized": resized,
+        },
         "polygons": [],
         "error_boxes": [],
         "image": None,
