@@ -1,11 +1,15 @@
-"""CompreFace's wire shapes on a real server, as Double Take's CompreFace detector and
-compreface-sdk send them (the SDK pins urllib3<2, so its calls are made here with
-requests, exactly as it makes them): x-api-key, multipart `file`, query parameters."""
+"""CompreFace's wire shapes on a real server, as Double Take's CompreFace detector sends
+them (x-api-key, multipart `file`, query parameters), and compreface-sdk's own code for
+examples and subjects."""
 
 from __future__ import annotations
 
+import importlib
+import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +20,8 @@ from mlapi.engine import Engine
 from mlapi.images import decode, encode_jpeg
 from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
+from mlapi.store.catalog import Source
+from mlapi.store.sources import fetch_package
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +121,63 @@ def test_verify_compares_two_photos(server: LiveServer, photos: Path) -> None:
     best = answer["face_matches"][0]
     assert best["similarity"] >= 0.67 > answer["face_matches"][1]["similarity"]
     assert 600 < best["box"]["x_min"] < 1100  # the middle man of five
+
+
+@pytest.fixture(scope="module")
+def compreface_sdk(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """compreface-sdk 0.6.0 itself, from PyPI (checksummed, fetched once into the cache).
+    It pins requests-toolbelt 0.9.1, which does not import with urllib3 2: the 1.0.0 wheel
+    beside it is the one change, and its API is the same."""
+    folder = tmp_path_factory.mktemp("compreface-sdk")
+    for source in (
+        Source("pypi", "compreface-sdk", "0.6.0", COMPREFACE_SDK_SHA256),
+        Source("pypi", "requests-toolbelt", "1.0.0", TOOLBELT_SHA256),
+    ):
+        with zipfile.ZipFile(fetch_package(source, store.downloads)) as wheel:
+            wheel.extractall(folder)
+    sys.path.insert(0, str(folder))
+    try:
+        yield importlib.import_module("compreface")
+    finally:
+        sys.path.remove(str(folder))
+
+
+COMPREFACE_SDK_SHA256 = "b9b155b80ba043e2349656e31ee02ffe1775caa0a45bd1cffc68367b206f4205"
+TOOLBELT_SHA256 = "cccfdd665f0a24fcf4726e690f65639d272bb0637b9b92dfd91a5568ccf6bd06"
+
+
+def test_compreface_sdk_examples_and_subjects(
+    server: LiveServer, compreface_sdk: Any, photos: Path, tmp_path: Path
+) -> None:
+    domain, port = server.url.rsplit(":", 1)
+    recognition = compreface_sdk.CompreFace(domain, port).init_face_recognition(server.key)
+    faces, subjects = recognition.get_face_collection(), recognition.get_subjects()
+    man = tmp_path / "man.jpg"
+    man.write_bytes(crop(photos, "gender_detection_input.jpg", 420, 800))
+    woman = tmp_path / "woman.jpg"
+    woman.write_bytes(crop(photos, "gender_detection_input.jpg", 0, 420))
+    # Subjects: create one with no examples, rename it, merge an example in.
+    assert subjects.add("Alex") == {"subject": "Alex"}
+    assert "Alex" in subjects.list()["subjects"]
+    added = faces.add(str(man), "Sam")
+    image_id = added["image_id"]
+    assert subjects.update("Alex", "Kumail") == {"updated": True}
+    assert subjects.update("Sam", "Kumail") == {"updated": True}  # merged into Kumail
+    assert subjects.list()["subjects"] == ["Kumail"]
+    assert faces.list()["faces"] == [{"image_id": image_id, "subject": "Kumail"}]
+    # Verify a photo against one stored example, by its id: him, then her.
+    same = faces.verify(str(man), image_id)["result"]
+    other = faces.verify(str(woman), image_id)["result"]
+    assert len(same) == 1 and same[0]["similarity"] > 0.9
+    assert len(other) == 1 and other[0]["similarity"] < 0.45
+    assert set(same[0]["box"]) >= {"probability", "x_min", "y_min", "x_max", "y_max"}
+    # Delete that example by id; an unknown id is a 404 in CompreFace's shape.
+    assert faces.delete(image_id) == {"image_id": image_id, "subject": "Kumail"}
+    assert faces.delete(image_id)["code"] == 404
+    assert faces.verify(str(man), image_id)["code"] == 404
+    # Delete one subject, then all of them.
+    faces.add(str(woman), "Mia")
+    subjects.add("Noor")
+    assert subjects.delete("Mia") == {"subject": "Mia"}
+    assert subjects.delete_all() == {"deleted": 2}  # Kumail (now empty) and Noor
+    assert subjects.list() == {"subjects": []}

@@ -96,6 +96,19 @@ def test_the_gallery_keeps_its_promises(stores: Stores) -> None:
     with pytest.raises(GalleryError, match="no person"):
         faces.remove("Max")
     assert faces.names() == ["Zoe"]
+    # CompreFace's subjects: people with no samples yet, renamed and merged, cleared.
+    assert faces.create("Noor") and not faces.create("Noor") and not faces.create("Zoe")
+    kept = faces.add("Ada", unit(6), "dlib")
+    stored = faces.sample(kept)
+    assert stored is not None and stored[0].name == "Ada"
+    assert np.allclose(stored[1], unit(6), atol=1e-6)
+    assert faces.rename("Ada", "Zoe") == 1 and faces.rename("Noor", "Nora") == 0
+    assert faces.names() == ["Nora", "Zoe"]
+    with pytest.raises(GalleryError, match="no person"):
+        faces.rename("Ada", "Bea")
+    assert faces.remove_sample(kept).name == "Zoe" and faces.sample(kept) is None
+    assert faces.remove("Nora") == 0 and faces.names() == ["Zoe"]  # an empty person goes too
+    assert faces.clear() == 1 and faces.names() == [] and faces.samples() == []
 
 
 def test_replicas_see_each_others_changes(database: str) -> None:

@@ -31,6 +31,7 @@ from mlapi.server import (
     RequestError,
     add_post,
     in_pool,
+    json_object,
     json_text,
     off_loop,
     read_upload,
@@ -245,6 +246,87 @@ async def verify(request: web.Request) -> web.Response:
     )
 
 
+@operation(
+    "CompreFace: the faces in `file` against the stored example IMAGE_ID (similarity each)",
+    tag="compreface",
+    body=FILE,
+)
+async def verify_example(request: web.Request) -> web.Response:
+    image_id = request.match_info["image_id"]
+    gallery = request.app[ENGINE].runtime.gallery
+    stored = await off_loop(request, gallery.sample, image_id)
+    if stored is None:
+        raise RequestError(404, f"image {image_id!r} not found")
+    sample, vector = stored
+    faces, fields, wanted, elapsed = await _faces(request, recognise=True)
+    reference = np.asarray(vector, np.float32)
+
+    def scored(d: Detection) -> dict[str, Any]:
+        cosine = float(reference @ np.asarray(d.embedding, np.float32))
+        return _item(
+            d, wanted, fields, elapsed, similarity=round(similarity(cosine, sample.model), 5)
+        )
+
+    result = [scored(d) for d in faces]
+    result.sort(key=lambda item: -float(item["similarity"]))
+    return json_text({"result": result})
+
+
+@operation("CompreFace: delete the example IMAGE_ID", tag="compreface")
+async def delete_example(request: web.Request) -> web.Response:
+    image_id = request.match_info["image_id"]
+    gallery = request.app[ENGINE].runtime.gallery
+    try:
+        sample = await off_loop(request, gallery.remove_sample, image_id)
+    except GalleryError as exc:
+        raise RequestError(404, f"image {image_id!r} not found") from exc
+    return json_text({"image_id": sample.id, "subject": sample.name})
+
+
+async def _subject_body(request: web.Request) -> str:
+    document = await json_object(request)
+    subject = document.get("subject")
+    if not isinstance(subject, str) or not subject.strip():
+        raise RequestError(400, "subject is required")
+    return subject.strip()
+
+
+@operation(
+    "CompreFace: add a subject with no examples yet",
+    tag="compreface",
+    body=body("application/json", {"subject": {"type": "string"}}, ["subject"]),
+)
+async def add_subject(request: web.Request) -> web.Response:
+    subject = await _subject_body(request)
+    gallery = request.app[ENGINE].runtime.gallery
+    if not await off_loop(request, gallery.create, subject):
+        raise RequestError(400, f"subject {subject!r} already exists")
+    return json_text({"subject": subject})
+
+
+@operation(
+    "CompreFace: rename SUBJECT (its examples move; merged into an existing subject)",
+    tag="compreface",
+    body=body("application/json", {"subject": {"type": "string"}}, ["subject"]),
+)
+async def rename_subject(request: web.Request) -> web.Response:
+    old = request.match_info["subject"]
+    new = await _subject_body(request)
+    try:
+        await off_loop(request, request.app[ENGINE].runtime.gallery.rename, old, new)
+    except GalleryError as exc:
+        if exc.message.startswith("no person"):
+            raise RequestError(404, f"subject {old!r} not found") from exc
+        raise
+    return json_text({"updated": True})
+
+
+@operation("CompreFace: delete every subject and their examples", tag="compreface")
+async def delete_subjects(request: web.Request) -> web.Response:
+    deleted = await off_loop(request, request.app[ENGINE].runtime.gallery.clear)
+    return json_text({"deleted": deleted})
+
+
 def error(status: int, message: str, code: int | None) -> dict[str, Any]:
     return {"message": message, "code": code or status}
 
@@ -258,6 +340,11 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/api/v1/recognition/faces", delete_faces)
     app.router.add_get("/api/v1/recognition/subjects", subjects)
     app.router.add_delete("/api/v1/recognition/subjects/{subject}", delete_subject)
+    add_post(app, "/api/v1/recognition/faces/{image_id}/verify", verify_example)
+    app.router.add_delete("/api/v1/recognition/faces/{image_id}", delete_example)
+    add_post(app, "/api/v1/recognition/subjects", add_subject)
+    app.router.add_put("/api/v1/recognition/subjects/{subject}", rename_subject)
+    app.router.add_delete("/api/v1/recognition/subjects", delete_subjects)
 
 
 DIALECT = Dialect(

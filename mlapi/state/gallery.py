@@ -61,31 +61,78 @@ class Gallery:
         if sample_id:
             query = query & (Query().id == sample_id)
         removed = 0
+        empty = not sample_id and name in {
+            r["name"] for r in self._tables().get("people", {}).values()
+        }
         # Nothing to remove means nothing to rewrite (the file may hold 30,000 samples).
-        if any(named(r["name"]) for r in self._rows()):
+        if empty or any(named(r["name"]) for r in self._rows()):
             with locked_db(self.path) as db:
                 removed = len(db.table("samples").remove(query))
-        if not removed:
+                if not sample_id:
+                    db.table("people").remove(Query().name == name)
+        if not removed and not empty:
             what = f"sample {sample_id} of {name!r}" if sample_id else f"person {name!r}"
             raise GalleryError(f"no {what} in the gallery")
         return removed
 
+    def create(self, name: str) -> bool:
+        name = rules.person_name(name)
+        if name in self.names():
+            return False
+        with locked_db(self.path) as db:
+            db.table("people").insert({"name": name})
+        return True
+
+    def rename(self, old: str, new: str) -> int:
+        new = rules.person_name(new)
+        if old not in self.names():
+            raise GalleryError(f"no person {old!r} in the gallery")
+        with locked_db(self.path) as db:
+            moved = len(db.table("samples").update({"name": new}, Query().name == old))
+            db.table("people").remove(Query().name == old)
+            if not db.table("people").search(Query().name == new):
+                db.table("people").insert({"name": new})
+        return moved
+
+    def sample(self, sample_id: str) -> tuple[Sample, list[float]] | None:
+        for r in self._rows():
+            if r["id"] == sample_id:
+                return _sample(r), list(r["embedding"])
+        return None
+
+    def remove_sample(self, sample_id: str) -> Sample:
+        found = self.sample(sample_id)
+        if found is None:
+            raise GalleryError(f"no sample {sample_id!r} in the gallery")
+        with locked_db(self.path) as db:
+            db.table("samples").remove(Query().id == sample_id)
+        return found[0]
+
+    def clear(self) -> int:
+        count = len(self.names())
+        with locked_db(self.path) as db:
+            db.drop_table("samples")
+            db.drop_table("people")
+        return count
+
     # -- reading -------------------------------------------------------------------------
-    def _rows(self) -> list[dict[str, Any]]:
+    def _tables(self) -> dict[str, Any]:
         tables, changed = self._snapshot.read()
         if changed:
             with self._lock:
                 self._index = {}  # vectors are rebuilt from the new content on demand
-        return list(tables.get("samples", {}).values())
+        return tables
+
+    def _rows(self) -> list[dict[str, Any]]:
+        return list(self._tables().get("samples", {}).values())
 
     def samples(self) -> list[Sample]:
-        return [
-            Sample(r["id"], text.shown(r["name"]), r["model"], r["created"], r.get("source", ""))
-            for r in self._rows()
-        ]
+        return [_sample(r) for r in self._rows()]
 
     def names(self) -> list[str]:
-        return sorted({text.shown(r["name"]) for r in self._rows()})
+        tables = self._tables()
+        people = {r["name"] for r in tables.get("people", {}).values()}
+        return sorted(people | {text.shown(r["name"]) for r in tables.get("samples", {}).values()})
 
     def _matrix(self, model: str) -> Index:
         rows = self._rows()
@@ -103,3 +150,8 @@ class Gallery:
         """The closest known person by cosine similarity (embeddings are L2-normalised), and
         how close the next person comes."""
         return self._matrix(model).match(embedding)
+
+
+def _sample(row: dict[str, Any]) -> Sample:
+    shown = text.shown(row["name"])
+    return Sample(row["id"], shown, row["model"], row["created"], row.get("source", ""))

@@ -57,6 +57,9 @@ MIGRATIONS = (
         id integer PRIMARY KEY CHECK (id = 1), version bigint NOT NULL);
     INSERT INTO mlapi_gallery_version VALUES (1, 0);
     """,
+    """
+    CREATE TABLE mlapi_people (name text PRIMARY KEY);
+    """,
 )
 
 
@@ -350,9 +353,14 @@ class PgGallery:
             else:
                 sql = "DELETE FROM mlapi_samples WHERE name = %s RETURNING 1"
                 removed = len(conn.execute(sql, (name,)).fetchall())
+            if not sample_id:
+                sql = "DELETE FROM mlapi_people WHERE name = %s RETURNING 1"
+                empty = conn.execute(sql, (name,)).fetchone() is not None
+            else:
+                empty = False
             if removed:
                 conn.execute("UPDATE mlapi_gallery_version SET version = version + 1")
-        if not removed:
+        if not removed and not empty:
             what = f"sample {sample_id} of {name!r}" if sample_id else f"person {name!r}"
             raise GalleryError(f"no {what} in the gallery")
         return removed
@@ -366,8 +374,66 @@ class PgGallery:
 
     def names(self) -> list[str]:
         with self.db.connection() as conn:
-            rows = conn.execute("SELECT DISTINCT name FROM mlapi_samples ORDER BY name")
+            rows = conn.execute(
+                "SELECT name FROM mlapi_samples UNION SELECT name FROM mlapi_people ORDER BY name"
+            )
             return [text.shown(r[0]) for r in rows]
+
+    def create(self, name: str) -> bool:
+        name = rules.person_name(name)
+        with self.db.connection() as conn, conn.transaction():
+            known = conn.execute(
+                "SELECT 1 FROM mlapi_samples WHERE name = %s LIMIT 1", (name,)
+            ).fetchone()
+            added = conn.execute(
+                "INSERT INTO mlapi_people VALUES (%s) ON CONFLICT DO NOTHING RETURNING 1", (name,)
+            ).fetchone()
+        return known is None and added is not None
+
+    def rename(self, old: str, new: str) -> int:
+        new = rules.person_name(new)
+        with self.db.connection() as conn, conn.transaction():
+            moved = conn.execute(
+                "UPDATE mlapi_samples SET name = %s WHERE name = %s", (new, old)
+            ).rowcount
+            was = conn.execute("DELETE FROM mlapi_people WHERE name = %s RETURNING 1", (old,))
+            if not moved and was.fetchone() is None:
+                raise GalleryError(f"no person {old!r} in the gallery")
+            conn.execute("INSERT INTO mlapi_people VALUES (%s) ON CONFLICT DO NOTHING", (new,))
+            conn.execute("UPDATE mlapi_gallery_version SET version = version + 1")
+        return max(moved, 0)
+
+    def sample(self, sample_id: str) -> tuple[Sample, list[float]] | None:
+        with self.db.connection() as conn:
+            row = conn.execute(
+                "SELECT id, name, model, created, source, embedding FROM mlapi_samples "
+                "WHERE id = %s",
+                (sample_id,),
+            ).fetchone()
+        return (Sample(*row[:5]), list(row[5])) if row else None
+
+    def remove_sample(self, sample_id: str) -> Sample:
+        with self.db.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "DELETE FROM mlapi_samples WHERE id = %s "
+                "RETURNING id, name, model, created, source",
+                (sample_id,),
+            ).fetchone()
+            if row is None:
+                raise GalleryError(f"no sample {sample_id!r} in the gallery")
+            conn.execute("UPDATE mlapi_gallery_version SET version = version + 1")
+        return Sample(*row)
+
+    def clear(self) -> int:
+        with self.db.connection() as conn, conn.transaction():
+            count = conn.execute(
+                "SELECT count(*) FROM (SELECT name FROM mlapi_samples UNION "
+                "SELECT name FROM mlapi_people) AS everyone"
+            ).fetchone()
+            conn.execute("DELETE FROM mlapi_samples")
+            conn.execute("DELETE FROM mlapi_people")
+            conn.execute("UPDATE mlapi_gallery_version SET version = version + 1")
+        return int(count[0]) if count else 0
 
     def _index(self, model: str) -> Index:
         """The model's samples, re-read when another replica (or the CLI) changed them."""
