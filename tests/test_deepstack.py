@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import services
 from deepstack import core as ds
 from helpers import run_mlapi
 from servers import Answer, LiveServer
@@ -287,3 +293,56 @@ def test_server_sees_people_added_by_the_cli_without_a_restart(
     assert removed.returncode == 0
     found = post(server, "/v1/vision/face/recognize", {"image": five}).json()["predictions"]
     assert {p["userid"] for p in found} == {"unknown"}
+
+
+DOUBLE_TAKE = Path(__file__).parent / "clients" / "double-take"
+
+
+@pytest.fixture(scope="module")
+def double_take(store: ModelStore) -> Path:
+    """node_modules for Double Take 1.13.1's DeepStack module: its axios and form-data, from
+    npm, installed once into the cache."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        services.missing("Node.js and npm")
+    modules = store.root / "clients" / "double-take-1.13.1"
+    if not (modules / "node_modules" / "axios").exists():
+        modules.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(modules),
+             "axios@0.27.2", "form-data@4.0.0"],
+            check=True, capture_output=True, timeout=300,
+        )  # fmt: skip
+    return modules / "node_modules"
+
+
+def double_take_calls(server: LiveServer, modules: Path, key: str, *args: str) -> dict[str, Any]:
+    env = dict(os.environ, NODE_PATH=str(modules), DEEPSTACK_URL=server.url, DEEPSTACK_KEY=key)
+    done = subprocess.run(
+        ["node", str(DOUBLE_TAKE / "drive.js"), *args],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def test_double_takes_own_module_trains_and_recognises_with_a_key(
+    server: LiveServer, double_take: Path, photos: Path, tmp_path: Path
+) -> None:
+    """Double Take appends api_key after the image: the key is checked once the form is in
+    (nothing is decoded before), and everything works as with the key first."""
+    man = tmp_path / "man.jpg"
+    man.write_bytes(crop(photos, "gender_detection_input.jpg", 420, 800))
+    couple = tmp_path / "couple.jpg"
+    couple.write_bytes((photos / "gender_detection_input.jpg").read_bytes())
+    trained = double_take_calls(server, double_take, server.key, "train", "Kumail", str(man))
+    assert trained["status"] == 200 and trained["data"]["success"] is True
+    try:
+        found = double_take_calls(server, double_take, server.key, "recognize", str(couple))
+        assert found["status"] == 200
+        named = [n for n in found["normalized"] if n["name"] == "kumail"]
+        assert len(named) == 1 and named[0]["match"] is True
+        wrong = double_take_calls(server, double_take, "mlk_wrong", "train", "X", str(man))
+        assert wrong["status"] == 401 and wrong["data"]["error"] == "Incorrect api key"
+    finally:
+        removed = double_take_calls(server, double_take, server.key, "remove", "Kumail")
+    assert removed["status"] == 200 and removed["data"]["success"] is True
