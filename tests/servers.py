@@ -140,7 +140,7 @@ class Loopback:
         asyncio.set_event_loop(self.loop)
         app = web.Application()
         app.add_routes(routes)
-        runner = web.AppRunner(app)
+        runner = self.runner = web.AppRunner(app, shutdown_timeout=1)
         self.loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", 0)
         self.loop.run_until_complete(site.start())
@@ -150,6 +150,8 @@ class Loopback:
         self.loop.run_forever()
 
     def stop(self) -> None:
+        """Close connections (a handler still sleeping is cancelled), then the loop."""
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
