@@ -39,7 +39,7 @@ def _request(url: str, data: bytes, headers: dict[str, str], timeout: float = 60
             message = json.loads(body).get("msg") or body.decode()
         except (ValueError, AttributeError):
             message = body.decode(errors="replace") or exc.reason
-        if exc.code == 401:
+        if exc.code == 401 and not url.endswith("/api/v1/login"):  # a login says it itself
             message += f" (log in again with mlapi login, or set {API_KEY_ENV} to an API key)"
         raise RemoteError(exc.code, f"server answered {exc.code}: {message}") from None
     except (urllib.error.URLError, OSError) as exc:

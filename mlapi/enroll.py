@@ -10,6 +10,7 @@ import numpy as np
 from mlapi.detectors.faceutil import aligned_crop, sharpness
 from mlapi.engine import Engine, Pixels
 from mlapi.errors import GalleryError, MlapiError
+from mlapi.inputs import IMAGE_SUFFIXES
 from mlapi.similarity import MATCH_AT, normalise, similarity
 from mlapi.state import Faces
 
@@ -78,6 +79,7 @@ def enroll(
 
 
 ALREADY = "already in the gallery (a sample of this person from this file); skipped"
+NOT_AN_IMAGE = "not an image file type; skipped"
 
 
 def import_folder(
@@ -90,6 +92,9 @@ def import_folder(
     known = {(s.name, s.source) for s in gallery.samples()}  # a second import adds nothing
     for person in sorted(p for p in folder.iterdir() if p.is_dir()):
         for photo in sorted(p for p in person.iterdir() if p.is_file()):
+            if photo.suffix.lower() not in IMAGE_SUFFIXES:  # a readme.txt, as `detect` does
+                outcomes.append((photo, NOT_AN_IMAGE))
+                continue
             if (person.name, photo.name) in known:
                 outcomes.append((photo, ALREADY))
                 continue

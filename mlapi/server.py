@@ -187,7 +187,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     route = request.match_info.route.resource
     name = route.canonical if route is not None else "unknown"
     state.requests[(request.method, name, response.status)] += 1
-    if response.status in (413, 429, 503):
+    # A refusal is work the server would not take; /ready's 503 while warming is not one.
+    if response.status in (413, 429, 503) and request.path not in PUBLIC:
         state.rejected[response.status] += 1
     return response
 

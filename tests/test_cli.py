@@ -179,3 +179,28 @@ def test_a_pattern_that_matches_nothing_is_named_as_typed(tmp_path: Path) -> Non
     result = run_mlapi(["detect", str(tmp_path / "no such [dir]" / "x[1].jpg")])
     assert result.returncode == 1
     assert f"error: no file matched '{tmp_path}/no such [dir]/x[1].jpg'" in result.stderr
+
+
+@pytest.mark.parametrize("columns", ["80", "120"])
+def test_models_list_never_cuts_a_name(columns: str) -> None:
+    from mlapi.store import catalog
+
+    listed = run_mlapi(["models", "list"], COLUMNS=columns)
+    assert listed.returncode == 0, listed.stderr
+    cells = {cell.strip() for line in listed.stdout.splitlines() for cell in line.split("│")}
+    assert {entry.name for entry in catalog.CATALOG} <= cells
+
+
+def test_keys_list_has_a_header_and_lined_up_columns(tmp_path: Path) -> None:
+    data = {"MLAPI_DATA_DIR": str(tmp_path)}
+    for user in ("alexandra", "bo"):
+        run_mlapi(["adduser", user, "--password-stdin"], f"{user} password\n", **data)
+    run_mlapi(["keys", "create", "alexandra", "--name", "front door camera"], **data)
+    run_mlapi(["keys", "create", "bo"], **data)
+    lines = run_mlapi(["keys", "list"], **data).stdout.splitlines()
+    assert lines[0].split() == ["ID", "USER", "NAME", "CREATED"]
+    assert len(lines) == 3
+    starts = {line.index(word) for line, word in zip(lines, ["NAME", "front", "key"], strict=True)}
+    assert len(starts) == 1  # the NAME column starts at the same place on every line
+    helps = [run_mlapi([*cmd, "--help"]).stdout for cmd in (["users", "list"], ["keys", "list"])]
+    assert "Every user" in helps[0] and "Every API key" in helps[1]

@@ -228,12 +228,14 @@ def test_faces_cli_import_add_list_remove(photos: Path, tmp_path: Path) -> None:
     (known / "Couple" / "both.jpg").write_bytes(
         (photos / "gender_detection_input.jpg").read_bytes()
     )
+    (known / "Kumail" / "readme.txt").write_text("photos of Kumail")  # skipped, as detect does
     data = tmp_path / "data"
     imported = mlapi(["faces", "import", str(known)], data)
     assert imported.returncode == 1  # one photo refused, the other imported
     assert "added sample" in imported.stdout and "2 faces found" in imported.stderr
     again = mlapi(["faces", "import", str(known)], data)  # nothing is added twice
     assert "already in the gallery" in again.stdout and "0 of 2 photos added" in again.stderr
+    assert "1 other file(s) skipped" in again.stderr and "readme.txt: not an image" in again.stderr
     assert mlapi(["faces", "list"], data).stdout == "Kumail\t1 sample(s)\n"
     added = mlapi(["faces", "add", "Kumail", str(known / "Kumail" / "right.jpg")], data)
     assert added.returncode == 0

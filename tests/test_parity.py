@@ -74,3 +74,10 @@ def test_remote_with_an_api_key_needs_no_login(
     )
     local = run_mlapi(["detect", photo])
     assert remote.returncode == 0 and remote.stdout == local.stdout
+
+
+def test_a_wrong_password_at_login_says_so(server: LiveServer, tmp_path: Path) -> None:
+    wrong = mlapi(["login", server.url, "-u", "carol", "--password-stdin"], tmp_path, "nope\n")
+    assert wrong.returncode == 1
+    assert "server answered 401: invalid username or password" in wrong.stderr
+    assert "log in again" not in wrong.stderr

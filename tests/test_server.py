@@ -59,6 +59,10 @@ def test_health_and_ready_need_no_auth(server: LiveServer) -> None:
     assert ready.status == 200
     assert ready.json() == {"ready": True, "models": list(ServerConfig().models)}
     assert server.call("GET", "/api/v1/health").json() == "ok"
+    # Warming up is not refusing work: /metrics counts no rejection for /ready's 503s.
+    key = server.users.create_key("alice", "metrics")
+    text = server.call("GET", "/metrics", headers={"X-API-Key": key}).body.decode()
+    assert 'mlapi_rejected_total{status="503"}' not in text
 
 
 def test_openapi_document_matches_the_routes(server: LiveServer) -> None:

@@ -324,3 +324,24 @@ def test_a_camera_that_is_not_there_is_an_error_not_a_wait(engine: Engine) -> No
     with pytest.raises(StreamError, match="cannot open 7"):
         stream(engine, StreamConfig("7"))
     assert time.monotonic() - started < 30
+
+
+def test_cli_failures_are_one_line_naming_what_failed(photos: Path, tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mlapi", "stream", *args],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    camera = run("7", "-m", "objects")
+    assert camera.returncode == 1 and camera.stderr.strip() == "error: cannot open 7"
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((photos / "object_detection_input.jpg").read_bytes())
+    (folder / "b.jpg").write_bytes(b"not a jpeg at all")
+    hook = run(str(folder), "-m", "objects", "--webhook", "http://127.0.0.1:1/hook?token=s3")
+    assert hook.returncode == 1
+    assert "webhook http://127.0.0.1:1/hook failed after" in hook.stderr
+    assert "s3" not in hook.stderr  # the URL's query (a secret, often) is not shown
+    failed = [json.loads(line) for line in hook.stdout.splitlines() if '"error"' in line]
+    assert [f["file"] for f in failed] == [str(folder / "b.jpg")]

@@ -45,6 +45,7 @@ def users() -> None:
 @users.command("list")
 @database_option
 def users_list(database: str) -> None:
+    """Every user, one name a line."""
     for name in _users(database).names():
         click.echo(name)
 
@@ -88,11 +89,18 @@ def keys_create(user: str, name: str, database: str) -> None:
 @keys.command("list")
 @database_option
 def keys_list(database: str) -> None:
+    """Every API key: its id (for `keys revoke`), user, label and when it was made."""
     import datetime
 
+    rows = [("ID", "USER", "NAME", "CREATED")]
     for k in _users(database).api_keys():
         created = datetime.datetime.fromtimestamp(k.created).isoformat(timespec="seconds")
-        click.echo(f"{k.id}  {k.user}  {k.name}  {created}")
+        rows.append((k.id, k.user, k.name, created))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        click.echo(
+            "  ".join([*(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)), row[3]])
+        )
 
 
 @keys.command("revoke")

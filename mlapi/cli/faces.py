@@ -72,7 +72,7 @@ def faces_remove(name: str, sample_id: str | None, database: str) -> None:
 def faces_import(folder: Path, database: str) -> None:
     """Import FOLDER/PERSON/*.jpg (mlapi 2.x's known_faces layout)."""
     from mlapi.engine import Engine
-    from mlapi.enroll import ALREADY, Enrolled, import_folder
+    from mlapi.enroll import ALREADY, NOT_AN_IMAGE, Enrolled, import_folder
 
     console = stderr_console()
     with Engine(gallery=stores(database).faces) as engine:
@@ -82,14 +82,17 @@ def faces_import(folder: Path, database: str) -> None:
             click.echo(f"{path}: added sample {outcome.sample_id} of {outcome.name}")
             if outcome.warning:
                 console.print(f"warning: {path}: {outcome.warning}", highlight=False, markup=False)
-        elif outcome == ALREADY:
-            click.echo(f"{path}: {outcome}")
+        elif outcome in (ALREADY, NOT_AN_IMAGE):
+            click.echo(f"{path}: {outcome}", err=outcome == NOT_AN_IMAGE)
         else:
             console.print(f"[red]{escape(str(path))}:[/] {escape(outcome)}", highlight=False)
-    added = sum(isinstance(o, Enrolled) for _, o in outcomes)
-    skipped = sum(o == ALREADY for _, o in outcomes)
-    console.print(f"{added} of {len(outcomes)} photos added, {skipped} already there")
-    sys.exit(0 if added + skipped == len(outcomes) else 1)
+    photos = [(p, o) for p, o in outcomes if o != NOT_AN_IMAGE]
+    added = sum(isinstance(o, Enrolled) for _, o in photos)
+    already = sum(o == ALREADY for _, o in photos)
+    others = len(outcomes) - len(photos)
+    tail = f", {others} other file(s) skipped" if others else ""
+    console.print(f"{added} of {len(photos)} photos added, {already} already there{tail}")
+    sys.exit(0 if added + already == len(photos) else 1)
 
 
 @main.command()

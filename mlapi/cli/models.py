@@ -35,8 +35,10 @@ def models_list(as_json: bool) -> None:
         click.echo(dumps([asdict(r) for r in rows]))
         return
     table = Table(title=f"models in {store.root}")
-    for col in ("name", "task", "licence", "size", "source", "pulled"):
-        table.add_column(col)
+    # Names are what people type: never cut, whatever the width; the rest wraps.
+    table.add_column("name", no_wrap=True, min_width=max((len(r.name) for r in rows), default=4))
+    for col in ("task", "licence", "size", "source", "pulled"):
+        table.add_column(col, overflow="fold")
     for r in rows:
         pulled = "bundled" if r.bundled else "yes" if r.pulled else "no"
         pulled += " (default)" if r.default and not r.pulled else ""

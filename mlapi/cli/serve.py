@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -12,7 +13,14 @@ from typing import TYPE_CHECKING
 import click
 
 from mlapi import dialects
-from mlapi.cli.common import database_option, main, parse_dialects, parse_models, parse_networks
+from mlapi.cli.common import (
+    database_option,
+    fail,
+    main,
+    parse_dialects,
+    parse_models,
+    parse_networks,
+)
 from mlapi.config import WIDE_MIN_BYTES, RuntimeConfig, ServerConfig
 
 if TYPE_CHECKING:
@@ -43,7 +51,7 @@ def _processes(value: str) -> str:
     default=5000,
     show_default=True,
     envvar="MLAPI_PORT",
-    help="[env: MLAPI_PORT]",
+    help="Port to listen on [env: MLAPI_PORT].",
 )
 @click.option(
     "--models",
@@ -339,15 +347,24 @@ def serve_one(
 
     app.on_cleanup.append(close_engine)
     # SIGTERM/SIGINT stop accepting, let in-flight requests finish (up to 30 s), then exit.
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        shutdown_timeout=30,
-        reuse_port=group is not None,
-        access_log_class=AccessLog,
-        print=lambda text: logging.getLogger("mlapi").info(text.strip()),
-    )
+    try:
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            shutdown_timeout=30,
+            reuse_port=group is not None,
+            access_log_class=AccessLog,
+            print=lambda text: logging.getLogger("mlapi").info(text.strip()),
+        )
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            why = {errno.EADDRINUSE: "is in use", errno.EACCES: "needs privileges"}
+            fail(
+                f"{host}:{port} {why.get(exc.errno, 'is not an address here')}: "
+                "choose another with --port / --host (or MLAPI_PORT / MLAPI_HOST)"
+            )
+        raise
 
 
 @main.command()

@@ -73,7 +73,8 @@ class Notifier(threading.Thread):
             except OSError as exc:
                 if attempt == attempts - 1:
                     self.stats.undelivered += 1
-                    self.log(f"webhook failed after {attempts} attempts: {exc}")
+                    where = (self.webhook or "").split("?", 1)[0]  # a query may hold a secret
+                    self.log(f"webhook {where} failed after {attempts} attempts: {exc}")
                     return
             time.sleep(0.5 * 2**attempt)
 
