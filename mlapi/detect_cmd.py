@@ -99,7 +99,9 @@ def run_detect(
         return 2 if exc.status == 400 else 1
     single = len(paths) == 1
     failed = 0
-    summary = Table("file", "found", box=None)
+    summary = Table(box=None)
+    summary.add_column("file", overflow="fold")  # a path is never cut, only folded
+    summary.add_column("found", overflow="fold")
     interactive = console.is_terminal
     annotated: set[Path] = set()
     try:
@@ -111,6 +113,7 @@ def run_detect(
                     failed += 1
                     error = error or "no result"
                     console.print(f"[red]{escape(str(path))}:[/] {escape(error)}", highlight=False)
+                    summary.add_row(escape(str(path)), f"[red]failed: {escape(error)}[/]")
                     if not single:
                         click.echo(dumps({"file": str(path), "error": error}))
                     continue
@@ -127,4 +130,6 @@ def run_detect(
             engine.close()
     if interactive:
         console.print(summary)
+    if failed and not single:  # the errors may have scrolled away: say how many
+        console.print(f"[red]{failed} of {len(paths)} image(s) failed[/]", highlight=False)
     return 1 if failed else 0

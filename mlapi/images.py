@@ -138,9 +138,7 @@ def decode(
             "not an image: expected JPEG, HEIC, PNG, WebP, BMP, GIF, TIFF or Netpbm data"
         )
     if kind == "heif" and not HEIF:
-        raise ImageError(
-            "HEIC/HEIF needs the heic extra on this install: pip install 'mlapi-vision[heic]'"
-        )
+        raise ImageError("HEIC/HEIF needs the heic extra on this install: pip install pillow-heif")
     # Sized by our own bounded walk first: Pillow's header readers loop in Python over
     # every block, and a file of millions of empty ones would hold this worker for minutes.
     header = imageheader.read(kind, data)

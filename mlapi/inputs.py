@@ -4,12 +4,18 @@ glob matches, in order (one list of suffixes for both commands)."""
 from __future__ import annotations
 
 import glob
+import re
 from pathlib import Path
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".heic", ".heif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
     | {".ppm", ".pgm", ".pbm", ".pnm"}
 )
+
+
+def natural(path: Path | str) -> list[str | int]:
+    """A sort key that puts f2 before f10, as people number their files."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
 def is_pattern(spec: str) -> bool:
@@ -30,13 +36,13 @@ def expand(
     for pattern in patterns:
         p = Path(pattern)
         if p.is_dir():
-            for f in sorted(p.iterdir()):
+            for f in sorted(p.iterdir(), key=natural):
                 if f.suffix.lower() in IMAGE_SUFFIXES:
                     paths.append(f)
                 elif skipped is not None:
                     skipped.append(f)
         elif is_pattern(pattern):
-            matches = sorted(glob.glob(pattern, recursive=True))
+            matches = sorted(glob.glob(pattern, recursive=True), key=natural)
             paths += [Path(m) for m in matches]
             if not matches and unmatched is not None:
                 unmatched.append(pattern)

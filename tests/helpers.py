@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import struct
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 
 def run_mlapi(args: list[str], stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
@@ -45,3 +47,31 @@ def png_header_only(width: int, height: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(b"\0" * 64))
         + chunk(b"IEND", b"")
     )
+
+
+def on_terminal(args: list[str], columns: int, cwd: Path | None = None, **env: str) -> str:
+    """`python -m mlapi ARGS` on a pseudo-terminal `columns` wide, as a person sees it
+    (escape codes removed)."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: its stdout and stderr are the terminal
+        os.environ.update(env, COLUMNS=str(columns), LINES="50", TERM="xterm")
+        if cwd is not None:
+            os.chdir(cwd)
+        os.execv(sys.executable, [sys.executable, "-m", "mlapi", *args])
+    output = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], 120)
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.waitpid(pid, 0)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))

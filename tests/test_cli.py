@@ -12,7 +12,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from helpers import run_mlapi
+from helpers import on_terminal, run_mlapi
 
 from mlapi.store import ModelStore
 
@@ -204,3 +204,21 @@ def test_keys_list_has_a_header_and_lined_up_columns(tmp_path: Path) -> None:
     assert len(starts) == 1  # the NAME column starts at the same place on every line
     helps = [run_mlapi([*cmd, "--help"]).stdout for cmd in (["users", "list"], ["keys", "list"])]
     assert "Every user" in helps[0] and "Every API key" in helps[1]
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_detect_summary_shows_failures_in_natural_order(
+    photos: Path, tmp_path: Path, columns: int
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("f1", "f2", "f10"):
+        (folder / f"{name}.jpg").write_bytes((photos / "object_detection_input.jpg").read_bytes())
+    (folder / "f3.jpg").write_bytes(b"junk")
+    shown = on_terminal(["detect", "photos"], columns, cwd=tmp_path)
+    table = shown[shown.rindex("file ") :].replace("\r", "").splitlines()
+    names = [line.split()[0] for line in table[1:] if line.strip().startswith("photos/")]
+    assert names == ["photos/f1.jpg", "photos/f2.jpg", "photos/f3.jpg", "photos/f10.jpg"]
+    assert any("f3.jpg" in line and "failed" in line for line in table), table
+    assert all(len(line) <= columns for line in table), table
+    assert "1 of 4 image(s) failed" in shown

@@ -128,9 +128,25 @@ def models_pull(names: tuple[str, ...], pull_all: bool, accept_local_build: bool
             failed += 1
             console.print(f"{name}: [red]failed[/]: {escape(error.message)}", highlight=False)
     if todo:
-        console.print(
-            f"{len(todo)} model(s) in {time.monotonic() - started:.0f} s", highlight=False
-        )
+        pulled = [name for name, error in results.items() if error is None]
+        took = time.monotonic() - started
+        console.print(f"{len(pulled)} of {len(todo)} model(s) pulled in {took:.0f} s")
+        missing = [e.name for e in todo if e.name not in pulled]
+        for name in missing:  # an empty folder is no half-done download worth keeping
+            folder = store.models / name
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        if missing:  # never a quiet success with models missing: say what, and the fix
+            again = f"mlapi models pull {' '.join(missing)}"
+            fix = (
+                convert.missing_message("them")
+                if unconvertible
+                else f"once the cause above is fixed: {again}"
+            )
+            console.print(
+                f"[red]not pulled[/]: {escape(', '.join(missing))}; {escape(fix)}",
+                highlight=False,
+            )
     sys.exit(1 if failed or unconvertible else 0)
 
 

@@ -2,7 +2,7 @@
 
 Runs in one child process per pull (`python -m mlapi.store.convert PLAN`) so TensorFlow is
 never imported into the CLI or the server, and starts once however many models there are.
-Needs the `import` extra: pip install 'mlapi-vision[import]'.
+Needs TensorFlow and tf2onnx: pip install 'tensorflow-cpu>=2.16,<3' 'tf2onnx>=1.16,<2'.
 """
 
 from __future__ import annotations
@@ -50,9 +50,13 @@ def missing_message(what: str) -> str:
     if getattr(sys, "frozen", False):  # a binary from build.spec has no TensorFlow inside
         return (
             f"this mlapi binary cannot convert {what} (no TensorFlow inside; its default "
-            "models are bundled). Convert with: pip install 'mlapi-vision[import]'"
+            "models are bundled). Convert them with mlapi in a Python environment with "
+            "TensorFlow: pip install 'tensorflow-cpu>=2.16,<3' 'tf2onnx>=1.16,<2'"
         )
-    return f"converting {what} needs TensorFlow and tf2onnx: pip install 'mlapi-vision[import]'"
+    return (
+        f"converting {what} needs TensorFlow and tf2onnx in mlapi's environment: "
+        "pip install 'tensorflow-cpu>=2.16,<3' 'tf2onnx>=1.16,<2'"
+    )
 
 
 def convert_all(jobs: list[Job], done: Callable[[Job], None] | None = None) -> dict[Path, str]:
