@@ -46,20 +46,29 @@ def _detect_file(backend: Backend, path: Path) -> tuple[Result | None, str | Non
 
 
 def _annotate(path: Path, result: Result, folder: Path, written: set[Path]) -> None:
-    """Write a copy with boxes as FOLDER/NAME.jpg; inputs of one run that share a name get
-    NAME-2.jpg, NAME-3.jpg… instead of overwriting each other."""
+    """Write a copy with boxes as FOLDER/NAME.jpg (a JPEG) or FOLDER/NAME.png (any other
+    format, kept lossless); inputs of one run that share a name get NAME-2…, NAME-3…
+    instead of overwriting each other."""
+    import cv2
+
     from mlapi.annotate import draw
     from mlapi.images import decode, encode_jpeg
 
+    image = decode(read_input(path))
+    suffix = ".jpg" if image.format == "jpeg" else ".png"
     folder.mkdir(parents=True, exist_ok=True)
     stem = "stdin" if path == STDIN else path.stem
-    target, n = folder / f"{stem}.jpg", 1
+    target, n = folder / f"{stem}{suffix}", 1
     while target in written:
         n += 1
-        target = folder / f"{stem}-{n}.jpg"
+        target = folder / f"{stem}-{n}{suffix}"
     written.add(target)
-    image = decode(read_input(path))
-    target.write_bytes(encode_jpeg(draw(image.pixels, result)))
+    drawn = draw(image.pixels, result)
+    if suffix == ".jpg":
+        target.write_bytes(encode_jpeg(drawn))
+    else:
+        _, png = cv2.imencode(".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        target.write_bytes(png.tobytes())
 
 
 def _results(
