@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 from aiohttp import web
+from helpers import on_terminal
 
 from mlapi.backends import Local
 from mlapi.engine import Engine
@@ -345,3 +346,14 @@ def test_cli_failures_are_one_line_naming_what_failed(photos: Path, tmp_path: Pa
     assert "s3" not in hook.stderr  # the URL's query (a secret, often) is not shown
     failed = [json.loads(line) for line in hook.stdout.splitlines() if '"error"' in line]
     assert [f["file"] for f in failed] == [str(folder / "b.jpg")]
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_the_status_line_fits_the_terminal(video: Path, columns: int) -> None:
+    shown = on_terminal(["stream", str(video), "-m", "objects,faces"], columns)
+    status = [
+        piece for line in shown.split("\n") for piece in line.split("\r") if "frames read" in piece
+    ]
+    *lines, summary = status  # the summary at the end is printed once, not rewritten
+    assert lines and all(len(piece.rstrip()) < columns for piece in lines), status
+    assert summary.startswith("30 frames read, 30 processed")

@@ -132,18 +132,20 @@ def stream(
         last = [0.0]
 
         def progress(stats: Stats) -> None:
+            """One status line that fits the terminal and is rewritten in place."""
             if console.is_terminal and time.monotonic() - last[0] > 1:
                 last[0] = time.monotonic()
-                console.print(stats.summary(), end="\r", highlight=False)
+                line = stats.summary()[: max(console.width - 1, 10)]
+                sys.stderr.write("\r" + line.ljust(console.width - 1) + "\r")
+                sys.stderr.flush()
 
-        stats = run_stream(
-            config,
-            detect,
-            FORMATS[fmt],
-            pool.submit,
-            emit,
-            lambda text: console.print(text, markup=False, highlight=False),
-            progress,
-        )
+        def log(text: str) -> None:
+            if console.is_terminal:  # clear the status line (and a ^C) first
+                sys.stderr.write("\r" + " " * (console.width - 1) + "\r")
+            console.print(text, markup=False, highlight=False)
+
+        stats = run_stream(config, detect, FORMATS[fmt], pool.submit, emit, log, progress)
+    if console.is_terminal:
+        sys.stderr.write("\r" + " " * (console.width - 1) + "\r")
     console.print(stats.summary(), highlight=False)
     sys.exit(0 if stats.ok else 1)  # unreadable files and undelivered events fail the run
