@@ -222,3 +222,15 @@ def test_detect_summary_shows_failures_in_natural_order(
     assert any("f3.jpg" in line and "failed" in line for line in table), table
     assert all(len(line) <= columns for line in table), table
     assert "1 of 4 image(s) failed" in shown
+
+
+def test_the_readmes_sample_output_is_what_the_command_prints(photos: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("Native result (", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    shown = json.loads(block)
+    done = run_mlapi(
+        ["detect", "-m", "objects,genderage", str(photos / "gender_detection_input.jpg")]
+    )
+    printed = json.loads(done.stdout)
+    assert (shown["width"], shown["height"]) == (printed["width"], printed["height"])
+    assert all(d in printed["detections"] for d in shown["detections"]), shown["detections"]

@@ -346,6 +346,7 @@ def test_cli_failures_are_one_line_naming_what_failed(photos: Path, tmp_path: Pa
     assert "s3" not in hook.stderr  # the URL's query (a secret, often) is not shown
     failed = [json.loads(line) for line in hook.stdout.splitlines() if '"error"' in line]
     assert [f["file"] for f in failed] == [str(folder / "b.jpg")]
+    assert f"{folder / 'b.jpg'}: not an image" in hook.stderr  # named for people too
 
 
 @pytest.mark.parametrize("columns", [80, 120])

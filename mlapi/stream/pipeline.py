@@ -59,6 +59,7 @@ def run_stream(
         except MlapiError as exc:  # a bad file in a folder: reported, the others go on
             stats.failed += 1
             emit(dumps({**head, "error": exc.message}))
+            log(f"{frame.name or f'frame {frame.index}'}: {exc.message}")  # for people too
             return
         stats.processed += 1
         if config.annotate is not None:
