@@ -162,16 +162,22 @@ def test_a_dead_process_is_replaced_and_sigterm_drains_them_all(group: Group, ph
     assert not children(group.proc.pid)
 
 
-def test_a_process_that_cannot_start_stops_the_server(store: ModelStore, tmp_path: Path) -> None:
-    """A port already taken: one line, exit 1, no restart loop."""
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_busy_port_is_one_line_naming_it(
+    store: ModelStore, tmp_path: Path, processes: str
+) -> None:
+    """A port already taken: one line naming it and the option, exit 1, no restart loop."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, "-m", "mlapi", "serve", "--port", str(port), "--processes", "2",
-             "--models", "objects"],
+            [sys.executable, "-m", "mlapi", "serve", "--port", str(port), "--processes",
+             processes, "--models", "objects"],
             env=dict(os.environ, MLAPI_DATA_DIR=str(tmp_path)),
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
-    assert done.returncode != 0 and "stopping the server" in done.stderr
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"error: 127.0.0.1:{port} is in use: choose another with --port" in done.stderr
+    if processes == "2":
+        assert "stopping the server" in done.stderr

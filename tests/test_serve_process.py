@@ -90,17 +90,3 @@ def test_sigterm_lets_the_in_flight_request_finish(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def test_a_busy_port_is_one_line_naming_it(store: ModelStore, tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        done = subprocess.run(
-            [sys.executable, "-m", "mlapi", "serve", "--port", str(port), "--models", "objects"],
-            env=dict(os.environ, MLAPI_DATA_DIR=str(tmp_path)),
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert f"error: 127.0.0.1:{port} is in use: choose another with --port" in done.stderr
