@@ -95,7 +95,7 @@ def test_detecting_loads_nothing_of_the_server() -> None:
         """
         import sys
         from mlapi.cli import main
-        import mlapi.detect_cmd, mlapi.engine, mlapi.render, mlapi.attributes
+        import mlapi.cli.batch, mlapi.engine, mlapi.render, mlapi.attributes
         from mlapi.render import FORMATS
         from mlapi.result import Detection, Result
         attrs = attributes.gender_age("female", 0.8, 31.0, "dlib")

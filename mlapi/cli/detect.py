@@ -41,7 +41,7 @@ def detect(
     lines of {"file", "result"} or {"file", "error"}. Exit code 1 if any image failed.
     """
     from mlapi import inputs as files
-    from mlapi.detect_cmd import run_detect
+    from mlapi.cli.batch import run_detect
 
     skipped: list[Path] = []
     unmatched: list[str] = []
