@@ -16,6 +16,7 @@ failed logins, the gallery) lives in the stores, which every process re-reads on
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import mmap
@@ -32,6 +33,7 @@ from mlapi.state.files import write_private
 
 log = logging.getLogger("mlapi.processes")
 PUBLISH_SECONDS = 1.0
+PR_SET_PDEATHSIG = 1  # prctl option
 
 
 class Group:
@@ -88,6 +90,15 @@ def auto_count(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
+def die_with(parent: int) -> None:
+    """A child is told SIGTERM (and drains) when its parent dies, even by SIGKILL: no
+    orphan keeps serving the port (Linux; elsewhere the parent's SIGTERM is all there is)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the request was made
+        os._exit(0)
+
+
 def supervise(group: Group, child: Callable[[Group], None]) -> int:
     """Fork `group.size` children running `child(group)`; restart any that dies; on
     SIGTERM or SIGINT drain them all. The exit status: 0, or a child's failure to start."""
@@ -96,10 +107,12 @@ def supervise(group: Group, child: Callable[[Group], None]) -> int:
 
     def start(slot: int) -> None:
         group.set_ready(False, slot)
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: serve until told to stop, never return to the parent's code
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            die_with(parent)
             group.slot = slot
             status = 0
             try:

@@ -40,6 +40,20 @@ def children(pid: int) -> set[int]:
     return found
 
 
+def children_of_port(port: int) -> list[int]:
+    """Processes still running `mlapi serve --port PORT`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"serve" in argv and str(port).encode() in argv:
+                found.append(int(entry.name))
+    return found
+
+
 class Group:
     def __init__(self, data: Path, port: int) -> None:
         self.data, self.port = data, port
@@ -92,8 +106,12 @@ def group(store: ModelStore, tmp_path: Path) -> Iterator[Group]:
         yield running
     finally:
         if running.proc.poll() is None:
-            running.proc.kill()
+            running.proc.kill()  # the children follow their parent (PR_SET_PDEATHSIG)
             running.proc.wait()
+        deadline = time.monotonic() + 30
+        while children_of_port(running.port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not children_of_port(running.port), "a child outlived its parent"
 
 
 def login(group: Group, password: str) -> int:
