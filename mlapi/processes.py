@@ -78,11 +78,8 @@ class Group:
                 other = cast(Snapshot, json.loads(self._path(slot).read_bytes()))
             except (OSError, ValueError):
                 other = merge([])
-            other["ready"] = bool(self._flags[slot])
             snapshots.append(other)
-        merged = merge(snapshots)
-        merged["ready"] = self.all_ready()
-        return merged
+        return {**merge(snapshots), "ready": self.all_ready()}
 
 
 def auto_count(workers: int) -> int:

@@ -10,7 +10,6 @@ from typing import Any
 from aiohttp import web
 
 from mlapi.dialect import Dialect
-from mlapi.errors import MlapiError
 from mlapi.images import sniff
 from mlapi.openapi import IMAGE_BODY, operation, query
 from mlapi.render.mlapi_seed import render, render_zm_detect
@@ -100,10 +99,7 @@ async def _event(
     event = str(document["stream"]).strip()
     if not EVENT_ID.match(event):
         raise RequestError(400, "stream must be a ZoneMinder event id")
-    try:
-        options = FrameOptions.parse(document.get("stream_options"))
-    except MlapiError as exc:
-        raise RequestError(400, exc.message) from None
+    options = FrameOptions.parse(document.get("stream_options"))  # MlapiError: a 400
     zoneminder = request.app[ZONEMINDER]
     if options.delay:
         await asyncio.sleep(options.delay)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from tinydb import Query
+from tinydb.queries import QueryInstance
 
 from mlapi import text
 from mlapi.errors import GalleryError
@@ -49,15 +50,9 @@ class Gallery:
         return sample_id
 
     def remove(self, name: str, sample_id: str | None = None) -> int:
-        """Remove a person (or one of their samples); the number of samples removed.
-
-        `name` as listed: a name an older version stored with a lone surrogate is listed,
-        and removed, by its escaped form (see text.shown)."""
-
-        def named(stored: str) -> bool:
-            return name in (stored, text.shown(stored))
-
-        query = Query().name.test(named)
+        """Remove a person (or one of their samples); the number of samples removed;
+        `name` as listed (see _listed_as)."""
+        query = _named(name)
         if sample_id:
             query = query & (Query().id == sample_id)
         removed = 0
@@ -65,7 +60,7 @@ class Gallery:
             r["name"] for r in self._tables().get("people", {}).values()
         }
         # Nothing to remove means nothing to rewrite (the file may hold 30,000 samples).
-        if empty or any(named(r["name"]) for r in self._rows()):
+        if empty or any(_listed_as(r["name"], name) for r in self._rows()):
             with locked_db(self.path) as db:
                 removed = len(db.table("samples").remove(query))
                 if not sample_id:
@@ -88,7 +83,7 @@ class Gallery:
         if old not in self.names():
             raise GalleryError(f"no person {old!r} in the gallery")
         with locked_db(self.path) as db:
-            moved = len(db.table("samples").update({"name": new}, Query().name == old))
+            moved = len(db.table("samples").update({"name": new}, _named(old)))
             db.table("people").remove(Query().name == old)
             if not db.table("people").search(Query().name == new):
                 db.table("people").insert({"name": new})
@@ -155,3 +150,15 @@ class Gallery:
 def _sample(row: dict[str, Any]) -> Sample:
     shown = text.shown(row["name"])
     return Sample(row["id"], shown, row["model"], row["created"], row.get("source", ""))
+
+
+def _listed_as(stored: str, name: str) -> bool:
+    """A stored name is `name` as listed: a name an older version stored with a lone
+    surrogate is listed, and matched, by its escaped form (see text.shown)."""
+    return name in (stored, text.shown(stored))
+
+
+def _named(name: str) -> QueryInstance:
+    """The samples of `name` as listed (see _listed_as)."""
+    query: QueryInstance = Query().name.test(_listed_as, name)
+    return query
