@@ -35,6 +35,8 @@ class Dialect:
     error_body: ErrorBody | None = None  # None: api_error under /api/, else plain_error
     form_key: str | None = None  # a form field its clients may carry their key in
     statuses: Mapping[type[MlapiError], int] = field(default_factory=dict)  # its own codes
+    # Paths anyone may ask for, without a key: exact, or every path under one ending in "/".
+    public: tuple[str, ...] = ()
 
     def owns(self, path: str) -> bool:
         return any(_under(path, prefix) for prefix in self.prefixes)

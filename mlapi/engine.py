@@ -352,13 +352,16 @@ class Engine:
             # the first is decoded here, now
             pixels.prefetch(dict.fromkeys(sides[1:]), self.runtime.helper)
         upstream: dict[str, list[Detection]] = {}
+        stages: dict[str, float] = {}
         for name, side in zip(plan.order, sides, strict=True):
             started = time.perf_counter()
             own = pixels.at(side)
             upstream[name] = self.detector(name).detect(own, plan.options[name], upstream)
-            self.timings.add(name, time.perf_counter() - started)
+            stages[name] = time.perf_counter() - started
+            self.timings.add(name, stages[name])
         first = pixels.at(None) if not plan.order else own
-        return Result(first.width, first.height, tuple(self._collect(plan.requested, upstream)))
+        found = tuple(self._collect(plan.requested, upstream))
+        return Result(first.width, first.height, found, stages)
 
     def _collect(
         self, requested: Sequence[str], upstream: Mapping[str, list[Detection]]

@@ -10,12 +10,14 @@ import numpy as np
 from mlapi.detectors.faceutil import aligned_crop, sharpness
 from mlapi.engine import Engine, Pixels
 from mlapi.errors import GalleryError, MlapiError
+from mlapi.images import encode_jpeg
 from mlapi.inputs import IMAGE_SUFFIXES
 from mlapi.similarity import MATCH_AT, normalise, similarity
 from mlapi.state import Faces
 
 MIN_FACE_PIXELS = 48  # narrower faces carry too little detail for a faceprint
 MIN_SHARPNESS = 25.0  # Laplacian variance of a 112 px crop; sharp faces score 190-640 here
+THUMBNAIL_PIXELS = 96  # the face picture kept with each sample (about 3 KB), for the console
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,8 @@ def enroll(
     others = [m for m in gallery.ranking(normalise(embedding), model) if m.name != name.strip()]
     closest = similarity(others[0].similarity, model) if others else 0.0
     also = (others[0].name, round(closest, 4)) if closest >= MATCH_AT else None
-    sample_id = gallery.add(name, embedding, model, source)
+    thumbnail = encode_jpeg(aligned_crop(image, face, THUMBNAIL_PIXELS, 1.3, False), 85)
+    sample_id = gallery.add(name, embedding, model, source, thumbnail)
     return Enrolled(name, sample_id, face.box, len(faces), also)
 
 

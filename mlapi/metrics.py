@@ -16,6 +16,7 @@ class Snapshot(TypedDict):
     rejected: list[tuple[int, int]]  # status, count
     queue: dict[str, int]  # stage → requests
     inference: list[tuple[str, int, float]]  # detector, runs, seconds
+    latency: list[tuple[str, int, float]]  # route, requests answered, seconds
     ready: bool
 
 
@@ -25,7 +26,12 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
     queue: Counter[str] = Counter()
     runs: Counter[str] = Counter()
     seconds: dict[str, float] = {}
+    answered: Counter[str] = Counter()
+    took: dict[str, float] = {}
     for snap in snapshots:
+        for route, count, elapsed in snap.get("latency", []):
+            answered[route] += count
+            took[route] = took.get(route, 0.0) + elapsed
         for method, route, status, n in snap["requests"]:
             requests[(method, route, int(status))] += n
         for status, n in snap["rejected"]:
@@ -39,6 +45,7 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
         "rejected": sorted(rejected.items()),
         "queue": dict(queue),
         "inference": [(name, runs[name], seconds[name]) for name in sorted(runs)],
+        "latency": [(route, answered[route], took[route]) for route in sorted(answered)],
         "ready": all(snap["ready"] for snap in snapshots),
     }
 
@@ -73,6 +80,13 @@ def render(snap: Snapshot, processes: int = 1) -> str:
     for name, runs, seconds in snap["inference"]:
         lines.append(f'mlapi_inference_seconds_count{{detector="{_label(name)}"}} {runs}')
         lines.append(f'mlapi_inference_seconds_sum{{detector="{_label(name)}"}} {seconds:.6f}')
+    lines += [
+        "# HELP mlapi_request_seconds Time from a request's arrival to its answer, by route.",
+        "# TYPE mlapi_request_seconds summary",
+    ]
+    for route, answered, took in snap.get("latency", []):
+        lines.append(f'mlapi_request_seconds_count{{route="{_label(route)}"}} {answered}')
+        lines.append(f'mlapi_request_seconds_sum{{route="{_label(route)}"}} {took:.6f}')
     lines += [
         "# HELP mlapi_processes Server processes answering on this port.",
         "# TYPE mlapi_processes gauge",

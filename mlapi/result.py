@@ -33,6 +33,8 @@ class Result:
     width: int
     height: int
     detections: tuple[Detection, ...]
+    # Seconds each detector took: for the Server-Timing header, never in the document.
+    stages: Mapping[str, float] = field(default_factory=dict, compare=False)
 
 
 def clip_box(x1: float, y1: float, x2: float, y2: float, width: int, height: int) -> Box:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hmac
 import ipaddress
 import json
 import logging
@@ -34,12 +35,25 @@ from mlapi.fetch import fetch_image
 from mlapi.images import pixel_cost, sniff
 from mlapi.processes import PUBLISH_SECONDS, Group
 from mlapi.result import Result, dumps
-from mlapi.state import KEY_PREFIX, Stores
+from mlapi.state import KEY_PREFIX, Stores, rules
 
 log = logging.getLogger("mlapi.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
 PUBLIC = {"/health", "/ready", "/api/v1/health", "/api/v1/login", "/api/v1/openapi.json"}
+SESSION_COOKIE = "mlapi_session"  # the console's sign-in (HttpOnly, SameSite=Strict)
+CSRF_HEADER = "X-CSRF-Token"  # what the console's own script sends with every change
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+KEY_USE_FLUSH = 30.0  # seconds between writes of keys' last use (one batch, not per request)
+# Every answer: the console's page runs only its own files; JSON is never sniffed as HTML.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "
+        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 class RequestError(MlapiError):
@@ -56,6 +70,8 @@ class ServerState:
         # Counts a restarted process of a group continues from (see mlapi.processes).
         self.base = group.previous() if group else None
         self.users, self.limiter = stores.accounts, stores.logins
+        self.sessions, self.faces = stores.sessions, stores.faces
+        self.key_uses: dict[str, float] = {}  # key id → last use, until the next flush
         self.tokens = TokenIssuer(stores.secret.get(), config.token_lifetime)
         self.hashing = asyncio.Semaphore(2)  # argon2 costs ~64 MiB and ~0.1 s each
         self.keyless_bodies = asyncio.Semaphore(config.max_keyless_bodies)
@@ -71,6 +87,7 @@ class ServerState:
         self.admitted = 0  # requests past admission (reading a body or on the pool)
         self.waiting: deque[asyncio.Future[None]] = deque()  # oldest first; headers only
         self.requests: Counter[tuple[str, str, int]] = Counter()  # (method, route, status)
+        self.latency: dict[str, tuple[int, float]] = {}  # route → (answered, seconds)
         self.rejected: Counter[int] = Counter()  # refused by admission or limits, by status
 
     async def admit(self) -> None:
@@ -121,12 +138,23 @@ class ServerState:
                 "inference": self.inflight,
             },
             "inference": [(n, r, s) for n, (r, s) in self.engine.timings.snapshot().items()],
+            "latency": [(route, n, spent) for route, (n, spent) in self.latency.items()],
             "ready": self.ready,
         }
         if self.base is None:
             return metrics.merge([live])
         merged = metrics.merge([live, {**self.base, "queue": {}, "ready": True}])
         return {**merged, "ready": self.ready}
+
+    def whole(self) -> metrics.Snapshot:
+        """Every process's counters (this one live), as /metrics shows them."""
+        mine = self.snapshot()
+        return self.group.gather(mine) if self.group else mine
+
+    def flush_key_uses(self) -> None:
+        used, self.key_uses = self.key_uses, {}
+        if used:
+            self.users.keys_used(used)
 
     def everyone_ready(self) -> bool:
         return self.ready and (self.group is None or self.group.all_ready())
@@ -150,10 +178,12 @@ STATE = web.AppKey("state", ServerState)
 USER: web.RequestKey[str | None] = web.RequestKey("user", str)  # None: anonymous
 STARTED = web.RequestKey("started", float)
 INFERENCE_MS = web.RequestKey("inference_ms", float)
+STAGES: web.RequestKey[dict[str, float]] = web.RequestKey("stages", dict)  # detector → s
 AUTHENTICATED = web.RequestKey("authenticated", bool)
 ADMITTED = web.RequestKey("admitted", bool)  # holds an admission slot, to give back
 WARMING = web.AppKey("warming", asyncio.Task)
 PUBLISHING = web.AppKey("publishing", asyncio.Task)
+RECORDING = web.AppKey("recording", asyncio.Task)  # writes keys' last use
 DIALECTS = web.AppKey("dialects", list[Dialect])  # in the order their routes were added
 HG_KEY = re.compile(r"(/hg/)[^/]+", re.IGNORECASE)  # wherever it appears in a path
 UNKNOWN_KEY_FIELD_LIMIT = 64 * 1024  # what is read of a form before its key is known
@@ -187,6 +217,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     route = request.match_info.route.resource
     name = route.canonical if route is not None else "unknown"
     state.requests[(request.method, name, response.status)] += 1
+    answered, spent = state.latency.get(name, (0, 0.0))
+    state.latency[name] = (answered + 1, spent + time.perf_counter() - request[STARTED])
     # A refusal is work the server would not take; /ready's 503 while warming is not one.
     if response.status in (413, 429, 503) and request.path not in PUBLIC:
         state.rejected[response.status] += 1
@@ -202,6 +234,8 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = owner.status(exc) if owner else exc.status
         busy = status == 503  # overload, or the database: either passes
         headers = {"Retry-After": "1"} if busy else None
+        if isinstance(exc, TooManyLogins):
+            headers = {"Retry-After": str(exc.wait)}
         if status == 401 and request.path.startswith("/api/"):
             headers = {"WWW-Authenticate": "Bearer"}
         message = text.shown(exc.message)  # it may quote what the client sent
@@ -303,16 +337,57 @@ async def authenticate(
         if state.config.allow_anonymous or keyless(request, state.config):
             return None
         raise AuthError("Missing Authorization Header")
-    # Both lookups read a cached snapshot of the users file (a stat per call): no thread hop.
     user = await in_state(request, state.users.key_user, secret)
     if user is None and secret.startswith(KEY_PREFIX):
         raise AuthError("invalid API key")
+    if user is not None:
+        key_id = rules.key_id(secret)
+        if key_id:
+            state.key_uses[key_id] = time.time()
     if user is None:
         user, session = state.tokens.claims(secret)
         current = await in_state(request, state.users.session, user)
         if current != session:  # removed, re-created or new password
             raise AuthError("token is no longer valid; log in again")
     return user
+
+
+async def console_user(request: web.Request, state: ServerState) -> str:
+    """The user a console session cookie belongs to. A change (any method but GET) must
+    carry the session's CSRF token in a header, which only the console's own script can
+    read; SameSite=Strict already keeps other sites' requests from carrying the cookie."""
+    secret = request.cookies.get(SESSION_COOKIE, "")
+    if not (secret.isascii() and secret.isprintable() and 0 < len(secret) <= 128):
+        raise AuthError("not signed in")
+    session = await in_state(request, state.sessions.find, secret)
+    if session is None:
+        raise AuthError("the session has ended; sign in again")
+    current = await in_state(request, state.users.session, session.user)
+    if current != session.stamp:  # removed, re-created or new password
+        raise AuthError("the session has ended; sign in again")
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent.encode(), session.csrf.encode()):
+            raise RequestError(403, f"missing or wrong {CSRF_HEADER} header")
+    return session.user
+
+
+def signed_in(request: web.Request) -> bool:
+    """The request carries a console session and no key or token of its own."""
+    return SESSION_COOKIE in request.cookies and _credentials(request) is None
+
+
+def public(request: web.Request) -> bool:
+    """A path anyone may ask for: health, login, and what a dialect declares (the
+    console's page and its sign-in)."""
+    path = request.path
+    if path in PUBLIC:
+        return True
+    return any(
+        path == p or (p.endswith("/") and len(p) > 1 and path.startswith(p))
+        for d in request.app[DIALECTS]
+        for p in d.public
+    )
 
 
 @web.middleware
@@ -325,7 +400,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if route_error is not None:
         raise route_error
     state = request.app[STATE]
-    if request.path in PUBLIC or (request.path == "/metrics" and state.config.public_metrics):
+    if public(request) or (request.path == "/metrics" and state.config.public_metrics):
+        return await handler(request)
+    if signed_in(request):
+        request[USER] = await console_user(request, state)
+        request[AUTHENTICATED] = True
         return await handler(request)
     owner = dialect(request)
     if owner is None or owner.form_key is None or _credentials(request) is not None:
@@ -340,7 +419,7 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
 
     Only authenticated requests take a slot here. A DeepStack form whose key is in the body
     takes its slot once the key is checked (see `read_upload`), so strangers hold none."""
-    if request.method != "POST" or request.path in PUBLIC:
+    if request.method != "POST" or public(request):
         return await handler(request)
     state = request.app[STATE]
     if declared_too_large(request):
@@ -684,7 +763,9 @@ async def run_detection(
 ) -> Result:
     engine = request.app[ENGINE]
     plan = engine.make_plan(models, options)  # a bad detector or option: 400 before any work
-    return await in_pool(request, engine.run_here, data, plan, cost=pixel_cost(data))
+    result = await in_pool(request, engine.run_here, data, plan, cost=pixel_cost(data))
+    request[STAGES] = dict(result.stages)
+    return result
 
 
 def json_text(document: Any) -> web.Response:
@@ -693,11 +774,16 @@ def json_text(document: Any) -> web.Response:
 
 async def server_timing(request: web.Request, response: web.StreamResponse) -> None:
     """Timings go in a header, never in the body (bodies must match the CLI's bytes)."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
     if STARTED in request:
         total = (time.perf_counter() - request[STARTED]) * 1000
         timing = f"total;dur={total:.2f}"
         if INFERENCE_MS in request:
             timing = f"inference;dur={request[INFERENCE_MS]:.2f}, {timing}"
+        stages = [f"{n};dur={t * 1000:.2f}" for n, t in request.get(STAGES, {}).items()]
+        if stages:  # each detector's share, in the order they ran
+            timing = f"{', '.join(stages)}, {timing}"
         response.headers["Server-Timing"] = timing
 
 
@@ -725,10 +811,8 @@ async def metrics_text(request: web.Request) -> web.Response:
     """Prometheus text format: requests, queue, rejections, inference time per detector;
     with --processes, every process's counters summed."""
     state = request.app[STATE]
-    mine = state.snapshot()
-    whole = state.group.gather(mine) if state.group else mine
     processes = state.group.size if state.group else 1
-    return web.Response(text=metrics.render(whole, processes), content_type="text/plain")
+    return web.Response(text=metrics.render(state.whole(), processes), content_type="text/plain")
 
 
 @openapi.operation("mlapi 2.x health check", auth=False, tag="mlapi")
@@ -770,6 +854,15 @@ async def openapi_document(request: web.Request) -> web.Response:
 )
 async def login(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    user, password = await read_credentials(request)
+    user, stamp = await check_password(request, user, password)
+    token = state.tokens.issue(user, stamp)
+    return web.json_response({"access_token": token, "expires": state.tokens.lifetime})
+
+
+async def read_credentials(request: web.Request) -> tuple[str, str]:
+    """(username, password) from a small JSON body; 400, 408 or 413 otherwise."""
+    state = request.app[STATE]
     try:
         async with asyncio.timeout(state.config.read_timeout):
             raw = await _read_bounded(request, LOGIN_BODY_LIMIT)
@@ -785,14 +878,27 @@ async def login(request: web.Request) -> web.Response:
         isinstance(body.get(k), str) for k in ("username", "password")
     ):
         raise RequestError(400, "username and password are required")
-    user = text.check(body["username"], "the username")
-    password = text.check(body["password"], "the password")
+    return body["username"], body["password"]
+
+
+class TooManyLogins(MlapiError):
+    status = 429
+
+    def __init__(self, wait: int) -> None:
+        super().__init__("too many failed logins; try again later")
+        self.wait = wait
+
+
+async def check_password(request: web.Request, user: str, password: str) -> tuple[str, str]:
+    """(user, their session stamp) when the password is right, under the login limiter
+    (per user and address, shared by every process); AuthError or 429 otherwise."""
+    state = request.app[STATE]
+    user = text.check(user, "the username")
+    password = text.check(password, "the password")
     address = request.remote or "?"
     wait = await in_state(request, state.limiter.attempt, user, address)
     if wait:
-        return error_response(
-            request, 429, "too many failed logins; try again later", {"Retry-After": str(wait)}
-        )
+        raise TooManyLogins(wait)
     async with state.hashing:
         ok = await asyncio.get_running_loop().run_in_executor(
             None, state.users.verify, user, password[:1024]
@@ -801,8 +907,7 @@ async def login(request: web.Request) -> web.Response:
         raise AuthError("invalid username or password")
     await in_state(request, state.limiter.succeeded, user, address)
     stamp = await in_state(request, state.users.session, user)
-    token = state.tokens.issue(user, stamp or "")
-    return web.json_response({"access_token": token, "expires": state.tokens.lifetime})
+    return user, stamp or ""
 
 
 # -- the application ---------------------------------------------------------------------
@@ -853,18 +958,32 @@ def core_app(
             group.publish(app[STATE].snapshot())
             await asyncio.sleep(PUBLISH_SECONDS)
 
+    async def record_key_uses() -> None:
+        state = app[STATE]
+        while True:
+            await asyncio.sleep(KEY_USE_FLUSH)
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    state.state_io, state.flush_key_uses
+                )
+            except MlapiError as exc:  # the database is away: a later batch says it
+                log.warning("could not record when API keys were last used: %s", exc)
+
     async def start_warming(app: web.Application) -> None:
         # The port opens at once and /ready answers 503 until the models are warm.
         app[WARMING] = asyncio.create_task(warm())
+        app[RECORDING] = asyncio.create_task(record_key_uses())
         if group:
             app[PUBLISHING] = asyncio.create_task(publish())
 
     async def stop_warming(app: web.Application) -> None:
-        for key in (WARMING, PUBLISHING):
+        for key in (WARMING, PUBLISHING, RECORDING):
             if key in app:
                 app[key].cancel()
                 with contextlib.suppress(asyncio.CancelledError, MlapiError):
                     await app[key]
+        with contextlib.suppress(MlapiError):
+            app[STATE].flush_key_uses()
         if group:
             group.set_ready(False)
             group.publish(app[STATE].snapshot())

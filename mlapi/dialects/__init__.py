@@ -20,6 +20,7 @@ MODULES = {
     "compreface": "mlapi.dialects.compreface",
     "zoneminder": "mlapi.dialects.zoneminder",
     "doods": "mlapi.dialects.doods",
+    "console": "mlapi.dialects.console",
 }
 NAMES = tuple(MODULES)
 

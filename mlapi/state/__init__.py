@@ -9,7 +9,7 @@ replicas) is one module per store, with no change elsewhere.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +25,7 @@ class ApiKey:
     name: str
     user: str
     created: float
+    last_used: float | None = None  # to the minute or so: the server records uses in batches
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class Accounts(Protocol):
     def api_keys(self) -> list[ApiKey]: ...
     def revoke_key(self, key_id: str) -> None: ...
     def key_user(self, secret: str) -> str | None: ...
+    def keys_used(self, used: Mapping[str, float]) -> None:
+        """When keys (by id) were last used; the server sends them in batches."""
+        ...
 
 
 class SigningSecret(Protocol):
@@ -79,7 +83,18 @@ class LoginAttempts(Protocol):
 class Faces(Protocol):
     """Known people: several face embeddings (samples) per person."""
 
-    def add(self, name: str, embedding: np.ndarray, model: str, source: str = "") -> str: ...
+    def add(
+        self,
+        name: str,
+        embedding: np.ndarray,
+        model: str,
+        source: str = "",
+        thumbnail: bytes | None = None,
+    ) -> str:
+        """A sample of `name`; `thumbnail`: a small JPEG of the face, for the console."""
+        ...
+
+    def thumbnail(self, sample_id: str) -> bytes | None: ...
     def remove(self, name: str, sample_id: str | None = None) -> int: ...
     def create(self, name: str) -> bool:
         """A person with no samples yet (CompreFace's subjects); False if already known."""
@@ -101,12 +116,33 @@ class Faces(Protocol):
     def match(self, embedding: np.ndarray, model: str) -> Match | None: ...
 
 
+class ConsoleSessions(Protocol):
+    """Signed-in browsers of the web console. Only a digest of each session's secret is
+    kept, so the stored rows cannot be replayed; closing one ends it on every replica."""
+
+    def open(self, user: str, stamp: str) -> tuple[str, str]:
+        """A new session: (its secret, for the cookie; its CSRF token)."""
+        ...
+
+    def find(self, secret: str) -> ConsoleSession | None: ...
+    def close(self, secret: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ConsoleSession:
+    user: str
+    csrf: str
+    stamp: str  # the user's password stamp when it began (see Accounts.session)
+    expires: float
+
+
 @dataclass(frozen=True)
 class Stores:
     accounts: Accounts
     secret: SigningSecret
     logins: LoginAttempts
     faces: Faces
+    sessions: ConsoleSessions
     close: Callable[[], None] = lambda: None  # gives back connections, where there are any
     where: str = ""  # for people: the folder, or the database's URL without its password
 
@@ -125,6 +161,7 @@ def open_stores(folder: Path | None = None, database: str | None = None) -> Stor
     from mlapi.state.gallery import Gallery
     from mlapi.state.logins import FileLoginAttempts
     from mlapi.state.secret import FileSecret
+    from mlapi.state.sessions import FileSessions
     from mlapi.state.users import UserStore
 
     folder = folder or data_dir()
@@ -133,6 +170,7 @@ def open_stores(folder: Path | None = None, database: str | None = None) -> Stor
         secret=FileSecret(folder / "jwt.secret"),
         logins=FileLoginAttempts(folder / "logins.json"),
         faces=Gallery(folder / "gallery.json"),
+        sessions=FileSessions(folder / "sessions.json"),
         where=str(folder),
     )
 
@@ -147,6 +185,7 @@ def _database_stores(url: str) -> Stores:
         secret=postgres.PgSecret(db),
         logins=postgres.PgLoginAttempts(db),
         faces=postgres.PgGallery(db),
+        sessions=postgres.PgSessions(db),
         close=db.close,
         where=postgres.shown_url(url),
     )

@@ -2,11 +2,13 @@
 
 Writes are atomic and serialised across processes (`mlapi faces add` while a server runs);
 readers keep a snapshot that is refreshed when the file changes, so a running server sees
-new people on its next request without a restart.
+new people on its next request without a restart. Each sample's face thumbnail (a small
+JPEG for the console) is a file `faces/ID.jpg` beside the gallery file.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
@@ -20,8 +22,10 @@ from tinydb.queries import QueryInstance
 from mlapi import text
 from mlapi.errors import GalleryError
 from mlapi.state import Match, Sample, rules
-from mlapi.state.files import FileSnapshot, locked_db
+from mlapi.state.files import FileSnapshot, locked_db, write_private
 from mlapi.state.matching import Index
+
+SAMPLE_ID = re.compile(r"[0-9a-f]{1,64}")  # what secrets.token_hex makes: safe as a file name
 
 
 class Gallery:
@@ -30,12 +34,23 @@ class Gallery:
         self._snapshot = FileSnapshot(self.path)
         self._index: dict[str, Index] = {}
         self._lock = threading.Lock()
+        self.thumbnails = path.parent / "faces"
 
     # -- writing -------------------------------------------------------------------------
-    def add(self, name: str, embedding: np.ndarray, model: str, source: str = "") -> str:
+    def add(
+        self,
+        name: str,
+        embedding: np.ndarray,
+        model: str,
+        source: str = "",
+        thumbnail: bytes | None = None,
+    ) -> str:
         """Append a sample for `name`; returns its id."""
         name = rules.person_name(name)
         sample_id = secrets.token_hex(6)
+        if thumbnail:  # first, so a listed sample never lacks its picture
+            self.thumbnails.mkdir(mode=0o700, exist_ok=True)
+            write_private(self._thumbnail(sample_id), thumbnail)
         with locked_db(self.path) as db:
             db.table("samples").insert(
                 {
@@ -62,9 +77,11 @@ class Gallery:
         # Nothing to remove means nothing to rewrite (the file may hold 30,000 samples).
         if empty or any(_listed_as(r["name"], name) for r in self._rows()):
             with locked_db(self.path) as db:
+                gone = [r["id"] for r in db.table("samples").search(query)]
                 removed = len(db.table("samples").remove(query))
                 if not sample_id:
                     db.table("people").remove(Query().name == name)
+            self._forget_thumbnails(gone)
         if not removed and not empty:
             what = f"sample {sample_id} of {name!r}" if sample_id else f"person {name!r}"
             raise GalleryError(f"no {what} in the gallery")
@@ -101,14 +118,33 @@ class Gallery:
             raise GalleryError(f"no sample {sample_id!r} in the gallery")
         with locked_db(self.path) as db:
             db.table("samples").remove(Query().id == sample_id)
+        self._forget_thumbnails([sample_id])
         return found[0]
 
     def clear(self) -> int:
         count = len(self.names())
         with locked_db(self.path) as db:
+            gone = [r["id"] for r in db.table("samples").all()]
             db.drop_table("samples")
             db.drop_table("people")
+        self._forget_thumbnails(gone)
         return count
+
+    def thumbnail(self, sample_id: str) -> bytes | None:
+        if not SAMPLE_ID.fullmatch(sample_id):
+            return None
+        try:
+            return self._thumbnail(sample_id).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _thumbnail(self, sample_id: str) -> Path:
+        return self.thumbnails / f"{sample_id}.jpg"
+
+    def _forget_thumbnails(self, sample_ids: list[str]) -> None:
+        for sample_id in sample_ids:
+            if SAMPLE_ID.fullmatch(sample_id):
+                self._thumbnail(sample_id).unlink(missing_ok=True)
 
     # -- reading -------------------------------------------------------------------------
     def _tables(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import contextlib
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,10 +26,11 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from mlapi import text
 from mlapi.errors import GalleryError, MlapiError, StoreUnavailable, UserError
-from mlapi.state import ApiKey, Match, Sample, rules
+from mlapi.state import ApiKey, ConsoleSession, Match, Sample, rules
 from mlapi.state.files import FileSnapshot
 from mlapi.state.logins import keys as login_keys
 from mlapi.state.matching import Index
+from mlapi.state.sessions import SESSION_LIFETIME, new_session
 
 KEY_FRESH = 1.0  # seconds a checked key or stamp is used without asking the database again
 TRUST_OFFLINE = 60.0  # seconds it is still trusted while the database does not answer
@@ -59,6 +60,16 @@ MIGRATIONS = (
     """,
     """
     CREATE TABLE mlapi_people (name text PRIMARY KEY);
+    """,
+    """
+    ALTER TABLE mlapi_keys ADD COLUMN last_used double precision;
+    CREATE TABLE mlapi_thumbnails (
+        id text PRIMARY KEY REFERENCES mlapi_samples (id) ON DELETE CASCADE,
+        jpeg bytea NOT NULL);
+    CREATE TABLE mlapi_console_sessions (
+        digest text PRIMARY KEY,
+        username text NOT NULL REFERENCES mlapi_users (name) ON DELETE CASCADE,
+        csrf text NOT NULL, stamp text NOT NULL, expires double precision NOT NULL);
     """,
 )
 
@@ -239,7 +250,7 @@ class PgAccounts:
     def api_keys(self) -> list[ApiKey]:
         with self.db.connection() as conn:
             rows = conn.execute(
-                "SELECT id, name, username, created FROM mlapi_keys ORDER BY created"
+                "SELECT id, name, username, created, last_used FROM mlapi_keys ORDER BY created"
             ).fetchall()
         return [ApiKey(*row) for row in rows]
 
@@ -263,6 +274,15 @@ class PgAccounts:
             return str(row[0]) if row and rules.key_matches(row[1], secret) else None
 
         return self._keys.get(rules.digest(secret), read)
+
+    def keys_used(self, used: Mapping[str, float]) -> None:
+        if not used:
+            return
+        with self.db.connection() as conn, conn.cursor() as cursor:
+            cursor.executemany(
+                "UPDATE mlapi_keys SET last_used = greatest(last_used, %s) WHERE id = %s",
+                [(at, key_id) for key_id, at in used.items()],
+            )
 
 
 class PgSecret:
@@ -334,7 +354,14 @@ class PgGallery:
         self._indexes: dict[str, Index] = {}
         self._lock = threading.Lock()
 
-    def add(self, name: str, embedding: np.ndarray, model: str, source: str = "") -> str:
+    def add(
+        self,
+        name: str,
+        embedding: np.ndarray,
+        model: str,
+        source: str = "",
+        thumbnail: bytes | None = None,
+    ) -> str:
         name = rules.person_name(name)
         sample_id = secrets.token_hex(6)
         with self.db.connection() as conn, conn.transaction():
@@ -342,6 +369,8 @@ class PgGallery:
                 "INSERT INTO mlapi_samples VALUES (%s, %s, %s, %s, %s, %s)",
                 (sample_id, name, model, time.time(), source, rules.stored_embedding(embedding)),
             )
+            if thumbnail:
+                conn.execute("INSERT INTO mlapi_thumbnails VALUES (%s, %s)", (sample_id, thumbnail))
             conn.execute("UPDATE mlapi_gallery_version SET version = version + 1")
         return sample_id  # answered only once committed: no acknowledged sample is lost
 
@@ -435,6 +464,13 @@ class PgGallery:
             conn.execute("UPDATE mlapi_gallery_version SET version = version + 1")
         return int(count[0]) if count else 0
 
+    def thumbnail(self, sample_id: str) -> bytes | None:
+        with self.db.connection() as conn:
+            row = conn.execute(
+                "SELECT jpeg FROM mlapi_thumbnails WHERE id = %s", (sample_id,)
+            ).fetchone()
+        return bytes(row[0]) if row else None
+
     def _index(self, model: str) -> Index:
         """The model's samples, re-read when another replica (or the CLI) changed them."""
         with self.db.connection() as conn:
@@ -456,6 +492,39 @@ class PgGallery:
 
     def match(self, embedding: np.ndarray, model: str) -> Match | None:
         return self._index(model).match(embedding)
+
+
+class PgSessions:
+    def __init__(self, db: Database, lifetime: float = SESSION_LIFETIME) -> None:
+        self.db, self.lifetime = db, lifetime
+
+    def open(self, user: str, stamp: str) -> tuple[str, str]:
+        secret, csrf = new_session()
+        now = time.time()
+        with self.db.connection() as conn, conn.transaction():
+            conn.execute("DELETE FROM mlapi_console_sessions WHERE expires < %s", (now,))
+            added = conn.execute(
+                "INSERT INTO mlapi_console_sessions SELECT %s, name, %s, %s, %s "
+                "FROM mlapi_users WHERE name = %s RETURNING 1",
+                (rules.digest(secret), csrf, stamp, now + self.lifetime, user),
+            ).fetchone()
+        if added is None:
+            raise UserError(f"no user named {user!r}")
+        return secret, csrf
+
+    def find(self, secret: str) -> ConsoleSession | None:
+        with self.db.connection() as conn:
+            row = conn.execute(
+                "SELECT username, csrf, stamp, expires FROM mlapi_console_sessions "
+                "WHERE digest = %s AND expires > %s",
+                (rules.digest(secret), time.time()),
+            ).fetchone()
+        return ConsoleSession(*row) if row else None
+
+    def close(self, secret: str) -> None:
+        with self.db.connection() as conn:
+            sql = "DELETE FROM mlapi_console_sessions WHERE digest = %s"
+            conn.execute(sql, (rules.digest(secret),))
 
 
 def copy_files(folder: Path, db: Database) -> dict[str, tuple[int, int]]:
@@ -486,9 +555,9 @@ def copy_files(folder: Path, db: Database) -> dict[str, tuple[int, int]]:
         insert(
             conn,
             "API keys",
-            "INSERT INTO mlapi_keys VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            "INSERT INTO mlapi_keys VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
             [
-                (k["id"], k["name"], k["user"], k["sha256"], k["created"])
+                (k["id"], k["name"], k["user"], k["sha256"], k["created"], k.get("last_used"))
                 for k in users.get("keys", {}).values()
             ],
         )
@@ -511,4 +580,16 @@ def copy_files(folder: Path, db: Database) -> dict[str, tuple[int, int]]:
             samples,
         ):
             conn.execute("UPDATE mlapi_gallery_version SET version = version + 1")
+        faces = folder / "faces"
+        insert(
+            conn,
+            "face thumbnails",
+            "INSERT INTO mlapi_thumbnails SELECT %s, %s WHERE EXISTS "
+            "(SELECT 1 FROM mlapi_samples WHERE id = %s) ON CONFLICT DO NOTHING",
+            [
+                (r["id"], jpeg.read_bytes(), r["id"])
+                for r in gallery.get("samples", {}).values()
+                if (jpeg := faces / f"{r['id']}.jpg").is_file()
+            ],
+        )
     return counts

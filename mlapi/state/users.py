@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,9 @@ class UserStore:
 
     def api_keys(self) -> list[ApiKey]:
         rows = self._rows("keys")
-        return [ApiKey(r["id"], r["name"], r["user"], r["created"]) for r in rows]
+        return [
+            ApiKey(r["id"], r["name"], r["user"], r["created"], r.get("last_used")) for r in rows
+        ]
 
     def revoke_key(self, key_id: str) -> None:
         with locked_db(self.path) as db:
@@ -104,3 +107,11 @@ class UserStore:
         if found and rules.key_matches(found[0]["sha256"], secret):
             return str(found[0]["user"])
         return None
+
+    def keys_used(self, used: Mapping[str, float]) -> None:
+        if not used:
+            return
+        with locked_db(self.path) as db:
+            keys = db.table("keys")
+            for key_id, at in used.items():
+                keys.update({"last_used": at}, Query().id == key_id)

@@ -1,0 +1,500 @@
+// mlapi's web console: plain DOM code, no framework and nothing fetched from elsewhere.
+// Every change carries the session's CSRF token; text from the server is only ever set as
+// text (never as HTML), so a person's or a key's name cannot inject markup.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const PAGES = ["try", "people", "keys", "status"];
+const COLOURS = ["#b91c1c", "#1d4ed8", "#047857", "#7c2d12", "#6d28d9", "#0f766e", "#a21caf", "#854d0e"];
+let csrf = "";
+let signedIn = false;
+let detectorList = null;
+let statusTimer = null;
+// For the browser test and the README's figures: when the last result was drawn.
+window.mlapiTimings = {};
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child !== undefined && child !== null) node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function svg(tag, attrs = {}, text) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+async function api(method, path, body, headers = {}) {
+  const init = { method, headers: { ...headers }, credentials: "same-origin" };
+  if (method !== "GET") init.headers["X-CSRF-Token"] = csrf;
+  if (body instanceof FormData || body instanceof Blob) init.body = body;
+  else if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers["Content-Type"] = "application/json";
+  }
+  const response = await fetch(path, init);
+  if (response.status === 401 && path !== "/console/api/signin") {
+    signedIn = false;
+    route();
+  }
+  return response;
+}
+
+async function answer(response) {
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.error || body.msg || body.message || response.statusText);
+  return body;
+}
+
+function when(seconds) {
+  return seconds ? new Date(seconds * 1000).toLocaleString() : "never";
+}
+
+async function copy(text, said) {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch (error) {
+    // Plain http on a LAN address is no secure context: the old way still works there.
+    const area = el("textarea", { class: "offscreen", "aria-hidden": "true" }, text);
+    document.body.append(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+  }
+  said.textContent = "Copied.";
+  setTimeout(() => { said.textContent = ""; }, 3000);
+}
+
+// -- pages -----------------------------------------------------------------------------
+function show(id) {
+  for (const section of document.querySelectorAll("main > section")) section.hidden = section.id !== id;
+  $("loading").hidden = true;
+  for (const link of document.querySelectorAll("#nav a")) {
+    if (link.getAttribute("href") === `#${id}`) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+}
+
+function route() {
+  clearInterval(statusTimer);
+  $("nav").hidden = !signedIn;
+  $("sign-out").hidden = !signedIn;
+  if (!signedIn) {
+    $("who").textContent = "";
+    show("signin");
+    return;
+  }
+  const page = PAGES.includes(location.hash.slice(1)) ? location.hash.slice(1) : "try";
+  show(page);
+  document.title = `${page[0].toUpperCase()}${page.slice(1)} · mlapi console`;
+  ({ try: loadTry, people: loadPeople, keys: loadKeys, status: loadStatus })[page]();
+}
+
+async function start() {
+  const response = await fetch("/console/api/session", { credentials: "same-origin" });
+  if (response.ok) {
+    const session = await response.json();
+    csrf = session.csrf;
+    signedIn = true;
+    $("who").textContent = `${session.user} · mlapi ${session.version}`;
+  }
+  route();
+}
+
+$("signin-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("signin-error").textContent = "";
+  const response = await api("POST", "/console/api/signin", {
+    username: $("username").value, password: $("password").value,
+  });
+  try {
+    const session = await answer(response);
+    csrf = session.csrf;
+    signedIn = true;
+    $("password").value = "";
+    $("who").textContent = `${session.user} · mlapi ${session.version}`;
+    if (!PAGES.includes(location.hash.slice(1))) location.hash = "#try";
+    route();
+    $("main").focus();
+  } catch (error) {
+    $("signin-error").textContent = response.status === 401 ? "Wrong username or password." : error.message;
+  }
+});
+
+$("sign-out").addEventListener("click", async () => {
+  await api("DELETE", "/console/api/session");
+  signedIn = false;
+  csrf = "";
+  route();
+});
+
+// -- try a photo -----------------------------------------------------------------------
+async function loadTry() {
+  if (detectorList) return;
+  detectorList = (await answer(await api("GET", "/console/api/detectors"))).detectors;
+  const box = $("try-detectors");
+  const options = $("try-options");
+  for (const d of detectorList) {
+    const id = `detector-${d.name}`;
+    box.append(el("div", { class: "check" },
+      el("input", { type: "checkbox", id, value: d.name, checked: d.default, name: "models" }),
+      el("label", { for: id, title: d.description }, d.name)));
+    for (const o of d.options) {
+      const oid = `option-${d.name}-${o.name}`;
+      const range = o.min !== undefined ? ` (${o.min} to ${o.max})` : o.choices ? ` (${o.choices.join(", ")})` : "";
+      const input = o.type === "boolean"
+        ? el("input", { type: "checkbox", id: oid, checked: o.default })
+        : el("input", {
+          id: oid, type: o.type === "text" ? "text" : "number", value: o.default ?? "",
+          min: o.min, max: o.max, step: o.type === "integer" ? 1 : "any",
+        });
+      input.dataset.key = `${d.name}.${o.name}`;
+      input.dataset.default = String(o.default ?? "");
+      options.append(el("div", { class: "option" }, el("label", { for: oid }, `${d.name}.${o.name}${range}`), input));
+    }
+  }
+}
+
+function tryQuery() {
+  const models = [...document.querySelectorAll("#try-detectors input:checked")].map((i) => i.value);
+  const params = new URLSearchParams();
+  if (models.length) params.set("models", models.join(","));
+  const changed = [];
+  for (const input of document.querySelectorAll("#try-options input")) {
+    const value = input.type === "checkbox" ? String(input.checked) : input.value;
+    if (value !== input.dataset.default && !(input.type === "checkbox" && value === String(input.dataset.default === "true"))) {
+      if (models.includes(input.dataset.key.split(".")[0])) {
+        params.set(input.dataset.key, value);
+        changed.push(`${input.dataset.key}=${value}`);
+      }
+    }
+  }
+  return { models, params, changed };
+}
+
+function quote(text) {
+  return `'${text.replace(/'/g, "'\\''")}'`;
+}
+
+function timingText(header, total) {
+  const parts = (header || "").split(",").map((p) => p.trim()).filter(Boolean).map((p) => {
+    const [name, ...rest] = p.split(";");
+    const dur = rest.find((r) => r.startsWith("dur="));
+    return dur ? `${name} ${Number(dur.slice(4)).toFixed(1)} ms` : name;
+  });
+  return `Server: ${parts.join(" · ")}. In the browser: ${total.toFixed(0)} ms.`;
+}
+
+async function pictureOf(file) {
+  // The browser's own decoding when it can (EXIF orientation applied, as the server does);
+  // else the server's rendering of what its detectors saw (a phone's HEIC).
+  const image = $("try-image");
+  const url = URL.createObjectURL(file);
+  const shown = await new Promise((resolve) => {
+    image.onload = () => resolve(true);
+    image.onerror = () => resolve(false);
+    image.src = url;
+  });
+  if (shown) return;
+  const response = await api("POST", "/console/api/preview", file, { "Content-Type": "application/octet-stream" });
+  if (!response.ok) throw new Error((await response.json().catch(() => ({}))).error || "cannot show this photo");
+  const preview = URL.createObjectURL(await response.blob());
+  await new Promise((resolve) => { image.onload = resolve; image.onerror = resolve; image.src = preview; });
+}
+
+function details(d) {
+  const a = d.attributes || {};
+  const parts = [];
+  if (a.identity) parts.push(`${a.identity}${a.similarity !== undefined ? ` (similarity ${a.similarity})` : ""}`);
+  if (a.gender) parts.push(`${a.gender.label} ${Math.round(a.gender.confidence * 100)}%`);
+  if (a.age !== undefined) parts.push(`age ${Math.round(a.age)}`);
+  if (a.emotion) parts.push(a.emotion);
+  if (d.embedding) parts.push(`embedding of ${d.embedding.length}`);
+  return parts.join(", ");
+}
+
+function caption(d) {
+  const a = d.attributes || {};
+  const who = a.identity && a.identity !== "unknown" ? a.identity : d.label;
+  return `${who} ${Math.round(d.confidence * 100)}%`;
+}
+
+function drawBoxes(result) {
+  const layer = $("try-boxes");
+  layer.replaceChildren();
+  layer.setAttribute("viewBox", `0 0 ${result.width} ${result.height}`);
+  const stroke = Math.max(2, Math.round(Math.max(result.width, result.height) / 400));
+  const font = Math.max(12, Math.round(Math.max(result.width, result.height) / 60));
+  result.detections.forEach((d, i) => {
+    const [x1, y1, x2, y2] = d.box;
+    const colour = COLOURS[i % COLOURS.length];
+    const group = svg("g", { class: "detection", "data-box": d.box.join(","), "data-label": d.label });
+    group.append(svg("rect", { x: x1, y: y1, width: x2 - x1, height: y2 - y1, fill: "none", stroke: colour, "stroke-width": stroke }));
+    const text = `${i + 1} ${caption(d)}`;
+    const top = y1 > font + 4 ? y1 - font - 4 : y1;
+    group.append(svg("rect", { x: x1, y: top, width: text.length * font * 0.6 + 6, height: font + 4, fill: colour }));
+    group.append(svg("text", { x: x1 + 3, y: top + font, fill: "#fff", "font-size": font, "font-family": "sans-serif" }, text));
+    layer.append(group);
+  });
+  layer.setAttribute("aria-label", `${result.detections.length} detections`);
+}
+
+$("try-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const file = $("try-photo").files[0];
+  if (!file) return;
+  const { models, params, changed } = tryQuery();
+  const message = $("try-message");
+  message.textContent = "Detecting…";
+  const started = performance.now();
+  window.mlapiTimings = { submitted: started };
+  const type = file.type && file.type.startsWith("image/") ? file.type : "application/octet-stream";
+  try {
+    const response = await api("POST", `/api/v1/detect?${params}`, file, { "Content-Type": type });
+    const result = await answer(response);
+    window.mlapiTimings.answered = performance.now();
+    await pictureOf(file);
+    drawBoxes(result);
+    const rows = result.detections.map((d, i) => el("tr", {},
+      el("td", {}, i + 1), el("td", {}, d.label), el("td", {}, d.confidence.toFixed(3)),
+      el("td", {}, d.box.join(", ")), el("td", {}, details(d))));
+    $("try-table").tBodies[0].replaceChildren(...rows);
+    $("try-json").textContent = JSON.stringify(result, null, 2);
+    const total = performance.now() - started;
+    $("try-timing").textContent = timingText(response.headers.get("Server-Timing"), total);
+    const url = `${location.origin}/api/v1/detect?${params}`;
+    const curl = `curl -s -XPOST ${quote(url)} -H "X-API-Key: $KEY" -H 'Content-Type: ${type}' --data-binary @${quote(file.name)}`;
+    const cli = ["mlapi detect", models.length ? `-m ${models.join(",")}` : "", ...changed.map((c) => `-o ${quote(c)}`), quote(file.name)]
+      .filter(Boolean).join(" ");
+    $("try-commands").textContent = `${curl}\n${cli}`;
+    $("copy-curl").onclick = () => copy(curl, $("copy-done"));
+    $("copy-cli").onclick = () => copy(cli, $("copy-done"));
+    $("try-result").hidden = false;
+    message.textContent = `${result.detections.length} detections in a ${result.width}×${result.height} photo.`;
+    window.mlapiTimings.drawn = performance.now();
+  } catch (error) {
+    message.textContent = `Not detected: ${error.message}`;
+  }
+});
+
+const dropZone = $("try-form");
+dropZone.addEventListener("dragover", (event) => { event.preventDefault(); dropZone.classList.add("dropping"); });
+dropZone.addEventListener("dragleave", () => dropZone.classList.remove("dropping"));
+dropZone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  dropZone.classList.remove("dropping");
+  if (event.dataTransfer.files.length) $("try-photo").files = event.dataTransfer.files;
+});
+
+// -- people ----------------------------------------------------------------------------
+async function loadPeople() {
+  const { people } = await answer(await api("GET", "/console/api/people"));
+  const list = $("people-list");
+  list.replaceChildren(...people.map(personCard));
+  if (!people.length) list.append(el("li", { class: "hint" }, "Nobody yet: add a person with a few photos of their face."));
+}
+
+function personCard(person) {
+  const samples = person.samples.map((s, i) => el("li", { class: "sample" },
+    el("img", { src: `/console/api/samples/${encodeURIComponent(s.id)}/face.jpg`, alt: `Sample ${i + 1} of ${person.name}`, width: 96, height: 96 }),
+    el("button", { type: "button", class: "small", "aria-label": `Remove sample ${i + 1} of ${person.name}`, onclick: async () => {
+      if (!confirm(`Remove this sample of ${person.name}?`)) return;
+      await say(api("DELETE", `/console/api/samples/${encodeURIComponent(s.id)}`), "Sample removed.");
+      loadPeople();
+    } }, "Remove")));
+  const renameId = `rename-${person.name}`;
+  const addId = `add-${person.name}`;
+  return el("li", { class: "person" },
+    el("h3", {}, person.name, el("span", { class: "hint" }, ` · ${person.samples.length} sample${person.samples.length === 1 ? "" : "s"}`)),
+    el("ul", { class: "samples", "aria-label": `Samples of ${person.name}` }, samples),
+    el("form", { class: "row", onsubmit: async (event) => {
+      event.preventDefault();
+      const files = event.target.querySelector("input[type=file]").files;
+      if (files.length) await addPhotos(person.name, files);
+    } },
+    el("label", { for: addId }, `Photo for ${person.name}`),
+    el("input", { type: "file", id: addId, accept: "image/*,.heic,.heif", multiple: true }),
+    el("button", { type: "submit" }, "Add sample")),
+    el("form", { class: "row", onsubmit: async (event) => {
+      event.preventDefault();
+      const name = event.target.querySelector("input").value.trim();
+      if (!name) return;
+      await say(api("PUT", `/console/api/people/${encodeURIComponent(person.name)}`, { name }), `Renamed to ${name}.`);
+      loadPeople();
+    } },
+    el("label", { for: renameId }, `New name for ${person.name}`),
+    el("input", { id: renameId, required: true }),
+    el("button", { type: "submit" }, "Rename")),
+    el("button", { type: "button", class: "danger", onclick: async () => {
+      if (!confirm(`Forget ${person.name} and every sample?`)) return;
+      await say(api("DELETE", `/console/api/people/${encodeURIComponent(person.name)}`), `${person.name} removed.`);
+      loadPeople();
+    } }, `Remove ${person.name}`));
+}
+
+async function say(pending, done) {
+  const message = $("people-message");
+  try {
+    await answer(await pending);
+    message.textContent = done;
+  } catch (error) {
+    message.textContent = error.message;
+  }
+}
+
+async function addPhotos(name, files) {
+  const form = new FormData();
+  form.append("name", name);
+  for (const file of files) form.append("photo", file, file.name);
+  const message = $("people-message");
+  message.textContent = "Adding…";
+  try {
+    const outcome = await answer(await api("POST", "/console/api/people", form));
+    const lines = outcome.photos.map((p) => el("li", {},
+      `${files[p.photo - 1].name}: ${p.added ? "added" : `refused: ${p.reason}`}${p.warning ? ` (${p.warning})` : ""}`));
+    message.replaceChildren(el("p", {}, `${outcome.added} of ${files.length} photos added to ${outcome.name}.`), el("ul", {}, lines));
+  } catch (error) {
+    message.textContent = error.message;
+  }
+  await loadPeople();
+}
+
+$("person-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const name = $("person-name").value.trim();
+  const files = $("person-photo").files;
+  if (!name) return;
+  if (files.length) await addPhotos(name, files);
+  else {
+    await say(api("POST", "/console/api/people/new", { name }), `${name} added; now add photos.`);
+    await loadPeople();
+  }
+  $("person-form").reset();
+});
+
+$("test-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData();
+  form.append("photo", $("test-photo").files[0]);
+  const out = $("test-result");
+  out.textContent = "Recognising…";
+  try {
+    const { faces } = await answer(await api("POST", "/console/api/people/test", form));
+    if (!faces.length) {
+      out.textContent = "No face found in the photo.";
+      return;
+    }
+    out.replaceChildren(el("ol", { class: "faces" }, faces.map((f) => el("li", {},
+      el("strong", { class: "identity" }, f.identity || "unknown"),
+      ` at ${f.box.join(", ")}. Similarity: `,
+      f.similarity.length ? f.similarity.map((s) => `${s.name} ${s.similarity.toFixed(2)}`).join(", ") : "nobody known yet"))));
+  } catch (error) {
+    out.textContent = error.message;
+  }
+});
+
+// -- keys ------------------------------------------------------------------------------
+async function loadKeys() {
+  const { keys, snippets } = await answer(await api("GET", "/console/api/keys"));
+  $("key-table").tBodies[0].replaceChildren(...keys.map((k) => el("tr", {},
+    el("td", {}, k.name), el("td", {}, when(k.created)), el("td", {}, when(k.last_used)),
+    el("td", {}, el("button", { type: "button", class: "danger", "aria-label": `Revoke key ${k.name}`, onclick: async () => {
+      if (!confirm(`Revoke the key ${k.name}? Clients using it stop working at once.`)) return;
+      await answer(await api("DELETE", `/console/api/keys/${encodeURIComponent(k.id)}`));
+      loadKeys();
+    } }, "Revoke")))));
+  if (!keys.length) $("key-table").tBodies[0].append(el("tr", {}, el("td", { colspan: 4 }, "No keys yet.")));
+  if ($("new-key").hidden) showSnippets(snippets, "With YOUR_KEY standing for a key; create one to see it filled in.");
+}
+
+function showSnippets(snippets, note) {
+  $("snippets-for").textContent = note;
+  $("snippets").replaceChildren(...snippets.map((s, i) => {
+    const said = el("span", { role: "status" });
+    return el("details", { class: "snippet" },
+      el("summary", {}, s.client),
+      el("p", { class: "hint" }, s.where),
+      el("pre", { class: "code", tabindex: 0, id: `snippet-${i}` }, s.text),
+      el("button", { type: "button", "aria-label": `Copy ${s.client} configuration`, onclick: () => copy(s.text, said) }, "Copy"),
+      said);
+  }));
+}
+
+$("key-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const created = await answer(await api("POST", "/console/api/keys", { name: $("key-name").value }));
+    $("new-key-value").textContent = created.key;
+    $("copy-key").onclick = () => copy(created.key, $("copy-key-done"));
+    $("new-key").hidden = false;
+    showSnippets(created.snippets, `Filled in for the key ${created.name} and this server.`);
+    $("key-form").reset();
+    await loadKeys();
+  } catch (error) {
+    $("snippets-for").textContent = error.message;
+  }
+});
+
+// -- status ----------------------------------------------------------------------------
+function chart(node, values, unit) {
+  node.replaceChildren();
+  const width = 300;
+  const height = 80;
+  node.setAttribute("viewBox", `0 0 ${width} ${height + 14}`);
+  const top = Math.max(...values, 1e-9);
+  const step = values.length > 1 ? width / (values.length - 1) : width;
+  const points = values.map((v, i) => `${(i * step).toFixed(1)},${(height - (v / top) * (height - 4)).toFixed(1)}`).join(" ");
+  node.append(svg("line", { x1: 0, y1: height, x2: width, y2: height, stroke: "#6b7280" }));
+  if (values.length) node.append(svg("polyline", { points, fill: "none", stroke: "#1d4ed8", "stroke-width": 2 }));
+  const last = values.length ? values[values.length - 1] : 0;
+  node.append(svg("text", { x: 0, y: height + 12, "font-size": 11, fill: "#374151" }, `now ${last.toFixed(1)} ${unit}, peak ${Math.max(0, ...values).toFixed(1)}`));
+}
+
+function series(history) {
+  const rate = [];
+  const queue = [];
+  const latency = [];
+  for (let i = 1; i < history.length; i++) {
+    const a = history[i - 1];
+    const b = history[i];
+    const dt = Math.max(b.t - a.t, 1e-3);
+    rate.push(Math.max(0, b.requests - a.requests) / dt);
+    queue.push(b.waiting + b.inference);
+    let n = 0;
+    let s = 0;
+    for (const [route, [count, seconds]] of Object.entries(b.routes)) {
+      const before = a.routes[route] || [0, 0];
+      n += count - before[0];
+      s += seconds - before[1];
+    }
+    latency.push(n > 0 ? (s / n) * 1000 : 0);
+  }
+  return { rate, queue, latency };
+}
+
+async function loadStatus() {
+  const s = await answer(await api("GET", "/console/api/status"));
+  $("status-summary").textContent = `${s.ready ? "Ready" : "Warming up"} · mlapi ${s.version} · ${s.processes} process${s.processes === 1 ? "" : "es"} × ${s.workers} workers · queue: ${s.queue.waiting || 0} waiting, ${s.queue.inference || 0} running`;
+  const { rate, queue, latency } = series(s.history);
+  chart($("chart-rate"), rate, "req/s");
+  chart($("chart-queue"), queue, "requests");
+  chart($("chart-latency"), latency, "ms");
+  $("route-table").tBodies[0].replaceChildren(...s.routes.map((r) => el("tr", {},
+    el("td", {}, el("code", {}, r.route)), el("td", {}, r.requests), el("td", {}, `${r.mean_ms} ms`))));
+  $("model-table").tBodies[0].replaceChildren(...s.models.flatMap((d) => (d.models.length ? d.models : [{ name: "(none)", licence: "" }])
+    .map((m) => el("tr", {}, el("td", {}, d.detector), el("td", {}, m.name), el("td", {}, m.licence)))));
+  clearInterval(statusTimer);
+  statusTimer = setInterval(() => { if (!$("status").hidden) loadStatus(); }, s.every * 1000);
+}
+
+window.addEventListener("hashchange", route);
+start();

@@ -1,0 +1,456 @@
+"""The web console: its page at `/`, its files, and the small JSON API its script calls
+under `/console/api/` (sign-in, people, keys, status).
+
+The page detects through the same route API clients use (`POST /api/v1/detect`, with the
+session cookie and its CSRF header), so the boxes it draws are the API's answer. Everything
+under `/console/api/` needs a signed-in browser: a key or token gets 401 there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from mlapi import __version__, attributes, text
+from mlapi.console.history import EVERY, History
+from mlapi.console.snippets import snippets
+from mlapi.detectors.base import Detector
+from mlapi.dialect import Dialect
+from mlapi.engine import Engine
+from mlapi.enroll import enroll
+from mlapi.errors import AuthError, MlapiError, UserError
+from mlapi.images import decode, encode_jpeg
+from mlapi.server import (
+    ENGINE,
+    SESSION_COOKIE,
+    STATE,
+    USER,
+    RequestError,
+    add_post,
+    check_password,
+    in_pool,
+    in_state,
+    json_object,
+    json_text,
+    read_credentials,
+    read_upload,
+    signed_in,
+)
+from mlapi.similarity import normalise, similarity
+from mlapi.state.sessions import SESSION_LIFETIME
+from mlapi.store import catalog
+
+STATIC = Path(__file__).resolve().parent.parent / "console" / "static"
+FILES = {  # the only files served: nothing else under the folder is reachable
+    "console.js": "text/javascript",
+    "console.css": "text/css",
+    "favicon.svg": "image/svg+xml",
+}
+PREVIEW_SIDE = 1600  # long side of the picture drawn for a photo the browser cannot show
+MAX_PHOTOS = 10  # photos per "add person" form
+# What the Try page ticks at first: everything a person would look for in a photo.
+TRY_FIRST = ("objects", "faces", "genderage", "emotion", "recognize")
+HISTORY = web.AppKey("console_history", History)
+SAMPLING = web.AppKey("console_sampling", asyncio.Task)
+
+
+def _file(name: str) -> bytes:
+    return (STATIC / name).read_bytes()
+
+
+# -- the page and its files ----------------------------------------------------------------
+async def page(request: web.Request) -> web.Response:
+    return web.Response(
+        body=_file("index.html"),
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+async def static(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in FILES:
+        raise web.HTTPNotFound(text="no such file")
+    return web.Response(
+        body=_file(name), content_type=FILES[name], headers={"Cache-Control": "no-cache"}
+    )
+
+
+# -- signing in and out ------------------------------------------------------------------
+def user_of(request: web.Request) -> str:
+    """The signed-in user; 401 for a key, a token or nobody (the console API is the page's)."""
+    user: str | None = request.get(USER)
+    if not signed_in(request) or user is None:
+        raise AuthError("sign in to the console first")
+    return user
+
+
+async def sign_in(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    username, password = await read_credentials(request)
+    user, stamp = await check_password(request, username, password)
+    secret, csrf = await in_state(request, state.sessions.open, user, stamp)
+    response = json_text({"user": user, "csrf": csrf, "version": __version__})
+    response.set_cookie(
+        SESSION_COOKIE,
+        secret,
+        max_age=int(SESSION_LIFETIME),
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=_over_tls(request),
+    )
+    return response
+
+
+def _over_tls(request: web.Request) -> bool:
+    """Served over TLS, here or at a proxy in front (which says so in X-Forwarded-Proto):
+    the cookie is then never sent in the clear."""
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return request.secure or forwarded == "https"
+
+
+async def session(request: web.Request) -> web.Response:
+    user = user_of(request)
+    state = request.app[STATE]
+    found = await in_state(request, state.sessions.find, request.cookies[SESSION_COOKIE])
+    csrf = found.csrf if found else ""
+    return json_text({"user": user, "csrf": csrf, "version": __version__})
+
+
+async def sign_out(request: web.Request) -> web.Response:
+    user_of(request)
+    state = request.app[STATE]
+    await in_state(request, state.sessions.close, request.cookies[SESSION_COOKIE])
+    response = json_text({"signed_out": True})
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# -- trying a photo ----------------------------------------------------------------------
+async def detectors(request: web.Request) -> web.Response:
+    """Every detector with its options (default, bounds, choices) and whether the server
+    runs it by default: the form on the Try page."""
+    user_of(request)
+    engine = request.app[ENGINE]
+    chosen = set(TRY_FIRST) & set(engine.registry) or set(request.app[STATE].config.models)
+    rows = [
+        {
+            "name": name,
+            "task": cls.task,
+            "description": cls.description,
+            "default": name in chosen,
+            "options": _options(cls),
+        }
+        for name, cls in sorted(engine.registry.items())
+    ]
+    return json_text({"detectors": rows})
+
+
+def _options(cls: type[Detector]) -> list[dict[str, Any]]:
+    hints = typing.get_type_hints(cls.Options)
+    rows = []
+    defaults = cls.Options().as_dict()
+    for f in dataclasses.fields(cls.Options):
+        kind = hints[f.name]
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        shown = {float: "number", int: "integer", bool: "boolean"}.get(kind, "text")
+        row: dict[str, Any] = {"name": f.name, "type": shown, "default": defaults[f.name]}
+        if isinstance(row["default"], tuple):
+            row["default"] = ",".join(row["default"])
+        for bound in ("min", "max", "choices"):
+            if bound in f.metadata:
+                row[bound] = list(f.metadata[bound]) if bound == "choices" else f.metadata[bound]
+        rows.append(row)
+    return rows
+
+
+async def preview(request: web.Request) -> web.Response:
+    """The photo as the detectors see it (upright, as a JPEG): for formats a browser cannot
+    draw (a phone's HEIC), so the boxes land on the same pixels."""
+    user_of(request)
+    upload = await read_upload(request, fetch=False)
+    engine = request.app[ENGINE]
+    jpeg = await in_pool(request, _preview, engine, upload.image)
+    return web.Response(body=jpeg, content_type="image/jpeg")
+
+
+def _preview(engine: Engine, data: bytes) -> bytes:
+    image = decode(data, max_pixels=engine.config.max_pixels)
+    pixels = image.pixels
+    long_side = max(pixels.shape[:2])
+    if long_side > PREVIEW_SIDE:
+        import cv2
+
+        scale = PREVIEW_SIDE / long_side
+        size = (round(pixels.shape[1] * scale), round(pixels.shape[0] * scale))
+        pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+    return encode_jpeg(pixels, 85)
+
+
+# -- people ------------------------------------------------------------------------------
+async def people(request: web.Request) -> web.Response:
+    user_of(request)
+    faces = request.app[STATE].faces
+    names, samples = await in_state(request, lambda: (faces.names(), faces.samples()))
+    listed: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for s in samples:
+        listed.setdefault(s.name, []).append(
+            {"id": s.id, "created": round(s.created, 3), "source": s.source, "model": s.model}
+        )
+    rows = [{"name": name, "samples": listed[name]} for name in sorted(listed)]
+    return json_text({"people": rows})
+
+
+async def add_person(request: web.Request) -> web.Response:
+    """`name` and one or more `photo` parts: a sample from each photo that passes the
+    quality gate, and in words why each other photo was refused."""
+    user_of(request)
+    upload = await read_upload(request, file_field="photo", require_image=False, fetch=False)
+    name = (upload.fields.get("name") or "").strip()
+    if not name:
+        raise RequestError(400, "a person needs a name")
+    photos = [data for field, data in upload.files if field == "photo"] or (
+        [upload.data] if upload.data else []
+    )
+    if not photos:
+        raise RequestError(400, "choose at least one photo of the person")
+    if len(photos) > MAX_PHOTOS:
+        raise RequestError(413, f"at most {MAX_PHOTOS} photos at once")
+    engine, faces = request.app[ENGINE], request.app[STATE].faces
+    outcomes: list[dict[str, Any]] = []
+    for number, data in enumerate(photos, 1):
+        try:
+            done = await in_pool(request, enroll, engine, faces, name, data, "console")
+        except MlapiError as exc:
+            outcomes.append({"photo": number, "added": False, "reason": text.shown(exc.message)})
+            continue
+        outcomes.append(
+            {"photo": number, "added": True, "sample": done.sample_id, "warning": done.warning}
+        )
+    added = sum(1 for o in outcomes if o["added"])
+    return json_text({"name": name, "added": added, "photos": outcomes})
+
+
+async def create_person(request: web.Request) -> web.Response:
+    user_of(request)
+    body = await json_object(request)
+    name = str(body.get("name") or "").strip()
+    if not name:
+        raise RequestError(400, "a person needs a name")
+    faces = request.app[STATE].faces
+    if not await in_state(request, faces.create, name):
+        raise RequestError(409, f"{name!r} is already known")
+    return json_text({"name": name, "created": True})
+
+
+async def rename_person(request: web.Request) -> web.Response:
+    user_of(request)
+    old = request.match_info["name"]
+    body = await json_object(request)
+    new = str(body.get("name") or "").strip()
+    if not new:
+        raise RequestError(400, "the new name is empty")
+    moved = await in_state(request, request.app[STATE].faces.rename, old, new)
+    return json_text({"name": new, "samples": moved})
+
+
+async def remove_person(request: web.Request) -> web.Response:
+    user_of(request)
+    name = request.match_info["name"]
+    removed = await in_state(request, request.app[STATE].faces.remove, name)
+    return json_text({"name": name, "removed": removed})
+
+
+async def remove_sample(request: web.Request) -> web.Response:
+    user_of(request)
+    gone = await in_state(request, request.app[STATE].faces.remove_sample, request.match_info["id"])
+    return json_text({"name": gone.name, "removed": gone.id})
+
+
+async def thumbnail(request: web.Request) -> web.Response:
+    user_of(request)
+    faces = request.app[STATE].faces
+    jpeg = await in_state(request, faces.thumbnail, request.match_info["id"])
+    if jpeg is None:
+        raise web.HTTPNotFound(text="no picture for this sample")
+    # Private: a face is personal data; the browser keeps it only for this session's views.
+    headers = {"Cache-Control": "private, max-age=3600"}
+    return web.Response(body=jpeg, content_type="image/jpeg", headers=headers)
+
+
+async def test_photo(request: web.Request) -> web.Response:
+    """Each face in a photo: the name recognition gives it, and its similarity to every
+    known person (the calibrated scale recognition uses), best first."""
+    user_of(request)
+    upload = await read_upload(request, file_field="photo", fetch=False)
+    engine, faces = request.app[ENGINE], request.app[STATE].faces
+    plan = engine.make_plan(["recognize", "faceprint"], None)
+    result = await in_pool(request, engine.run_here, upload.image, plan)
+    found = []
+    for face in result.detections:
+        if not face.embedding:
+            continue
+        model = attributes.faceprint_model(face)
+        vector = normalise(np.asarray(face.embedding, np.float32))
+        ranking = await in_state(request, faces.ranking, vector, model)
+        found.append(
+            {
+                "box": list(face.box),
+                "identity": attributes.identity(face),
+                "similarity": [
+                    {"name": m.name, "similarity": round(similarity(m.similarity, model), 3)}
+                    for m in ranking
+                ],
+            }
+        )
+    return json_text({"width": result.width, "height": result.height, "faces": found})
+
+
+# -- keys --------------------------------------------------------------------------------
+def _server_url(request: web.Request) -> str:
+    scheme = "https" if _over_tls(request) else "http"
+    return f"{scheme}://{request.host}"
+
+
+def _snippets(request: web.Request, key: str) -> list[dict[str, str]]:
+    return [dataclasses.asdict(s) for s in snippets(_server_url(request), key)]
+
+
+async def keys(request: web.Request) -> web.Response:
+    user = user_of(request)
+    accounts = request.app[STATE].users
+    mine = [k for k in await in_state(request, accounts.api_keys) if k.user == user]
+    rows = [
+        {"id": k.id, "name": k.name, "created": k.created, "last_used": k.last_used}
+        for k in sorted(mine, key=lambda k: k.created)
+    ]
+    return json_text({"keys": rows, "snippets": _snippets(request, "YOUR_KEY")})
+
+
+async def create_key(request: web.Request) -> web.Response:
+    user = user_of(request)
+    body = await json_object(request)
+    name = text.check(str(body.get("name") or "").strip(), "the key's name")
+    if not name or len(name) > 100:
+        raise RequestError(400, "a key needs a name of 1 to 100 characters")
+    accounts = request.app[STATE].users
+    secret = await in_state(request, accounts.create_key, user, name)
+    key_id = secret.split("_")[1]
+    return json_text(
+        {"id": key_id, "name": name, "key": secret, "snippets": _snippets(request, secret)}
+    )
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    user = user_of(request)
+    key_id = request.match_info["id"]
+    accounts = request.app[STATE].users
+    owned = {k.id for k in await in_state(request, accounts.api_keys) if k.user == user}
+    if key_id not in owned:
+        raise RequestError(404, f"you have no API key with id {key_id!r}")
+    try:
+        await in_state(request, accounts.revoke_key, key_id)
+    except UserError as exc:  # revoked meanwhile, from another page or the CLI
+        raise RequestError(404, exc.message) from exc
+    return json_text({"revoked": key_id})
+
+
+# -- status ------------------------------------------------------------------------------
+async def status(request: web.Request) -> web.Response:
+    user_of(request)
+    state, engine = request.app[STATE], request.app[ENGINE]
+    whole = state.whole()
+    loaded = [
+        {
+            "detector": name,
+            "models": [
+                {
+                    "name": m,
+                    "licence": entry.licence if (entry := catalog.find(m)) else "see its manifest",
+                }
+                for m in engine.registry[name].models
+            ],
+        }
+        for name in state.config.models
+    ]
+    by_route = [
+        {"route": r, "requests": n, "mean_ms": round(s / n * 1000, 1) if n else 0.0}
+        for r, n, s in sorted(whole.get("latency", []), key=lambda row: -row[1])
+    ]
+    return json_text(
+        {
+            "version": __version__,
+            "ready": state.everyone_ready(),
+            "processes": state.group.size if state.group else 1,
+            "workers": engine.config.workers,
+            "models": loaded,
+            "queue": whole["queue"],
+            "routes": by_route,
+            "every": EVERY,
+            "history": request.app[HISTORY].rows(),
+        }
+    )
+
+
+def _licensed(model: str) -> dict[str, str]:
+    entry = catalog.find(model)
+    return {"name": model, "licence": entry.licence if entry else "see its manifest"}
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", page)
+    app.router.add_get("/console/static/{name}", static)
+    add_post(app, "/console/api/signin", sign_in)
+    app.router.add_get("/console/api/session", session)
+    app.router.add_delete("/console/api/session", sign_out)
+    app.router.add_get("/console/api/detectors", detectors)
+    add_post(app, "/console/api/preview", preview)
+    app.router.add_get("/console/api/people", people)
+    add_post(app, "/console/api/people", add_person)
+    add_post(app, "/console/api/people/new", create_person)
+    add_post(app, "/console/api/people/test", test_photo)
+    app.router.add_put("/console/api/people/{name}", rename_person)
+    app.router.add_delete("/console/api/people/{name}", remove_person)
+    app.router.add_delete("/console/api/samples/{id}", remove_sample)
+    app.router.add_get("/console/api/samples/{id}/face.jpg", thumbnail)
+    app.router.add_get("/console/api/keys", keys)
+    add_post(app, "/console/api/keys", create_key)
+    app.router.add_delete("/console/api/keys/{id}", revoke_key)
+    app.router.add_get("/console/api/status", status)
+    app[HISTORY] = History()
+
+    async def sample() -> None:
+        state = app[STATE]
+        while True:
+            app[HISTORY].record(state.whole())
+            await asyncio.sleep(EVERY)
+
+    async def start(app: web.Application) -> None:
+        app[SAMPLING] = asyncio.create_task(sample())
+
+    async def stop(app: web.Application) -> None:
+        app[SAMPLING].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await app[SAMPLING]
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+
+
+DIALECT = Dialect(
+    "console",
+    ("/console",),
+    add_routes,
+    public=("/", "/console/static/", "/console/api/signin"),
+)

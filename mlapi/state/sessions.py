@@ -1,0 +1,56 @@
+"""Signed-in console browsers in a small private TinyDB file: the embedded
+`ConsoleSessions` store. Rows hold the digest of each session's secret, never the secret."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+from tinydb import Query
+
+from mlapi.state import ConsoleSession, rules
+from mlapi.state.files import FileSnapshot, locked_db
+
+SESSION_LIFETIME = 12 * 3600.0  # seconds a console sign-in lasts (a working day)
+
+
+def new_session() -> tuple[str, str]:
+    """(secret, CSRF token): 256 random bits each."""
+    return secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+
+
+class FileSessions:
+    def __init__(self, path: Path, lifetime: float = SESSION_LIFETIME) -> None:
+        self.path, self.lifetime = path, lifetime
+        self._snapshot = FileSnapshot(path)
+
+    def open(self, user: str, stamp: str) -> tuple[str, str]:
+        secret, csrf = new_session()
+        now = time.time()
+        with locked_db(self.path) as db:
+            table = db.table("sessions")
+            table.remove(Query().expires < now)  # the file holds live sessions only
+            table.insert(
+                {
+                    "digest": rules.digest(secret),
+                    "user": user,
+                    "csrf": csrf,
+                    "stamp": stamp,
+                    "expires": now + self.lifetime,
+                }
+            )
+        return secret, csrf
+
+    def find(self, secret: str) -> ConsoleSession | None:
+        digest = rules.digest(secret)
+        rows = self._snapshot.read()[0].get("sessions", {}).values()
+        for row in rows:
+            if row["digest"] == digest and row["expires"] > time.time():
+                return ConsoleSession(row["user"], row["csrf"], row["stamp"], row["expires"])
+        return None
+
+    def close(self, secret: str) -> None:
+        if self.path.exists():
+            with locked_db(self.path) as db:
+                db.table("sessions").remove(Query().digest == rules.digest(secret))
