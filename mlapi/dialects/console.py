@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,17 @@ from mlapi.engine import Engine
 from mlapi.enroll import enroll
 from mlapi.errors import AuthError, MlapiError, UserError
 from mlapi.images import decode, encode_jpeg
+from mlapi.openapi import operation
 from mlapi.server import (
     ENGINE,
     SESSION_COOKIE,
     STATE,
     USER,
+    Handler,
     RequestError,
     add_post,
     check_password,
+    console_user,
     in_pool,
     in_state,
     json_object,
@@ -62,11 +66,21 @@ HISTORY = web.AppKey("console_history", History)
 SAMPLING = web.AppKey("console_sampling", asyncio.Task)
 
 
+def anyone(summary: str) -> Callable[[Handler], Handler]:
+    return operation(summary, tag="console", auth=False)
+
+
+def signed_in_only(summary: str) -> Callable[[Handler], Handler]:
+    """Documented as needing the console's session (a key or token gets 401 there)."""
+    return operation(f"{summary} (console session)", tag="console", auth=False)
+
+
 def _file(name: str) -> bytes:
     return (STATIC / name).read_bytes()
 
 
 # -- the page and its files ----------------------------------------------------------------
+@anyone("the web console's page")
 async def page(request: web.Request) -> web.Response:
     return web.Response(
         body=_file("index.html"),
@@ -76,6 +90,7 @@ async def page(request: web.Request) -> web.Response:
     )
 
 
+@anyone("the console's script, style sheet and icon")
 async def static(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in FILES:
@@ -94,6 +109,7 @@ def user_of(request: web.Request) -> str:
     return user
 
 
+@anyone("console sign-in: a session cookie (HttpOnly, SameSite=Strict) and its CSRF token")
 async def sign_in(request: web.Request) -> web.Response:
     state = request.app[STATE]
     username, password = await read_credentials(request)
@@ -119,24 +135,36 @@ def _over_tls(request: web.Request) -> bool:
     return request.secure or forwarded == "https"
 
 
+@anyone("the signed-in console user and the session's CSRF token (user null when none)")
 async def session(request: web.Request) -> web.Response:
-    user = user_of(request)
+    """Who is signed in (`user` null when nobody is: the page then shows its sign-in)."""
     state = request.app[STATE]
+    if SESSION_COOKIE not in request.cookies:
+        return json_text({"user": None, "version": __version__})
+    user = await console_user(request, state)  # 401 for an ended session
     found = await in_state(request, state.sessions.find, request.cookies[SESSION_COOKIE])
     csrf = found.csrf if found else ""
     return json_text({"user": user, "csrf": csrf, "version": __version__})
 
 
+@anyone("end the console session")
 async def sign_out(request: web.Request) -> web.Response:
-    user_of(request)
+    """Ends the session everywhere (its row is deleted), CSRF-checked like every change."""
     state = request.app[STATE]
-    await in_state(request, state.sessions.close, request.cookies[SESSION_COOKIE])
+    if SESSION_COOKIE in request.cookies:
+        try:
+            await console_user(request, state)
+        except AuthError:
+            pass  # already ended: only the cookie is left to clear
+        else:
+            await in_state(request, state.sessions.close, request.cookies[SESSION_COOKIE])
     response = json_text({"signed_out": True})
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
 
 
 # -- trying a photo ----------------------------------------------------------------------
+@signed_in_only("detectors with their options' defaults and bounds, for the Try page")
 async def detectors(request: web.Request) -> web.Response:
     """Every detector with its options (default, bounds, choices) and whether the server
     runs it by default: the form on the Try page."""
@@ -175,6 +203,9 @@ def _options(cls: type[Detector]) -> list[dict[str, Any]]:
     return rows
 
 
+@signed_in_only(
+    "the photo as the detectors see it, as a JPEG (HEIC and other formats a browser cannot draw)"
+)
 async def preview(request: web.Request) -> web.Response:
     """The photo as the detectors see it (upright, as a JPEG): for formats a browser cannot
     draw (a phone's HEIC), so the boxes land on the same pixels."""
@@ -199,6 +230,7 @@ def _preview(engine: Engine, data: bytes) -> bytes:
 
 
 # -- people ------------------------------------------------------------------------------
+@signed_in_only("known people and their samples")
 async def people(request: web.Request) -> web.Response:
     user_of(request)
     faces = request.app[STATE].faces
@@ -212,6 +244,7 @@ async def people(request: web.Request) -> web.Response:
     return json_text({"people": rows})
 
 
+@signed_in_only("add a person, or samples of one, from photos (each refusal in words)")
 async def add_person(request: web.Request) -> web.Response:
     """`name` and one or more `photo` parts: a sample from each photo that passes the
     quality gate, and in words why each other photo was refused."""
@@ -242,6 +275,7 @@ async def add_person(request: web.Request) -> web.Response:
     return json_text({"name": name, "added": added, "photos": outcomes})
 
 
+@signed_in_only("a person with no samples yet")
 async def create_person(request: web.Request) -> web.Response:
     user_of(request)
     body = await json_object(request)
@@ -254,6 +288,7 @@ async def create_person(request: web.Request) -> web.Response:
     return json_text({"name": name, "created": True})
 
 
+@signed_in_only("rename a person (merging into an existing one)")
 async def rename_person(request: web.Request) -> web.Response:
     user_of(request)
     old = request.match_info["name"]
@@ -265,6 +300,7 @@ async def rename_person(request: web.Request) -> web.Response:
     return json_text({"name": new, "samples": moved})
 
 
+@signed_in_only("forget a person and their samples")
 async def remove_person(request: web.Request) -> web.Response:
     user_of(request)
     name = request.match_info["name"]
@@ -272,12 +308,14 @@ async def remove_person(request: web.Request) -> web.Response:
     return json_text({"name": name, "removed": removed})
 
 
+@signed_in_only("forget one sample")
 async def remove_sample(request: web.Request) -> web.Response:
     user_of(request)
     gone = await in_state(request, request.app[STATE].faces.remove_sample, request.match_info["id"])
     return json_text({"name": gone.name, "removed": gone.id})
 
 
+@signed_in_only("a sample's face picture (JPEG)")
 async def thumbnail(request: web.Request) -> web.Response:
     user_of(request)
     faces = request.app[STATE].faces
@@ -289,6 +327,7 @@ async def thumbnail(request: web.Request) -> web.Response:
     return web.Response(body=jpeg, content_type="image/jpeg", headers=headers)
 
 
+@signed_in_only("each face in a photo: its name and its similarity to every known person")
 async def test_photo(request: web.Request) -> web.Response:
     """Each face in a photo: the name recognition gives it, and its similarity to every
     known person (the calibrated scale recognition uses), best first."""
@@ -327,6 +366,7 @@ def _snippets(request: web.Request, key: str) -> list[dict[str, str]]:
     return [dataclasses.asdict(s) for s in snippets(_server_url(request), key)]
 
 
+@signed_in_only("the signed-in user's API keys and client configuration")
 async def keys(request: web.Request) -> web.Response:
     user = user_of(request)
     accounts = request.app[STATE].users
@@ -338,6 +378,7 @@ async def keys(request: web.Request) -> web.Response:
     return json_text({"keys": rows, "snippets": _snippets(request, "YOUR_KEY")})
 
 
+@signed_in_only("a new API key (shown once) and each client's configuration with it")
 async def create_key(request: web.Request) -> web.Response:
     user = user_of(request)
     body = await json_object(request)
@@ -352,6 +393,7 @@ async def create_key(request: web.Request) -> web.Response:
     )
 
 
+@anyone("revoke one of the signed-in user's API keys")
 async def revoke_key(request: web.Request) -> web.Response:
     user = user_of(request)
     key_id = request.match_info["id"]
@@ -367,6 +409,7 @@ async def revoke_key(request: web.Request) -> web.Response:
 
 
 # -- status ------------------------------------------------------------------------------
+@signed_in_only("readiness, models and licences, queue, latency by route and the last minutes")
 async def status(request: web.Request) -> web.Response:
     user_of(request)
     state, engine = request.app[STATE], request.app[ENGINE]
@@ -452,5 +495,5 @@ DIALECT = Dialect(
     "console",
     ("/console",),
     add_routes,
-    public=("/", "/console/static/", "/console/api/signin"),
+    public=("/", "/console/static/", "/console/api/signin", "/console/api/session"),
 )

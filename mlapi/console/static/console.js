@@ -8,7 +8,7 @@ const PAGES = ["try", "people", "keys", "status"];
 const COLOURS = ["#b91c1c", "#1d4ed8", "#047857", "#7c2d12", "#6d28d9", "#0f766e", "#a21caf", "#854d0e"];
 let csrf = "";
 let signedIn = false;
-let detectorList = null;
+let detectorsLoading = null;
 let statusTimer = null;
 // For the browser test and the README's figures: when the last result was drawn.
 window.mlapiTimings = {};
@@ -101,8 +101,8 @@ function route() {
 
 async function start() {
   const response = await fetch("/console/api/session", { credentials: "same-origin" });
-  if (response.ok) {
-    const session = await response.json();
+  const session = await response.json().catch(() => ({}));
+  if (response.ok && session.user) {
     csrf = session.csrf;
     signedIn = true;
     $("who").textContent = `${session.user} · mlapi ${session.version}`;
@@ -138,9 +138,16 @@ $("sign-out").addEventListener("click", async () => {
 });
 
 // -- try a photo -----------------------------------------------------------------------
-async function loadTry() {
-  if (detectorList) return;
-  detectorList = (await answer(await api("GET", "/console/api/detectors"))).detectors;
+function loadTry() {
+  detectorsLoading = detectorsLoading || buildTryForm().catch((error) => {
+    detectorsLoading = null;
+    $("try-message").textContent = error.message;
+  });
+  return detectorsLoading;
+}
+
+async function buildTryForm() {
+  const detectorList = (await answer(await api("GET", "/console/api/detectors"))).detectors;
   const box = $("try-detectors");
   const options = $("try-options");
   for (const d of detectorList) {
@@ -235,6 +242,7 @@ function drawBoxes(result) {
   const stroke = Math.max(2, Math.round(Math.max(result.width, result.height) / 400));
   const font = Math.max(12, Math.round(Math.max(result.width, result.height) / 60));
   result.detections.forEach((d, i) => {
+    if (d.label === "image") return; // a whole-image embedding: nothing to point at
     const [x1, y1, x2, y2] = d.box;
     const colour = COLOURS[i % COLOURS.length];
     const group = svg("g", { class: "detection", "data-box": d.box.join(","), "data-label": d.label });
@@ -271,7 +279,7 @@ $("try-form").addEventListener("submit", async (event) => {
     $("try-json").textContent = JSON.stringify(result, null, 2);
     const total = performance.now() - started;
     $("try-timing").textContent = timingText(response.headers.get("Server-Timing"), total);
-    const url = `${location.origin}/api/v1/detect?${params}`;
+    const url = `${location.origin}/api/v1/detect?${String(params).replace(/%2C/g, ",")}`;
     const curl = `curl -s -XPOST ${quote(url)} -H "X-API-Key: $KEY" -H 'Content-Type: ${type}' --data-binary @${quote(file.name)}`;
     const cli = ["mlapi detect", models.length ? `-m ${models.join(",")}` : "", ...changed.map((c) => `-o ${quote(c)}`), quote(file.name)]
       .filter(Boolean).join(" ");
