@@ -111,6 +111,51 @@ def test_the_gallery_keeps_its_promises(stores: Stores) -> None:
     assert faces.clear() == 1 and faces.names() == [] and faces.samples() == []
 
 
+def test_face_pictures_come_and_go_with_their_samples(stores: Stores) -> None:
+    faces = stores.faces
+    jpeg = b"\xff\xd8 a small face"
+    pictured = faces.add("Zoe", unit(1), "dlib", "zoe.jpg", jpeg)
+    other = faces.add("Zoe", unit(2), "dlib", thumbnail=jpeg + b"2")
+    plain = faces.add("Max", unit(3), "dlib")
+    assert faces.thumbnail(pictured) == jpeg and faces.thumbnail(plain) is None
+    assert faces.thumbnail("../../users") is None and faces.thumbnail("nope") is None
+    faces.remove_sample(pictured)
+    assert faces.thumbnail(pictured) is None and faces.thumbnail(other) == jpeg + b"2"
+    faces.rename("Zoe", "Zora")  # a sample keeps its picture under a new name
+    assert faces.thumbnail(other) == jpeg + b"2"
+    faces.remove("Zora")
+    assert faces.thumbnail(other) is None
+    again = faces.add("Ann", unit(4), "dlib", thumbnail=jpeg)
+    faces.clear()
+    assert faces.thumbnail(again) is None
+
+
+def test_console_sessions_keep_only_digests_and_end_everywhere(stores: Stores) -> None:
+    stores.accounts.add("ann", PASSWORD)
+    stamp = stores.accounts.session("ann") or ""
+    secret, csrf = stores.sessions.open("ann", stamp)
+    other, _ = stores.sessions.open("ann", stamp)
+    found = stores.sessions.find(secret)
+    assert found is not None and (found.user, found.csrf, found.stamp) == ("ann", csrf, stamp)
+    assert found.expires > time.time() + 3600
+    assert stores.sessions.find(secret + "x") is None
+    stores.sessions.close(secret)
+    assert stores.sessions.find(secret) is None and stores.sessions.find(other) is not None
+    if stores.where.startswith("/"):  # the file holds digests, never a usable secret
+        assert other not in (Path(stores.where) / "sessions.json").read_text()
+
+
+def test_keys_remember_when_they_were_last_used(stores: Stores) -> None:
+    accounts = stores.accounts
+    accounts.add("ann", PASSWORD)
+    key = accounts.create_key("ann", "camera")
+    (listed,) = accounts.api_keys()
+    assert listed.last_used is None
+    accounts.keys_used({listed.id: 1.8e9, "gone": 1.8e9})  # a key revoked meanwhile: ignored
+    (listed,) = accounts.api_keys()
+    assert listed.last_used == 1.8e9 and accounts.key_user(key) == "ann"
+
+
 def test_replicas_see_each_others_changes(database: str) -> None:
     a, b = open_stores(database=database), open_stores(database=database)
     try:
@@ -226,6 +271,9 @@ def tinydb_install(folder: Path, people: int, per_person: int) -> str:
         for i in range(people * per_person)
     }
     (folder / "gallery.json").write_text(json.dumps({"samples": samples}))
+    (folder / "faces").mkdir()
+    for row in list(samples.values())[:3]:  # the console's face pictures, for a few
+        (folder / "faces" / f"{row['id']}.jpg").write_bytes(b"\xff\xd8" + str(row["id"]).encode())
     return key
 
 
@@ -249,6 +297,7 @@ def test_db_copy_moves_an_install_without_loss_and_only_once(tmp_path: Path, dat
         "API keys: 1 copied, 0 already there",
         "signing secret: 1 copied, 0 already there",
         "face samples: 5000 copied, 0 already there",
+        "face thumbnails: 3 copied, 0 already there",
     ]
     again = subprocess.run(command, capture_output=True, text=True, check=False)
     assert "face samples: 0 copied, 5000 already there" in again.stdout
@@ -259,6 +308,9 @@ def test_db_copy_moves_an_install_without_loss_and_only_once(tmp_path: Path, dat
         assert len(moved.faces.samples()) == 5000 and len(moved.faces.names()) == 1000
         probe = unit(4321)
         assert moved.faces.match(probe, "dlib") == files.faces.match(probe, "dlib")
+        pictured = [s.id for s in files.faces.samples() if files.faces.thumbnail(s.id)]
+        assert len(pictured) == 3
+        assert all(moved.faces.thumbnail(i) == files.faces.thumbnail(i) for i in pictured)
     finally:
         moved.close()
 

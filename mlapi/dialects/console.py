@@ -393,7 +393,7 @@ async def create_key(request: web.Request) -> web.Response:
     )
 
 
-@anyone("revoke one of the signed-in user's API keys")
+@signed_in_only("revoke one of the signed-in user's API keys")
 async def revoke_key(request: web.Request) -> web.Response:
     user = user_of(request)
     key_id = request.match_info["id"]

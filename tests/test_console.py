@@ -1,0 +1,243 @@
+"""The web console's server side, over real HTTP with no models: its page and files, the
+session cookie, CSRF, sign-out, the login limiter, keys and status. The browser tests
+(test_console_browser) drive the page itself."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from http.cookies import SimpleCookie
+from pathlib import Path
+
+import pytest
+from servers import Answer, LiveServer
+
+from mlapi.config import ServerConfig
+from mlapi.console.snippets import snippets
+from mlapi.engine import Engine
+from mlapi.server import CSRF_HEADER, SESSION_COOKIE, STATE
+from mlapi.store import ModelStore
+
+PASSWORD = "correct horse battery"
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LiveServer]:
+    with Engine(ModelStore(tmp_path / "cache")) as engine:
+        live = LiveServer(engine, tmp_path / "data", ServerConfig(models=()))
+        live.users.add("alice", PASSWORD)
+        live.users.add("bob", PASSWORD)
+        try:
+            yield live
+        finally:
+            live.stop()
+
+
+class Browser:
+    """What a browser keeps for the console: its cookie and the CSRF token it was given."""
+
+    def __init__(self, server: LiveServer) -> None:
+        self.server, self.cookie, self.csrf = server, "", ""
+
+    def sign_in(self, user: str = "alice", password: str = PASSWORD, **headers: str) -> Answer:
+        body = json.dumps({"username": user, "password": password}).encode()
+        answer = self.server.call("POST", "/console/api/signin", body, {**JSON, **headers})
+        if answer.status == 200:
+            jar = SimpleCookie(answer.headers["Set-Cookie"])
+            self.cookie, self.csrf = jar[SESSION_COOKIE].value, answer.json()["csrf"]
+        return answer
+
+    def call(self, method: str, path: str, document: object = None, csrf: bool = True) -> Answer:
+        headers = {"Cookie": f"{SESSION_COOKIE}={self.cookie}"}
+        if csrf and method != "GET":
+            headers[CSRF_HEADER] = self.csrf
+        body = None if document is None else json.dumps(document).encode()
+        if body is not None:
+            headers.update(JSON)
+        return self.server.call(method, path, body, headers)
+
+
+def test_the_page_runs_only_its_own_files(server: LiveServer) -> None:
+    page = server.call("GET", "/")
+    assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+    policy = page.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "unsafe-inline" not in policy
+    assert "frame-ancestors 'none'" in policy
+
+    class Tags(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scripts: list[dict[str, str | None]] = []
+            self.inline: list[str] = []
+            self.links: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            found = dict(attrs)
+            if tag == "script":
+                self.scripts.append(found)
+            if tag == "link" and found.get("href"):
+                self.links.append(str(found["href"]))
+            self.inline += [k for k in found if k == "style" or k.startswith("on")]
+
+    tags = Tags()
+    tags.feed(page.body.decode())
+    assert tags.scripts and all(
+        str(s.get("src")).startswith("/console/static/") for s in tags.scripts
+    )
+    assert tags.inline == [] and all(h.startswith("/console/static/") for h in tags.links)
+    for name in ("console.js", "console.css", "favicon.svg"):
+        served = server.call("GET", f"/console/static/{name}")
+        assert served.status == 200 and served.body
+        assert b"http://" not in served.body.replace(b"http://www.w3.org/2000/svg", b"")
+        assert b"https://" not in served.body  # nothing from elsewhere: it works offline
+    assert server.call("GET", "/console/static/..%2F..%2Fserver.py").status == 404
+    assert server.call("GET", "/console/static/index.html").status == 404  # only the list
+    # The required names are there for people and tests.
+    html = page.body.decode()
+    for label in ("Username", "Password", "Photo", "Name", "Test photo", "Key name"):
+        assert re.search(rf"<label for=\"[\w-]+\">{label}</label>", html), label
+    for text in (">Sign in<", ">Try<", ">People<", ">Keys<", ">Status<", ">Add person<",
+                 ">Create key<"):  # fmt: skip
+        assert text in html, text
+
+
+def test_sign_in_sets_a_strict_http_only_cookie(server: LiveServer) -> None:
+    browser = Browser(server)
+    answer = browser.sign_in()
+    assert answer.status == 200 and answer.json()["user"] == "alice"
+    cookie = answer.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert "Secure" not in cookie  # plain http on loopback: the browser would drop it
+    behind_tls = Browser(server).sign_in(**{"X-Forwarded-Proto": "https"})
+    assert "Secure" in behind_tls.headers["Set-Cookie"]
+    who = browser.call("GET", "/console/api/session").json()
+    assert who["user"] == "alice" and who["csrf"] == browser.csrf
+    assert server.call("GET", "/console/api/session").json()["user"] is None
+    # The stored session is a digest: the file never holds the cookie's value.
+    assert browser.cookie not in (server.data_dir / "sessions.json").read_text()
+
+
+def test_wrong_passwords_meet_the_apis_limiter(server: LiveServer) -> None:
+    browser = Browser(server)
+    wrong = browser.sign_in(password="not it")
+    assert wrong.status == 401 and wrong.json() == {"error": "invalid username or password"}
+    for _ in range(4):
+        browser.sign_in(password="not it")
+    limited = browser.sign_in()  # even the right password, until the window passes
+    assert limited.status == 429 and int(limited.headers["Retry-After"]) > 0
+    assert server.login("alice", PASSWORD).status == 429  # one limiter for both doors
+    assert Browser(server).sign_in("bob").status == 200  # another user is not locked out
+
+
+def test_changes_need_the_csrf_token_and_reads_do_not(server: LiveServer) -> None:
+    browser = Browser(server)
+    browser.sign_in()
+    assert browser.call("GET", "/console/api/keys").status == 200
+    forged = browser.call("POST", "/console/api/keys", {"name": "evil"}, csrf=False)
+    assert forged.status == 403 and "X-CSRF-Token" in forged.json()["error"]
+    browser.csrf, real = "x" * 43, browser.csrf
+    assert browser.call("POST", "/console/api/keys", {"name": "evil"}).status == 403
+    browser.csrf = real
+    assert browser.call("POST", "/console/api/keys", {"name": "good"}).status == 200
+    # The same cookie reaches the API (the page detects through it), CSRF-checked alike.
+    raw = browser.call("POST", "/api/v1/detect", csrf=False)
+    assert raw.status == 403
+    assert [k.name for k in server.users.api_keys()] == ["good"]
+
+
+def test_sign_out_ends_the_session_on_the_server(server: LiveServer) -> None:
+    browser = Browser(server)
+    browser.sign_in()
+    kept = browser.cookie
+    out = browser.call("DELETE", "/console/api/session")
+    assert out.status == 200 and "Max-Age=0" in out.headers["Set-Cookie"]
+    browser.cookie = kept  # a copy of the cookie, replayed
+    assert browser.call("GET", "/console/api/keys").status == 401
+    assert browser.call("GET", "/console/api/session").status == 401
+
+
+def test_a_new_password_ends_console_sessions(server: LiveServer) -> None:
+    browser = Browser(server)
+    browser.sign_in()
+    server.users.set_password("alice", PASSWORD + " again")
+    assert browser.call("GET", "/console/api/keys").status == 401
+
+
+def test_keys_and_tokens_do_not_open_the_console_api(server: LiveServer) -> None:
+    key = server.users.create_key("alice", "script")
+    token = server.token("alice", PASSWORD)
+    for headers in ({"X-API-Key": key}, {"Authorization": f"Bearer {token}"}):
+        answer = server.call("GET", "/console/api/keys", headers=headers)
+        assert answer.status == 401 and answer.json() == {"error": "sign in to the console first"}
+
+
+def test_keys_are_made_listed_used_and_revoked_per_user(server: LiveServer) -> None:
+    alice, bob = Browser(server), Browser(server)
+    alice.sign_in()
+    bob.sign_in("bob")
+    made = alice.call("POST", "/console/api/keys", {"name": "frigate"}).json()
+    key = made["key"]
+    assert key.startswith("mlk_") and made["name"] == "frigate"
+    assert {s["client"] for s in made["snippets"]} >= {
+        "Home Assistant", "Frigate", "Double Take", "Blue Iris / Agent DVR", "ZoneMinder",
+        "HomeGallery", "DOODS",
+    }  # fmt: skip
+    filled = [s for s in made["snippets"] if key in s["text"]]
+    assert len(filled) >= 5 and all(server.url in s["text"] or "ip_address" in s["text"]
+                                    or "IP:" in s["text"] for s in filled)  # fmt: skip
+    assert server.call("GET", "/api/v1/models", headers={"X-API-Key": key}).status == 200
+    server.app[STATE].flush_key_uses()  # what the server does every 30 s
+    (listed,) = alice.call("GET", "/console/api/keys").json()["keys"]
+    assert listed["name"] == "frigate" and listed["last_used"] >= listed["created"]
+    assert "key" not in listed  # only ever shown once
+    assert bob.call("GET", "/console/api/keys").json()["keys"] == []  # each sees their own
+    assert bob.call("DELETE", f"/console/api/keys/{made['id']}").status == 404
+    assert alice.call("DELETE", f"/console/api/keys/{made['id']}").status == 200
+    assert server.call("GET", "/api/v1/models", headers={"X-API-Key": key}).status == 401
+    assert alice.call("POST", "/console/api/keys", {"name": ""}).status == 400
+
+
+def test_status_counts_what_was_just_asked(server: LiveServer) -> None:
+    browser = Browser(server)
+    browser.sign_in()
+    key = server.users.create_key("alice", "probe")
+    for _ in range(3):
+        server.call("GET", "/api/v1/models", headers={"X-API-Key": key})
+    status = browser.call("GET", "/console/api/status").json()
+    assert status["ready"] is True and status["version"]
+    routes = {r["route"]: r for r in status["routes"]}
+    assert routes["/api/v1/models"]["requests"] == 3 and routes["/api/v1/models"]["mean_ms"] > 0
+    assert status["history"] and status["history"][0]["requests"] >= 0
+    metrics = server.call("GET", "/metrics", headers={"X-API-Key": key}).body.decode()
+    assert 'mlapi_request_seconds_count{route="/api/v1/models"} 3' in metrics
+
+
+def test_people_need_a_name_and_a_session(server: LiveServer) -> None:
+    browser = Browser(server)
+    browser.sign_in()
+    assert browser.call("POST", "/console/api/people/new", {"name": "Ada"}).status == 200
+    assert browser.call("POST", "/console/api/people/new", {"name": "Ada"}).status == 409
+    assert browser.call("POST", "/console/api/people/new", {"name": " "}).status == 400
+    listed = browser.call("GET", "/console/api/people").json()["people"]
+    assert listed == [{"name": "Ada", "samples": []}]
+    assert browser.call("PUT", "/console/api/people/Ada", {"name": "Ada L"}).status == 200
+    assert browser.call("DELETE", "/console/api/people/Ada%20L").status == 200
+    assert browser.call("GET", "/console/api/samples/abc/face.jpg").status == 404
+    assert browser.call("DELETE", "/console/api/samples/abc").status == 400
+    assert server.call("GET", "/console/api/people").status == 401
+
+
+def test_snippets_fill_in_the_server_and_the_key() -> None:
+    shown = {s.client: s.text for s in snippets("http://nas.lan:5000", "mlk_1_abc")}
+    assert (
+        "ip_address: nas.lan" in shown["Home Assistant"] and "port: 5000" in shown["Home Assistant"]
+    )
+    assert "api_url: http://nas.lan:5000/v1/vision/detection" in shown["Frigate"]
+    assert "server: http://nas.lan:5000/hg/mlk_1_abc" in shown["HomeGallery"]
+    assert (
+        "auth_key: mlk_1_abc" in shown["DOODS"]
+        and "gateway: http://nas.lan:5000/api/v1" in shown["ZoneMinder"]
+    )
