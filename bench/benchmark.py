@@ -421,9 +421,7 @@ def stream_section(store: ModelStore, photo: bytes, frames: int = 90) -> None:
     os.environ["MLAPI_CONFIG_DIR"] = str(folder)
     try:
         client.login(f"http://127.0.0.1:{server.port}", "bench", "bench password")
-        remote = measure(
-            Remote(f"http://127.0.0.1:{server.port}", ["objects"], {})
-        )
+        remote = measure(Remote(f"http://127.0.0.1:{server.port}", ["objects"], {}))
         print(f"  through server: {remote:6.1f} (frames re-encoded as JPEG and sent over HTTP)")
     finally:
         server.close()

@@ -5,7 +5,8 @@
 With an empty model cache (so only the models bundled inside can answer): `detect` on the
 sample photos and `serve` answering the same POSTs must give byte-identical output to the
 virtualenv's `mlapi`. Prints the binary's size and its `--help`, `detect` and
-`serve`-to-/ready times. Exit 1 on any difference.
+`serve`-to-/ready times; the console's page and files must be the same bytes too. Exit 1
+on any difference.
 """
 
 from __future__ import annotations
@@ -106,6 +107,14 @@ def main() -> int:
                 same = post(bin_url, route, photo) == post(venv_url, route, photo)
                 failures += not same
                 print(f"  POST {route} {photo.name}: identical {same}")
+        for page in ("/", "/console/static/console.js", "/console/static/console.css"):
+            with (
+                urllib.request.urlopen(bin_url + page, timeout=10) as mine,
+                urllib.request.urlopen(venv_url + page, timeout=10) as theirs,
+            ):
+                same = mine.read() == theirs.read()
+            failures += not same
+            print(f"  GET {page} (the console): identical {same}")
     finally:
         for proc in (bin_proc, venv_proc):
             proc.terminate()

@@ -212,6 +212,9 @@ def main() -> int:
         print("one detection per dialect, identical to the virtualenv's:")
         for dialect in mine:
             check(dialect, mine[dialect] == theirs[dialect])
+        page = call(f"{url}/console/static/console.js")
+        check("the console's script, as the virtualenv serves it",
+              page == call(f"http://127.0.0.1:{venv_port}/console/static/console.js"))  # fmt: skip
         body, headers = form(couple, api_key=key, userid="Smoke")
         call(f"{url}/v1/vision/face/register", body, headers)
         print("after podman restart:")

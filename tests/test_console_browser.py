@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import services
+from playwright.sync_api import Browser, Page, ViewportSize, sync_playwright
 from servers import LiveServer
 
 from mlapi.config import ServerConfig
@@ -25,14 +26,10 @@ from mlapi.images import decode, encode_jpeg
 from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
 
-playwright = pytest.importorskip("playwright.sync_api")
-Browser = playwright.Browser
-Page = playwright.Page
-
 PASSWORD = "a console password"
 AXE = "axe-core@4.10.3"
 SHOTS = Path(__file__).resolve().parent.parent / "docs" / "console"
-DESKTOP = {"width": 1280, "height": 900}
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +72,7 @@ def server(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Itera
 @pytest.fixture(scope="module")
 def browser(chromium: str) -> Iterator[Browser]:
     args = ["--no-sandbox"] if os.geteuid() == 0 else []  # root may not use the sandbox
-    with playwright.sync_playwright() as driver:
+    with sync_playwright() as driver:
         launched = driver.chromium.launch(executable_path=chromium, args=args)
         yield launched
         launched.close()

@@ -221,7 +221,7 @@ async function pictureOf(file) {
 function details(d) {
   const a = d.attributes || {};
   const parts = [];
-  if (a.identity) parts.push(`${a.identity}${a.similarity !== undefined ? ` (similarity ${a.similarity})` : ""}`);
+  if (a.identity) parts.push(`${a.identity}${a.similarity !== undefined ? ` (similarity ${Number(a.similarity).toFixed(2)})` : ""}`);
   if (a.gender) parts.push(`${a.gender.label} ${Math.round(a.gender.confidence * 100)}%`);
   if (a.age !== undefined) parts.push(`age ${Math.round(a.age)}`);
   if (a.emotion) parts.push(a.emotion);
