@@ -91,6 +91,7 @@ def main() -> int:
             )
             command = line.split("  #", 1)[0].strip()
             command = command.replace("localhost:5000", f"127.0.0.1:{port}")
+            command = command.replace('"password": "…"', f'"password": "{PASSWORD}"')
             command = command.replace("127.0.0.1:5000", f"127.0.0.1:{port}")
             if line.startswith(("TOKEN=$(", "KEY=$(")) or line.startswith("printf"):
                 command = command.replace("…", PASSWORD)

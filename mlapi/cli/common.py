@@ -72,13 +72,13 @@ def parse_networks(text: str) -> tuple[Any, ...]:
 
 
 def parse_dialects(text: str) -> tuple[str, ...]:
-    from mlapi.dialects import NAMES
+    from mlapi.dialects import KEYLESS
 
     names = tuple(filter(None, (t.strip() for t in text.split(","))))
-    unknown = sorted(set(names) - set(NAMES))
+    unknown = sorted(set(names) - set(KEYLESS))
     if unknown:
         raise click.BadParameter(
-            f"unknown dialect {', '.join(unknown)} (known: {', '.join(NAMES)})"
+            f"unknown dialect {', '.join(unknown)} (known: {', '.join(KEYLESS)})"
         )
     return names
 

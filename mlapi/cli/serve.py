@@ -173,7 +173,7 @@ def _processes(value: str) -> str:
     show_default=True,
     envvar="MLAPI_KEYLESS_DIALECTS",
     metavar="NAMES",
-    help=f"Dialects --keyless-networks may call without a key: {', '.join(dialects.NAMES)} "
+    help=f"Dialects --keyless-networks may call without a key: {', '.join(dialects.KEYLESS)} "
     "[env: MLAPI_KEYLESS_DIALECTS].",
 )
 @click.option(

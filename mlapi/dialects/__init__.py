@@ -23,6 +23,7 @@ MODULES = {
     "console": "mlapi.dialects.console",
 }
 NAMES = tuple(MODULES)
+KEYLESS = tuple(n for n in NAMES if n != "console")  # the console always needs a sign-in
 
 
 def load() -> list[Dialect]:
