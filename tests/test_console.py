@@ -120,6 +120,16 @@ def test_sign_in_sets_a_strict_http_only_cookie(server: LiveServer) -> None:
     assert browser.cookie not in (server.data_dir / "sessions.json").read_text()
 
 
+def test_only_the_pages_own_script_can_sign_in(server: LiveServer) -> None:
+    """Another site's form cannot sign a visitor in as someone else (login CSRF)."""
+    body = json.dumps({"username": "alice", "password": PASSWORD}).encode()
+    as_form = server.call("POST", "/console/api/signin", body, {"Content-Type": "text/plain"})
+    assert as_form.status == 415 and "Set-Cookie" not in as_form.headers
+    elsewhere = Browser(server).sign_in(Origin="https://evil.example")
+    assert elsewhere.status == 403 and "Set-Cookie" not in elsewhere.headers
+    assert Browser(server).sign_in(Origin=server.url).status == 200
+
+
 def test_wrong_passwords_meet_the_apis_limiter(server: LiveServer) -> None:
     browser = Browser(server)
     wrong = browser.sign_in(password="not it")

@@ -16,6 +16,7 @@ import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from aiohttp import web
@@ -111,7 +112,15 @@ def user_of(request: web.Request) -> str:
 
 @anyone("console sign-in: a session cookie (HttpOnly, SameSite=Strict) and its CSRF token")
 async def sign_in(request: web.Request) -> web.Response:
+    """Only the page's own script signs in: JSON (which another site's form cannot send
+    without asking first) from this origin, so no other site can sign a visitor in as
+    someone else."""
     state = request.app[STATE]
+    if request.content_type != "application/json":
+        raise RequestError(415, 'sign in with a JSON body: {"username": …, "password": …}')
+    origin = request.headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc != request.host:
+        raise RequestError(403, "sign in from the console's own page")
     username, password = await read_credentials(request)
     user, stamp = await check_password(request, username, password)
     secret, csrf = await in_state(request, state.sessions.open, user, stamp)

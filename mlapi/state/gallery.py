@@ -49,6 +49,7 @@ class Gallery:
         name = rules.person_name(name)
         sample_id = secrets.token_hex(6)
         if thumbnail:  # first, so a listed sample never lacks its picture
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # as the gallery's writes do
             self.thumbnails.mkdir(mode=0o700, exist_ok=True)
             write_private(self._thumbnail(sample_id), thumbnail)
         with locked_db(self.path) as db:
