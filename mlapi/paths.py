@@ -3,7 +3,8 @@
 - cache (`MLAPI_CACHE_DIR`): models and sample photos, safe to delete;
 - bundled models (`MLAPI_BUNDLED_MODELS`, `:`-separated): read-only folders searched after
   the cache, and a binary's own `models` folder;
-- data (`MLAPI_DATA_DIR`): users, API keys, the token secret, the face gallery;
+- data (`MLAPI_DATA_DIR`): users, API keys, the token secret, the face gallery (and its
+  samples' face pictures), failed logins, signed-in console browsers;
 - config (`MLAPI_CONFIG_DIR`): tokens saved by `mlapi login`.
 """
 

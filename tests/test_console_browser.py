@@ -325,6 +325,10 @@ def test_status_shows_the_request_just_made(
     licences = page.locator("#model-table").text_content() or ""
     assert "nanodet" in licences and "MIT" in licences
     page.locator("#chart-rate polyline").wait_for(timeout=15_000)  # two samples, 5 s apart
+    # Its route gets a latency line once a sample (every 5 s; the page re-reads as often)
+    # has counted it.
+    page.locator("#chart-latency text", has_text="/api/v1/detect").wait_for(timeout=20_000)
+    assert page.locator("#chart-latency polyline").count() >= 1
     assert serious_violations(page, axe) == []
     shot(page, "status")
 

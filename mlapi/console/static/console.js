@@ -453,39 +453,58 @@ $("key-form").addEventListener("submit", async (event) => {
 });
 
 // -- status ----------------------------------------------------------------------------
-function chart(node, values, unit) {
+// A small line chart: one line per series ({name, values}), a legend under it.
+function chart(node, lines, unit) {
   node.replaceChildren();
   const width = 300;
   const height = 80;
-  node.setAttribute("viewBox", `0 0 ${width} ${height + 14}`);
-  const top = Math.max(...values, 1e-9);
-  const step = values.length > 1 ? width / (values.length - 1) : width;
-  const points = values.map((v, i) => `${(i * step).toFixed(1)},${(height - (v / top) * (height - 4)).toFixed(1)}`).join(" ");
+  const legend = 14 * Math.max(1, lines.length);
+  node.setAttribute("viewBox", `0 0 ${width} ${height + 4 + legend}`);
+  const top = Math.max(1e-9, ...lines.flatMap((l) => l.values));
   node.append(svg("line", { x1: 0, y1: height, x2: width, y2: height, stroke: "#6b7280" }));
-  if (values.length) node.append(svg("polyline", { points, fill: "none", stroke: "#1d4ed8", "stroke-width": 2 }));
-  const last = values.length ? values[values.length - 1] : 0;
-  node.append(svg("text", { x: 0, y: height + 12, "font-size": 11, fill: "#374151" }, `now ${last.toFixed(1)} ${unit}, peak ${Math.max(0, ...values).toFixed(1)}`));
+  lines.forEach((line, i) => {
+    const { values } = line;
+    const step = values.length > 1 ? width / (values.length - 1) : width;
+    const colour = COLOURS[(i + 1) % COLOURS.length];
+    if (values.length) {
+      const points = values.map((v, j) => `${(j * step).toFixed(1)},${(height - (v / top) * (height - 4)).toFixed(1)}`).join(" ");
+      node.append(svg("polyline", { points, fill: "none", stroke: colour, "stroke-width": 2 }));
+    }
+    const last = values.length ? values[values.length - 1] : 0;
+    const peak = Math.max(0, ...values);
+    const label = `${line.name ? `${line.name}: ` : ""}now ${last.toFixed(1)} ${unit}, peak ${peak.toFixed(1)}`;
+    node.append(svg("text", { x: 0, y: height + 14 * (i + 1), "font-size": 11, fill: lines.length > 1 ? colour : "#374151" }, label));
+  });
 }
+
+const CHARTED_ROUTES = 4; // the busiest API routes of the window get a latency line each
 
 function series(history) {
   const rate = [];
   const queue = [];
-  const latency = [];
+  const perRoute = {};
+  const busy = {};
   for (let i = 1; i < history.length; i++) {
     const a = history[i - 1];
     const b = history[i];
     const dt = Math.max(b.t - a.t, 1e-3);
     rate.push(Math.max(0, b.requests - a.requests) / dt);
     queue.push(b.waiting + b.inference);
-    let n = 0;
-    let s = 0;
     for (const [route, [count, seconds]] of Object.entries(b.routes)) {
-      const before = a.routes[route] || [0, 0];
-      n += count - before[0];
-      s += seconds - before[1];
+      if (route.startsWith("/console/") || route === "/") continue; // the page's own calls
+      const [n0, s0] = a.routes[route] || [0, 0];
+      const n = count - n0;
+      perRoute[route] = perRoute[route] || new Array(i - 1).fill(0);
+      perRoute[route].push(n > 0 ? ((seconds - s0) / n) * 1000 : 0);
+      busy[route] = (busy[route] || 0) + n;
     }
-    latency.push(n > 0 ? (s / n) * 1000 : 0);
+    for (const values of Object.values(perRoute)) if (values.length < i) values.push(0);
   }
+  const latency = Object.keys(perRoute)
+    .filter((route) => busy[route] > 0)
+    .sort((x, y) => busy[y] - busy[x])
+    .slice(0, CHARTED_ROUTES)
+    .map((route) => ({ name: route, values: perRoute[route] }));
   return { rate, queue, latency };
 }
 
@@ -493,9 +512,9 @@ async function loadStatus() {
   const s = await answer(await api("GET", "/console/api/status"));
   $("status-summary").textContent = `${s.ready ? "Ready" : "Warming up"} · mlapi ${s.version} · ${s.processes} process${s.processes === 1 ? "" : "es"} × ${s.workers} workers · queue: ${s.queue.waiting || 0} waiting, ${s.queue.inference || 0} running`;
   const { rate, queue, latency } = series(s.history);
-  chart($("chart-rate"), rate, "req/s");
-  chart($("chart-queue"), queue, "requests");
-  chart($("chart-latency"), latency, "ms");
+  chart($("chart-rate"), [{ name: "", values: rate }], "req/s");
+  chart($("chart-queue"), [{ name: "", values: queue }], "requests");
+  chart($("chart-latency"), latency.length ? latency : [{ name: "no API requests", values: [] }], "ms");
   $("route-table").tBodies[0].replaceChildren(...s.routes.map((r) => el("tr", {},
     el("td", {}, el("code", {}, r.route)), el("td", {}, r.requests), el("td", {}, `${r.mean_ms} ms`))));
   $("model-table").tBodies[0].replaceChildren(...s.models.flatMap((d) => (d.models.length ? d.models : [{ name: "(none)", licence: "" }])
