@@ -110,7 +110,8 @@ def main() -> int:
                 skipped.append(line)
                 continue
             if command.startswith("curl"):
-                command = command.replace("curl -s", "curl -s -w '\\n%{http_code}\\n'")
+                # Each curl run at the top reports its status; one inside $(…) feeds an argument.
+                command = re.sub(r"(?<!\$\()curl -s", "curl -s -w '\\n%{http_code}\\n'", command)
             done = subprocess.run(["bash", "-c", command], env=env, cwd=folder,
                                   capture_output=True, text=True, timeout=120)  # fmt: skip
             ran += 1
