@@ -18,6 +18,7 @@ from mlapi.config import ServerConfig
 from mlapi.console.snippets import snippets
 from mlapi.engine import Engine
 from mlapi.server import CSRF_HEADER, SESSION_COOKIE, STATE
+from mlapi.state import open_stores
 from mlapi.store import ModelStore
 
 PASSWORD = "correct horse battery"
@@ -251,3 +252,32 @@ def test_snippets_fill_in_the_server_and_the_key() -> None:
         "auth_key: mlk_1_abc" in shown["DOODS"]
         and "gateway: http://nas.lan:5000/api/v1" in shown["ZoneMinder"]
     )
+
+
+def test_replicas_on_one_database_share_console_sessions(tmp_path: Path, database: str) -> None:
+    """Signed in through one replica, the browser is signed in on all; signed out through
+    one, it is signed out on all at once."""
+    with Engine(ModelStore(tmp_path / "cache")) as engine:
+        a = LiveServer(
+            engine, tmp_path / "a", ServerConfig(models=()), open_stores(database=database)
+        )
+        b = LiveServer(
+            engine, tmp_path / "b", ServerConfig(models=()), open_stores(database=database)
+        )
+        try:
+            a.users.add("alice", PASSWORD)
+            on_a = Browser(a)
+            on_a.sign_in()
+            on_b = Browser(b)
+            on_b.cookie, on_b.csrf = on_a.cookie, on_a.csrf
+            made = on_b.call("POST", "/console/api/keys", {"name": "from b"})
+            assert made.status == 200
+            assert [k["name"] for k in on_a.call("GET", "/console/api/keys").json()["keys"]] == [
+                "from b"
+            ]
+            assert on_a.call("DELETE", "/console/api/session").status == 200
+            assert on_b.call("GET", "/console/api/keys").status == 401
+        finally:
+            for server in (a, b):
+                server.stop()
+                server.stores.close()
