@@ -337,7 +337,7 @@ async def thumbnail(request: web.Request) -> web.Response:
 
 
 @signed_in_only("each face in a photo: its name and its similarity to every known person")
-async def test_photo(request: web.Request) -> web.Response:
+async def recognise_photo(request: web.Request) -> web.Response:
     """Each face in a photo: the name recognition gives it, and its similarity to every
     known person (the calibrated scale recognition uses), best first."""
     user_of(request)
@@ -471,7 +471,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/console/api/people", people)
     add_post(app, "/console/api/people", add_person)
     add_post(app, "/console/api/people/new", create_person)
-    add_post(app, "/console/api/people/test", test_photo)
+    add_post(app, "/console/api/people/test", recognise_photo)
     app.router.add_put("/console/api/people/{name}", rename_person)
     app.router.add_delete("/console/api/people/{name}", remove_person)
     app.router.add_delete("/console/api/samples/{id}", remove_sample)
