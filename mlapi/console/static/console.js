@@ -132,9 +132,8 @@ $("signin-form").addEventListener("submit", async (event) => {
 
 $("sign-out").addEventListener("click", async () => {
   await api("DELETE", "/console/api/session");
-  signedIn = false;
-  csrf = "";
-  route();
+  // A fresh page: nothing of the session (a new key, photos, faces) stays in this tab.
+  location.replace(location.pathname);
 });
 
 // -- try a photo -----------------------------------------------------------------------
