@@ -312,7 +312,7 @@ async function loadPeople() {
 
 function personCard(person) {
   const samples = person.samples.map((s, i) => el("li", { class: "sample" },
-    el("img", { src: `/console/api/samples/${encodeURIComponent(s.id)}/face.jpg`, alt: `Sample ${i + 1} of ${person.name}`, width: 96, height: 96 }),
+    el("img", { src: `/console/api/samples/${encodeURIComponent(s.id)}/face.jpg`, alt: `Sample ${i + 1} of ${person.name}`, width: 96, height: 96, loading: "lazy", decoding: "async" }),
     el("button", { type: "button", class: "small", "aria-label": `Remove sample ${i + 1} of ${person.name}`, onclick: async () => {
       if (!confirm(`Remove this sample of ${person.name}?`)) return;
       await say(api("DELETE", `/console/api/samples/${encodeURIComponent(s.id)}`), "Sample removed.");
