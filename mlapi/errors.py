@@ -8,6 +8,7 @@ class MlapiError(Exception):
 
     status = 400
     code: int | None = None  # a dialect's own error code, where it has one (CompreFace)
+    retry_after: int | None = None  # seconds a client should wait (a 429's Retry-After)
 
     @property
     def message(self) -> str:

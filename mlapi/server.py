@@ -35,7 +35,7 @@ from mlapi.fetch import fetch_image
 from mlapi.images import pixel_cost, sniff
 from mlapi.processes import PUBLISH_SECONDS, Group
 from mlapi.result import Result, dumps
-from mlapi.state import KEY_PREFIX, Stores, rules
+from mlapi.state import KEY_PREFIX, ConsoleSession, Stores, rules
 
 log = logging.getLogger("mlapi.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -233,9 +233,8 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         owner = dialect(request)
         status = owner.status(exc) if owner else exc.status
         busy = status == 503  # overload, or the database: either passes
-        headers = {"Retry-After": "1"} if busy else None
-        if isinstance(exc, TooManyLogins):
-            headers = {"Retry-After": str(exc.wait)}
+        wait = exc.retry_after or (1 if busy else None)
+        headers = {"Retry-After": str(wait)} if wait else None
         if status == 401 and request.path.startswith("/api/"):
             headers = {"WWW-Authenticate": "Bearer"}
         message = text.shown(exc.message)  # it may quote what the client sent
@@ -345,31 +344,33 @@ async def authenticate(
         if key_id:
             state.key_uses[key_id] = time.time()
     if user is None:
-        user, session = state.tokens.claims(secret)
-        current = await in_state(request, state.users.session, user)
-        if current != session:  # removed, re-created or new password
+        user, stamp = state.tokens.claims(secret)
+        if not await current_stamp(request, state, user, stamp):
             raise AuthError("token is no longer valid; log in again")
     return user
 
 
-async def console_user(request: web.Request, state: ServerState) -> str:
-    """The user a console session cookie belongs to. A change (any method but GET) must
-    carry the session's CSRF token in a header, which only the console's own script can
-    read; SameSite=Strict already keeps other sites' requests from carrying the cookie."""
+async def console_session(request: web.Request, state: ServerState) -> ConsoleSession:
+    """The console session its cookie names. A change (any method but GET) must carry the
+    session's CSRF token in a header, which only the console's own script can read;
+    SameSite=Strict already keeps other sites' requests from carrying the cookie."""
     secret = request.cookies.get(SESSION_COOKIE, "")
     if not (secret.isascii() and secret.isprintable() and 0 < len(secret) <= 128):
         raise AuthError("not signed in")
     session = await in_state(request, state.sessions.find, secret)
-    if session is None:
-        raise AuthError("the session has ended; sign in again")
-    current = await in_state(request, state.users.session, session.user)
-    if current != session.stamp:  # removed, re-created or new password
+    if session is None or not await current_stamp(request, state, session.user, session.stamp):
         raise AuthError("the session has ended; sign in again")
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(sent.encode(), session.csrf.encode()):
             raise RequestError(403, f"missing or wrong {CSRF_HEADER} header")
-    return session.user
+    return session
+
+
+async def current_stamp(request: web.Request, state: ServerState, user: str, stamp: str) -> bool:
+    """A token's or session's stamp still holds: the user was not removed, re-created or
+    given a new password since it was issued."""
+    return await in_state(request, state.users.session, user) == stamp
 
 
 def signed_in(request: web.Request) -> bool:
@@ -403,7 +404,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if public(request) or (request.path == "/metrics" and state.config.public_metrics):
         return await handler(request)
     if signed_in(request):
-        request[USER] = await console_user(request, state)
+        request[USER] = (await console_session(request, state)).user
         request[AUTHENTICATED] = True
         return await handler(request)
     owner = dialect(request)
@@ -772,10 +773,13 @@ def json_text(document: Any) -> web.Response:
     return web.Response(text=dumps(document), content_type="application/json")
 
 
-async def server_timing(request: web.Request, response: web.StreamResponse) -> None:
-    """Timings go in a header, never in the body (bodies must match the CLI's bytes)."""
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+
+
+async def server_timing(request: web.Request, response: web.StreamResponse) -> None:
+    """Timings go in a header, never in the body (bodies must match the CLI's bytes)."""
     if STARTED in request:
         total = (time.perf_counter() - request[STARTED]) * 1000
         timing = f"total;dur={total:.2f}"
@@ -886,7 +890,7 @@ class TooManyLogins(MlapiError):
 
     def __init__(self, wait: int) -> None:
         super().__init__("too many failed logins; try again later")
-        self.wait = wait
+        self.retry_after = wait
 
 
 async def check_password(request: web.Request, user: str, password: str) -> tuple[str, str]:
@@ -996,6 +1000,7 @@ def core_app(
     app.on_startup.append(start_warming)
     app.on_cleanup.append(stop_warming)
     app.on_response_prepare.append(server_timing)
+    app.on_response_prepare.append(security_headers)
     return app
 
 

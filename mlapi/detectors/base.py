@@ -46,14 +46,42 @@ class Options:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def describe(cls) -> list[dict[str, Any]]:
+        """Each option for a form: its name, kind, default and bounds or choices."""
+        hints = typing.get_type_hints(cls)
+        defaults = cls().as_dict()
+        rows = []
+        for f in dataclasses.fields(cls):
+            kind, _ = _unwrap_optional(hints[f.name])
+            default = defaults[f.name]
+            row: dict[str, Any] = {
+                "name": f.name,
+                "type": _FORM_KINDS.get(kind, "text"),
+                "default": ",".join(default) if isinstance(default, tuple) else default,
+            }
+            row.update({k: f.metadata[k] for k in ("min", "max") if k in f.metadata})
+            if "choices" in f.metadata:
+                row["choices"] = list(f.metadata["choices"])
+            rows.append(row)
+        return rows
+
+
+_FORM_KINDS = {float: "number", int: "integer", bool: "boolean"}
+
+
+def _unwrap_optional(kind: Any) -> tuple[Any, bool]:
+    """(the type an option holds, whether it may be None): `float | None` → (float, True)."""
+    if typing.get_origin(kind) in (types.UnionType, typing.Union):
+        return next(a for a in typing.get_args(kind) if a is not type(None)), True
+    return kind, False
+
 
 def _coerce(name: str, value: Any, kind: Any, meta: Mapping[str, Any]) -> Any:
+    kind, optional = _unwrap_optional(kind)
+    if optional and (value is None or value == ""):
+        return None
     origin = typing.get_origin(kind)
-    if origin in (types.UnionType, typing.Union):
-        args = [a for a in typing.get_args(kind) if a is not type(None)]
-        if value is None or value == "":
-            return None
-        kind, origin = args[0], typing.get_origin(args[0])
     try:
         if kind is bool:
             if isinstance(value, bool):

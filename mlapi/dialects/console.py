@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import types
-import typing
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from aiohttp import web
 from mlapi import __version__, attributes, text
 from mlapi.console.history import EVERY, History
 from mlapi.console.snippets import snippets
-from mlapi.detectors.base import Detector
 from mlapi.dialect import Dialect
 from mlapi.engine import Engine
 from mlapi.enroll import enroll
@@ -40,7 +38,7 @@ from mlapi.server import (
     RequestError,
     add_post,
     check_password,
-    console_user,
+    console_session,
     in_pool,
     in_state,
     json_object,
@@ -50,6 +48,7 @@ from mlapi.server import (
     signed_in,
 )
 from mlapi.similarity import normalise, similarity
+from mlapi.state import rules
 from mlapi.state.sessions import SESSION_LIFETIME
 from mlapi.store import catalog
 
@@ -67,13 +66,30 @@ HISTORY = web.AppKey("console_history", History)
 SAMPLING = web.AppKey("console_sampling", asyncio.Task)
 
 
+def user_of(request: web.Request) -> str:
+    """The signed-in user; 401 for a key, a token or nobody (the console API is the page's)."""
+    user: str | None = request.get(USER)
+    if not signed_in(request) or user is None:
+        raise AuthError("sign in to the console first")
+    return user
+
+
 def anyone(summary: str) -> Callable[[Handler], Handler]:
     return operation(summary, tag="console", auth=False)
 
 
 def signed_in_only(summary: str) -> Callable[[Handler], Handler]:
-    """Documented as needing the console's session (a key or token gets 401 there)."""
-    return operation(f"{summary} (console session)", tag="console", auth=False)
+    """A handler only a signed-in browser reaches (a key or token gets 401), documented so."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def checked(request: web.Request) -> web.StreamResponse:
+            user_of(request)
+            return await handler(request)
+
+        return operation(f"{summary} (console session)", tag="console", auth=False)(checked)
+
+    return wrap
 
 
 def _file(name: str) -> bytes:
@@ -102,14 +118,6 @@ async def static(request: web.Request) -> web.Response:
 
 
 # -- signing in and out ------------------------------------------------------------------
-def user_of(request: web.Request) -> str:
-    """The signed-in user; 401 for a key, a token or nobody (the console API is the page's)."""
-    user: str | None = request.get(USER)
-    if not signed_in(request) or user is None:
-        raise AuthError("sign in to the console first")
-    return user
-
-
 @anyone("console sign-in: a session cookie (HttpOnly, SameSite=Strict) and its CSRF token")
 async def sign_in(request: web.Request) -> web.Response:
     """Only the page's own script signs in: JSON (which another site's form cannot send
@@ -150,10 +158,8 @@ async def session(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if SESSION_COOKIE not in request.cookies:
         return json_text({"user": None, "version": __version__})
-    user = await console_user(request, state)  # 401 for an ended session
-    found = await in_state(request, state.sessions.find, request.cookies[SESSION_COOKIE])
-    csrf = found.csrf if found else ""
-    return json_text({"user": user, "csrf": csrf, "version": __version__})
+    found = await console_session(request, state)  # 401 for an ended session
+    return json_text({"user": found.user, "csrf": found.csrf, "version": __version__})
 
 
 @anyone("end the console session")
@@ -162,7 +168,7 @@ async def sign_out(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if SESSION_COOKIE in request.cookies:
         try:
-            await console_user(request, state)
+            await console_session(request, state)
         except AuthError:
             pass  # already ended: only the cookie is left to clear
         else:
@@ -177,7 +183,6 @@ async def sign_out(request: web.Request) -> web.Response:
 async def detectors(request: web.Request) -> web.Response:
     """Every detector with its options (default, bounds, choices) and whether the server
     runs it by default: the form on the Try page."""
-    user_of(request)
     engine = request.app[ENGINE]
     chosen = set(TRY_FIRST) & set(engine.registry) or set(request.app[STATE].config.models)
     rows = [
@@ -186,30 +191,11 @@ async def detectors(request: web.Request) -> web.Response:
             "task": cls.task,
             "description": cls.description,
             "default": name in chosen,
-            "options": _options(cls),
+            "options": cls.Options.describe(),
         }
         for name, cls in sorted(engine.registry.items())
     ]
     return json_text({"detectors": rows})
-
-
-def _options(cls: type[Detector]) -> list[dict[str, Any]]:
-    hints = typing.get_type_hints(cls.Options)
-    rows = []
-    defaults = cls.Options().as_dict()
-    for f in dataclasses.fields(cls.Options):
-        kind = hints[f.name]
-        if typing.get_origin(kind) in (typing.Union, types.UnionType):
-            kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        shown = {float: "number", int: "integer", bool: "boolean"}.get(kind, "text")
-        row: dict[str, Any] = {"name": f.name, "type": shown, "default": defaults[f.name]}
-        if isinstance(row["default"], tuple):
-            row["default"] = ",".join(row["default"])
-        for bound in ("min", "max", "choices"):
-            if bound in f.metadata:
-                row[bound] = list(f.metadata[bound]) if bound == "choices" else f.metadata[bound]
-        rows.append(row)
-    return rows
 
 
 @signed_in_only(
@@ -218,7 +204,6 @@ def _options(cls: type[Detector]) -> list[dict[str, Any]]:
 async def preview(request: web.Request) -> web.Response:
     """The photo as the detectors see it (upright, as a JPEG): for formats a browser cannot
     draw (a phone's HEIC), so the boxes land on the same pixels."""
-    user_of(request)
     upload = await read_upload(request, fetch=False)
     engine = request.app[ENGINE]
     jpeg = await in_pool(request, _preview, engine, upload.image)
@@ -241,7 +226,6 @@ def _preview(engine: Engine, data: bytes) -> bytes:
 # -- people ------------------------------------------------------------------------------
 @signed_in_only("known people and their samples")
 async def people(request: web.Request) -> web.Response:
-    user_of(request)
     faces = request.app[STATE].faces
     names, samples = await in_state(request, lambda: (faces.names(), faces.samples()))
     listed: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
@@ -257,7 +241,6 @@ async def people(request: web.Request) -> web.Response:
 async def add_person(request: web.Request) -> web.Response:
     """`name` and one or more `photo` parts: a sample from each photo that passes the
     quality gate, and in words why each other photo was refused."""
-    user_of(request)
     upload = await read_upload(request, file_field="photo", require_image=False, fetch=False)
     name = (upload.fields.get("name") or "").strip()
     if not name:
@@ -286,7 +269,6 @@ async def add_person(request: web.Request) -> web.Response:
 
 @signed_in_only("a person with no samples yet")
 async def create_person(request: web.Request) -> web.Response:
-    user_of(request)
     body = await json_object(request)
     name = str(body.get("name") or "").strip()
     if not name:
@@ -299,7 +281,6 @@ async def create_person(request: web.Request) -> web.Response:
 
 @signed_in_only("rename a person (merging into an existing one)")
 async def rename_person(request: web.Request) -> web.Response:
-    user_of(request)
     old = request.match_info["name"]
     body = await json_object(request)
     new = str(body.get("name") or "").strip()
@@ -311,7 +292,6 @@ async def rename_person(request: web.Request) -> web.Response:
 
 @signed_in_only("forget a person and their samples")
 async def remove_person(request: web.Request) -> web.Response:
-    user_of(request)
     name = request.match_info["name"]
     removed = await in_state(request, request.app[STATE].faces.remove, name)
     return json_text({"name": name, "removed": removed})
@@ -319,14 +299,12 @@ async def remove_person(request: web.Request) -> web.Response:
 
 @signed_in_only("forget one sample")
 async def remove_sample(request: web.Request) -> web.Response:
-    user_of(request)
     gone = await in_state(request, request.app[STATE].faces.remove_sample, request.match_info["id"])
     return json_text({"name": gone.name, "removed": gone.id})
 
 
 @signed_in_only("a sample's face picture (JPEG)")
 async def thumbnail(request: web.Request) -> web.Response:
-    user_of(request)
     faces = request.app[STATE].faces
     jpeg = await in_state(request, faces.thumbnail, request.match_info["id"])
     if jpeg is None:
@@ -340,7 +318,6 @@ async def thumbnail(request: web.Request) -> web.Response:
 async def recognise_photo(request: web.Request) -> web.Response:
     """Each face in a photo: the name recognition gives it, and its similarity to every
     known person (the calibrated scale recognition uses), best first."""
-    user_of(request)
     upload = await read_upload(request, file_field="photo", fetch=False)
     engine, faces = request.app[ENGINE], request.app[STATE].faces
     plan = engine.make_plan(["recognize", "faceprint"], None)
@@ -396,7 +373,7 @@ async def create_key(request: web.Request) -> web.Response:
         raise RequestError(400, "a key needs a name of 1 to 100 characters")
     accounts = request.app[STATE].users
     secret = await in_state(request, accounts.create_key, user, name)
-    key_id = secret.split("_")[1]
+    key_id = rules.key_id(secret)
     return json_text(
         {"id": key_id, "name": name, "key": secret, "snippets": _snippets(request, secret)}
     )
@@ -420,20 +397,10 @@ async def revoke_key(request: web.Request) -> web.Response:
 # -- status ------------------------------------------------------------------------------
 @signed_in_only("readiness, models and licences, queue, latency by route and the last minutes")
 async def status(request: web.Request) -> web.Response:
-    user_of(request)
     state, engine = request.app[STATE], request.app[ENGINE]
     whole = state.whole()
     loaded = [
-        {
-            "detector": name,
-            "models": [
-                {
-                    "name": m,
-                    "licence": entry.licence if (entry := catalog.find(m)) else "see its manifest",
-                }
-                for m in engine.registry[name].models
-            ],
-        }
+        {"detector": name, "models": [_licensed(m) for m in engine.registry[name].models]}
         for name in state.config.models
     ]
     by_route = [

@@ -177,11 +177,9 @@ function tryQuery() {
   const changed = [];
   for (const input of document.querySelectorAll("#try-options input")) {
     const value = input.type === "checkbox" ? String(input.checked) : input.value;
-    if (value !== input.dataset.default && !(input.type === "checkbox" && value === String(input.dataset.default === "true"))) {
-      if (models.includes(input.dataset.key.split(".")[0])) {
-        params.set(input.dataset.key, value);
-        changed.push(`${input.dataset.key}=${value}`);
-      }
+    if (value !== input.dataset.default && models.includes(input.dataset.key.split(".")[0])) {
+      params.set(input.dataset.key, value);
+      changed.push(`${input.dataset.key}=${value}`);
     }
   }
   return { models, params, changed };
