@@ -73,6 +73,43 @@ class ServerConfig:
     zm_portal: str = ""
     zm_user: str = ""
     zm_password: str = field(default="", repr=False)
+    # One event request's whole time (login, sleeps, retries, downloads, inference), and
+    # how many of one user's event requests may be in flight at once (more: 429).
+    zm_event_timeout: float = 30.0
+    zm_events_per_user: int = 2
+    # Proxies (HAProxy, nginx) whose X-Forwarded-For / Forwarded headers are believed; from
+    # anywhere else the connection's own address is the client's.
+    trusted_proxies: Networks = ()
+    # The address clients reach this server at (https://vision.lan), for the console's
+    # snippets and the keyless same-origin check; else the listening address.
+    public_url: str = ""
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Bounds on what the stores keep and how long they wait (serve's options, or the
+    environment for the other commands)."""
+
+    db_timeout: float = 2.0  # seconds for one database statement, and to connect
+    max_keys_per_user: int = 50  # API keys; creating one more is refused
+    max_sessions_per_user: int = 10  # console sessions; the oldest is closed for a new one
+
+    @classmethod
+    def from_env(cls) -> StoreSettings:
+        def number(name: str, default: float) -> float:
+            raw = os.environ.get(name, "")
+            try:
+                return float(raw) if raw else default
+            except ValueError:
+                return default
+
+        return cls(
+            db_timeout=number("MLAPI_DB_TIMEOUT", cls.db_timeout),
+            max_keys_per_user=int(number("MLAPI_MAX_KEYS_PER_USER", cls.max_keys_per_user)),
+            max_sessions_per_user=int(
+                number("MLAPI_MAX_SESSIONS_PER_USER", cls.max_sessions_per_user)
+            ),
+        )
 
 
 @dataclass

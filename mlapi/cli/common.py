@@ -71,6 +71,24 @@ def parse_networks(text: str) -> tuple[Any, ...]:
     return tuple(networks)
 
 
+def parse_public_url(text: str) -> str:
+    """`https://vision.lan[:port][/prefix]` → that URL without a trailing slash; a clear
+    usage error for anything else."""
+    from urllib.parse import urlsplit
+
+    url = text.strip().rstrip("/")
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r} is not a URL (e.g. https://vision.lan)") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise click.BadParameter(f"{text!r} is not an http(s) URL (e.g. https://vision.lan)")
+    return url
+
+
 def parse_dialects(text: str) -> tuple[str, ...]:
     from mlapi.dialects import KEYLESS
 

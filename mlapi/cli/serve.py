@@ -20,8 +20,9 @@ from mlapi.cli.common import (
     parse_dialects,
     parse_models,
     parse_networks,
+    parse_public_url,
 )
-from mlapi.config import WIDE_MIN_BYTES, RuntimeConfig, ServerConfig
+from mlapi.config import WIDE_MIN_BYTES, RuntimeConfig, ServerConfig, StoreSettings
 
 if TYPE_CHECKING:
     from mlapi.processes import Group
@@ -205,7 +206,70 @@ def _processes(value: str) -> str:
     help="A file holding the ZoneMinder user's password (or set MLAPI_ZM_PASSWORD; never "
     "on the command line).",
 )
+@click.option(
+    "--zm-event-timeout",
+    type=click.FloatRange(1, 600),
+    default=ServerConfig.zm_event_timeout,
+    show_default=True,
+    envvar="MLAPI_ZM_EVENT_TIMEOUT",
+    help="Seconds one zm_detect event request may take in all (login, waits, retries, "
+    "frames, detection) [env: MLAPI_ZM_EVENT_TIMEOUT].",
+)
+@click.option(
+    "--zm-events-per-user",
+    type=click.IntRange(1, 1000),
+    default=ServerConfig.zm_events_per_user,
+    show_default=True,
+    envvar="MLAPI_ZM_EVENTS_PER_USER",
+    help="zm_detect event requests one user may have in flight; more get 429 "
+    "[env: MLAPI_ZM_EVENTS_PER_USER].",
+)
+@click.option(
+    "--trusted-proxies",
+    default="",
+    envvar="MLAPI_TRUSTED_PROXIES",
+    metavar="CIDRS",
+    help="Reverse proxies whose X-Forwarded-For or Forwarded header names the client, "
+    "comma-separated (e.g. 127.0.0.1/32); from any other address those headers are "
+    "ignored [env: MLAPI_TRUSTED_PROXIES].",
+)
+@click.option(
+    "--public-url",
+    default="",
+    envvar="MLAPI_PUBLIC_URL",
+    metavar="URL",
+    help="The address clients reach this server at (e.g. https://vision.lan), for the "
+    "console's client snippets and its same-origin checks; default: the listening "
+    "address [env: MLAPI_PUBLIC_URL].",
+)
 @database_option
+@click.option(
+    "--db-timeout",
+    type=click.FloatRange(0.1, 60),
+    default=StoreSettings.db_timeout,
+    show_default=True,
+    envvar="MLAPI_DB_TIMEOUT",
+    help="Seconds a database statement (or connecting) may take before the request gets "
+    "503, or a key or password stamp read in the last 60 s is used [env: MLAPI_DB_TIMEOUT].",
+)
+@click.option(
+    "--max-keys-per-user",
+    type=click.IntRange(1, 100_000),
+    default=StoreSettings.max_keys_per_user,
+    show_default=True,
+    envvar="MLAPI_MAX_KEYS_PER_USER",
+    help="API keys one user may hold; creating another is refused "
+    "[env: MLAPI_MAX_KEYS_PER_USER].",
+)
+@click.option(
+    "--max-sessions-per-user",
+    type=click.IntRange(1, 10_000),
+    default=StoreSettings.max_sessions_per_user,
+    show_default=True,
+    envvar="MLAPI_MAX_SESSIONS_PER_USER",
+    help="Console sessions one user may hold; a new sign-in closes the oldest "
+    "[env: MLAPI_MAX_SESSIONS_PER_USER].",
+)
 @click.option(
     "--token-lifetime",
     type=click.IntRange(60, 30 * 86400),
@@ -237,8 +301,15 @@ def serve(
     zm_portal: str,
     zm_user: str,
     zm_password_file: Path | None,
-    token_lifetime: int,
+    zm_event_timeout: float,
+    zm_events_per_user: int,
+    trusted_proxies: str,
+    public_url: str,
     database: str,
+    db_timeout: float,
+    max_keys_per_user: int,
+    max_sessions_per_user: int,
+    token_lifetime: int,
 ) -> None:
     """Start the HTTP server (data: MLAPI_DATA_DIR, models: MLAPI_CACHE_DIR)."""
     import logging
@@ -269,6 +340,15 @@ def serve(
             if zm_password_file
             else os.environ.get("MLAPI_ZM_PASSWORD", "")
         ),
+        zm_event_timeout=zm_event_timeout,
+        zm_events_per_user=zm_events_per_user,
+        trusted_proxies=parse_networks(trusted_proxies),
+        public_url=parse_public_url(public_url),
+    )
+    settings = StoreSettings(
+        db_timeout=db_timeout,
+        max_keys_per_user=max_keys_per_user,
+        max_sessions_per_user=max_sessions_per_user,
     )
     runtime = RuntimeConfig(
         workers=workers, intra_op_threads=threads, max_pixels=int(max_megapixels * 1e6)
@@ -280,7 +360,7 @@ def serve(
         runtime = replace(runtime, lone_threads=max(1, min((os.cpu_count() or 1) // count, 4)))
     with Engine(config=runtime) as probe:  # missing models: one clear error, before any fork
         probe.check_models(names)
-    shared = wait_for_stores(database)
+    shared = wait_for_stores(database, settings)
     try:
         anyone = shared.accounts.names()
     finally:
@@ -288,17 +368,20 @@ def serve(
     if not anyone and not allow_anonymous:
         logging.getLogger("mlapi").warning("no users yet: create one with `mlapi adduser NAME`")
     if count == 1:
-        serve_one(host, port, config, runtime, database, None)
+        serve_one(host, port, config, runtime, database, settings, None)
         return
     logging.getLogger("mlapi").info("starting %d processes on port %d", count, port)
     sys.exit(
         supervise(
-            Group(count), lambda group: serve_one(host, port, config, runtime, database, group)
+            Group(count),
+            lambda group: serve_one(host, port, config, runtime, database, settings, group),
         )
     )
 
 
-def wait_for_stores(database: str, patience: float = 60.0) -> Stores:
+def wait_for_stores(
+    database: str, settings: StoreSettings | None = None, patience: float = 60.0
+) -> Stores:
     """The stores; a database that does not answer yet (it starts beside us) is waited
     for, up to `patience` seconds."""
     import logging
@@ -309,7 +392,7 @@ def wait_for_stores(database: str, patience: float = 60.0) -> Stores:
     deadline = time.monotonic() + patience
     while True:
         try:
-            return open_stores(database=database)
+            return open_stores(database=database, settings=settings)
         except StoreUnavailable:
             if time.monotonic() > deadline:
                 raise
@@ -323,6 +406,7 @@ def serve_one(
     config: ServerConfig,
     runtime: RuntimeConfig,
     database: str,
+    settings: StoreSettings,
     group: Group | None,
 ) -> None:
     """One server process: its own engine, the shared stores, the port (shared with the
@@ -336,7 +420,7 @@ def serve_one(
     from mlapi.server import AccessLog
 
     map_large_buffers()  # process-wide: big images' memory goes back to the system
-    stores = wait_for_stores(database)
+    stores = wait_for_stores(database, settings)
     engine = Engine(config=runtime, gallery=stores.faces)
     app = create_app(engine, stores, config, group)
     logging.getLogger("mlapi").info("state: %s", stores.where)

@@ -16,6 +16,8 @@ from typing import Protocol
 
 import numpy as np
 
+from mlapi.config import StoreSettings
+
 KEY_PREFIX = "mlk_"  # every API key starts so: it is never mistaken for a token
 
 
@@ -150,10 +152,15 @@ class Stores:
 DATABASE_ENV = "MLAPI_DATABASE_URL"
 
 
-def open_stores(folder: Path | None = None, database: str | None = None) -> Stores:
+def open_stores(
+    folder: Path | None = None,
+    database: str | None = None,
+    settings: StoreSettings | None = None,
+) -> Stores:
     """The stores in the PostgreSQL database at `database` (default: $MLAPI_DATABASE_URL,
     its schema brought up to date), else in TinyDB files under `folder` (default: the data
-    folder)."""
+    folder). `settings`: timeouts and per-user caps (default: from the environment)."""
+    settings = settings or StoreSettings.from_env()
     url = database if database is not None else os.environ.get(DATABASE_ENV, "")
     if url:
         return _database_stores(url)
