@@ -448,6 +448,15 @@ async def admit(request: web.Request) -> None:
         request[ADMITTED] = True
 
 
+def give_back_slot(request: web.Request) -> None:
+    """Give back this request's admission slot while it waits on something that is not
+    this server's work (a ZoneMinder portal's answers): only decoding and inference hold
+    one. `admit` takes one again, in turn, before the next inference."""
+    if request.get(ADMITTED, False):
+        request[ADMITTED] = False
+        request.app[STATE].release()
+
+
 def declared_too_large(request: web.Request) -> bool:
     """The headers announce a body over the limit (413 before reading it)."""
     length = request.content_length
