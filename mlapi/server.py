@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import functools
 import hmac
-import ipaddress
 import json
 import logging
 import re
@@ -19,13 +18,13 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import BodyPartReader, ClientPayloadError, web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
-from mlapi import __version__, metrics, openapi, text
+from mlapi import __version__, edge, metrics, openapi, text
 from mlapi.auth import TokenIssuer
 from mlapi.config import ServerConfig
 from mlapi.dialect import Dialect, dialect_of, error_body
@@ -180,6 +179,7 @@ STARTED = web.RequestKey("started", float)
 INFERENCE_MS = web.RequestKey("inference_ms", float)
 STAGES: web.RequestKey[dict[str, float]] = web.RequestKey("stages", dict)  # detector → s
 AUTHENTICATED = web.RequestKey("authenticated", bool)
+CLIENT: web.RequestKey[str | None] = web.RequestKey("client", str)  # see client()
 ADMITTED = web.RequestKey("admitted", bool)  # holds an admission slot, to give back
 WARMING = web.AppKey("warming", asyncio.Task)
 PUBLISHING = web.AppKey("publishing", asyncio.Task)
@@ -265,6 +265,26 @@ def safe_path(path: str) -> str:
     return masked.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
+# -- the edge ----------------------------------------------------------------------------
+@web.middleware
+async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """What every request must be before anything reads it: a usable `Host` (nothing
+    builds a URL from one with port `abc`), and path parameters and query that are valid
+    text (a NUL byte never reaches a store)."""
+    host = request.headers.get("Host")
+    if host and not edge.valid_host(host):
+        return error_response(request, 400, "the Host header is not a host name and port")
+    try:
+        for name, value in request.match_info.items():
+            text.check(value, f"the path's {name}")
+        for key, value in request.query.items():
+            text.check(key, "a query parameter's name")
+            text.check(value, f"query parameter {key!r}", multiline=True)
+    except MlapiError as exc:
+        return error_response(request, exc.status, text.shown(exc.message))
+    return await handler(request)
+
+
 # -- forgiving paths ---------------------------------------------------------------------
 DOUBLED_SLASHES = re.compile(r"//+")
 
@@ -315,13 +335,10 @@ def _credentials(request: web.Request) -> str | None:
 def keyless(request: web.Request, config: ServerConfig) -> bool:
     """A client the operator lets in without a key: from a chosen network, to a chosen
     dialect (CodeProject.AI's client, a Frigate without a key, on the LAN)."""
-    if not config.keyless_networks or request.remote is None:
+    address = edge.parse_address(client(request) or "")
+    if not config.keyless_networks or address is None:
         return False
-    try:
-        address = ipaddress.ip_address(request.remote.split("%", 1)[0])
-    except ValueError:
-        return False
-    if not any(address in net for net in config.keyless_networks if address.version == net.version):
+    if not edge.within(address, config.keyless_networks):
         return False
     opened = [d for d in request.app[DIALECTS] if d.name in config.keyless_dialects]
     return any(d.owns(request.path) for d in opened)
@@ -334,6 +351,10 @@ async def authenticate(
     secret = secret or _credentials(request)
     if secret is None:
         if state.config.allow_anonymous or keyless(request, state.config):
+            if request.method not in SAFE_METHODS and edge.from_other_site(
+                request.headers, own_host(request)
+            ):  # a web page on another site, riding on the network's trust
+                raise RequestError(403, "a request without a key may not come from another site")
             return None
         raise AuthError("Missing Authorization Header")
     user = await in_state(request, state.users.key_user, secret)
@@ -371,6 +392,26 @@ async def current_stamp(request: web.Request, state: ServerState, user: str, sta
     """A token's or session's stamp still holds: the user was not removed, re-created or
     given a new password since it was issued."""
     return await in_state(request, state.users.session, user) == stamp
+
+
+def client(request: web.Request) -> str | None:
+    """The client's address: the connection's own, or behind --trusted-proxies the one
+    the proxy names (see mlapi.edge)."""
+    if CLIENT not in request:
+        request[CLIENT] = edge.client_address(
+            request.remote,
+            request.headers.getall("X-Forwarded-For", ()),
+            request.headers.getall("Forwarded", ()),
+            request.app[STATE].config.trusted_proxies,
+        )
+    return request[CLIENT]
+
+
+def own_host(request: web.Request) -> str:
+    """This server's host and port as browsers name it: --public-url's, else the `Host`
+    the request was sent to (checked by edge_middleware)."""
+    public_url = request.app[STATE].config.public_url
+    return urlsplit(public_url).netloc if public_url else request.host
 
 
 def signed_in(request: web.Request) -> bool:
@@ -592,22 +633,26 @@ def _form_fields(body: bytes) -> dict[str, str]:
 
 
 SMALL_JSON = 64 * 1024  # parsed on the event loop; bigger bodies on the I/O pool
-ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+# A \u escape of a lone surrogate or a control character (other than tab and line breaks):
+# only a document with one can hold a string that is not valid text.
+SUSPECT_ESCAPE = re.compile(
+    rb"\\u(?:[dD][89a-fA-F]|00(?:0[0-8bBcCeEfF]|1[0-9a-fA-F]|7[fF]|[89][0-9a-fA-F]))"
+)
 
 
 def parse_json(raw: bytes) -> Any:
     """A JSON document whose every string is valid text; RequestError (400) otherwise.
 
     Nesting is bounded by the interpreter's recursion limit (RecursionError, about 1,000
-    levels: no API here nests past 3); lone surrogates can only come from \\u escapes,
-    so documents without one are not walked."""
+    levels: no API here nests past 3); lone surrogates and control characters can only
+    come from \\u escapes, so documents without one are not walked."""
     try:
         document = json.loads(raw)
     except RecursionError:
         raise RequestError(400, "JSON nested too deeply") from None
     except ValueError as exc:
         raise RequestError(400, "body is not valid JSON") from exc
-    if ESCAPED_SURROGATE.search(raw):
+    if SUSPECT_ESCAPE.search(raw):
         _check_strings(document)
     return document
 
@@ -749,11 +794,11 @@ def split_options(fields: dict[str, str], allowed: set[str]) -> tuple[list[str],
     return models, options
 
 
-async def in_pool(
-    request: web.Request, fn: Callable[..., T], *args: Any, cost: int | None = None
-) -> T:
-    """Run blocking engine work on the bounded inference pool; 503 when the queue is full.
-    `cost`: the image's pixels (see images.pixel_cost); else guessed from the body size."""
+async def in_pool(request: web.Request, fn: Callable[..., T], *args: Any, image: bytes) -> T:
+    """Run blocking engine work on `image` on the bounded inference pool; 503 when the
+    queue is full. The work is priced by the image's pixels (read from its header, see
+    images.pixel_cost), never by its bytes: a small PNG of 16 megapixels waits behind
+    camera frames like any big photo."""
     state = request.app[STATE]
     if state.inflight >= state.capacity:
         raise RequestError(503, "server is busy; retry shortly")
@@ -761,8 +806,7 @@ async def in_pool(
     started = time.perf_counter()
     try:
         # Cheapest first: a camera's small frame does not wait behind big photos.
-        guess = 4 * (request.content_length or 0)
-        return await state.engine.run_async(fn, *args, cost=guess if cost is None else cost)
+        return await state.engine.run_async(fn, *args, cost=pixel_cost(image))
     finally:
         state.inflight -= 1
         request[INFERENCE_MS] = (time.perf_counter() - started) * 1000
@@ -773,7 +817,7 @@ async def run_detection(
 ) -> Result:
     engine = request.app[ENGINE]
     plan = engine.make_plan(models, options)  # a bad detector or option: 400 before any work
-    result = await in_pool(request, engine.run_here, data, plan, cost=pixel_cost(data))
+    result = await in_pool(request, engine.run_here, data, plan, image=data)
     request[STAGES] = dict(result.stages)
     return result
 
@@ -908,7 +952,7 @@ async def check_password(request: web.Request, user: str, password: str) -> tupl
     state = request.app[STATE]
     user = text.check(user, "the username")
     password = text.check(password, "the password")
-    address = request.remote or "?"
+    address = client(request) or "?"
     wait = await in_state(request, state.limiter.attempt, user, address)
     if wait:
         raise TooManyLogins(wait)
@@ -939,7 +983,13 @@ def core_app(
     engine.plan(config.models)  # unknown detector names fail before the server starts
     app = web.Application(
         client_max_size=config.max_body,
-        middlewares=[forgiving_paths, errors_middleware, auth_middleware, admission_middleware],
+        middlewares=[
+            edge_middleware,
+            forgiving_paths,
+            errors_middleware,
+            auth_middleware,
+            admission_middleware,
+        ],
     )
     app[ENGINE] = engine
     app[DIALECTS] = []
@@ -1046,9 +1096,13 @@ class AccessLog(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         path = safe_path(request.path)
         user = request.get(USER) or "-"
+        try:
+            address = client(request)  # type: ignore[arg-type]
+        except (AttributeError, RuntimeError):  # a request that never reached the app
+            address = request.remote
         self.logger.info(
             '%s %s "%s %s" %s %.1fms',
-            request.remote,
+            address,
             user,
             request.method,
             path,

@@ -14,6 +14,9 @@ from mlapi.errors import TextError
 SURROGATE = re.compile("[\ud800-\udfff]")
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 CONTROL_BUT_WHITESPACE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Embeddings and overrides of the text direction: in a name they make it display as
+# another (`\u202eenoJ` shows as "Jone..."), and they leak into whatever follows it.
+BIDI_CONTROL = re.compile("[\u202a-\u202e\u2066-\u2069]")
 
 
 def check(value: str, what: str, *, multiline: bool = False) -> str:
@@ -23,6 +26,15 @@ def check(value: str, what: str, *, multiline: bool = False) -> str:
         raise TextError(f"{what} is not valid text (an undecodable byte or a lone surrogate)")
     if (CONTROL_BUT_WHITESPACE if multiline else CONTROL).search(value):
         raise TextError(f"{what} contains control characters")
+    return value
+
+
+def name(value: str, what: str) -> str:
+    """`value` as a name or label people read (a person, a subject, a key): valid text
+    with no control of the text direction; TextError naming `what` otherwise."""
+    check(value, what)
+    if BIDI_CONTROL.search(value):
+        raise TextError(f"{what} contains characters that change the text's direction")
     return value
 
 

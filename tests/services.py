@@ -141,6 +141,8 @@ defaults
     # A replica that refuses the connection (killed, restarting) is skipped for another.
     retries 3
     option redispatch
+    # The client's address for the replicas' login limiter and logs (--trusted-proxies).
+    option forwardfor
 
 frontend mlapi
     bind 127.0.0.1:{port}

@@ -82,8 +82,9 @@ def keys() -> None:
 @database_option
 def keys_create(user: str, name: str, database: str) -> None:
     """Create a key for USER and print it (shown once; only a hash is stored)."""
+    from mlapi import text
 
-    click.echo(_users(database).create_key(user, name))
+    click.echo(_users(database).create_key(user, text.name(name, "the key's name")))
 
 
 @keys.command("list")

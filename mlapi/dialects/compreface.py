@@ -155,6 +155,7 @@ async def add_face(request: web.Request) -> web.Response:
             "compreface",
             "dlib",
             True,
+            image=upload.image,
         )
     except GalleryError as exc:
         if exc.message.startswith("no face"):

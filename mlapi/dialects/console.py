@@ -15,12 +15,11 @@ import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 from aiohttp import web
 
-from mlapi import __version__, attributes, text
+from mlapi import __version__, attributes, edge, text
 from mlapi.console.history import EVERY, History
 from mlapi.console.snippets import snippets
 from mlapi.dialect import Dialect
@@ -43,6 +42,7 @@ from mlapi.server import (
     in_state,
     json_object,
     json_text,
+    own_host,
     read_credentials,
     read_upload,
     signed_in,
@@ -126,8 +126,7 @@ async def sign_in(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if request.content_type != "application/json":
         raise RequestError(415, 'sign in with a JSON body: {"username": …, "password": …}')
-    origin = request.headers.get("Origin")
-    if origin is not None and urlsplit(origin).netloc != request.host:
+    if edge.from_other_site(request.headers, own_host(request)):
         raise RequestError(403, "sign in from the console's own page")
     username, password = await read_credentials(request)
     user, stamp = await check_password(request, username, password)
@@ -206,7 +205,7 @@ async def preview(request: web.Request) -> web.Response:
     draw (a phone's HEIC), so the boxes land on the same pixels."""
     upload = await read_upload(request, fetch=False)
     engine = request.app[ENGINE]
-    jpeg = await in_pool(request, _preview, engine, upload.image)
+    jpeg = await in_pool(request, _preview, engine, upload.image, image=upload.image)
     return web.Response(body=jpeg, content_type="image/jpeg")
 
 
@@ -256,7 +255,9 @@ async def add_person(request: web.Request) -> web.Response:
     outcomes: list[dict[str, Any]] = []
     for number, data in enumerate(photos, 1):
         try:
-            done = await in_pool(request, enroll, engine, faces, name, data, "console")
+            done = await in_pool(
+                request, enroll, engine, faces, name, data, "console", image=data
+            )
         except MlapiError as exc:
             outcomes.append({"photo": number, "added": False, "reason": text.shown(exc.message)})
             continue
@@ -321,7 +322,7 @@ async def recognise_photo(request: web.Request) -> web.Response:
     upload = await read_upload(request, file_field="photo", fetch=False)
     engine, faces = request.app[ENGINE], request.app[STATE].faces
     plan = engine.make_plan(["recognize", "faceprint"], None)
-    result = await in_pool(request, engine.run_here, upload.image, plan)
+    result = await in_pool(request, engine.run_here, upload.image, plan, image=upload.image)
     found = []
     for face in result.detections:
         if not face.embedding:
@@ -344,8 +345,18 @@ async def recognise_photo(request: web.Request) -> web.Response:
 
 # -- keys --------------------------------------------------------------------------------
 def _server_url(request: web.Request) -> str:
+    """Where clients reach this server: --public-url, else the address this connection
+    reached (never the client's own `Host`, which could be anything)."""
+    public_url: str = request.app[STATE].config.public_url
+    if public_url:
+        return public_url
     scheme = "https" if _over_tls(request) else "http"
-    return f"{scheme}://{request.host}"
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if not sockname:
+        return f"{scheme}://127.0.0.1"
+    host, port = sockname[0], sockname[1]
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}"
 
 
 def _snippets(request: web.Request, key: str) -> list[dict[str, str]]:
@@ -368,7 +379,7 @@ async def keys(request: web.Request) -> web.Response:
 async def create_key(request: web.Request) -> web.Response:
     user = user_of(request)
     body = await json_object(request)
-    name = text.check(str(body.get("name") or "").strip(), "the key's name")
+    name = text.name(str(body.get("name") or "").strip(), "the key's name")
     if not name or len(name) > 100:
         raise RequestError(400, "a key needs a name of 1 to 100 characters")
     accounts = request.app[STATE].users

@@ -174,7 +174,9 @@ async def register(request: web.Request) -> web.Response:
     added, reasons, crowded, warnings = 0, [], 0, []
     for name, data in upload.files:  # several samples per person, never replacing old ones
         try:
-            done = await in_pool(request, enroll, engine, gallery, userid, data, name, "dlib", True)
+            done = await in_pool(
+                request, enroll, engine, gallery, userid, data, name, "dlib", True, image=data
+            )
             added += 1
             crowded = max(crowded, done.faces_found)
             warnings += [done.warning] if done.warning else []
@@ -220,7 +222,10 @@ async def match(request: web.Request) -> web.Response:
     if len(upload.files) != 2:
         raise RequestError(400, "exactly two images are needed")
     engine = request.app[ENGINE]
-    a, b = [await in_pool(request, _best_faceprint, engine, data) for _, data in upload.files]
+    a, b = [
+        await in_pool(request, _best_faceprint, engine, data, image=data)
+        for _, data in upload.files
+    ]
     return answer(similarity=round(similarity(float(a @ b), "dlib"), 4))
 
 

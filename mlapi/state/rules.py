@@ -39,7 +39,7 @@ def person_name(name: str) -> str:
     """A person's name as stored: stripped, valid text, 1-100 characters, no slashes."""
     name = name.strip()
     try:
-        text.check(name, "a person's name")
+        text.name(name, "a person's name")
     except TextError as exc:
         raise GalleryError(exc.message) from None
     if not PERSON_NAME.match(name):
