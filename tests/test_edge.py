@@ -275,6 +275,12 @@ def test_an_odd_host_header_is_a_400_on_every_route(host: str, tmp_path: Path) -
             assert status == 400, (method, path, status, body[:200])
         for good in ("127.0.0.1", f"127.0.0.1:{server.port}", "[::1]:80", "vision.lan"):
             assert raw_request(server.port, "GET", "/health", good)[0] == 200
+        # An Origin of the same shape is another site's (it was a 500 at sign-in).
+        signin = json.dumps({"username": "alice", "password": PASSWORD}).encode()
+        odd = server.call(
+            "POST", "/console/api/signin", signin, {**JSON, "Origin": f"http://{host}"}
+        )
+        assert odd.status == 403
     finally:
         server.stop()
 
