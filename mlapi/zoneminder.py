@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -34,6 +35,20 @@ FRAME_TIMEOUT = 10.0  # seconds for one frame
 
 class ZoneMinderError(MlapiError):
     status = 502  # the portal, not the client, failed
+
+
+class ZoneMinderTimeout(ZoneMinderError):
+    status = 504  # no frame within --zm-event-timeout
+
+
+class TooManyEvents(MlapiError):
+    """More of one user's event requests than --zm-events-per-user at once."""
+
+    status = 429
+
+    def __init__(self, message: str, wait: int) -> None:
+        super().__init__(message)
+        self.retry_after = wait
 
 
 @dataclass(frozen=True)
@@ -100,8 +115,17 @@ def _bounded(value: object, low: float, high: float, name: str) -> float:
     return min(max(number, low), high)
 
 
+@dataclass
+class Visit:
+    """One event request's dealings with the portal: it may ask for a fresh login once
+    (a token ZoneMinder refuses after that is the portal's fault, not a stale token)."""
+
+    relogged: bool = False
+
+
 class ZoneMinder:
-    """A portal's frames, logged in once and again when the token expires or is refused."""
+    """A portal's frames, logged in once and again when the token expires or is refused
+    (at most once per request: see `Visit`)."""
 
     def __init__(self, portal: Portal, networks: Networks, max_bytes: int) -> None:
         self.portal, self.networks, self.max_bytes = portal, networks, max_bytes
@@ -114,33 +138,41 @@ class ZoneMinder:
 
         return await fetch(url, self.max_bytes, FRAME_TIMEOUT, self.networks, form=form)
 
-    async def _login(self, again: bool = False) -> str | None:
-        """An access token, or None for a portal without authentication."""
+    async def _login(self, stale: str | None = None) -> str | None:
+        """An access token, or None for a portal without authentication; with `stale` (a
+        token the portal refused), a fresh one unless another request already got it."""
         if not self.portal.user:
             return None
         async with self._lock:
-            if self._token and not again and time.monotonic() < self._expires:
+            if self._token and self._token != stale and time.monotonic() < self._expires:
                 return self._token
+            self._token = None
             form = {"user": self.portal.user, "pass": self.portal.password}
             try:
                 status, body = await self._fetch(f"{self.portal.url}/api/host/login.json", form)
                 document = json.loads(body) if status == 200 else {}
-            except (FetchRefused, ValueError) as exc:
+            except (FetchRefused, ValueError, RecursionError) as exc:
                 raise ZoneMinderError(f"cannot log in to ZoneMinder: {_reason(exc)}") from None
-            token = document.get("access_token") if isinstance(document, dict) else None
+            if not isinstance(document, dict):
+                raise ZoneMinderError("ZoneMinder's login answer is not a JSON object")
+            token = document.get("access_token")
             if not isinstance(token, str) or not token:
                 raise ZoneMinderError(f"ZoneMinder refused the login (HTTP {status})")
-            lifetime = float(document.get("access_token_expires", 3600))
+            lifetime = _lifetime(document.get("access_token_expires", 3600))
             self._token, self._expires = token, time.monotonic() + max(lifetime - 60, 30)
             return token
 
-    async def frame(self, event: str, frame: str, options: FrameOptions) -> bytes | None:
-        """The frame's image, or None when ZoneMinder has none to give (after retries)."""
+    async def frame(
+        self, event: str, frame: str, options: FrameOptions, visit: Visit
+    ) -> bytes | None:
+        """The frame's image, or None when ZoneMinder has none to give (after retries).
+        A token refused again after the request's one fresh login is a ZoneMinderError."""
         for attempt in range(options.attempts):
             if attempt:
                 await asyncio.sleep(options.sleep)
-            for relogin in (False, True):
-                token = await self._login(again=relogin)
+            stale: str | None = None
+            while True:
+                token = await self._login(stale)
                 url = f"{self.portal.url}/index.php?view=image&eid={event}&fid={frame}"
                 if token:
                     url += f"&token={quote(token)}"
@@ -148,14 +180,29 @@ class ZoneMinder:
                     status, body = await self._fetch(url)
                 except FetchRefused as exc:
                     log.info("event %s frame %s: %s", event, frame, _reason(exc))
-                    break  # a slow or unreachable frame: try again, or move on
-                if status == 401 and token and not relogin:
-                    continue  # the token was refused: log in again once
-                if status == 200 and sniff(body):
-                    return body
+                    status, body = 0, b""  # a slow or unreachable frame: try again, or move on
+                if status != 401 or not token:
+                    break
+                if visit.relogged:
+                    raise ZoneMinderError("ZoneMinder refused the login's token (HTTP 401)")
+                visit.relogged, stale = True, token  # the token was refused: log in again once
+            if status == 200 and sniff(body):
+                return body
+            if status:
                 log.info("event %s frame %s: HTTP %s, no image", event, frame, status)
-                break
         return None
+
+
+def _lifetime(value: object) -> float:
+    """A login's `access_token_expires` in seconds (ZoneMinder sends a number)."""
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if math.isfinite(seconds):
+            return seconds
+    raise ZoneMinderError("ZoneMinder's login answer has no valid access_token_expires")
 
 
 def _reason(exc: Exception) -> str:

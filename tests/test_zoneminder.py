@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +17,12 @@ import pytest
 import requests
 from aiohttp import web
 from pyzm.ml.remote import GatewayClient, GatewayModelError
-from servers import LiveServer, Loopback
+from servers import Answer, LiveServer, Loopback
 
-from mlapi.config import ServerConfig
+from mlapi.config import RuntimeConfig, ServerConfig
 from mlapi.engine import Engine
 from mlapi.enroll import enroll
-from mlapi.server import ENGINE
+from mlapi.server import ENGINE, STATE
 from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
 
@@ -127,11 +129,14 @@ def test_zm_detect_shapes(server: LiveServer, photos: Path) -> None:
 class StandIn:
     """ZoneMinder's web API as zm_detect's event path meets it: a login that hands out
     tokens, and event frames by id (`snapshot`, `alarm`, numbers); frame 7 is missing,
-    frame 9 is slow; `revoke()` makes the current token stale."""
+    frame 9 is slow; `revoke()` makes the current token stale, `refuse_all` refuses every
+    token, `answer` replaces the login's answer (a JSON document)."""
 
     def __init__(self, photos: Path) -> None:
         self.photos = photos
         self.logins = 0
+        self.refuse_all = False
+        self.answer: object = None
         self.frames: list[str] = []
         self.valid: set[str] = set()
         self.server = Loopback(
@@ -146,10 +151,12 @@ class StandIn:
         self.logins += 1
         token = f"token{self.logins}"
         self.valid.add(token)
+        if self.answer is not None:
+            return web.json_response(self.answer)
         return web.json_response({"access_token": token, "access_token_expires": 3600})
 
     async def image(self, request: web.Request) -> web.Response:
-        if request.query.get("token") not in self.valid:
+        if self.refuse_all or request.query.get("token") not in self.valid:
             return web.Response(status=401)
         if request.query.get("view") != "image" or request.query.get("eid") != "1234":
             return web.Response(status=404)
@@ -317,3 +324,156 @@ def test_zm_detect_face_names_and_named_faces(
         assert "Kumail" in event["matched_data"]["labels"]
     finally:
         engine.runtime.gallery.remove("Kumail")
+
+
+# -- the event path's limits: slots, time, requests per user, logins ---------------------
+TIMEOUT = 4.0  # the limited server's --zm-event-timeout
+WAITING = {"frame_set": "7,8", "max_attempts": 3, "sleep_between_attempts": 5}  # 404s: 20 s
+
+
+@pytest.fixture(scope="module")
+def limited(
+    store: ModelStore, photos: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LiveServer, StandIn]]:
+    """A small server (one worker, two slots, 2 s in line at most) whose event requests
+    wait 4 s at most, two per user."""
+    standin = StandIn(photos)
+    data = tmp_path_factory.mktemp("zm-limits")
+    config = ServerConfig(
+        models=("objects",), url_networks=LOOPBACK, zm_portal=standin.portal,
+        zm_user="admin", zm_password="zm secret", max_queue=1, max_wait=2.0,
+        zm_event_timeout=TIMEOUT, zm_events_per_user=2,
+    )  # fmt: skip
+    with Engine(store, RuntimeConfig(workers=1), gallery=Gallery(data / "gallery.json")) as e:
+        live = LiveServer(e, data, config)
+        for user in ("zm", "zm2"):
+            live.users.add(user, PASSWORD)
+        live.key = live.token("zm", PASSWORD)
+        warm = live.upload("/api/v1/detect/object", {"file": photo(photos)}, live.key)
+        assert warm.status == 200  # the model is loaded before anything is timed
+        yield live, standin
+        live.stop()
+    standin.server.stop()
+
+
+def photo(photos: Path) -> bytes:
+    return (photos / "object_detection_input.jpg").read_bytes()
+
+
+def event_call(server: LiveServer, token: str, options: dict[str, Any]) -> tuple[Answer, float]:
+    """An event request as zm_detect sends it, bounded to 20 s; (answer, seconds)."""
+    started = time.monotonic()
+    answer = requests.post(
+        f"{server.url}/api/v1/detect/object?type=object&response_format=zm_detect",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"stream": "1234", "stream_options": options},
+        timeout=20,
+    )
+    seconds = time.monotonic() - started
+    return Answer(answer.status_code, answer.content, dict(answer.headers)), seconds
+
+
+def fetched(standin: StandIn, count: int) -> None:
+    """Wait (5 s at most) until the portal has been asked for `count` more frames."""
+    target = len(standin.frames) + count
+    for _ in range(100):
+        if len(standin.frames) >= target:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the event requests never reached the portal")
+
+
+def test_event_requests_waiting_on_the_portal_hold_no_slot(
+    limited: tuple[LiveServer, StandIn], photos: Path
+) -> None:
+    server, standin = limited
+    other = server.token("zm2", PASSWORD)
+    with ThreadPoolExecutor(4) as pool:
+        waiting = [
+            pool.submit(event_call, server, token, WAITING)
+            for token in (server.key, server.key, other, other)
+        ]  # four event requests on a two-slot server, each waiting on 404s
+        fetched(standin, 2)  # (on a server where they hold a slot, two have them both)
+        started = time.monotonic()
+        plain = server.upload("/api/v1/detect/object", {"file": photo(photos)}, server.key)
+        seconds = time.monotonic() - started
+        assert plain.status == 200 and {"dog", "person"} <= {d["label"] for d in plain.json()}
+        assert seconds < 3.0 and not any(f.done() for f in waiting)  # answered while they wait
+        for future in waiting:
+            answer, took = future.result()
+            assert answer.status == 504 and took < TIMEOUT + 3
+    assert server.app[STATE].admitted == 0  # every slot came back
+
+
+def test_an_event_request_waits_at_most_the_event_timeout(
+    limited: tuple[LiveServer, StandIn],
+) -> None:
+    server, standin = limited
+    greedy = {"frame_set": ",".join(str(n) for n in range(10, 20)), "max_attempts": 99,
+              "sleep_between_attempts": 99, "delay": 99}  # fmt: skip  # clamped: 105 s
+    before = len(standin.frames)
+    answer, seconds = event_call(server, server.key, greedy)
+    assert answer.status == 504 and seconds < TIMEOUT + 3
+    assert answer.json()["msg"] == "ZoneMinder gave no frame of event 1234 within 4 s"
+    assert len(standin.frames) == before  # the delay (clamped to 5 s) outlasted the 4 s
+    # A frame already detected is the answer when time runs out (`most` looks further).
+    answer, seconds = event_call(server, server.key, {**WAITING, "frame_set": "snapshot,7,8",
+                                                       "strategy": "most"})  # fmt: skip
+    assert answer.status == 200 and seconds < TIMEOUT + 3
+    assert answer.json()["matched_data"]["frame_id"] == "snapshot"
+
+
+def test_one_user_has_at_most_two_event_requests_in_flight(
+    limited: tuple[LiveServer, StandIn],
+) -> None:
+    server, standin = limited
+    with ThreadPoolExecutor(2) as pool:
+        waiting = [pool.submit(event_call, server, server.key, WAITING) for _ in range(2)]
+        fetched(standin, 2)
+        third, seconds = event_call(server, server.key, WAITING)
+        assert third.status == 429 and seconds < 1.0
+        assert 1 <= int(third.headers["Retry-After"]) <= TIMEOUT
+        assert "at most 2 per user" in third.json()["msg"]
+        elsewhere, _ = event_call(server, server.token("zm2", PASSWORD), {"frame_set": "7"})
+        assert elsewhere.status == 404  # another user's request is not refused
+        assert [f.result()[0].status for f in waiting] == [504, 504]
+    again, _ = event_call(server, server.key, {"frame_set": "snapshot"})
+    assert again.status == 200  # the count went down as they finished
+
+
+def test_a_portal_refusing_every_token_costs_one_fresh_login(
+    limited: tuple[LiveServer, StandIn],
+) -> None:
+    server, standin = limited
+    before = standin.logins
+    standin.refuse_all = True
+    try:
+        options = {"frame_set": "snapshot,alarm,3", "max_attempts": 3, "sleep_between_attempts": 0}
+        answer, _ = event_call(server, server.key, options)
+    finally:
+        standin.refuse_all = False
+    assert answer.status == 502
+    assert answer.json()["msg"] == "ZoneMinder refused the login's token (HTTP 401)"
+    assert standin.logins - before <= 2  # the first login (if any), and one fresh one
+
+
+@pytest.mark.parametrize(
+    ("login", "reason"),
+    [
+        ({"access_token": "t", "access_token_expires": "abc"}, "no valid access_token_expires"),
+        ({"access_token": "t", "access_token_expires": [1]}, "no valid access_token_expires"),
+        ({"access_token": "t", "access_token_expires": "nan"}, "no valid access_token_expires"),
+        (["access_token", "t"], "login answer is not a JSON object"),
+    ],
+)
+def test_a_malformed_login_answer_is_a_502(
+    limited: tuple[LiveServer, StandIn], login: object, reason: str
+) -> None:
+    server, standin = limited
+    standin.revoke()  # the server logs in again, and reads this answer
+    standin.answer = login
+    try:
+        answer, _ = event_call(server, server.key, {"frame_set": "snapshot"})
+    finally:
+        standin.answer = None
+    assert answer.status == 502 and reason in answer.json()["msg"]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import math
 import uuid
+from collections.abc import Awaitable, Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -17,20 +21,36 @@ from mlapi.result import Detection, Result, clip_box
 from mlapi.server import (
     ENGINE,
     STATE,
+    USER,
     RequestError,
     Upload,
     add_post,
+    admit,
     fetch_for,
+    give_back_slot,
     json_object,
     json_text,
     off_loop,
     read_upload,
     run_detection,
 )
-from mlapi.zoneminder import EVENT_ID, FrameOptions, Portal, ZoneMinder
+from mlapi.zoneminder import (
+    EVENT_ID,
+    FrameOptions,
+    Portal,
+    TooManyEvents,
+    Visit,
+    ZoneMinder,
+    ZoneMinderTimeout,
+)
+
+T = TypeVar("T")
+log = logging.getLogger("mlapi.zoneminder")
 
 # -- routes ------------------------------------------------------------------------------
 ZONEMINDER = web.AppKey("zoneminder", ZoneMinder)
+# Each user's event requests in flight (None: anonymous), as their deadlines (loop time).
+ZM_EVENTS = web.AppKey("zm_events", dict[str | None, list[float]])
 
 
 @operation(
@@ -93,27 +113,23 @@ async def _event(
     request: web.Request, document: dict[str, Any], models: list[str], response_format: str
 ) -> web.Response:
     """zm_detect's event path: the event's frames from ZoneMinder, the best frame's
-    matches by the request's strategy (first frame with any, most, most unique)."""
+    matches by the request's strategy (first frame with any, most, most unique).
+
+    Waiting on the portal (the delay, sleeps between attempts, logins, downloads) holds no
+    admission slot: only each frame's decoding and inference take one, in turn. The whole
+    request waits at most --zm-event-timeout, and one user has at most
+    --zm-events-per-user of them in flight (more: 429)."""
     if ZONEMINDER not in request.app:
         raise RequestError(400, "this server reads no ZoneMinder events: start it with --zm-portal")
     event = str(document["stream"]).strip()
     if not EVENT_ID.match(event):
         raise RequestError(400, "stream must be a ZoneMinder event id")
     options = FrameOptions.parse(document.get("stream_options"))  # MlapiError: a 400
-    zoneminder = request.app[ZONEMINDER]
-    if options.delay:
-        await asyncio.sleep(options.delay)
-    best: tuple[tuple[int, ...], str, Result] | None = None
-    for frame in options.frames:
-        data = await zoneminder.frame(event, frame, options)
-        if data is None:
-            continue
-        result = await run_detection(request, data, models, None)
-        score = _score(result, options.strategy)
-        if best is None or score > best[0]:
-            best = (score, frame, result)
-        if options.strategy == "first" and result.detections:
-            break
+    timeout = request.app[STATE].config.zm_event_timeout
+    deadline = asyncio.get_running_loop().time() + timeout
+    with _in_flight(request, deadline):
+        give_back_slot(request)  # the portal's time is not this server's work
+        best = await _best_frame(request, event, options, models, deadline)
     if best is None:
         raise RequestError(404, f"ZoneMinder gave no frame of event {event}")
     _, frame, result = best
@@ -122,6 +138,81 @@ async def _event(
         dims = [resized.height, resized.width] if options.resize else None
         return json_text(render_zm_detect(resized, frame, dims, [result.height, result.width]))
     return json_text(render(resized))
+
+
+async def _best_frame(
+    request: web.Request, event: str, options: FrameOptions, models: list[str], deadline: float
+) -> tuple[tuple[int, ...], str, Result] | None:
+    """(score, frame id, result) of the best frame, or None when ZoneMinder gave none.
+    Past the deadline no more waiting starts: the best frame so far, or a 504."""
+    zoneminder = request.app[ZONEMINDER]
+    visit = Visit()
+    best: tuple[tuple[int, ...], str, Result] | None = None
+    try:
+        if options.delay:
+            await _before(deadline, asyncio.sleep(options.delay))
+        for frame in options.frames:
+            data = await _before(deadline, zoneminder.frame(event, frame, options, visit))
+            if data is None:
+                continue
+            await _before(deadline, admit(request))  # a slot for decoding and inference only
+            try:
+                result = await run_detection(request, data, models, None)
+            finally:
+                give_back_slot(request)
+            score = _score(result, options.strategy)
+            if best is None or score > best[0]:
+                best = (score, frame, result)
+            if options.strategy == "first" and result.detections:
+                break
+    except _PastDeadline:
+        timeout = request.app[STATE].config.zm_event_timeout
+        if best is None:
+            raise ZoneMinderTimeout(
+                f"ZoneMinder gave no frame of event {event} within {timeout:g} s"
+            ) from None
+        log.info("event %s: answering frame %s, the best within %g s", event, best[1], timeout)
+    return best
+
+
+class _PastDeadline(Exception):
+    """An event request's --zm-event-timeout ran out while it waited."""
+
+
+async def _before(deadline: float, work: Awaitable[T]) -> T:
+    """`work`, cancelled at `deadline` (loop time)."""
+    scope = asyncio.timeout_at(deadline)
+    try:
+        async with scope:
+            return await work
+    except TimeoutError:
+        if scope.expired():
+            raise _PastDeadline from None
+        raise
+
+
+@contextlib.contextmanager
+def _in_flight(request: web.Request, deadline: float) -> Iterator[None]:
+    """Count the request among its user's event requests (429 past the cap)."""
+    events = request.app[ZM_EVENTS]
+    user = request.get(USER)  # None: anonymous, all counted together
+    limit = request.app[STATE].config.zm_events_per_user
+    mine = events.get(user, [])
+    if len(mine) >= limit:
+        wait = max(1, math.ceil(min(mine, default=deadline) - asyncio.get_running_loop().time()))
+        raise TooManyEvents(
+            f"too many ZoneMinder event requests at once: at most {limit} per user; "
+            "retry when one has finished",
+            wait,
+        )
+    events.setdefault(user, []).append(deadline)
+    try:
+        yield
+    finally:
+        mine = events[user]
+        mine.remove(deadline)
+        if not mine:
+            del events[user]
 
 
 def _score(result: Result, strategy: str) -> tuple[int, ...]:
@@ -162,6 +253,7 @@ def add_routes(app: web.Application) -> None:
     if config.zm_portal:
         portal = Portal(config.zm_portal.rstrip("/"), config.zm_user, config.zm_password)
         app[ZONEMINDER] = ZoneMinder(portal, config.url_networks, config.max_body)
+        app[ZM_EVENTS] = {}
 
 
 DIALECT = Dialect("mlapi", ("/api/v1/detect/object",), add_routes)
