@@ -7,14 +7,22 @@ mid-accept, or a slow one, would affect the rest). The parent starts nothing but
 children: it forks them before any thread exists, restarts one that dies, and on SIGTERM
 asks each to drain and waits for them.
 
-What the children share: their ready flags (a shared memory page, so /ready is 200 only
-when every child is warm) and their metrics (each publishes a snapshot every second; a
-scrape sums them). Everything else that must be shared (users, keys, password stamps,
-failed logins, the gallery) lives in the stores, which every process re-reads on change.
+What the children share: their ready flags and heartbeats (a shared memory page, so
+/ready is 200 only when every child is warm and answering) and their metrics (each
+publishes a snapshot every second; a scrape sums them). Everything else that must be
+shared (users, keys, password stamps, failed logins, the gallery) lives in the stores,
+which every process re-reads on change.
+
+A child whose event loop stops (SIGSTOP, a deadlock) stops beating: the parent kills it
+(SIGKILL) once its heartbeat is STALE_SECONDS old and starts another. A child that cannot
+reach the database exits with EX_TEMPFAIL and is started again after a growing pause
+(1, 2, 4 … BACKOFF_MAX seconds): a database outage never stops the server, while a failure
+a restart cannot fix (a busy port) on a first start still does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import json
@@ -23,7 +31,9 @@ import mmap
 import os
 import shutil
 import signal
+import struct
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
@@ -34,6 +44,11 @@ from mlapi.state.files import write_private
 log = logging.getLogger("mlapi.processes")
 PUBLISH_SECONDS = 1.0
 PR_SET_PDEATHSIG = 1  # prctl option
+EX_TEMPFAIL = 75  # a child's exit status for "the database does not answer": try again later
+BEAT_SECONDS = 0.5  # how often a child's event loop writes its heartbeat
+STALE_SECONDS = 3.0  # a heartbeat this old: the child is stuck (not ready; killed)
+POLL_SECONDS = 0.2  # how often the parent looks at its children
+BACKOFF_MAX = 30.0  # the longest pause before starting again a child that failed to start
 
 
 class Group:
@@ -42,7 +57,11 @@ class Group:
     def __init__(self, size: int) -> None:
         self.size = size
         self.slot = 0
-        self._flags = mmap.mmap(-1, size)  # anonymous and shared: inherited across fork
+        # One ready byte per slot, then (8-aligned) one heartbeat per slot: the time.monotonic()
+        # of its event loop's last beat (a clock every process of the machine shares), 0 for
+        # "not beating" (starting, or stopping). Anonymous and shared: inherited across fork.
+        self._beats = -(-size // 8) * 8
+        self._flags = mmap.mmap(-1, self._beats + 8 * size)
         self.folder = Path(tempfile.mkdtemp(prefix="mlapi-processes-"))
 
     def set_ready(self, ready: bool, slot: int | None = None) -> None:
@@ -52,7 +71,41 @@ class Group:
         return bool(self._flags[slot])
 
     def all_ready(self) -> bool:
-        return all(self._flags[: self.size])
+        """Every process warm, and none stuck."""
+        now = time.monotonic()
+        return all(self._flags[: self.size]) and not any(
+            self.stale(slot, now) for slot in range(self.size)
+        )
+
+    def beat(self, slot: int | None = None, at: float | None = None) -> None:
+        """This process's loop is alive (`at` 0: it stops beating, and is not watched)."""
+        slot = self.slot if slot is None else slot
+        struct.pack_into(
+            "d", self._flags, self._beats + 8 * slot, time.monotonic() if at is None else at
+        )
+
+    def last_beat(self, slot: int) -> float:
+        """The slot's last heartbeat, 0 if it is not beating. Read until two reads agree: an
+        8-byte write is not promised to be atomic, and a torn read must not kill a child."""
+        offset = self._beats + 8 * slot
+        seen = struct.unpack_from("d", self._flags, offset)[0]
+        while (again := struct.unpack_from("d", self._flags, offset)[0]) != seen:
+            seen = again
+        return float(seen)
+
+    def stale(self, slot: int, now: float | None = None) -> bool:
+        """The slot has beaten, but not for STALE_SECONDS: its loop is stuck."""
+        last = self.last_beat(slot)
+        return last > 0 and (time.monotonic() if now is None else now) - last > STALE_SECONDS
+
+    async def heartbeat(self) -> None:
+        """Beat from this process's event loop until cancelled (then: not beating)."""
+        try:
+            while True:
+                self.beat()
+                await asyncio.sleep(BEAT_SECONDS)
+        finally:
+            self.beat(at=0.0)
 
     def _path(self, slot: int) -> Path:
         return self.folder / f"metrics-{slot}.json"
@@ -96,14 +149,27 @@ def die_with(parent: int) -> None:
         os._exit(0)
 
 
+def backoff(failures: int) -> float:
+    """The pause before starting again a child that failed to start `failures` times in a
+    row: 1, 2, 4 … BACKOFF_MAX seconds."""
+    return float(min(BACKOFF_MAX, 2 ** max(0, failures - 1)))
+
+
 def supervise(group: Group, child: Callable[[Group], None]) -> int:
-    """Fork `group.size` children running `child(group)`; restart any that dies; on
-    SIGTERM or SIGINT drain them all. The exit status: 0, or a child's failure to start."""
+    """Fork `group.size` children running `child(group)`; restart any that dies (at once if
+    it had been ready, else after a growing pause), kill any whose heartbeat is stale; on
+    SIGTERM or SIGINT drain them all. The exit status: 0, or a child's failure to start
+    that a restart cannot fix (any status but 0 and EX_TEMPFAIL before it was ready)."""
     children: dict[int, int] = {}  # pid → slot
+    due: dict[int, float] = {}  # slot → when to start it again
+    killed: set[int] = set()  # stuck children told SIGKILL, not yet reaped
+    failures = [0] * group.size  # failed starts in a row, per slot
     stopping = False
+    failure = 0
 
     def start(slot: int) -> None:
         group.set_ready(False, slot)
+        group.beat(slot, at=0.0)  # not watched until its loop beats
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: serve until told to stop, never return to the parent's code
@@ -128,34 +194,61 @@ def supervise(group: Group, child: Callable[[Group], None]) -> int:
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
+        due.clear()
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)  # each drains its requests in flight
+
+    def ended(pid: int, status: int) -> None:
+        nonlocal failure
+        slot = children.pop(pid)
+        killed.discard(pid)
+        was_ready = group.is_ready(slot)
+        group.set_ready(False, slot)
+        group.beat(slot, at=0.0)
+        code = os.waitstatus_to_exitcode(status)
+        if stopping:
+            return
+        if code > 0 and code != EX_TEMPFAIL and not was_ready:
+            # A missing model, a busy port: a restart won't help.
+            log.error("process %d exited with %d on start; stopping the server", slot, code)
+            failure = code
+            stop(signal.SIGTERM, None)
+            return
+        failures[slot] = 0 if was_ready else failures[slot] + 1
+        pause = backoff(failures[slot]) if failures[slot] else 0.0
+        why = "could not reach the database" if code == EX_TEMPFAIL else f"exited with {code}"
+        log.warning("process %d (pid %d) %s; starting it again in %g s", slot, pid, why, pause)
+        due[slot] = time.monotonic() + pause
+
+    def watch() -> None:
+        now = time.monotonic()
+        for pid, slot in children.items():
+            if pid not in killed and group.stale(slot, now):
+                log.error(
+                    "process %d (pid %d) has not answered for %.1f s; killing it",
+                    slot, pid, now - group.last_beat(slot),
+                )  # fmt: skip
+                killed.add(pid)  # stale (so not ready) until its end restarts it
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for slot, when in list(due.items()):
+            if when <= now and not stopping and due.pop(slot, None) is not None:
+                start(slot)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     for slot in range(group.size):
         start(slot)
-    failure = 0
-    while children:
+    while children or due:
         try:
-            pid, status = os.wait()
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        slot = children.pop(pid)
-        was_ready = group.is_ready(slot)
-        group.set_ready(False, slot)
-        code = os.waitstatus_to_exitcode(status)
-        if stopping:
-            continue
-        if code > 0 and not was_ready:  # a missing model, a busy port: a restart won't help
-            log.error("process %d exited with %d on start; stopping the server", slot, code)
-            failure = code
-            stop(signal.SIGTERM, None)
-            continue
-        log.warning("process %d (pid %d) exited with %d; starting it again", slot, pid, code)
-        start(slot)
+            pid = 0
+        if pid in children:
+            ended(pid, status)
+            continue  # reap every child that ended before sleeping
+        watch()
+        time.sleep(POLL_SECONDS)
     shutil.rmtree(group.folder, ignore_errors=True)
     return failure

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import services
 
+from mlapi.processes import STALE_SECONDS, backoff
+from mlapi.processes import Group as ProcessGroup
 from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
 
@@ -55,15 +60,17 @@ def children_of_port(port: int) -> list[int]:
 
 
 class Group:
-    def __init__(self, data: Path, port: int) -> None:
+    def __init__(self, data: Path, port: int, env: dict[str, str] | None = None) -> None:
         self.data, self.port = data, port
-        self.env = dict(os.environ, MLAPI_DATA_DIR=str(data))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlapi", "serve", "--port", str(port), "--processes", "2",
-             "--workers", "1", "--models", "objects"],
-            env=self.env,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        self.env = dict(os.environ, MLAPI_DATA_DIR=str(data), **(env or {}))
+        self.log = data / "serve.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mlapi", "serve", "--port", str(port), "--processes", "2",
+                 "--workers", "1", "--models", "objects"],
+                env=self.env,
+                stderr=log,
+            )  # fmt: skip
 
     def cli(self, *args: str, stdin: str = "") -> str:
         done = subprocess.run(
@@ -73,14 +80,18 @@ class Group:
         return done.stdout.strip()
 
     def call(
-        self, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+        self,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 60,
     ) -> tuple[int, bytes]:
         """A request on a connection of its own (the kernel picks the process)."""
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.port}{path}", data=body, headers=headers or {}
         )
         try:
-            with urllib.request.urlopen(request, timeout=60) as answer:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
                 return answer.status, answer.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
@@ -89,12 +100,25 @@ class Group:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if self.call("/ready")[0] == 200:
+                if self.call("/ready", timeout=2)[0] == 200:
                     return
             except OSError:
                 pass
             time.sleep(0.2)
         raise AssertionError("the server did not get ready")
+
+
+def finish(running: Group) -> None:
+    for pid in children(running.proc.pid):  # none stays stopped (SIGSTOP) by a failed test
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGCONT)
+    if running.proc.poll() is None:
+        running.proc.kill()  # the children follow their parent (PR_SET_PDEATHSIG)
+        running.proc.wait()
+    deadline = time.monotonic() + 30
+    while children_of_port(running.port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not children_of_port(running.port), "a child outlived its parent"
 
 
 @pytest.fixture
@@ -105,13 +129,7 @@ def group(store: ModelStore, tmp_path: Path) -> Iterator[Group]:
         running.wait_ready()
         yield running
     finally:
-        if running.proc.poll() is None:
-            running.proc.kill()  # the children follow their parent (PR_SET_PDEATHSIG)
-            running.proc.wait()
-        deadline = time.monotonic() + 30
-        while children_of_port(running.port) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not children_of_port(running.port), "a child outlived its parent"
+        finish(running)
 
 
 def login(group: Group, password: str) -> int:
@@ -199,3 +217,138 @@ def test_a_busy_port_is_one_line_naming_it(
     assert f"error: 127.0.0.1:{port} is in use: choose another with --port" in done.stderr
     if processes == "2":
         assert "stopping the server" in done.stderr
+
+
+def probe(group: Group, path: str, headers: dict[str, str] | None = None) -> tuple[int, float]:
+    """A short request: its status (0: no answer within a second) and how long it took."""
+    began = time.monotonic()
+    try:
+        status = group.call(path, headers=headers, timeout=1)[0]
+    except OSError:
+        status = 0
+    return status, time.monotonic() - began
+
+
+def test_a_stuck_process_is_killed_and_replaced(group: Group, photos: Path) -> None:
+    """A child whose event loop stops (here: SIGSTOP) stops beating: within 5 s the parent
+    kills it and starts another; meanwhile /ready and mlapi_ready say the server is not
+    ready, and once the replacement is warm they say it is."""
+    key = group.cli("keys", "create", "ann")
+    before = children(group.proc.pid)
+    victim = min(before)
+    os.kill(victim, signal.SIGSTOP)
+    stopped = time.monotonic()
+    replaced_after = None
+    ready, metrics, health = [], [], []
+    try:
+        while time.monotonic() - stopped < 20:
+            now = children(group.proc.pid)
+            if replaced_after is None and victim not in now and len(now) == 2:
+                replaced_after = time.monotonic() - stopped
+            ready.append((time.monotonic() - stopped, probe(group, "/ready")[0]))
+            text = b""
+            with contextlib.suppress(OSError):
+                text = group.call("/metrics", headers={"X-API-Key": key}, timeout=1)[1]
+            metrics.append(b"mlapi_ready 0" in text)
+            health.append(probe(group, "/health"))
+            if replaced_after is not None and ready[-1][1] == 200:
+                break
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(victim, signal.SIGCONT)
+    answered = [latency for status, latency in health if status == 200]
+    refused = [at for at, status in ready if status == 503]
+    print(
+        f"stuck child replaced {replaced_after} s after SIGSTOP; /ready 503 from "
+        f"{min(refused, default=None)} s to {max(refused, default=None)} s, then "
+        f"{ready[-1][1]}; /health answered {len(answered)}/{len(health)} (a connection the "
+        f"kernel gave the stuck child waits), slowest answer {max(answered):.3f} s"
+    )
+    assert replaced_after is not None and replaced_after < 5, "the stuck child was not replaced"
+    after = children(group.proc.pid)
+    assert victim not in after and len(after) == 2 and after & before
+    assert 503 in {status for _, status in ready}, "/ready said 200 while a child was stuck"
+    assert any(metrics), "mlapi_ready stayed 1 while a child was stuck"
+    assert ready[-1][1] == 200  # the replacement is warm
+    group.wait_ready(10)
+    scrape = group.call("/metrics", headers={"X-API-Key": key})[1].decode()
+    assert "mlapi_ready 1" in scrape
+    assert "has not answered for" in group.log.read_text()
+
+
+def test_a_database_outage_never_stops_the_server(store: ModelStore, tmp_path: Path) -> None:
+    """PostgreSQL stops and a child is killed: the child, which cannot reach the database,
+    is started again and again with a growing pause (not a fatal start failure); the other
+    child serves meanwhile, /ready says 503; once the database is back, so is the child.
+    MLAPI_DB_PATIENCE=2 makes a child give up on the database after 2 s instead of 60."""
+    cluster = services.Cluster()
+    running = None
+    try:
+        env = {"MLAPI_DATABASE_URL": services.new_database(cluster.url()), "MLAPI_DB_PATIENCE": "2"}
+        running = Group(tmp_path, free_port(), env)
+        running.cli("adduser", "ann", "--password-stdin", stdin="ann's password\n")
+        running.wait_ready()
+        before = children(running.proc.pid)
+        cluster.stop()
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        seen = set(before)
+        ready, health = [], []
+        while time.monotonic() - killed < 14:
+            assert running.proc.poll() is None, "the server stopped"
+            seen |= children(running.proc.pid)
+            if len(seen) > len(before):  # the dead child is gone: the other one answers
+                ready.append(probe(running, "/ready")[0])
+                health.append(probe(running, "/health"))
+            time.sleep(0.2)
+        log = running.log.read_text()
+        restarts = len(seen - before)
+        answered = [latency for status, latency in health if status == 200]
+        print(
+            f"during the outage: {restarts} processes started for the killed one; /health "
+            f"answered {len(answered)}/{len(health)}, slowest {max(answered):.3f} s; "
+            f"/ready {sorted(set(ready))}"
+        )
+        assert running.proc.poll() is None, "the server stopped"
+        assert len(answered) == len(health), "the other child did not serve /health"
+        assert set(ready) == {503}
+        assert restarts >= 2, "the child that could not reach the database was not restarted"
+        assert "could not reach the database; starting it again in 1 s" in log
+        assert "could not reach the database; starting it again in 2 s" in log
+        assert "stopping the server" not in log
+        cluster.start()
+        back = time.monotonic()
+        running.wait_ready(45)
+        print(f"ready again {time.monotonic() - back:.1f} s after the database came back")
+        assert len(children(running.proc.pid)) == 2
+        key = running.cli("keys", "create", "ann")
+        answers = []  # a new key, read from the database by both processes
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            answers = [running.call("/api/v1/models", headers={"X-API-Key": key}) for _ in range(8)]
+            if {status for status, _ in answers} == {200}:
+                break
+            time.sleep(0.5)
+        print(f"a new key works on both {time.monotonic() - back:.1f} s after the database is back")
+        assert {status for status, _ in answers} == {200}, answers
+    finally:
+        if running is not None:
+            finish(running)
+        cluster.close()
+
+
+def test_a_stale_heartbeat_is_not_ready_and_the_pause_grows() -> None:
+    group = ProcessGroup(2)
+    try:
+        for slot in (0, 1):
+            group.set_ready(True, slot)
+        assert group.all_ready()  # neither beats yet (loading models): not watched
+        group.beat(0)
+        group.beat(1, at=time.monotonic() - STALE_SECONDS - 0.5)
+        assert group.stale(1) and not group.stale(0) and not group.all_ready()
+        group.beat(1, at=0.0)  # stopped beating on purpose (cleanup): not stuck
+        assert group.all_ready()
+    finally:
+        shutil.rmtree(group.folder, ignore_errors=True)
+    assert [backoff(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 30, 30, 30]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -379,17 +380,28 @@ def serve(
     )
 
 
+PATIENCE_ENV = "MLAPI_DB_PATIENCE"
+
+
+def db_patience() -> float:
+    """Seconds to wait for a database that does not answer: $MLAPI_DB_PATIENCE, else 60."""
+    try:
+        return max(0.0, float(os.environ.get(PATIENCE_ENV) or 60.0))
+    except ValueError:
+        return 60.0
+
+
 def wait_for_stores(
-    database: str, settings: StoreSettings | None = None, patience: float = 60.0
+    database: str, settings: StoreSettings | None = None, patience: float | None = None
 ) -> Stores:
     """The stores; a database that does not answer yet (it starts beside us) is waited
-    for, up to `patience` seconds."""
+    for, up to `patience` seconds (default: db_patience())."""
     import logging
 
     from mlapi.errors import StoreUnavailable
     from mlapi.state import open_stores
 
-    deadline = time.monotonic() + patience
+    deadline = time.monotonic() + (db_patience() if patience is None else patience)
     while True:
         try:
             return open_stores(database=database, settings=settings)
@@ -411,18 +423,31 @@ def serve_one(
 ) -> None:
     """One server process: its own engine, the shared stores, the port (shared with the
     other processes of `group`)."""
+    import asyncio
     import logging
 
     from aiohttp import web
 
     from mlapi.app import create_app
     from mlapi.engine import Engine, map_large_buffers
+    from mlapi.errors import StoreUnavailable
+    from mlapi.processes import EX_TEMPFAIL
     from mlapi.server import AccessLog
 
     map_large_buffers()  # process-wide: big images' memory goes back to the system
-    stores = wait_for_stores(database, settings)
-    engine = Engine(config=runtime, gallery=stores.faces)
-    app = create_app(engine, stores, config, group)
+    stores: Stores | None = None
+    try:
+        stores = wait_for_stores(database, settings)
+        engine = Engine(config=runtime, gallery=stores.faces)
+        app = create_app(engine, stores, config, group)
+    except StoreUnavailable as exc:
+        if group is None:
+            raise
+        if stores is not None:
+            stores.close()
+        # Not a failure a restart cannot fix: the parent starts this process again later.
+        logging.getLogger("mlapi").error("process %d: %s", group.slot, exc)
+        sys.exit(EX_TEMPFAIL)
     logging.getLogger("mlapi").info("state: %s", stores.where)
 
     async def close_engine(_: web.Application) -> None:
@@ -430,6 +455,20 @@ def serve_one(
         stores.close()
 
     app.on_cleanup.append(close_engine)
+    if group is not None:  # the parent kills a process whose event loop stops beating
+        beating: list[asyncio.Task[None]] = []
+
+        async def start_beating(_: web.Application) -> None:
+            beating.append(asyncio.create_task(group.heartbeat()))
+
+        async def stop_beating(_: web.Application) -> None:
+            for task in beating:  # first: the rest of the cleanup is not watched
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+        app.on_startup.append(start_beating)
+        app.on_cleanup.insert(0, stop_beating)
     # SIGTERM/SIGINT stop accepting, let in-flight requests finish (up to 30 s), then exit.
     try:
         web.run_app(
