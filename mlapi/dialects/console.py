@@ -28,6 +28,7 @@ from mlapi.enroll import enroll
 from mlapi.errors import AuthError, MlapiError, UserError
 from mlapi.images import decode, encode_jpeg
 from mlapi.openapi import operation
+from mlapi.result import dumps
 from mlapi.server import (
     ENGINE,
     SESSION_COOKIE,
@@ -42,13 +43,14 @@ from mlapi.server import (
     in_state,
     json_object,
     json_text,
+    off_loop,
     own_host,
     read_credentials,
     read_upload,
     signed_in,
 )
 from mlapi.similarity import normalise, similarity
-from mlapi.state import rules
+from mlapi.state import Sample, rules
 from mlapi.state.sessions import SESSION_LIFETIME
 from mlapi.store import catalog
 
@@ -78,7 +80,9 @@ def anyone(summary: str) -> Callable[[Handler], Handler]:
     return operation(summary, tag="console", auth=False)
 
 
-def signed_in_only(summary: str) -> Callable[[Handler], Handler]:
+def signed_in_only(
+    summary: str, params: list[dict[str, Any]] | None = None
+) -> Callable[[Handler], Handler]:
     """A handler only a signed-in browser reaches (a key or token gets 401), documented so."""
 
     def wrap(handler: Handler) -> Handler:
@@ -87,7 +91,8 @@ def signed_in_only(summary: str) -> Callable[[Handler], Handler]:
             user_of(request)
             return await handler(request)
 
-        return operation(f"{summary} (console session)", tag="console", auth=False)(checked)
+        described = f"{summary} (console session)"
+        return operation(described, tag="console", auth=False, params=params)(checked)
 
     return wrap
 
@@ -223,17 +228,67 @@ def _preview(engine: Engine, data: bytes) -> bytes:
 
 
 # -- people ------------------------------------------------------------------------------
-@signed_in_only("known people and their samples")
+PEOPLE_PAGE = 100  # people per page of the listing unless `limit` asks for another number
+PEOPLE_PAGE_MOST = 1000  # a larger `limit` is cut to this
+
+
+def _page_param(name: str, default: int, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "integer", "minimum": 0, "default": default},
+    }
+
+
+@signed_in_only(
+    "known people (by name) and their samples, a page at a time: `total` counts everyone",
+    params=[
+        _page_param("offset", 0, "people to skip, in name order"),
+        _page_param("limit", PEOPLE_PAGE, f"people in the page (at most {PEOPLE_PAGE_MOST})"),
+    ],
+)
 async def people(request: web.Request) -> web.Response:
+    """A page of `limit` people from `offset` in name order, with every sample of each,
+    and `total`: a gallery of 30,000 samples is 3 MB of JSON at once. Built off the
+    event loop, which goes on answering meanwhile."""
+    offset = _whole(request, "offset", 0)
+    limit = min(_whole(request, "limit", PEOPLE_PAGE), PEOPLE_PAGE_MOST)
     faces = request.app[STATE].faces
     names, samples = await in_state(request, lambda: (faces.names(), faces.samples()))
-    listed: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    page = await off_loop(request, _people_page, names, samples, offset, limit)
+    return web.Response(text=page, content_type="application/json")
+
+
+def _whole(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name, "")
+    if not raw:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
+        raise RequestError(400, f"{name} must be a whole number from 0, got {raw[:20]!r}")
+    return int(raw)
+
+
+def _people_page(names: list[str], samples: list[Sample], offset: int, limit: int) -> str:
+    """The page as JSON text: dumps() of the whole document, made a person at a time, so
+    no call holds the GIL (and the event loop) for long, nor keeps 10,000 dicts alive."""
+    everyone = sorted({*names, *(s.name for s in samples)})
+    chosen = everyone[offset : offset + limit]
+    listed: dict[str, list[Sample]] = {name: [] for name in chosen}
     for s in samples:
-        listed.setdefault(s.name, []).append(
-            {"id": s.id, "created": round(s.created, 3), "source": s.source, "model": s.model}
-        )
-    rows = [{"name": name, "samples": listed[name]} for name in sorted(listed)]
-    return json_text({"people": rows})
+        theirs = listed.get(s.name)
+        if theirs is not None:
+            theirs.append(s)
+    rows = ", ".join(
+        dumps({"name": name, "samples": [_sample_row(s) for s in listed[name]]}) for name in chosen
+    )
+    rest = dumps({"total": len(everyone), "offset": offset, "limit": limit})
+    return f'{{"people": [{rows}], {rest[1:]}'
+
+
+def _sample_row(s: Sample) -> dict[str, Any]:
+    return {"id": s.id, "created": round(s.created, 3), "source": s.source, "model": s.model}
 
 
 @signed_in_only("add a person, or samples of one, from photos (each refusal in words)")

@@ -347,12 +347,22 @@ class PgLoginAttempts:
 
 
 class PgGallery:
+    """Samples as rows; matching against an in-memory copy of every embedding, re-read when
+    the version counter moved. Big reads are converted a chunk of rows at a time, and the
+    embeddings arrive as binary float4 arrays parsed by numpy, so a server's event loop
+    (which needs the GIL too) goes on answering while 30,000 samples are read."""
+
+    CHUNK = 1000  # rows converted per call: a few milliseconds holding the GIL
+    FLOAT4 = 700  # the element type's oid in a real[]'s binary form
+
     def __init__(self, db: Database) -> None:
         self.db = db
         self._version: int | None = None
-        self._rows: list[tuple[str, str, list[float]]] = []
         self._indexes: dict[str, Index] = {}
         self._lock = threading.Lock()
+        # Every sample, for listings (ten at once must not each make 30,000 objects).
+        self._listed: tuple[int, list[Sample]] | None = None
+        self._listing = threading.Lock()
 
     def add(
         self,
@@ -395,11 +405,30 @@ class PgGallery:
         return removed
 
     def samples(self) -> list[Sample]:
+        """Re-read only when the version counter moved (every change moves it)."""
         with self.db.connection() as conn:
-            rows = conn.execute(
+            version = self._version_now(conn)
+            with self._listing:
+                if self._listed is None or self._listed[0] != version:
+                    self._listed = version, self._read_samples(conn)
+                return list(self._listed[1])
+
+    def _read_samples(self, conn: psycopg.Connection[Any]) -> list[Sample]:
+        found: list[Sample] = []
+        with conn.cursor() as cursor:
+            cursor.execute(
                 "SELECT id, name, model, created, source FROM mlapi_samples ORDER BY created"
-            ).fetchall()
-        return [Sample(*row) for row in rows]
+            )
+            while rows := cursor.fetchmany(self.CHUNK):
+                found += (Sample(*row) for row in rows)
+        return found
+
+    @staticmethod
+    def _version_now(conn: psycopg.Connection[Any]) -> int:
+        """The gallery's version counter: read before the rows, so what is kept under it is
+        never older than it says."""
+        row = conn.execute("SELECT version FROM mlapi_gallery_version").fetchone()
+        return int(row[0]) if row else 0
 
     def names(self) -> list[str]:
         with self.db.connection() as conn:
@@ -474,18 +503,51 @@ class PgGallery:
     def _index(self, model: str) -> Index:
         """The model's samples, re-read when another replica (or the CLI) changed them."""
         with self.db.connection() as conn:
-            row = conn.execute("SELECT version FROM mlapi_gallery_version").fetchone()
-            version = int(row[0]) if row else 0
+            version = self._version_now(conn)
             with self._lock:
                 if version != self._version:
-                    self._rows = conn.execute(
-                        "SELECT name, model, embedding FROM mlapi_samples ORDER BY created, id"
-                    ).fetchall()
-                    self._version, self._indexes = version, {}
+                    self._indexes = self._read_indexes(conn)
+                    self._version = version
                 if model not in self._indexes:
-                    chosen = ((n, e) for n, m, e in self._rows if m == model)
-                    self._indexes[model] = Index(chosen)
+                    self._indexes[model] = Index([], np.zeros((0, 0), np.float32))
                 return self._indexes[model]
+
+    def _read_indexes(self, conn: psycopg.Connection[Any]) -> dict[str, Index]:
+        """Every model's samples. Not `embedding` itself: psycopg would make 30,000 lists
+        of floats in one call that holds the GIL for a second (the loop starves)."""
+        names: dict[str, list[str]] = {}
+        vectors: dict[str, list[np.ndarray]] = {}
+        with conn.cursor(binary=True) as cursor:
+            cursor.execute(
+                "SELECT model, name, array_send(embedding) FROM mlapi_samples ORDER BY created, id"
+            )
+            while rows := cursor.fetchmany(self.CHUNK):
+                chunk: dict[str, tuple[list[str], list[bytes]]] = {}
+                for model, name, blob in rows:
+                    who, blobs = chunk.setdefault(model, ([], []))
+                    who.append(name)
+                    blobs.append(blob)
+                for model, (who, blobs) in chunk.items():
+                    names.setdefault(model, []).extend(who)
+                    vectors.setdefault(model, []).append(self._floats(model, blobs))
+        if any(len({v.shape[1] for v in vectors[m]}) > 1 for m in names):
+            raise GalleryError("the gallery's samples of one model differ in length")
+        return {m: Index(names[m], np.concatenate(vectors[m])) for m in names}
+
+    @classmethod
+    def _floats(cls, model: str, blobs: list[bytes]) -> np.ndarray:
+        """float4 arrays in PostgreSQL's binary form (array_send), one row each: a header
+        (dimensions, null flag, element type, length, lower bound), then each element's
+        byte count (4) and big-endian value."""
+        words = np.frombuffer(b"".join(blobs), ">i4") if len(set(map(len, blobs))) == 1 else None
+        if words is not None:
+            words = words.reshape(len(blobs), -1)
+            size = (words.shape[1] - 5) // 2
+            header = np.array([1, 0, cls.FLOAT4, size])
+            whole = size > 0 and words.shape[1] == 5 + 2 * size
+            if whole and (words[:, :4] == header).all() and (words[:, 5::2] == 4).all():
+                return words[:, 6::2].view(">f4").astype(np.float32)
+        raise GalleryError(f"the gallery's {model} samples are not embeddings of one length")
 
     def ranking(self, embedding: np.ndarray, model: str) -> list[Match]:
         return self._index(model).ranking(embedding)

@@ -301,11 +301,23 @@ dropZone.addEventListener("drop", (event) => {
 });
 
 // -- people ----------------------------------------------------------------------------
-async function loadPeople() {
-  const { people } = await answer(await api("GET", "/console/api/people"));
+// A page of people at a time (the server's default size); "Show more" appends the next.
+async function loadPeople(offset = 0) {
+  const { people, total } = await answer(await api("GET", `/console/api/people?offset=${offset}`));
   const list = $("people-list");
-  list.replaceChildren(...people.map(personCard));
-  if (!people.length) list.append(el("li", { class: "hint" }, "Nobody yet: add a person with a few photos of their face."));
+  const cards = people.map(personCard);
+  if (offset) {
+    list.querySelector("li.more")?.remove();
+    list.append(...cards);
+  } else {
+    list.replaceChildren(...cards);
+  }
+  if (!total) list.append(el("li", { class: "hint" }, "Nobody yet: add a person with a few photos of their face."));
+  const shown = offset + people.length;
+  if (people.length && shown < total) {
+    list.append(el("li", { class: "more" }, el("button", { type: "button", onclick: () => loadPeople(shown) },
+      `Show more people (${total - shown} not shown)`)));
+  }
 }
 
 function personCard(person) {
