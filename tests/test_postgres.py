@@ -19,9 +19,10 @@ import services
 from helpers import run_mlapi
 from servers import LiveServer
 
-from mlapi.config import ServerConfig
+from mlapi.config import ServerConfig, StoreSettings
 from mlapi.engine import Engine
 from mlapi.errors import GalleryError, StoreUnavailable, UserError
+from mlapi.server import CSRF_HEADER, SESSION_COOKIE
 from mlapi.state import Stores, open_stores, rules
 from mlapi.state.postgres import MIGRATIONS, Database
 from mlapi.store import ModelStore
@@ -43,6 +44,76 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
         opened = open_stores(database=request.getfixturevalue("database"))
     yield opened
     opened.close()
+
+
+CAPS = StoreSettings(max_keys_per_user=3, max_sessions_per_user=2)
+
+
+@pytest.fixture(params=["files", "postgres"])
+def capped(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
+    """Both implementations with small per-user caps: 3 API keys, 2 console sessions."""
+    if request.param == "files":
+        opened = open_stores(tmp_path / "capped", settings=CAPS)
+    else:
+        opened = open_stores(database=request.getfixturevalue("database"), settings=CAPS)
+    yield opened
+    opened.close()
+
+
+def test_keys_and_console_sessions_are_capped_per_user(capped: Stores) -> None:
+    accounts, sessions = capped.accounts, capped.sessions
+    accounts.add("ann", PASSWORD)
+    accounts.add("bob", PASSWORD)
+    mine = [accounts.create_key("ann", f"camera {i}") for i in range(3)]
+    with pytest.raises(UserError) as refused:
+        accounts.create_key("ann", "one too many")
+    assert refused.value.status == 400
+    assert "'ann' already has 3 API keys" in refused.value.message
+    assert "--max-keys-per-user" in refused.value.message
+    assert "mlapi keys revoke" in refused.value.message
+    assert all(accounts.key_user(key) == "ann" for key in mine)  # none lost
+    assert accounts.key_user(accounts.create_key("bob", "own")) == "bob"  # per user
+    accounts.revoke_key(mine[0].split("_")[1])
+    assert accounts.key_user(accounts.create_key("ann", "in its place")) == "ann"
+    # A third sign-in closes the oldest of the two sessions; others' are untouched.
+    stamp = accounts.session("ann") or ""
+    bobs, _ = sessions.open("bob", accounts.session("bob") or "")
+    first, _ = sessions.open("ann", stamp)
+    time.sleep(0.01)
+    second, _ = sessions.open("ann", stamp)
+    time.sleep(0.01)
+    third, _ = sessions.open("ann", stamp)
+    assert sessions.find(first) is None
+    assert sessions.find(second) is not None and sessions.find(third) is not None
+    assert sessions.find(bobs) is not None
+
+
+def test_the_console_says_why_a_key_is_refused(capped: Stores, tmp_path: Path) -> None:
+    with Engine(ModelStore(tmp_path / "cache")) as engine:
+        server = LiveServer(engine, tmp_path / "data", ServerConfig(models=()), capped)
+        try:
+            capped.accounts.add("ann", PASSWORD)
+            body = json.dumps({"username": "ann", "password": PASSWORD}).encode()
+            signed = []
+            for _ in range(3):  # the third sign-in ends the first
+                answer = server.call(
+                    "POST", "/console/api/signin", body, {"Content-Type": "application/json"}
+                )
+                cookie = answer.headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+                signed.append({"Cookie": f"{SESSION_COOKIE}={cookie}",
+                               CSRF_HEADER: answer.json()["csrf"]})  # fmt: skip
+                time.sleep(0.01)
+            assert server.call("GET", "/console/api/keys", None, signed[0]).status == 401
+            headers = {**signed[2], "Content-Type": "application/json"}
+            made = [
+                server.call("POST", "/console/api/keys", json.dumps({"name": n}).encode(), headers)
+                for n in ("a", "b", "c", "d")
+            ]
+            assert [m.status for m in made] == [200, 200, 200, 400]
+            message = made[3].json()["error"]
+            assert "3 API keys" in message and "mlapi keys revoke" in message, message
+        finally:
+            server.stop()
 
 
 def test_accounts_keep_their_promises(stores: Stores) -> None:

@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from mlapi.config import StoreSettings
+from mlapi.errors import UserError
 
 KEY_PREFIX = "mlk_"  # every API key starts so: it is never mistaken for a token
 
@@ -152,6 +153,15 @@ class Stores:
 DATABASE_ENV = "MLAPI_DATABASE_URL"
 
 
+def too_many_keys(user: str, cap: int) -> UserError:
+    """The refusal of one key more than `cap` (StoreSettings.max_keys_per_user)."""
+    return UserError(
+        f"{user!r} already has {cap} API keys, the most one user may have "
+        "(--max-keys-per-user): revoke one first, in the console or with "
+        "`mlapi keys revoke ID`"
+    )
+
+
 def open_stores(
     folder: Path | None = None,
     database: str | None = None,
@@ -163,7 +173,7 @@ def open_stores(
     settings = settings or StoreSettings.from_env()
     url = database if database is not None else os.environ.get(DATABASE_ENV, "")
     if url:
-        return _database_stores(url)
+        return _database_stores(url, settings)
     from mlapi.paths import data_dir
     from mlapi.state.gallery import Gallery
     from mlapi.state.logins import FileLoginAttempts
@@ -173,26 +183,32 @@ def open_stores(
 
     folder = folder or data_dir()
     return Stores(
-        accounts=UserStore(folder / "users.json"),
+        accounts=UserStore(folder / "users.json", max_keys=settings.max_keys_per_user),
         secret=FileSecret(folder / "jwt.secret"),
         logins=FileLoginAttempts(folder / "logins.json"),
         faces=Gallery(folder / "gallery.json"),
-        sessions=FileSessions(folder / "sessions.json"),
+        sessions=FileSessions(
+            folder / "sessions.json", max_per_user=settings.max_sessions_per_user
+        ),
         where=str(folder),
     )
 
 
-def _database_stores(url: str) -> Stores:
+def _database_stores(url: str, settings: StoreSettings) -> Stores:
     from mlapi.state import postgres
 
-    db = postgres.Database(url)
-    db.upgrade()
+    db = postgres.Database(url, timeout=settings.db_timeout)
+    try:
+        db.upgrade()
+    except BaseException:
+        db.close()
+        raise
     return Stores(
-        accounts=postgres.PgAccounts(db),
+        accounts=postgres.PgAccounts(db, max_keys=settings.max_keys_per_user),
         secret=postgres.PgSecret(db),
         logins=postgres.PgLoginAttempts(db),
         faces=postgres.PgGallery(db),
-        sessions=postgres.PgSessions(db),
+        sessions=postgres.PgSessions(db, max_per_user=settings.max_sessions_per_user),
         close=db.close,
         where=postgres.shown_url(url),
     )

@@ -1,8 +1,12 @@
 """The stores in PostgreSQL (`--database postgresql://…`): what replicas share.
 
-psycopg 3's connection pool serves the server's threads (every call here is blocking and
-the server makes it off the event loop) and the CLI alike. Each store keeps what it must
-answer per request in memory, checked against the database: an API key or a password
+A small connection pool (`Database`) serves the server's threads (every call here is
+blocking and the server makes it off the event loop) and the CLI alike. Every call ends
+within the database timeout (`--db-timeout`, plus GRACE): the server cancels a statement
+or a lock wait past it, and a watchdog shuts down the socket of a connection still lent
+out at its deadline (a stopped or unreachable server answers nothing at all); after such a
+stall, calls fail at once until a probe gets an answer again. Each store keeps what it
+must answer per request in memory, checked against the database: an API key or a password
 stamp is re-read after KEY_FRESH seconds, so a revoked key or a new password is refused
 by every replica within a second; the gallery re-reads its samples when a version counter
 that every change bumps has moved. When the database does not answer, a key or stamp read
@@ -13,7 +17,13 @@ everything else is StoreUnavailable, a 503 with Retry-After.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import logging
+import math
+import os
 import secrets
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -22,11 +32,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg import pq
 
 from mlapi import text
+from mlapi.config import StoreSettings
 from mlapi.errors import GalleryError, MlapiError, StoreUnavailable, UserError
-from mlapi.state import ApiKey, ConsoleSession, Match, Sample, rules
+from mlapi.state import ApiKey, ConsoleSession, Match, Sample, rules, too_many_keys
 from mlapi.state.files import FileSnapshot
 from mlapi.state.logins import keys as login_keys
 from mlapi.state.matching import Index
@@ -34,9 +45,16 @@ from mlapi.state.sessions import SESSION_LIFETIME, new_session
 
 KEY_FRESH = 1.0  # seconds a checked key or stamp is used without asking the database again
 TRUST_OFFLINE = 60.0  # seconds it is still trusted while the database does not answer
-POOL_TIMEOUT = 3.0  # seconds to wait for a connection before answering 503
+# The client gives up this long after the server's own statement and lock timeouts, so a
+# lock wait ends on the server (the connection stays usable) and only a silent server
+# has its connection cut.
+GRACE = 0.25
+LONG = 300.0  # seconds for a schema upgrade or `db copy`, which may run long by nature
+MAX_IDLE = 600.0  # seconds an unused connection is kept
+UNAVAILABLE = "the database does not answer; retry shortly"
 MIGRATION_LOCK = 0x6D6C6170  # "mlap": one replica at a time upgrades the schema
 T = TypeVar("T")
+log = logging.getLogger("mlapi.state")
 
 # Each entry moves the schema one version up; never edit one that has shipped.
 MIGRATIONS = (
@@ -88,35 +106,319 @@ def shown_url(url: str) -> str:
     return f"postgresql://{info.get('user', '')}@{host}{':' if port else ''}{port}/{name}"
 
 
-class Database:
-    """A connection pool; any failure to reach the database is StoreUnavailable."""
+class Stalled(StoreUnavailable):
+    """The database did not answer by the deadline (stopped, unreachable, overloaded), as
+    opposed to refusing at once: calls fail fast until a probe gets an answer."""
 
-    def __init__(self, url: str, max_size: int = 8) -> None:
+
+class Watchdog:
+    """One thread for every pool in the process. At its deadline, a lent connection that is
+    waiting on the server (a statement in flight) has its socket shut down, so the call
+    blocked on it fails at once (psycopg raises OperationalError) where no server-side
+    timeout can help: a stopped server, a lost network. One whose caller is busy with rows
+    it already has is given another timeout's worth."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[int, tuple[float, float, psycopg.Connection[Any]]] = {}
+        self._cut: set[int] = set()
+        self._tokens = itertools.count()
+        self._wake_at = math.inf
+        self._thread: threading.Thread | None = None
+
+    def watch(self, conn: psycopg.Connection[Any], deadline: float, again: float) -> int:
+        """Cut `conn` if it waits on the server at `deadline` (else look `again` s later)."""
+        with self._cond:
+            token = next(self._tokens)
+            self._due[token] = (deadline, again, conn)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="mlapi-db-watchdog")
+                self._thread.daemon = True
+                self._thread.start()
+            if deadline < self._wake_at:  # usually not: deadlines come in order
+                self._cond.notify()
+        return token
+
+    def release(self, token: int) -> bool:
+        """Stop watching; True if the connection was cut meanwhile."""
+        with self._cond:
+            self._due.pop(token, None)
+            if token in self._cut:
+                self._cut.discard(token)
+                return True
+            return False
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for token, (deadline, again, conn) in list(self._due.items()):
+                    if deadline > now:
+                        continue
+                    try:
+                        waiting = conn.info.transaction_status == pq.TransactionStatus.ACTIVE
+                    except Exception:  # never let this thread die: cut when unsure
+                        waiting = True
+                    if waiting:
+                        del self._due[token]
+                        self._cut.add(token)
+                        shut_down(conn)
+                    else:
+                        self._due[token] = (now + again, again, conn)
+                self._wake_at = min((d for d, _, _ in self._due.values()), default=math.inf)
+                wait = self._wake_at - time.monotonic()
+                self._cond.wait(None if wait == math.inf else max(wait, 0.0))
+
+
+WATCHDOG = Watchdog()
+
+
+def shut_down(conn: psycopg.Connection[Any]) -> None:
+    """End the connection's socket under the thread using it (not closed: that thread's
+    libpq still owns the descriptor)."""
+    with (
+        contextlib.suppress(OSError, psycopg.Error),
+        socket.socket(fileno=os.dup(conn.fileno())) as sock,
+    ):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def quiet(conn: psycopg.Connection[Any]) -> bool:
+    """An idle connection fit to lend: open, outside a transaction, and nothing to read (a
+    server that restarted or ended it has sent its goodbye or closed the socket). A
+    zero-wait poll: no round trip."""
+    if conn.closed or conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN)
+        return not poller.poll(0)
+    except (OSError, psycopg.Error):
+        return False
+
+
+class Dialing:
+    """A connection being made in a helper thread."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.conn: psycopg.Connection[Any] | None = None
+        self.error: Exception | None = None
+        self.abandoned = False  # its caller's deadline passed first
+
+
+class Database:
+    """A small pool of connections, lent one call at a time; any failure to reach the
+    database is StoreUnavailable, and comes within `timeout` seconds (plus GRACE), waiting
+    for a connection and connecting included.
+
+    Not psycopg_pool: its connections are made by background workers that back off
+    exponentially after failures (sign-ins failed for minutes after a restart), and it
+    checks a connection with a round trip or not at all. Here a connection is made on
+    demand by the call that needs it, the most recently used idle one is lent first, and
+    one that the server has closed (a restart) is noticed with a zero-wait poll and
+    replaced before anyone sees an error."""
+
+    def __init__(
+        self, url: str, max_size: int = 8, timeout: float = StoreSettings.db_timeout
+    ) -> None:
         if not is_database_url(url):
             raise MlapiError("--database takes a postgresql:// URL")
-        self.pool = ConnectionPool(
-            url,
-            min_size=1,
-            max_size=max_size,
-            timeout=POOL_TIMEOUT,
-            kwargs={"autocommit": True, "connect_timeout": 3},
-            open=False,
-            name="mlapi",
-        )
-        self.pool.open(wait=False)  # it connects, and reconnects, by itself
+        self.url, self.max_size, self.timeout = url, max_size, timeout
+        self._lock = threading.Condition()
+        self._idle: list[tuple[psycopg.Connection[Any], float]] = []  # (conn, since), LIFO
+        self._count = 0  # connections idle, lent or being made
+        self._closed = False
+        self.stalled = False  # a call timed out: fail fast until the probe gets an answer
+
+    def connection(
+        self, timeout: float | None = None
+    ) -> contextlib.AbstractContextManager[psycopg.Connection[Any]]:
+        """A connection for one call (a statement, several, or a transaction), within the
+        database timeout, or within `timeout` seconds for the rare long call (a schema
+        upgrade, `db copy`)."""
+        if self.stalled and timeout is None:
+            raise Stalled(UNAVAILABLE)  # at once: the database is known not to answer
+        return self._lend(timeout)
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+    def _lend(self, timeout: float | None) -> Iterator[psycopg.Connection[Any]]:
+        budget = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget + GRACE
         try:
-            with self.pool.connection() as conn:
-                yield conn
-        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-            raise StoreUnavailable("the database does not answer; retry shortly") from exc
+            conn = self._checkout(deadline)
+        except Stalled:
+            self._trip()
+            raise
+        token = WATCHDOG.watch(conn, deadline, budget + GRACE)
+        cut = False
+        try:
+            if timeout is not None:
+                _limit(conn, budget)
+            yield conn
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            cut = WATCHDOG.release(token)  # a statement or lock timeout leaves it usable
+            if cut:
+                self._trip()
+                raise Stalled(UNAVAILABLE) from exc
+            raise StoreUnavailable(UNAVAILABLE) from exc
+        finally:
+            cut = WATCHDOG.release(token) or cut
+            self._checkin(conn, reuse=not cut and timeout is None)
+
+    def _checkout(self, deadline: float) -> psycopg.Connection[Any]:
+        gone: list[psycopg.Connection[Any]] = []
+        try:
+            with self._lock:
+                while True:
+                    if self._closed:
+                        raise StoreUnavailable("the database connections are closed")
+                    while self._idle:
+                        conn, _ = self._idle.pop()
+                        if quiet(conn):
+                            return conn
+                        gone.append(conn)  # a restart ended it: replaced, unseen
+                        self._count -= 1
+                    if self._count < self.max_size:
+                        self._count += 1
+                        break
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise StoreUnavailable(UNAVAILABLE)  # every connection is busy
+                    self._lock.wait(left)
+        finally:
+            if gone:
+                with self._lock:
+                    self._lock.notify_all()  # slots freed: waiters may connect
+            for conn in gone:
+                conn.close()
+        try:
+            return self._dial(deadline, adopt=True)
+        except Stalled:
+            raise  # the slot is freed when the late connection arrives or fails
+        except BaseException:
+            self._free_slot()
+            raise
+
+    def _checkin(self, conn: psycopg.Connection[Any], reuse: bool) -> None:
+        reuse = reuse and quiet(conn)
+        old: list[psycopg.Connection[Any]] = []
+        with self._lock:
+            now = time.monotonic()
+            if reuse and not self._closed:
+                self._idle.append((conn, now))
+                while now - self._idle[0][1] > MAX_IDLE:
+                    old.append(self._idle.pop(0)[0])
+                    self._count -= 1
+            else:
+                old.append(conn)
+                self._count -= 1
+            if len(old) > 1:
+                self._lock.notify_all()
+            else:
+                self._lock.notify()
+        for each in old:
+            each.close()
+
+    def _free_slot(self) -> None:
+        with self._lock:
+            self._count -= 1
+            self._lock.notify()
+
+    def _dial(self, deadline: float, adopt: bool) -> psycopg.Connection[Any]:
+        """A new connection by the deadline, else Stalled. It is made in a helper thread:
+        libpq counts its connect_timeout in whole seconds, two at least. One that arrives
+        late joins the idle ones when `adopt` (its slot is counted), else is closed."""
+        dialing = Dialing()
+        helper = threading.Thread(target=self._connect, args=(dialing, adopt), daemon=True)
+        helper.name = "mlapi-db-connect"
+        helper.start()
+        now = time.monotonic()
+        dialing.done.wait(max(0.0, min(deadline, now + self.timeout + GRACE) - now))
+        with self._lock:
+            if not dialing.done.is_set():
+                dialing.abandoned = True
+                raise Stalled(UNAVAILABLE)
+        if dialing.error is not None:
+            raise StoreUnavailable(UNAVAILABLE) from dialing.error
+        assert dialing.conn is not None
+        return dialing.conn
+
+    def _connect(self, dialing: Dialing, adopt: bool) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        error: Exception | None = None
+        try:
+            conn = psycopg.connect(
+                self.url,
+                autocommit=True,
+                connect_timeout=max(2, math.ceil(self.timeout + GRACE)),
+            )
+            wait = self.timeout + GRACE
+            token = WATCHDOG.watch(conn, time.monotonic() + wait, wait)
+            try:
+                _limit(conn, self.timeout)
+            finally:
+                WATCHDOG.release(token)
+        except Exception as exc:  # handed to the caller, which raises it
+            error = exc
+            if conn is not None:
+                conn.close()
+                conn = None
+        with self._lock:
+            dialing.conn, dialing.error = conn, error
+            dialing.done.set()
+            if not dialing.abandoned:
+                return
+            if adopt:
+                if conn is not None and not self._closed:
+                    self._idle.append((conn, time.monotonic()))
+                    conn = None
+                else:
+                    self._count -= 1
+                self._lock.notify()
+        if conn is not None:
+            conn.close()
+
+    def _trip(self) -> None:
+        with self._lock:
+            if self.stalled or self._closed:
+                return
+            self.stalled = True
+        log.warning(
+            "the database did not answer within %g s; calls fail at once until it does",
+            self.timeout,
+        )
+        probe = threading.Thread(target=self._probe, name="mlapi-db-probe", daemon=True)
+        probe.start()
+
+    def _probe(self) -> None:
+        """While stalled: a new connection and `SELECT 1`, each within the timeout, again
+        and again until the database answers (or refuses at once: a stopped server, which
+        callers then find out for themselves just as fast)."""
+        while not self._closed:
+            deadline = time.monotonic() + self.timeout + GRACE
+            try:
+                conn = self._dial(deadline, adopt=False)
+            except Stalled:
+                continue
+            except StoreUnavailable:
+                break
+            token = WATCHDOG.watch(conn, deadline, self.timeout + GRACE)
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("SELECT 1")
+            cut = WATCHDOG.release(token)
+            conn.close()
+            if not cut:
+                break
+        with self._lock:
+            self.stalled = False
+        if not self._closed:
+            log.warning("the database answers again")
 
     def upgrade(self) -> tuple[int, int]:
         """Bring the schema up to date; (version before, version after). Safe when several
         replicas start at once: one upgrades, the others wait and find it done."""
-        with self.connection() as conn, conn.transaction():
+        with self.connection(LONG) as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             conn.execute("CREATE TABLE IF NOT EXISTS mlapi_schema (version integer NOT NULL)")
             row = conn.execute("SELECT version FROM mlapi_schema").fetchone()
@@ -134,7 +436,22 @@ class Database:
             return before, len(MIGRATIONS)
 
     def close(self) -> None:
-        self.pool.close()
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._count -= len(idle)
+            self._lock.notify_all()
+        for conn, _ in idle:
+            conn.close()
+
+
+def _limit(conn: psycopg.Connection[Any], seconds: float) -> None:
+    """The server's own statement and lock timeouts for this connection (0: none)."""
+    ms = str(max(int(seconds * 1000), 1))
+    conn.execute(
+        "SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
+        (ms, ms),
+    )
 
 
 class Remembered:
@@ -143,6 +460,7 @@ class Remembered:
     def __init__(self) -> None:
         self._seen: dict[str, tuple[Any, float]] = {}
         self._lock = threading.Lock()
+        self._failed = -math.inf  # when a read last found the database unavailable
 
     def get(self, key: str, read: Callable[[], T]) -> T:
         now = time.monotonic()
@@ -150,9 +468,12 @@ class Remembered:
             seen = self._seen.get(key)
         if seen and now - seen[1] < KEY_FRESH:
             return seen[0]  # type: ignore[no-any-return]
+        if seen and now - seen[1] < TRUST_OFFLINE and now - self._failed < KEY_FRESH:
+            return seen[0]  # type: ignore[no-any-return]  # it failed a moment ago: not yet
         try:
             value = read()
         except StoreUnavailable:
+            self._failed = time.monotonic()
             if seen and now - seen[1] < TRUST_OFFLINE:
                 return seen[0]  # type: ignore[no-any-return]
             raise
@@ -171,9 +492,15 @@ class Remembered:
 
 
 class PgAccounts:
-    def __init__(self, db: Database, passwords: rules.Passwords | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        passwords: rules.Passwords | None = None,
+        max_keys: int = StoreSettings.max_keys_per_user,
+    ) -> None:
         self.db = db
         self.passwords = passwords or rules.Passwords()
+        self.max_keys = max_keys
         self._keys = Remembered()
         self._stamps = Remembered()
 
@@ -237,14 +564,19 @@ class PgAccounts:
     # -- API keys ------------------------------------------------------------------------
     def create_key(self, user: str, name: str) -> str:
         key_id, secret = rules.new_key()
-        with self.db.connection() as conn:
+        with self.db.connection() as conn, conn.transaction():
+            # The user's row, locked: one replica at a time counts and adds this user's keys.
+            sql = "SELECT 1 FROM mlapi_users WHERE name = %s FOR NO KEY UPDATE"
+            if conn.execute(sql, (user,)).fetchone() is None:
+                raise UserError(f"no user named {user!r}")
             added = conn.execute(
-                "INSERT INTO mlapi_keys SELECT %s, %s, name, %s, %s FROM mlapi_users "
-                "WHERE name = %s RETURNING 1",
-                (key_id, name, rules.digest(secret), time.time(), user),
+                "INSERT INTO mlapi_keys (id, name, username, sha256, created) "
+                "SELECT %s, %s, %s, %s, %s "
+                "WHERE (SELECT count(*) FROM mlapi_keys WHERE username = %s) < %s RETURNING 1",
+                (key_id, name, user, rules.digest(secret), time.time(), user, self.max_keys),
             ).fetchone()
         if added is None:
-            raise UserError(f"no user named {user!r}")
+            raise too_many_keys(user, self.max_keys)
         return secret
 
     def api_keys(self) -> list[ApiKey]:
@@ -557,21 +889,34 @@ class PgGallery:
 
 
 class PgSessions:
-    def __init__(self, db: Database, lifetime: float = SESSION_LIFETIME) -> None:
-        self.db, self.lifetime = db, lifetime
+    def __init__(
+        self,
+        db: Database,
+        lifetime: float = SESSION_LIFETIME,
+        max_per_user: int = StoreSettings.max_sessions_per_user,
+    ) -> None:
+        self.db, self.lifetime, self.max_per_user = db, lifetime, max_per_user
 
     def open(self, user: str, stamp: str) -> tuple[str, str]:
         secret, csrf = new_session()
         now = time.time()
         with self.db.connection() as conn, conn.transaction():
             conn.execute("DELETE FROM mlapi_console_sessions WHERE expires < %s", (now,))
-            added = conn.execute(
-                "INSERT INTO mlapi_console_sessions SELECT %s, name, %s, %s, %s "
-                "FROM mlapi_users WHERE name = %s RETURNING 1",
-                (rules.digest(secret), csrf, stamp, now + self.lifetime, user),
-            ).fetchone()
-        if added is None:
-            raise UserError(f"no user named {user!r}")
+            # The user's row, locked: one sign-in of this user at a time adds and trims.
+            sql = "SELECT 1 FROM mlapi_users WHERE name = %s FOR NO KEY UPDATE"
+            if conn.execute(sql, (user,)).fetchone() is None:
+                raise UserError(f"no user named {user!r}")
+            conn.execute(
+                "INSERT INTO mlapi_console_sessions VALUES (%s, %s, %s, %s, %s)",
+                (rules.digest(secret), user, csrf, stamp, now + self.lifetime),
+            )
+            # Beyond the cap, the user's oldest sessions end.
+            conn.execute(
+                "DELETE FROM mlapi_console_sessions WHERE digest IN (SELECT digest FROM "
+                "mlapi_console_sessions WHERE username = %s "
+                "ORDER BY expires DESC, digest OFFSET %s)",
+                (user, self.max_per_user),
+            )
         return secret, csrf
 
     def find(self, secret: str) -> ConsoleSession | None:
@@ -607,7 +952,7 @@ def copy_files(folder: Path, db: Database) -> dict[str, tuple[int, int]]:
         counts[what] = (copied, len(rows) - copied)
         return copied
 
-    with db.connection() as conn, conn.transaction():
+    with db.connection(LONG) as conn, conn.transaction():
         insert(
             conn,
             "users",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tinydb import Query
 
+from mlapi.config import StoreSettings
 from mlapi.state import ConsoleSession, rules
 from mlapi.state.files import FileSnapshot, locked_db
 
@@ -21,8 +22,13 @@ def new_session() -> tuple[str, str]:
 
 
 class FileSessions:
-    def __init__(self, path: Path, lifetime: float = SESSION_LIFETIME) -> None:
-        self.path, self.lifetime = path, lifetime
+    def __init__(
+        self,
+        path: Path,
+        lifetime: float = SESSION_LIFETIME,
+        max_per_user: int = StoreSettings.max_sessions_per_user,
+    ) -> None:
+        self.path, self.lifetime, self.max_per_user = path, lifetime, max_per_user
         self._snapshot = FileSnapshot(path)
 
     def open(self, user: str, stamp: str) -> tuple[str, str]:
@@ -40,6 +46,11 @@ class FileSessions:
                     "expires": now + self.lifetime,
                 }
             )
+            # Beyond the cap, the user's oldest sessions end.
+            mine = sorted(table.search(Query().user == user), key=lambda r: r["expires"])
+            if len(mine) > self.max_per_user:
+                oldest = mine[: len(mine) - self.max_per_user]
+                table.remove(doc_ids=[r.doc_id for r in oldest])
         return secret, csrf
 
     def find(self, secret: str) -> ConsoleSession | None:

@@ -11,14 +11,20 @@ from typing import Any
 from argon2 import PasswordHasher
 from tinydb import Query
 
+from mlapi.config import StoreSettings
 from mlapi.errors import UserError
-from mlapi.state import ApiKey, rules
+from mlapi.state import ApiKey, rules, too_many_keys
 from mlapi.state.files import FileSnapshot, locked_db
 
 
 class UserStore:
-    def __init__(self, path: Path, hasher: PasswordHasher | None = None) -> None:
-        self.path = path
+    def __init__(
+        self,
+        path: Path,
+        hasher: PasswordHasher | None = None,
+        max_keys: int = StoreSettings.max_keys_per_user,
+    ) -> None:
+        self.path, self.max_keys = path, max_keys
         self.passwords = rules.Passwords(hasher)
         self._snapshot = FileSnapshot(self.path)
 
@@ -78,6 +84,8 @@ class UserStore:
         with locked_db(self.path) as db:
             if not db.table("users").search(Query().name == user):
                 raise UserError(f"no user named {user!r}")
+            if db.table("keys").count(Query().user == user) >= self.max_keys:
+                raise too_many_keys(user, self.max_keys)
             db.table("keys").insert(
                 {
                     "id": key_id,
