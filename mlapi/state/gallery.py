@@ -226,19 +226,12 @@ class GallerySnapshot:
         stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
         with self._lock:
             if stamp != self._stamp:
-                content = loads_in_pieces(_text(self.path) or "{}", each=_kept)
+                data = self.path.read_bytes()  # the read itself releases the GIL
+                content = loads_in_pieces(data or b"{}", each=_kept)
                 self._data = content if isinstance(content, dict) else {}
                 self._stamp = stamp
                 self._generation += 1
             return self._data, self._generation
-
-
-def _text(path: Path, piece: int = 1 << 22) -> str:
-    """The file as text, decoded 4 MB at a time (the whole in one call: 30 ms of GIL)."""
-    data = memoryview(path.read_bytes())
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    parts = [decoder.decode(data[at : at + piece]) for at in range(0, len(data), piece)]
-    return "".join([*parts, decoder.decode(b"", final=True)])
 
 
 _SPACE = re.compile(r"[ \t\n\r]*")
@@ -246,40 +239,107 @@ _DECODER = json.JSONDecoder()
 
 
 def loads_in_pieces(
-    document: str, depth: int = 2, each: Callable[[Any], Any] = lambda value: value
+    data: bytes, depth: int = 2, each: Callable[[Any], Any] = lambda value: value
 ) -> Any:
-    """json.loads(document), but the members of objects `depth` levels down (a TinyDB
-    file's documents) are parsed one at a time, each then passed through `each`: the GIL
-    can pass between them."""
-    value, end = _value(document, _skip(document, 0), depth, each)
-    if _skip(document, end) != len(document):
-        raise json.JSONDecodeError("Extra data", document, end)
-    return value
+    """json.loads(data), but the members of objects `depth` levels down (a TinyDB file's
+    documents) are parsed one at a time, each then passed through `each`, and the text is
+    decoded a piece at a time: no call holds the GIL for long (one json.loads of 50 MB
+    holds it for a second, and even joining its text takes 30 ms)."""
+    return _Pieces(data).document(depth, each)
 
 
-def _value(document: str, at: int, depth: int, each: Callable[[Any], Any]) -> tuple[Any, int]:
-    """The JSON value starting at `at` (no space before it), and where it ends."""
-    if depth == 0 or not document.startswith("{", at):
-        value, end = _DECODER.raw_decode(document, at)
-        return (each(value) if depth == 0 else value), end
-    found: dict[str, Any] = {}
-    at = _skip(document, at + 1)
-    if document.startswith("}", at):
-        return found, at + 1
-    while True:
-        if not document.startswith('"', at):
-            raise json.JSONDecodeError("Expecting property name in double quotes", document, at)
-        key, at = _DECODER.raw_decode(document, at)
-        at = _skip(document, at)
-        if not document.startswith(":", at):
-            raise json.JSONDecodeError("Expecting ':' delimiter", document, at)
-        found[key], at = _value(document, _skip(document, at + 1), depth - 1, each)
-        at = _skip(document, at)
-        if document.startswith("}", at):
-            return found, at + 1
-        if not document.startswith(",", at):
-            raise json.JSONDecodeError("Expecting ',' delimiter", document, at)
-        at = _skip(document, at + 1)
+class _Pieces:
+    """UTF-8 `data` read as JSON through a window of its text that holds at least AHEAD
+    characters past the reading position (or the rest of the text)."""
+
+    PIECE = 1 << 20  # bytes decoded at a time
+    AHEAD = 1 << 18  # characters kept ahead: more than a sample takes
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.read = memoryview(data), 0
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.text, self.at = "", 0
+
+    def document(self, depth: int, each: Callable[[Any], Any]) -> Any:
+        self.space()
+        found = self.value(depth, each)
+        self.space()
+        if self.at != len(self.text):
+            raise json.JSONDecodeError("Extra data", self.text, self.at)
+        return found
+
+    def value(self, depth: int, each: Callable[[Any], Any]) -> Any:
+        """The value at the reading position (no space before it)."""
+        if depth == 0 or not self.starts("{"):
+            found = self.decoded()
+            return each(found) if depth == 0 else found
+        members: dict[str, Any] = {}
+        self.at += 1
+        self.space()
+        if self.starts("}"):
+            self.at += 1
+            return members
+        while True:
+            if not self.starts('"'):
+                raise json.JSONDecodeError("Expecting property name", self.text, self.at)
+            key = self.decoded()
+            self.space()
+            if not self.starts(":"):
+                raise json.JSONDecodeError("Expecting ':' delimiter", self.text, self.at)
+            self.at += 1
+            self.space()
+            members[key] = self.value(depth - 1, each)
+            self.space()
+            if self.starts("}"):
+                self.at += 1
+                return members
+            if not self.starts(","):
+                raise json.JSONDecodeError("Expecting ',' delimiter", self.text, self.at)
+            self.at += 1
+            self.space()
+
+    def decoded(self) -> Any:
+        """One JSON value, parsed by the json module's scanner."""
+        while True:
+            self.fill()
+            try:
+                found, end = _DECODER.raw_decode(self.text, self.at)
+            except json.JSONDecodeError:
+                if self.more():
+                    continue  # longer than the window
+                raise
+            if len(self.text) - end < 8 and self.more():
+                continue  # a number cut at the window's end ("2.5e" of "2.5e-07") reads short
+            self.at = end
+            return found
+
+    def starts(self, mark: str) -> bool:
+        self.fill()
+        return self.text.startswith(mark, self.at)
+
+    def space(self) -> None:
+        """Past any white space."""
+        while True:
+            self.fill()
+            space = _SPACE.match(self.text, self.at)
+            self.at = space.end() if space else self.at
+            if self.at < len(self.text) or not self.more():
+                return
+
+    def fill(self) -> None:
+        while len(self.text) - self.at < self.AHEAD and self.more():
+            pass
+
+    def more(self) -> bool:
+        """The next piece of text into the window (what is read is dropped); False at the
+        end."""
+        if self.read >= len(self.data):
+            return False
+        piece = self.data[self.read : self.read + self.PIECE]
+        self.read += len(piece)
+        tail = self.decoder.decode(piece, final=self.read >= len(self.data))
+        self.text, self.at = self.text[self.at :] + tail, 0
+        return True
 
 
 def _kept(document: Any) -> Any:
@@ -289,12 +349,6 @@ def _kept(document: Any) -> Any:
     if isinstance(document, dict) and isinstance(document.get("embedding"), list):
         document["embedding"] = np.array(document["embedding"], np.float64)  # as parsed
     return document
-
-
-def _skip(document: str, at: int) -> int:
-    """Past any white space at `at`."""
-    space = _SPACE.match(document, at)
-    return space.end() if space else at
 
 
 def _sample(row: dict[str, Any]) -> Sample:
