@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import hmac
 import json
 import logging
@@ -1010,6 +1011,10 @@ def core_app(
         blank = _blank_jpeg()
         for name in config.models:  # one real inference each, so the first request is fast
             await engine.detect_async(blank, [name])
+        # What start-up made lives as long as the server: out of the collector's way, so
+        # its full collections (which hold the interpreter lock) walk only requests' objects.
+        gc.collect()
+        gc.freeze()
         state.ready = True
         if group:
             group.set_ready(True)
