@@ -4,7 +4,8 @@ tf2onnx names the nodes and constants it makes from a global counter whose order
 from run to run, so two conversions of one model differ in names (and so in sha256) while
 computing the same thing. Here nodes are put in a canonical topological order (ties broken
 by what the node is, never by its name) and every internal name is derived from that order.
-Needs the `onnx` package (the import extra), like conversion itself.
+mlapi's own TF.js converter (`tfjs_onnx`) writes through here too, so both converters'
+files share one form. Needs the `onnx` package (a dependency of mlapi).
 """
 
 from __future__ import annotations
@@ -19,14 +20,26 @@ def canonicalise(src: Path, dst: Path, dynamic_hw: bool = False) -> None:
     outputs' spatial sizes symbolic so a fully convolutional net runs at any input size."""
     import onnx
 
-    model = onnx.load(str(src))
+    try:
+        model = canonical_model(onnx.load(str(src)), dynamic_hw)
+    except ValueError as exc:
+        raise ValueError(f"{src.name}: {exc}") from exc
+    tmp = dst.with_name(dst.name + ".part")
+    onnx.save(model, str(tmp))
+    tmp.replace(dst)
+
+
+def canonical_model(model: Any, dynamic_hw: bool = False) -> Any:
+    """The ONNX ModelProto `model` in canonical form (changed in place, and returned)."""
+    import onnx
+
     graph = model.graph
     for node in graph.node:
         if any(
             a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
             for a in node.attribute
         ):
-            raise ValueError(f"{src.name}: graphs with subgraphs are not canonicalised")
+            raise ValueError("graphs with subgraphs are not canonicalised")
     _fuse_relu6(graph)
     if dynamic_hw:
         dims = graph.input[0].type.tensor_type.shape.dim
@@ -59,7 +72,7 @@ def canonicalise(src: Path, dst: Path, dynamic_hw: bool = False) -> None:
     while pending:
         ready = [n for n in pending if all(i in names or i in initialisers for i in n.input)]
         if not ready:
-            raise ValueError(f"{src.name}: the graph has a cycle or a dangling input")
+            raise ValueError("the graph has a cycle or a dangling input")
         node = min(ready, key=key)
         pending.remove(node)
         index = len(ordered)
@@ -89,9 +102,7 @@ def canonicalise(src: Path, dst: Path, dynamic_hw: bool = False) -> None:
     graph.name = "main"
     graph.doc_string = ""  # tf2onnx writes its command line (temporary paths) here
     model.doc_string = ""
-    tmp = dst.with_name(dst.name + ".part")
-    onnx.save(model, str(tmp))
-    tmp.replace(dst)
+    return model
 
 
 def _fuse_relu6(graph: Any) -> None:

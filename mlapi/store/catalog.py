@@ -54,7 +54,7 @@ class ModelEntry:
 
     @property
     def converted(self) -> bool:
-        """Made from TF.js files at pull time (needs the import extra: TensorFlow)."""
+        """Made from TF.js files at pull time (by mlapi's own converter, store.tfjs_onnx)."""
         return self.format in ("tfjs", "tfjs-js")
 
     @property
@@ -115,7 +115,7 @@ CATALOG: tuple[ModelEntry, ...] = (
         "mean [103.53,116.28,123.675] std [57.375,57.12,58.395]",
         default=True,
         extra={"dynamic_hw": "1"},
-        artifact_sha256="5b08625611564b566fc956f1b41d94b39ff1be4d6590841240e05869fad8df63",
+        artifact_sha256="0dbd5407bf9940c115046ab7a13e5c74e4a8f744ce3c0683944190c5ac91c480",
     ),
     ModelEntry(
         name="blazeface-full",
@@ -133,7 +133,7 @@ CATALOG: tuple[ModelEntry, ...] = (
         ),
         preprocessing="N×192×192×3 RGB letterboxed, x/127.5-1; 2304 anchors on a 48×48 grid",
         default=True,
-        artifact_sha256="010ea5527b164b2510cf01151815603465c900c51e6323ece356681e1214bbe1",
+        artifact_sha256="8ad57dfc2c5f3afa96a45288ea73604659282d960b1c69f0770d9e966b91aa24",
     ),
     ModelEntry(
         name="faceres",
@@ -151,7 +151,7 @@ CATALOG: tuple[ModelEntry, ...] = (
         ),
         preprocessing="N×224×224×3 RGB 0-255",
         default=True,
-        artifact_sha256="39959a629b8cda622c7fa5c7d1ea30cb1d96af1d2501538abdcf1abaf5368f55",
+        artifact_sha256="a9577bc6ea13f64b5dc871aad51b91d99b46406ba92ec1243255fb73a9ac8ebe",
     ),
     ModelEntry(
         name="age-gender-dlib",
@@ -196,7 +196,7 @@ CATALOG: tuple[ModelEntry, ...] = (
         ),
         preprocessing="N×64×64×1 grey",
         default=True,
-        artifact_sha256="952cae9d3ef8cd90502c2e7885e28bee7ebead561cf61173a863dccf510dcf34",
+        artifact_sha256="7e84c2d7e19aeb3b0cfe17d597cd6f071545a8f7e5f603f332115e9bb6bd0a0d",
     ),
     ModelEntry(
         name="dlib-face",
@@ -254,7 +254,7 @@ CATALOG: tuple[ModelEntry, ...] = (
             "SpatialSqueeze:0"
         },
         default=True,
-        artifact_sha256="efd77f35ec82d71ecfd7d8ec951e48b9944710906ec33020299ae59af80614d8",
+        artifact_sha256="d280adf6b9c4e417a48127e05d6516da4823c041b87911dcbc0c6c03709a17c6",
     ),
     ModelEntry(
         name="res10-ssd",

@@ -1,8 +1,12 @@
-"""Turn TF.js graph models and TFLite files into ONNX with tensorflow + tf2onnx.
+"""Turn TF.js graph models and TFLite files into ONNX.
 
-Runs in one child process per pull (`python -m mlapi.store.convert PLAN`) so TensorFlow is
-never imported into the CLI or the server, and starts once however many models there are.
-Needs TensorFlow and tf2onnx: pip install 'tensorflow-cpu>=2.16,<3' 'tf2onnx>=1.16,<2'.
+TF.js graph models are converted by mlapi itself (`tfjs_onnx`: numpy and onnx, in this
+process, well under a second a model): every catalog model, and a user's own model when it
+uses only the operations that converter covers. The rest (other operations, and TFLite
+files) go to tensorflow + tf2onnx, the `import` extra, in one child process per pull
+(`python -m mlapi.store.convert PLAN`), so TensorFlow is never imported into the CLI or the
+server and starts once however many models there are. Without the extra they are refused
+with the command that installs it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from mlapi.errors import ConvertError
 
 OPSET = 17
 # Bump when conversion changes what it writes, so models made the old way are made again.
-RECIPE_VERSION = 5
+RECIPE_VERSION = 6
+TF2ONNX_INSTALL = "pip install 'tensorflow-cpu>=2.16,<3' 'tf2onnx>=1.16,<2'"
 
 
 @dataclass(frozen=True)
@@ -31,42 +36,84 @@ class Job:
 
     `outputs`: comma-separated tensor names to expose instead of the graph's own outputs.
     `dynamic_hw`: let a fully convolutional net take any input height and width.
+    `label`: the model's name in messages (else the file's).
     """
 
     src: Path
     dst: Path
     outputs: str = ""
     dynamic_hw: bool = False
+    label: str = ""
 
 
 def available() -> bool:
-    """Whether this install can convert (the import extra; never inside a binary)."""
+    """Whether the catalog's TF.js models can be converted here: always, by mlapi's own
+    converter (numpy and onnx, in every install and in the binary)."""
+    return True
+
+
+def tf2onnx_available() -> bool:
+    """Whether this install has the import extra (never inside a binary)."""
     if getattr(sys, "frozen", False):
         return False
     return all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "tf2onnx"))
 
 
 def missing_message(what: str) -> str:
+    """Why `what` cannot be converted without the import extra, and how to get it."""
     if getattr(sys, "frozen", False):  # a binary from build.spec has no TensorFlow inside
         return (
-            f"this mlapi binary cannot convert {what} (no TensorFlow inside; its default "
-            "models are bundled). Convert them with mlapi in a Python environment with "
-            "TensorFlow: pip install 'tensorflow-cpu>=2.16,<3' 'tf2onnx>=1.16,<2'"
+            f"this mlapi binary cannot convert {what} (it needs TensorFlow, and none is "
+            "inside). Convert it with mlapi in a Python environment with the import extra: "
+            + TF2ONNX_INSTALL
         )
     return (
-        f"converting {what} needs TensorFlow and tf2onnx in mlapi's environment: "
-        "pip install 'tensorflow-cpu>=2.16,<3' 'tf2onnx>=1.16,<2'"
+        f"converting {what} needs TensorFlow and tf2onnx (the import extra) in mlapi's "
+        f"environment: {TF2ONNX_INSTALL}"
     )
 
 
 def convert_all(jobs: list[Job], done: Callable[[Job], None] | None = None) -> dict[Path, str]:
-    """Run every job in one child process (TensorFlow starts once, 5-10 s), each written
-    atomically in the canonical form that gives the same bytes on every run (see
-    `canonical`). Returns {dst: error} for the jobs that failed; calls `done` per success."""
-    if not jobs:
-        return {}
-    if not available():
-        return {job.dst: missing_message(job.src.name) for job in jobs}
+    """Convert every job, each written atomically in the canonical form that gives the same
+    bytes on every run (see `canonical`): TF.js models by mlapi's converter where it covers
+    them, the rest in one TensorFlow process. Returns {dst: error} for the jobs that
+    failed; calls `done` per success."""
+    from mlapi.store import tfjs_onnx  # not at the top: `python -m` runs it as a script
+
+    errors: dict[Path, str] = {}
+    rest: list[Job] = []
+    for job in jobs:
+        if job.src.suffix.lower() != ".json":
+            rest.append(job)
+            continue
+        label = job.label or job.src.name
+        try:
+            tfjs_onnx.convert(job.src, job.dst, job.outputs, job.dynamic_hw, label)
+        except tfjs_onnx.NotCovered as exc:
+            if tf2onnx_available():
+                rest.append(job)
+            else:
+                errors[job.dst] = f"{exc}; {missing_message('it')}"
+            continue
+        except ConvertError as exc:
+            errors[job.dst] = str(exc)
+            continue
+        except Exception as exc:  # a model this converter misreads must not stop the pull
+            errors[job.dst] = f"conversion of {label} failed: {type(exc).__name__}: {exc}"
+            continue
+        if done:
+            done(job)
+    if rest and not tf2onnx_available():
+        errors |= {job.dst: missing_message(job.label or job.src.name) for job in rest}
+    elif rest:
+        errors |= _convert_with_tensorflow(rest, done)
+    return errors
+
+
+def _convert_with_tensorflow(
+    jobs: list[Job], done: Callable[[Job], None] | None = None
+) -> dict[Path, str]:
+    """Run every job through tf2onnx in one child process (TensorFlow starts once, 5-10 s)."""
     plan = [[str(j.src), str(j.dst) + ".part", j.outputs, j.dynamic_hw] for j in jobs]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1")
     errors: dict[Path, str] = {}
@@ -103,15 +150,21 @@ def convert_all(jobs: list[Job], done: Callable[[Job], None] | None = None) -> d
     return errors
 
 
-def to_onnx(src: Path, dst: Path, outputs: str | None = None, dynamic_hw: bool = False) -> None:
+def to_onnx(
+    src: Path,
+    dst: Path,
+    outputs: str | None = None,
+    dynamic_hw: bool = False,
+    label: str = "",
+) -> None:
     """Convert one model (see `Job`); raises ConvertError."""
-    errors = convert_all([Job(src, dst, outputs or "", dynamic_hw)])
+    errors = convert_all([Job(src, dst, outputs or "", dynamic_hw, label)])
     if errors:
         raise ConvertError(errors[dst])
 
 
 def _patch_tf2onnx() -> None:
-    """Two fixes tf2onnx 1.17 needs for these models (see docs/models.md)."""
+    """Two fixes tf2onnx 1.17 needs for TF.js models from recent converters."""
     import numpy as np
 
     if not hasattr(np, "product"):  # removed in NumPy 2, still called by tf2onnx

@@ -37,8 +37,9 @@ MANIFEST = "manifest.json"
 ONNX_NAME = "model.onnx"
 LABELS_FILE = "labels.txt"
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
-# The packages whose versions decide the bytes of a converted model.
-TOOLCHAIN = ("tensorflow-cpu", "tensorflow", "tf2onnx", "onnx", "numpy", "protobuf")
+# The packages whose versions decide the bytes of a converted model (TensorFlow and tf2onnx
+# only for a user's model mlapi's own converter does not cover; listed when installed).
+TOOLCHAIN = ("onnx", "numpy", "protobuf", "tensorflow-cpu", "tensorflow", "tf2onnx")
 
 
 def fingerprint(entry: ModelEntry) -> str:
@@ -222,17 +223,16 @@ class ModelStore:
         phase: Callable[[str, str], None] | None = None,
         accept_local_build: bool = False,
     ) -> dict[str, MlapiError | None]:
-        """Pull several models: fetch each, convert every TF.js one in a single TensorFlow
-        process, then check each. Returns each name's error (None: pulled). `phase(name,
-        what)` hears each step; `progress(file, done, total)` the bytes of each download."""
+        """Pull several models: fetch each, convert every TF.js one to ONNX (mlapi's own
+        converter, see `convert`), then check each. Returns each name's error (None:
+        pulled). `phase(name, what)` hears each step; `progress(file, done, total)` the
+        bytes of each download."""
         say = phase or (lambda name, what: None)
         results: dict[str, MlapiError | None] = {}
         staged: list[tuple[ModelEntry, Path]] = []
         for entry in entries:
             if self.is_pulled(entry.name):
                 results[entry.name] = None
-            elif entry.converted and not convert.available():  # before any download
-                results[entry.name] = ConvertError(convert.missing_message(entry.name))
             else:
                 try:
                     say(entry.name, f"fetching from {entry.source.describe()}")
@@ -241,7 +241,7 @@ class ModelStore:
                     results[entry.name] = exc
         jobs = {e.name: self._job(e, folder) for e, folder in staged if e.converted}
         if jobs:
-            say(", ".join(jobs), f"converting {len(jobs)} with TensorFlow (one process)")
+            say(", ".join(jobs), f"converting {len(jobs)} to ONNX")
         names = {job.dst: name for name, job in jobs.items()}
         failed = convert.convert_all(
             list(jobs.values()), lambda job: say(names[job.dst], "converted")
@@ -273,7 +273,11 @@ class ModelStore:
         model_json = jsmodel.unpack(main, folder) if entry.format == "tfjs-js" else main
         outputs = entry.extra.get("outputs", "")
         return convert.Job(
-            model_json, folder / ONNX_NAME, outputs, bool(entry.extra.get("dynamic_hw"))
+            model_json,
+            folder / ONNX_NAME,
+            outputs,
+            bool(entry.extra.get("dynamic_hw")),
+            entry.name,
         )
 
     def _finish(self, entry: ModelEntry, folder: Path, accept_local_build: bool) -> None:
@@ -421,7 +425,7 @@ class ModelStore:
                 files[item.name] = sources.sha256_file(folder / item.name)
             artifact = folder / ONNX_NAME
             try:
-                convert.to_onnx(folder / path.name, artifact)
+                convert.to_onnx(folder / path.name, artifact, label=name)
             except MlapiError:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
