@@ -24,10 +24,12 @@ from mlapi.store.catalog import Source
 from mlapi.store.sources import fetch_package
 
 LABELS = Path(__file__).parent / "eval" / "photos.json"
+PLATES_TEXT = Path(__file__).parent / "eval" / "plates-text.json"  # plates and words (ocr.py)
 
 
-def entries(kind: str = "photo") -> list[dict[str, Any]]:
-    return [e for e in json.loads(LABELS.read_text()) if e["kind"] == kind]
+def entries(kind: str | None = "photo", labels: Path = LABELS) -> list[dict[str, Any]]:
+    """The labelled files of one kind (None: every kind) in a label file."""
+    return [e for e in json.loads(labels.read_text()) if kind is None or e["kind"] == kind]
 
 
 def _pypi_sdist(name: str, version: str, dest: Path) -> Path:
@@ -103,11 +105,13 @@ def _read(tar: tarfile.TarFile, path: str) -> bytes:
     return handle.read()
 
 
-def fetch(store: ModelStore | None = None, kind: str = "photo") -> Path:
+def fetch(
+    store: ModelStore | None = None, kind: str | None = "photo", labels: Path = LABELS
+) -> Path:
     """The folder holding every listed file (as PACKAGE/PATH), fetched once."""
     store = store or ModelStore()
     root = store.root / "eval"
-    todo = [e for e in entries(kind) if not (root / e["package"] / e["path"]).exists()]
+    todo = [e for e in entries(kind, labels) if not (root / e["package"] / e["path"]).exists()]
     archives: dict[tuple[str, str, str], Path] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for e in todo:

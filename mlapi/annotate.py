@@ -1,9 +1,9 @@
 """Draw detections onto a copy of an image (for `--annotate`, on photos and video).
 
 Each box gets one label: the person's name when recognised, else the label, with its
-confidence and what refining detectors found (gender, age, expression). Labels are placed
-so they never cover one another: above the box, else below it, else inside it, moving
-down past labels already drawn.
+confidence and what refining detectors found (gender, age, expression) or what a plate or
+a line of text reads. Labels are placed so they never cover one another: above the box,
+else below it, else inside it, moving down past labels already drawn.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from mlapi import attributes
+from mlapi.detectors.ocr import PLATE, TEXT
 from mlapi.result import Detection, Result
 
 COLOURS = (
@@ -41,6 +42,9 @@ def caption(d: Detection) -> str:
     emotion = d.attributes.get(attributes.EMOTION)
     if emotion:
         parts.append(str(emotion))
+    reading = d.attributes.get(PLATE) or d.attributes.get(TEXT)  # what a plate or line says
+    if reading:
+        parts.append(str(reading))
     return " | ".join(parts)
 
 

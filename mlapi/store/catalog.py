@@ -299,6 +299,40 @@ CATALOG: tuple[ModelEntry, ...] = (
         ),
         preprocessing="416×416 RGB /255, Darknet YOLO head",
     ),
+    ModelEntry(
+        name="pp-ocrv6",
+        task="text",
+        description="PaddleOCR PP-OCRv6 small: text lines (DB), their reading (CTC, 18708 "
+        "characters, the dictionary in the ONNX metadata), upside-down lines (v2.0 classifier)",
+        licence="Apache-2.0",
+        format="onnx",
+        source=Source(
+            "pypi",
+            "rapidocr",
+            "3.10.0",
+            "2fc34e26cd0f48514804a94f8832283039c7334076bff60768b1fed9ad068050",
+        ),
+        files=(
+            SourceFile(
+                "rapidocr/models/PP-OCRv6_det_small.onnx",
+                "090f04abcd9d9a7498bc4ebf677e4cb9bdce1fe4197ddb7e529f1ef44e1ff94f",
+                9929594,
+            ),
+            SourceFile(
+                "rapidocr/models/PP-OCRv6_rec_small.onnx",
+                "6f327246b50388f3c176ae304bd95767ea6dc0c9ae92153ef8cbe210b3c14884",
+                21234383,
+            ),
+            SourceFile(
+                "rapidocr/models/ch_ppocr_mobile_v2.0_cls_mobile.onnx",
+                "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
+                585532,
+            ),
+        ),
+        preprocessing="BGR, (x/255-0.5)/0.5; detection 1×3×H×W (multiples of 32), "
+        "recognition N×3×48×W, orientation N×3×48×192",
+        default=True,
+    ),
 )
 
 
