@@ -54,10 +54,10 @@ def serve(port: int, database: str | None, data: str | None) -> None:
     """The server process: the real app on the stand-in detectors."""
     from aiohttp import web
 
-    from mlapi.app import create_app
     from mlapi.config import ServerConfig
     from mlapi.engine import Engine
     from mlapi.store import ModelStore
+    from mlapi.web.app import create_app
 
     stores = open_stores(Path(data) if data else None, database)
     cache = Path(tempfile.mkdtemp(prefix="mlapi-bench-cache-"))

@@ -98,6 +98,20 @@ class StreamError(MlapiError):  # stream: a source that cannot be opened
     status = 400
 
 
+class RequestError(MlapiError):  # web: a request the server refuses, with its status
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TooManyLogins(MlapiError):  # web.auth: the login limiter refuses for `wait` seconds
+    status = 429
+
+    def __init__(self, wait: int) -> None:
+        super().__init__("too many failed logins; try again later")
+        self.retry_after = wait
+
+
 class RemoteError(MlapiError):  # client: a server's error answer, with its status
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)

@@ -15,11 +15,12 @@ from typing import Any
 
 from aiohttp import web
 
-from mlapi.app import create_app
 from mlapi.config import ServerConfig
 from mlapi.engine import Engine
-from mlapi.server import STATE, AccessLog
 from mlapi.state import Stores, open_stores
+from mlapi.web.app import create_app
+from mlapi.web.logs import AccessLog
+from mlapi.web.state import STATE
 
 
 @dataclass

@@ -17,9 +17,10 @@ from servers import Answer, LiveServer
 from mlapi.config import ServerConfig
 from mlapi.console.snippets import snippets
 from mlapi.engine import Engine
-from mlapi.server import CSRF_HEADER, SESSION_COOKIE, STATE
 from mlapi.state import open_stores
 from mlapi.store import ModelStore
+from mlapi.web.auth import CSRF_HEADER, SESSION_COOKIE
+from mlapi.web.state import STATE
 
 PASSWORD = "correct horse battery"
 JSON = {"Content-Type": "application/json"}

@@ -21,9 +21,9 @@ from mlapi.config import ServerConfig
 from mlapi.detectors.coco import COCO_LABELS
 from mlapi.engine import Engine
 from mlapi.images import decode, encode_jpeg
-from mlapi.server import ENGINE
 from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
+from mlapi.web.state import ENGINE
 
 
 @pytest.fixture(scope="module")

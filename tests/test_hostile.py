@@ -23,12 +23,12 @@ from mlapi.config import RuntimeConfig, ServerConfig
 from mlapi.engine import Engine
 from mlapi.errors import ImageError, ImageTooLarge
 from mlapi.images import decode, encode_jpeg
-from mlapi.server import safe_path
 from mlapi.state.files import locked_db
 from mlapi.state.logins import FileLoginAttempts
 from mlapi.state.secret import FileSecret
 from mlapi.state.users import UserStore
 from mlapi.store import ModelStore
+from mlapi.web.answers import safe_path
 
 PASSWORD = "hostile test password"
 pytestmark = pytest.mark.usefixtures("no_server_errors")

@@ -24,12 +24,12 @@ from servers import LiveServer, multipart, post, raw
 from mlapi import imageheader
 from mlapi.config import RuntimeConfig, ServerConfig
 from mlapi.engine import Engine
-from mlapi.errors import GalleryError, ImageError, ImageTooLarge
+from mlapi.errors import GalleryError, ImageError, ImageTooLarge, RequestError
 from mlapi.images import PARALLEL_PROGRESSIVE, decode, decode_memory, encode_jpeg, pixel_cost
-from mlapi.server import RequestError, ServerState
 from mlapi.state import open_stores
 from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
+from mlapi.web.state import ServerState
 
 PASSWORD = "hostile test password"
 pytestmark = pytest.mark.usefixtures("no_server_errors")

@@ -1,8 +1,11 @@
-"""The seams of the house: a dialect is one module and one line, `mlapi detect` loads no
+"""The seams of the house: a dialect is a package of its own found through an entry point
+and imports only the server's kit, every route says whose it is, `mlapi detect` loads no
 server, attributes have one definition, state sits behind the stores' protocols."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import subprocess
 import sys
@@ -13,20 +16,20 @@ from pathlib import Path
 import pytest
 from servers import LiveServer
 
-from mlapi import attributes, dialects
+import mlapi
+from mlapi import attributes
 from mlapi.config import ServerConfig
-from mlapi.dialect import dialect_of
 from mlapi.engine import Engine
 from mlapi.store import ModelStore
+from mlapi.web.dialect import ROUTES, installed
 
 SERVER_ONLY = {"aiohttp", "jwt", "argon2", "tinydb"}
 
-# The smallest real dialect, as the README shows it: objects counted by label at /count.
+# The smallest real dialect, as docs/architecture.md shows it: objects counted by label.
 COUNTING = """
 from aiohttp import web
 
-from mlapi.dialect import Dialect
-from mlapi.server import add_post, json_text, read_upload, run_detection
+from mlapi.web.kit import Dialect, Routes, json_text, read_upload, run_detection
 
 
 async def count(request: web.Request) -> web.Response:
@@ -36,29 +39,35 @@ async def count(request: web.Request) -> web.Response:
     return json_text({l: sum(d.label == l for d in result.detections) for l in labels})
 
 
-def add_routes(app: web.Application) -> None:
-    add_post(app, "/count", count)
+def add_routes(routes: Routes) -> None:
+    routes.post("/count", count)
 
 
-DIALECT = Dialect(
-    "counting", ("/count",), add_routes, error_body=lambda s, m, c: {"problem": m}
-)
+DIALECT = Dialect("counting", add_routes, error_body=lambda s, m, c: {"problem": m})
 """
 
 
 @pytest.fixture
 def counting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A dialect added the documented way: its module, and one line in MODULES."""
-    (tmp_path / "mlapi_counting.py").write_text(textwrap.dedent(COUNTING))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(dialects.MODULES, "counting", "mlapi_counting")
+    """A dialect installed as a package of its own: its module and its distribution's
+    entry point in `mlapi.dialects`, nothing edited in mlapi."""
+    site = tmp_path / "site"
+    (site / "mlapi_counting").mkdir(parents=True)
+    (site / "mlapi_counting" / "__init__.py").write_text(textwrap.dedent(COUNTING))
+    info = site / "mlapi_counting-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mlapi-counting\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[mlapi.dialects]\ncounting = mlapi_counting:DIALECT\n")
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
     yield
     sys.modules.pop("mlapi_counting", None)
 
 
-def test_a_new_dialect_is_one_module_and_one_line(counting: None, tmp_path: Path) -> None:
+def test_a_dialect_package_installs_through_its_entry_point(counting: None, tmp_path: Path) -> None:
     import ipaddress
 
+    assert "counting" in installed()
     lan = (ipaddress.ip_network("127.0.0.1/32"),)
     config = ServerConfig(models=(), keyless_networks=lan, keyless_dialects=("counting",))
     jpeg = {"Content-Type": "image/jpeg"}
@@ -77,15 +86,53 @@ def test_a_new_dialect_is_one_module_and_one_line(counting: None, tmp_path: Path
     assert "/count" in document["paths"]
 
 
-def test_the_dialect_is_found_by_its_longest_prefix() -> None:
-    loaded = {d.name: d for d in dialects.load()}
-    assert tuple(loaded) == dialects.NAMES
-    assert dialect_of(loaded.values(), "/v1/vision/face/recognize") is loaded["deepstack"]
-    assert dialect_of(loaded.values(), "/api/v1/recognition/faces") is loaded["compreface"]
-    assert dialect_of(loaded.values(), "/api/v1/detect") is loaded["native"]
-    assert dialect_of(loaded.values(), "/api/v1/infer") is loaded["zoneminder"]
-    assert dialect_of(loaded.values(), "/health") is None
-    assert loaded["deepstack"].form_key == "api_key"
+def test_every_route_says_whose_it_is_and_who_may_call_it(tmp_path: Path) -> None:
+    with Engine(ModelStore(tmp_path / "cache")) as engine:
+        server = LiveServer(engine, tmp_path / "data", ServerConfig(models=()))
+        server.stop()
+    declared = server.app[ROUTES]
+    owner = {
+        (resource.canonical, method): info.dialect.name
+        for (resource, method), info in declared.items()
+    }
+    assert owner[("/v1/vision/face/recognize", "POST")] == "deepstack"
+    assert owner[("/api/v1/recognition/faces", "GET")] == "compreface"
+    assert owner[("/api/v1/detect", "POST")] == "native"
+    assert owner[("/api/v1/detect/object", "POST")] == "mlapi"
+    assert owner[("/api/v1/infer", "POST")] == "zoneminder"
+    assert owner[("/hg/{key}/objects", "POST")] == "homegallery"
+    assert owner[("/health", "GET")] == "core"
+    assert owner[("/console/api/keys", "GET")] == "console"
+    routed = {
+        (route.resource.canonical, route.method)
+        for route in server.app.router.routes()
+        if route.resource is not None and route.method != "HEAD"
+    }
+    assert routed == set(owner)  # no route without its dialect and access
+    access = {key: info.access for key, info in declared.items()}
+    assert {k[0].canonical for k, a in access.items() if a == "public"} == {
+        "/", "/console/static/{name}", "/console/api/signin", "/console/api/session",
+        "/health", "/ready", "/api/v1/health", "/api/v1/login", "/api/v1/openapi.json",
+    }  # fmt: skip
+
+
+def test_dialects_use_only_the_servers_kit() -> None:
+    """A dialect imports nothing of the server but mlapi.web.kit, so the server's insides
+    can change without touching a dialect."""
+    package = Path(mlapi.__file__).parent
+    offending = []
+    for path in sorted((package / "dialects").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module]
+            elif isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            for module in modules:
+                if module.startswith("mlapi.web") and module != "mlapi.web.kit":
+                    offending.append(f"{path.relative_to(package)}: {module}")
+    assert offending == []
+    assert set(installed()) >= {"native", "mlapi", "deepstack", "console", "zoneminder"}
 
 
 def test_detecting_loads_nothing_of_the_server() -> None:

@@ -15,9 +15,9 @@ from servers import LiveServer
 from mlapi.config import ServerConfig
 from mlapi.engine import Engine
 from mlapi.images import decode, encode_jpeg
-from mlapi.server import ENGINE
 from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
+from mlapi.web.state import ENGINE
 
 
 def serve(store: ModelStore, folder: Path, **config: object) -> LiveServer:

@@ -22,10 +22,10 @@ from servers import LiveServer
 from mlapi.config import ServerConfig, StoreSettings
 from mlapi.engine import Engine
 from mlapi.errors import GalleryError, StoreUnavailable, UserError
-from mlapi.server import CSRF_HEADER, SESSION_COOKIE
 from mlapi.state import Stores, open_stores, rules
 from mlapi.state.postgres import MIGRATIONS, Database
 from mlapi.store import ModelStore
+from mlapi.web.auth import CSRF_HEADER, SESSION_COOKIE
 
 PASSWORD = "a long enough password"
 

@@ -23,8 +23,8 @@ from mlapi.engine import Engine
 from mlapi.images import decode, encode_jpeg
 from mlapi.render.mlapi_seed import render as render_seed
 from mlapi.result import dumps, result_to_dict
-from mlapi.server import STATE
 from mlapi.store import ModelStore
+from mlapi.web.state import STATE
 
 PASSWORD = "correct horse battery"
 

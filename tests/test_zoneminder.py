@@ -22,9 +22,9 @@ from servers import Answer, LiveServer, Loopback
 from mlapi.config import RuntimeConfig, ServerConfig
 from mlapi.engine import Engine
 from mlapi.enroll import enroll
-from mlapi.server import ENGINE, STATE
 from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
+from mlapi.web.state import ENGINE, STATE
 
 PASSWORD = "zoneminder password"
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)

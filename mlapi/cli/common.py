@@ -90,13 +90,16 @@ def parse_public_url(text: str) -> str:
 
 
 def parse_dialects(text: str) -> tuple[str, ...]:
-    from mlapi.dialects import KEYLESS
+    """`deepstack,doods` → those names, each an installed dialect that a network may be
+    opened to; a clear usage error otherwise."""
+    from mlapi.web.dialect import installed
 
     names = tuple(filter(None, (t.strip() for t in text.split(","))))
-    unknown = sorted(set(names) - set(KEYLESS))
+    openable = sorted(name for name, d in installed().items() if d.keyless)
+    unknown = sorted(set(names) - set(openable))
     if unknown:
         raise click.BadParameter(
-            f"unknown dialect {', '.join(unknown)} (known: {', '.join(KEYLESS)})"
+            f"unknown dialect {', '.join(unknown)} (known: {', '.join(openable)})"
         )
     return names
 

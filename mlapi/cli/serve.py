@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mlapi import dialects
 from mlapi.cli.common import (
     database_option,
     fail,
@@ -175,7 +174,8 @@ def _processes(value: str) -> str:
     show_default=True,
     envvar="MLAPI_KEYLESS_DIALECTS",
     metavar="NAMES",
-    help=f"Dialects --keyless-networks may call without a key: {', '.join(dialects.KEYLESS)} "
+    help="Dialects --keyless-networks may call without a key: deepstack, compreface, doods, "
+    "homegallery, mlapi, native, zoneminder, or an installed one's name "
     "[env: MLAPI_KEYLESS_DIALECTS].",
 )
 @click.option(
@@ -428,11 +428,11 @@ def serve_one(
 
     from aiohttp import web
 
-    from mlapi.app import create_app
     from mlapi.engine import Engine, map_large_buffers
     from mlapi.errors import StoreUnavailable
     from mlapi.processes import EX_TEMPFAIL
-    from mlapi.server import AccessLog
+    from mlapi.web.app import create_app
+    from mlapi.web.logs import AccessLog
 
     map_large_buffers()  # process-wide: big images' memory goes back to the system
     stores: Stores | None = None

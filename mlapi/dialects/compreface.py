@@ -20,16 +20,17 @@ import numpy as np
 from aiohttp import web
 
 from mlapi import attributes
-from mlapi.dialect import Dialect
 from mlapi.enroll import enroll
 from mlapi.errors import GalleryError
 from mlapi.openapi import BINARY, body, operation
 from mlapi.render import compreface as render
 from mlapi.result import Detection
-from mlapi.server import (
+from mlapi.similarity import similarity
+from mlapi.web.kit import (
     ENGINE,
+    Dialect,
     RequestError,
-    add_post,
+    Routes,
     in_pool,
     json_object,
     json_text,
@@ -37,7 +38,6 @@ from mlapi.server import (
     read_upload,
     run_detection,
 )
-from mlapi.similarity import similarity
 
 NO_FACE = 28  # CompreFace's code, the one Double Take checks for "no face"
 PLUGINS = {"age": "genderage", "gender": "genderage"}
@@ -332,25 +332,20 @@ def error(status: int, message: str, code: int | None) -> dict[str, Any]:
     return {"message": message, "code": code or status}
 
 
-def add_routes(app: web.Application) -> None:
-    add_post(app, "/api/v1/recognition/recognize", recognize)
-    add_post(app, "/api/v1/detection/detect", detect)
-    add_post(app, "/api/v1/verification/verify", verify)
-    add_post(app, "/api/v1/recognition/faces", add_face)
-    app.router.add_get("/api/v1/recognition/faces", list_faces)
-    app.router.add_delete("/api/v1/recognition/faces", delete_faces)
-    app.router.add_get("/api/v1/recognition/subjects", subjects)
-    app.router.add_delete("/api/v1/recognition/subjects/{subject}", delete_subject)
-    add_post(app, "/api/v1/recognition/faces/{image_id}/verify", verify_example)
-    app.router.add_delete("/api/v1/recognition/faces/{image_id}", delete_example)
-    add_post(app, "/api/v1/recognition/subjects", add_subject)
-    app.router.add_put("/api/v1/recognition/subjects/{subject}", rename_subject)
-    app.router.add_delete("/api/v1/recognition/subjects", delete_subjects)
+def add_routes(routes: Routes) -> None:
+    routes.post("/api/v1/recognition/recognize", recognize)
+    routes.post("/api/v1/detection/detect", detect)
+    routes.post("/api/v1/verification/verify", verify)
+    routes.post("/api/v1/recognition/faces", add_face)
+    routes.get("/api/v1/recognition/faces", list_faces)
+    routes.delete("/api/v1/recognition/faces", delete_faces)
+    routes.get("/api/v1/recognition/subjects", subjects)
+    routes.delete("/api/v1/recognition/subjects/{subject}", delete_subject)
+    routes.post("/api/v1/recognition/faces/{image_id}/verify", verify_example)
+    routes.delete("/api/v1/recognition/faces/{image_id}", delete_example)
+    routes.post("/api/v1/recognition/subjects", add_subject)
+    routes.put("/api/v1/recognition/subjects/{subject}", rename_subject)
+    routes.delete("/api/v1/recognition/subjects", delete_subjects)
 
 
-DIALECT = Dialect(
-    "compreface",
-    ("/api/v1/recognition/", "/api/v1/detection/", "/api/v1/verification/"),
-    add_routes,
-    error_body=error,
-)
+DIALECT = Dialect("compreface", add_routes, error_body=error)

@@ -22,21 +22,25 @@ from aiohttp import web
 from mlapi import __version__, attributes, edge, text
 from mlapi.console.history import EVERY, History
 from mlapi.console.snippets import snippets
-from mlapi.dialect import Dialect
 from mlapi.engine import Engine
 from mlapi.enroll import enroll
 from mlapi.errors import AuthError, MlapiError, UserError
 from mlapi.images import decode, encode_jpeg
 from mlapi.openapi import operation
 from mlapi.result import dumps
-from mlapi.server import (
+from mlapi.similarity import normalise, similarity
+from mlapi.state import Sample, rules
+from mlapi.state.sessions import SESSION_LIFETIME
+from mlapi.store import catalog
+from mlapi.web.kit import (
     ENGINE,
     SESSION_COOKIE,
     STATE,
     USER,
+    Dialect,
     Handler,
     RequestError,
-    add_post,
+    Routes,
     check_password,
     console_session,
     in_pool,
@@ -45,14 +49,11 @@ from mlapi.server import (
     json_text,
     off_loop,
     own_host,
+    plain_error,
     read_credentials,
     read_upload,
     signed_in,
 )
-from mlapi.similarity import normalise, similarity
-from mlapi.state import Sample, rules
-from mlapi.state.sessions import SESSION_LIFETIME
-from mlapi.store import catalog
 
 STATIC = Path(__file__).resolve().parent.parent / "console" / "static"
 FILES = {  # the only files served: nothing else under the folder is reachable
@@ -310,9 +311,7 @@ async def add_person(request: web.Request) -> web.Response:
     outcomes: list[dict[str, Any]] = []
     for number, data in enumerate(photos, 1):
         try:
-            done = await in_pool(
-                request, enroll, engine, faces, name, data, "console", image=data
-            )
+            done = await in_pool(request, enroll, engine, faces, name, data, "console", image=data)
         except MlapiError as exc:
             outcomes.append({"photo": number, "added": False, "reason": text.shown(exc.message)})
             continue
@@ -493,26 +492,30 @@ def _licensed(model: str) -> dict[str, str]:
     return {"name": model, "licence": entry.licence if entry else "see its manifest"}
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/", page)
-    app.router.add_get("/console/static/{name}", static)
-    add_post(app, "/console/api/signin", sign_in)
-    app.router.add_get("/console/api/session", session)
-    app.router.add_delete("/console/api/session", sign_out)
-    app.router.add_get("/console/api/detectors", detectors)
-    add_post(app, "/console/api/preview", preview)
-    app.router.add_get("/console/api/people", people)
-    add_post(app, "/console/api/people", add_person)
-    add_post(app, "/console/api/people/new", create_person)
-    add_post(app, "/console/api/people/test", recognise_photo)
-    app.router.add_put("/console/api/people/{name}", rename_person)
-    app.router.add_delete("/console/api/people/{name}", remove_person)
-    app.router.add_delete("/console/api/samples/{id}", remove_sample)
-    app.router.add_get("/console/api/samples/{id}/face.jpg", thumbnail)
-    app.router.add_get("/console/api/keys", keys)
-    add_post(app, "/console/api/keys", create_key)
-    app.router.add_delete("/console/api/keys/{id}", revoke_key)
-    app.router.add_get("/console/api/status", status)
+def add_routes(routes: Routes) -> None:
+    app = routes.app
+    routes.get("/", page, "public")
+    routes.get("/console/static/{name}", static, "public")
+    routes.post("/console/api/signin", sign_in, "public")
+    routes.get("/console/api/session", session, "public")
+    routes.delete("/console/api/session", sign_out, "public")
+    for method, path, handler in (
+        ("GET", "/console/api/detectors", detectors),
+        ("POST", "/console/api/preview", preview),
+        ("GET", "/console/api/people", people),
+        ("POST", "/console/api/people", add_person),
+        ("POST", "/console/api/people/new", create_person),
+        ("POST", "/console/api/people/test", recognise_photo),
+        ("PUT", "/console/api/people/{name}", rename_person),
+        ("DELETE", "/console/api/people/{name}", remove_person),
+        ("DELETE", "/console/api/samples/{id}", remove_sample),
+        ("GET", "/console/api/samples/{id}/face.jpg", thumbnail),
+        ("GET", "/console/api/keys", keys),
+        ("POST", "/console/api/keys", create_key),
+        ("DELETE", "/console/api/keys/{id}", revoke_key),
+        ("GET", "/console/api/status", status),
+    ):
+        routes.add(method, path, handler, "session")
     app[HISTORY] = History()
 
     async def sample() -> None:
@@ -533,9 +536,5 @@ def add_routes(app: web.Application) -> None:
     app.on_cleanup.append(stop)
 
 
-DIALECT = Dialect(
-    "console",
-    ("/console",),
-    add_routes,
-    public=("/", "/console/static/", "/console/api/signin", "/console/api/session"),
-)
+# The console is the page's own: it speaks plain errors and is never opened to a network.
+DIALECT = Dialect("console", add_routes, error_body=plain_error, keyless=False)

@@ -15,20 +15,21 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from mlapi.dialect import Dialect
 from mlapi.enroll import enroll
 from mlapi.errors import AuthError, GalleryError, MlapiError, ModelMissing
 from mlapi.openapi import BINARY, body, operation
 from mlapi.render import deepstack as render
-from mlapi.server import (
+from mlapi.similarity import similarity
+from mlapi.web.kit import (
     AUTHENTICATED,
     ENGINE,
     STATE,
     USER,
+    Dialect,
     Handler,
     RequestError,
+    Routes,
     Upload,
-    add_post,
     authenticate,
     in_pool,
     json_text,
@@ -36,7 +37,6 @@ from mlapi.server import (
     read_upload,
     run_detection,
 )
-from mlapi.similarity import similarity
 
 MAX_PREDICTIONS = 20  # Frigate fails on more
 DEFAULT_CONFIDENCE = {"detection": 0.40, "face": 0.55, "recognize": 0.67}
@@ -244,27 +244,26 @@ def error(status: int, message: str, code: int | None) -> dict[str, Any]:
     return {"success": False, "error": message, "duration": 0}
 
 
-def add_routes(app: web.Application) -> None:
-    def add(path: str, handler: Any) -> None:
-        add_post(app, path, handler)
-
-    add("/v1/vision/detection", detection)
-    add("/v1/vision/custom/{model}", custom)
-    add("/v1/vision/face", face)
-    add("/v1/vision/face/", face)
-    add("/v1/vision/face/recognize", recognize)
-    add("/v1/vision/face/register", register)
-    add("/v1/vision/face/list", face_list)
-    add("/v1/vision/face/delete", face_delete)
-    add("/v1/vision/face/match", match)
-    add("/v1/vision/scene", not_available)
-    add("/v1/vision/alpr", not_available)
-    app.router.add_get("/v1/server/status/ping", ping)
+def add_routes(routes: Routes) -> None:
+    for path, handler in (
+        ("/v1/vision/detection", detection),
+        ("/v1/vision/custom/{model}", custom),
+        ("/v1/vision/face", face),
+        ("/v1/vision/face/", face),
+        ("/v1/vision/face/recognize", recognize),
+        ("/v1/vision/face/register", register),
+        ("/v1/vision/face/list", face_list),
+        ("/v1/vision/face/delete", face_delete),
+        ("/v1/vision/face/match", match),
+        ("/v1/vision/scene", not_available),
+        ("/v1/vision/alpr", not_available),
+    ):
+        routes.post(path, handler)
+    routes.get("/v1/server/status/ping", ping)
 
 
 DIALECT = Dialect(
     "deepstack",
-    ("/v1/",),
     add_routes,
     error_body=error,
     form_key="api_key",

@@ -18,10 +18,18 @@ from typing import Any
 from aiohttp import web
 
 from mlapi.detectors.coco import COCO_LABELS
-from mlapi.dialect import Dialect
 from mlapi.openapi import body, operation
 from mlapi.render import doods as render
-from mlapi.server import ENGINE, RequestError, add_post, json_object, json_text, run_detection
+from mlapi.web.kit import (
+    ENGINE,
+    Dialect,
+    RequestError,
+    Routes,
+    json_object,
+    json_text,
+    plain_error,
+    run_detection,
+)
 
 DEFAULT = "default"  # DOODS's name for the default detector: mlapi's `objects`
 
@@ -98,9 +106,9 @@ async def detect(request: web.Request) -> web.Response:
     return json_text(render.document(str(body.get("id", "")), result, wanted, duration))
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/detectors", detectors)
-    add_post(app, "/detect", detect)
+def add_routes(routes: Routes) -> None:
+    routes.get("/detectors", detectors)
+    routes.post("/detect", detect)
 
 
-DIALECT = Dialect("doods", ("/detect", "/detectors"), add_routes)
+DIALECT = Dialect("doods", add_routes, error_body=plain_error)

@@ -7,11 +7,18 @@ from typing import Any
 
 from aiohttp import web
 
-from mlapi.dialect import Dialect
 from mlapi.openapi import RAW_JPEG, operation
 from mlapi.render.homegallery import embeddings, faces, objects
 from mlapi.result import Result
-from mlapi.server import RequestError, add_post, json_text, read_upload, run_detection
+from mlapi.web.kit import (
+    Dialect,
+    RequestError,
+    Routes,
+    json_text,
+    plain_error,
+    read_upload,
+    run_detection,
+)
 
 # -- routes ------------------------------------------------------------------------------
 FACE_MODELS = ["faces", "genderage", "emotion", "faceprint"]
@@ -50,11 +57,11 @@ async def post_embeddings(request: web.Request) -> web.Response:
     return await _answer(request, ["embeddings"], EMBEDDING_OPTIONS, embeddings)
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(routes: Routes) -> None:
     for prefix in ("", "/hg/{key}"):  # the prefixed form carries an API key in the base URL
-        add_post(app, f"{prefix}/objects", post_objects)
-        add_post(app, f"{prefix}/faces", post_faces)
-        add_post(app, f"{prefix}/embeddings", post_embeddings)
+        routes.post(f"{prefix}/objects", post_objects)
+        routes.post(f"{prefix}/faces", post_faces)
+        routes.post(f"{prefix}/embeddings", post_embeddings)
 
 
-DIALECT = Dialect("homegallery", ("/objects", "/faces", "/embeddings"), add_routes)
+DIALECT = Dialect("homegallery", add_routes, error_body=plain_error)

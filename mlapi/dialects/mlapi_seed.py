@@ -13,18 +13,18 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from mlapi.dialect import Dialect
 from mlapi.images import sniff
 from mlapi.openapi import IMAGE_BODY, operation, query
 from mlapi.render.mlapi_seed import render, render_zm_detect
 from mlapi.result import Detection, Result, clip_box
-from mlapi.server import (
+from mlapi.web.kit import (
     ENGINE,
     STATE,
     USER,
+    Dialect,
     RequestError,
+    Routes,
     Upload,
-    add_post,
     admit,
     fetch_for,
     give_back_slot,
@@ -247,13 +247,13 @@ def _keep_upload(request: web.Request, upload: Upload) -> None:
     (folder / f"{uuid.uuid4().hex}{suffix}").write_bytes(upload.data)  # type: ignore[arg-type]
 
 
-def add_routes(app: web.Application) -> None:
-    add_post(app, "/api/v1/detect/object", detect_object)
-    config = app[STATE].config
+def add_routes(routes: Routes) -> None:
+    routes.post("/api/v1/detect/object", detect_object)
+    config = routes.app[STATE].config
     if config.zm_portal:
         portal = Portal(config.zm_portal.rstrip("/"), config.zm_user, config.zm_password)
-        app[ZONEMINDER] = ZoneMinder(portal, config.url_networks, config.max_body)
-        app[ZM_EVENTS] = {}
+        routes.app[ZONEMINDER] = ZoneMinder(portal, config.url_networks, config.max_body)
+        routes.app[ZM_EVENTS] = {}
 
 
-DIALECT = Dialect("mlapi", ("/api/v1/detect/object",), add_routes)
+DIALECT = Dialect("mlapi", add_routes)

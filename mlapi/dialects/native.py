@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from mlapi.dialect import Dialect
 from mlapi.openapi import IMAGE_BODY, operation, query
 from mlapi.render import FORMATS
-from mlapi.server import (
+from mlapi.web.kit import (
+    Dialect,
     RequestError,
-    add_post,
+    Routes,
     json_text,
     read_upload,
     run_detection,
@@ -37,8 +37,8 @@ async def detect(request: web.Request) -> web.Response:
     return json_text(FORMATS[fmt](result))
 
 
-def add_routes(app: web.Application) -> None:
-    add_post(app, "/api/v1/detect", detect)
+def add_routes(routes: Routes) -> None:
+    routes.post("/api/v1/detect", detect)
 
 
-DIALECT = Dialect("native", ("/api/v1/detect",), add_routes)
+DIALECT = Dialect("native", add_routes)

@@ -15,12 +15,19 @@ from typing import Any
 
 from aiohttp import web
 
-from mlapi.dialect import Dialect
 from mlapi.errors import MlapiError
 from mlapi.fetch import fetch_image
 from mlapi.openapi import BINARY, body, operation
 from mlapi.render import zoneminder as render
-from mlapi.server import STATE, RequestError, add_post, json_text, read_upload, run_detection
+from mlapi.web.kit import (
+    STATE,
+    Dialect,
+    RequestError,
+    Routes,
+    json_text,
+    read_upload,
+    run_detection,
+)
 
 # pyzm's model type → (detector to run, detector whose `confidence` min_confidence sets)
 TYPES = {"object": ("objects", "objects"), "face": ("recognize", "faces")}
@@ -79,8 +86,8 @@ async def infer(request: web.Request) -> web.Response:
     return json_text(render.detections(result, kind, name or detector))
 
 
-def add_routes(app: web.Application) -> None:
-    add_post(app, "/api/v1/infer", infer)
+def add_routes(routes: Routes) -> None:
+    routes.post("/api/v1/infer", infer)
 
 
-DIALECT = Dialect("zoneminder", ("/api/v1/infer", "/api/v1/detect/object"), add_routes)
+DIALECT = Dialect("zoneminder", add_routes)
