@@ -231,3 +231,27 @@ def test_canonical_form_does_not_depend_on_generated_names(tmp_path: Path) -> No
     canonicalise(a, tmp_path / "a.onnx")
     canonicalise(b, tmp_path / "b.onnx")
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def test_members_of_one_archive_come_out_in_one_pass(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from mlapi.errors import FetchError
+    from mlapi.store.sources import extract_members
+
+    archive = tmp_path / "package.tgz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for name, body in (("package/a.bin", b"a" * 3000), ("package/b.json", b"{}")):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tf.addfile(info, io.BytesIO(body))
+    first, second, third = tmp_path / "one" / "a.bin", tmp_path / "two" / "a.bin", tmp_path / "b"
+    for folder in (first.parent, second.parent):
+        folder.mkdir()
+    extract_members(archive, {"package/a.bin": [first, second], "package/b.json": [third]})
+    assert first.read_bytes() == second.read_bytes() == b"a" * 3000
+    assert third.read_bytes() == b"{}"
+    with pytest.raises(FetchError, match=r"package\.tgz has no file package/missing"):
+        extract_members(archive, {"package/missing": [tmp_path / "m"]})
+    assert not (tmp_path / "m").exists()

@@ -175,12 +175,14 @@ def resize_reference(x: np.ndarray, size: tuple[int, int], mode: str) -> np.ndar
 
     ylo, yhi, ly = weights(size[0], x.shape[1])
     xlo, xhi, lx = weights(size[1], x.shape[2])
-    top = x[:, ylo][:, :, xlo] * (1 - lx)[None, None, :, None] + x[:, ylo][:, :, xhi] * lx[
-        None, None, :, None
-    ]
-    bottom = x[:, yhi][:, :, xlo] * (1 - lx)[None, None, :, None] + x[:, yhi][:, :, xhi] * lx[
-        None, None, :, None
-    ]
+    top = (
+        x[:, ylo][:, :, xlo] * (1 - lx)[None, None, :, None]
+        + x[:, ylo][:, :, xhi] * lx[None, None, :, None]
+    )
+    bottom = (
+        x[:, yhi][:, :, xlo] * (1 - lx)[None, None, :, None]
+        + x[:, yhi][:, :, xhi] * lx[None, None, :, None]
+    )
     return np.asarray(top * (1 - ly)[None, :, None, None] + bottom * ly[None, :, None, None])
 
 

