@@ -261,7 +261,7 @@ def test_missing_slow_and_refused_frames(
     event_server: tuple[LiveServer, StandIn], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server, standin = event_server
-    monkeypatch.setattr("mlapi.zoneminder.FRAME_TIMEOUT", 1.0)
+    monkeypatch.setattr("mlapi.dialects.mlapi_seed.events.FRAME_TIMEOUT", 1.0)
     standin.frames.clear()
     standin.revoke()  # the server's token is stale: it logs in again, once
     logins = standin.logins

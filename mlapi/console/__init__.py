@@ -1,3 +1,8 @@
-"""The web console served at `/`: its files (plain HTML, CSS and one script, no build step
-and nothing from elsewhere), the client configuration it shows next to a key, and the
-status history it charts. Its routes are the `console` dialect (mlapi.dialects.console)."""
+"""The web console served at `/`, a surface of its own: its routes (routes.py, the
+`console` dialect), its files (static/: plain HTML, CSS and one script, no build step and
+nothing from elsewhere), the client configuration it shows next to a key (snippets.py) and
+the status history it charts (history.py)."""
+
+from mlapi.console.routes import DIALECT
+
+__all__ = ["DIALECT"]

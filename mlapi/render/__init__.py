@@ -1,4 +1,5 @@
-"""Renderers: pure `Result → document` functions, one module per wire contract.
+"""What the CLI prints: pure `Result → document` functions (`--format`). A dialect's own
+answers live in its folder (mlapi/dialects/NAME/render.py).
 
 Nothing here imports a web server, a token library or a database: `mlapi detect` renders
 with these and the server's dialects answer with the same functions. FORMATS is the one

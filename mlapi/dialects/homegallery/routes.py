@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
+from mlapi.dialects.homegallery.render import embeddings, faces, objects
 from mlapi.openapi import RAW_JPEG, operation
-from mlapi.render.homegallery import embeddings, faces, objects
 from mlapi.result import Result
 from mlapi.web.kit import (
     Dialect,

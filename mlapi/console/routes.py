@@ -55,7 +55,7 @@ from mlapi.web.kit import (
     signed_in,
 )
 
-STATIC = Path(__file__).resolve().parent.parent / "console" / "static"
+STATIC = Path(__file__).resolve().parent / "static"
 FILES = {  # the only files served: nothing else under the folder is reachable
     "console.js": "text/javascript",
     "console.css": "text/css",

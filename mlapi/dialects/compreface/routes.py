@@ -20,10 +20,10 @@ import numpy as np
 from aiohttp import web
 
 from mlapi import attributes
+from mlapi.dialects.compreface import render
 from mlapi.enroll import enroll
 from mlapi.errors import GalleryError
 from mlapi.openapi import BINARY, body, operation
-from mlapi.render import compreface as render
 from mlapi.result import Detection
 from mlapi.similarity import similarity
 from mlapi.web.kit import (

@@ -15,10 +15,10 @@ from typing import Any
 
 from aiohttp import web
 
+from mlapi.dialects.zoneminder import render
 from mlapi.errors import MlapiError
 from mlapi.fetch import fetch_image
 from mlapi.openapi import BINARY, body, operation
-from mlapi.render import zoneminder as render
 from mlapi.web.kit import (
     STATE,
     Dialect,

@@ -13,6 +13,15 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from mlapi.dialects.mlapi_seed.events import (
+    EVENT_ID,
+    FrameOptions,
+    Portal,
+    TooManyEvents,
+    Visit,
+    ZoneMinder,
+    ZoneMinderTimeout,
+)
 from mlapi.images import sniff
 from mlapi.openapi import IMAGE_BODY, operation, query
 from mlapi.render.mlapi_seed import render, render_zm_detect
@@ -33,15 +42,6 @@ from mlapi.web.kit import (
     off_loop,
     read_upload,
     run_detection,
-)
-from mlapi.zoneminder import (
-    EVENT_ID,
-    FrameOptions,
-    Portal,
-    TooManyEvents,
-    Visit,
-    ZoneMinder,
-    ZoneMinderTimeout,
 )
 
 T = TypeVar("T")

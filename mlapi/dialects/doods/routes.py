@@ -18,8 +18,8 @@ from typing import Any
 from aiohttp import web
 
 from mlapi.detectors.coco import COCO_LABELS
+from mlapi.dialects.doods import render
 from mlapi.openapi import body, operation
-from mlapi.render import doods as render
 from mlapi.web.kit import (
     ENGINE,
     Dialect,

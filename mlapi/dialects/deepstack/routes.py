@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from mlapi.dialects.deepstack import render
 from mlapi.enroll import enroll
 from mlapi.errors import AuthError, GalleryError, MlapiError, ModelMissing
 from mlapi.openapi import BINARY, body, operation
-from mlapi.render import deepstack as render
 from mlapi.similarity import similarity
 from mlapi.web.kit import (
     AUTHENTICATED,

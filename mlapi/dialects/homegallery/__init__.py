@@ -1,0 +1,7 @@
+"""HomeGallery api-server shapes: /objects and /faces answers for a raw JPEG body.
+
+routes.py: its handlers and OpenAPI entries; render.py: its answers."""
+
+from mlapi.dialects.homegallery.routes import DIALECT
+
+__all__ = ["DIALECT"]
