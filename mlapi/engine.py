@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from mlapi import images
 from mlapi.config import DEFAULT_MAX_PIXELS, WIDE_MIN_BYTES, RuntimeConfig
 from mlapi.detectors.base import Detector, Options
-from mlapi.errors import MlapiError, UnknownDetector
+from mlapi.errors import GalleryError, MlapiError, UnknownDetector
 from mlapi.images import Image
 from mlapi.result import Detection, Result
 from mlapi.scheduler import ShortestFirst, may_use_every_core
@@ -30,6 +30,8 @@ from mlapi.store import ModelStore
 
 LARGE_IMAGE_BYTES = 24 * 1024 * 1024  # after images this big, give freed memory back
 T = TypeVar("T")
+# The known faces, or what opens them on first use (see Runtime.gallery).
+GalleryProvider = Faces | Callable[[], Faces] | None
 DEFAULT_MODELS = ("objects",)
 
 
@@ -158,7 +160,7 @@ class Runtime:
     """What detectors load from: the model store and one onnxruntime session per model."""
 
     def __init__(
-        self, store: ModelStore, config: RuntimeConfig, gallery: Faces | None = None
+        self, store: ModelStore, config: RuntimeConfig, gallery: GalleryProvider = None
     ) -> None:
         self.store = store
         self.config = config
@@ -171,13 +173,18 @@ class Runtime:
 
     @property
     def gallery(self) -> Faces:
-        """The known faces; the data folder's gallery unless one was given (opened on first
-        use, so detecting objects touches no stored state)."""
+        """The known faces, as whoever made the engine gave them: the server its stores',
+        the CLI a function that opens them on first use (so detecting objects touches no
+        stored state). The engine itself never opens a store."""
         if self._gallery is None:
-            from mlapi.state import open_stores
-
-            self._gallery = open_stores().faces
+            raise GalleryError("this engine was given no gallery of known faces")
+        if callable(self._gallery):
+            self._gallery = self._gallery()
         return self._gallery
+
+    @gallery.setter
+    def gallery(self, faces: Faces) -> None:
+        self._gallery = faces
 
     def model_path(self, name: str) -> Path:
         return self.store.model_dir(name)
@@ -232,7 +239,7 @@ class Engine:
         store: ModelStore | None = None,
         config: RuntimeConfig | None = None,
         registry: Mapping[str, type[Detector]] | None = None,
-        gallery: Faces | None = None,
+        gallery: GalleryProvider = None,
     ) -> None:
         self.config = config or RuntimeConfig()
         self.runtime = Runtime(store or ModelStore(), self.config, gallery)

@@ -9,7 +9,7 @@ import numpy as np
 
 from mlapi.detectors.faceutil import aligned_crop, sharpness
 from mlapi.engine import Engine, Pixels
-from mlapi.errors import GalleryError, MlapiError
+from mlapi.errors import GalleryError, MlapiError, NoFaceFound
 from mlapi.images import encode_jpeg
 from mlapi.inputs import IMAGE_SUFFIXES
 from mlapi.similarity import MATCH_AT, normalise, similarity
@@ -60,7 +60,7 @@ def enroll(
     faces = engine.run_here(pixels, plan).detections
     image = pixels.at(None)  # full resolution, for the quality gate
     if not faces:
-        raise GalleryError("no face found in the photo")
+        raise NoFaceFound("no face found in the photo")
     if len(faces) > 1 and not largest:
         raise GalleryError(f"{len(faces)} faces found; a sample must show exactly one person")
     face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))

@@ -60,6 +60,10 @@ class ConvertError(MlapiError):  # store.convert: TensorFlow missing, or a conve
     status = 500
 
 
+class NotCovered(ConvertError):  # store.tfjs_onnx: an operation the converter does not handle
+    pass
+
+
 class DlibFormatError(MlapiError):  # store.dlibnet: not the dlib network this reader knows
     status = 500
 
@@ -89,6 +93,14 @@ class GalleryError(MlapiError):  # gallery, enroll: no usable face, unknown pers
     status = 400
 
 
+class NoFaceFound(GalleryError):  # enroll: the photo shows no face to learn
+    pass
+
+
+class UnknownPerson(GalleryError):  # gallery: no such person or sample to change
+    pass
+
+
 # -- commands ----------------------------------------------------------------------------
 class StoreUnavailable(MlapiError):  # state: the database does not answer; retry shortly
     status = 503
@@ -109,6 +121,23 @@ class TooManyLogins(MlapiError):  # web.auth: the login limiter refuses for `wai
 
     def __init__(self, wait: int) -> None:
         super().__init__("too many failed logins; try again later")
+        self.retry_after = wait
+
+
+# -- the ZoneMinder portal (dialects/mlapi_seed/events) ---------------------------------------
+class ZoneMinderError(MlapiError):  # the portal, not the client, failed
+    status = 502
+
+
+class ZoneMinderTimeout(ZoneMinderError):  # no frame within --zm-event-timeout
+    status = 504
+
+
+class TooManyEvents(MlapiError):  # more of one user's event requests than --zm-events-per-user
+    status = 429
+
+    def __init__(self, message: str, wait: int) -> None:
+        super().__init__(message)
         self.retry_after = wait
 
 

@@ -16,6 +16,7 @@ import services
 
 from mlapi import samples
 from mlapi.engine import Engine
+from mlapi.state import open_stores
 from mlapi.store import ModelStore, catalog
 
 # Fixtures that need the real models; tests using them (directly or through another
@@ -63,7 +64,7 @@ def photos(store: ModelStore) -> Path:
 
 @pytest.fixture(scope="session")
 def engine(store: ModelStore) -> Iterator[Engine]:
-    with Engine(store) as engine:
+    with Engine(store, gallery=lambda: open_stores().faces) as engine:
         yield engine
 
 

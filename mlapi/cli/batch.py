@@ -16,6 +16,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from mlapi.backends import Backend, backend
+from mlapi.cli.common import known_faces
 from mlapi.config import RuntimeConfig
 from mlapi.engine import Engine, map_large_buffers
 from mlapi.errors import MlapiError
@@ -96,7 +97,7 @@ def run_detect(
         return 1
     if not server:
         map_large_buffers()
-    engine = None if server else Engine(config=RuntimeConfig(workers=workers))
+    engine = None if server else Engine(config=RuntimeConfig(workers=workers), gallery=known_faces)
     render = FORMATS[fmt]
     try:
         chosen = backend(server, engine, models, options)

@@ -20,7 +20,7 @@ from mlapi.render import FORMAT_NAMES
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from mlapi.state import Stores
+    from mlapi.state import Faces, Stores
 
 
 def stderr_console() -> Console:
@@ -114,6 +114,15 @@ def database_option(command: Callable[..., Any]) -> Callable[..., Any]:
         help="PostgreSQL that replicas share (postgresql://USER:PASSWORD@HOST/DB); default: "
         "TinyDB files in the data folder [env: MLAPI_DATABASE_URL].",
     )(command)
+
+
+def known_faces() -> Faces:
+    """The gallery `detect` and `stream` recognise faces from: the stores that
+    MLAPI_DATABASE_URL names, else the data folder's (given to the engine to open on first
+    use, so detecting objects touches no stored state)."""
+    from mlapi.state import open_stores
+
+    return open_stores().faces
 
 
 def stores(database: str) -> Stores:

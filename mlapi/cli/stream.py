@@ -87,6 +87,7 @@ def stream(
     from concurrent.futures import ThreadPoolExecutor
 
     from mlapi.backends import backend
+    from mlapi.cli.common import known_faces
     from mlapi.config import RuntimeConfig
     from mlapi.engine import Engine, map_large_buffers
     from mlapi.errors import MlapiError
@@ -116,7 +117,7 @@ def stream(
     )
     map_large_buffers()
     with (
-        Engine(config=RuntimeConfig(workers=workers)) as engine,
+        Engine(config=RuntimeConfig(workers=workers), gallery=known_faces) as engine,
         ThreadPoolExecutor(workers) as pool,
     ):
         try:

@@ -12,7 +12,6 @@ from mlapi.detectors.base import Detector, Options
 from mlapi.images import Image
 from mlapi.result import Detection
 from mlapi.similarity import MARGIN, MATCH_AT, normalise, similarity
-from mlapi.state import Faces
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class Recognize(Detector):
     Options = RecognizeOptions
 
     def load(self) -> None:
-        self.gallery: Faces = self.context.gallery
+        pass  # the gallery is read as each request runs: the server may give the engine its own
 
     def detect(
         self, image: Image, options: RecognizeOptions, upstream: Mapping[str, list[Detection]]
@@ -40,7 +39,7 @@ class Recognize(Detector):
         for face in upstream["faceprint"]:
             model = attributes.faceprint_model(face)
             vector = normalise(np.asarray(face.embedding, np.float32))  # whatever was asked
-            match = self.gallery.match(vector, model)
+            match = self.context.gallery.match(vector, model)
             score = similarity(match.similarity, model) if match else 0.0
             runner_up = (
                 similarity(match.runner_up, model) if match and match.runner_up is not None else 0

@@ -24,7 +24,7 @@ from tinydb import Query
 from tinydb.queries import QueryInstance
 
 from mlapi import text
-from mlapi.errors import GalleryError
+from mlapi.errors import UnknownPerson
 from mlapi.state import Match, Sample, rules
 from mlapi.state.files import locked_db, write_private
 from mlapi.state.matching import Index
@@ -93,7 +93,7 @@ class Gallery:
             self._forget_thumbnails(gone)
         if not removed and not empty:
             what = f"sample {sample_id} of {name!r}" if sample_id else f"person {name!r}"
-            raise GalleryError(f"no {what} in the gallery")
+            raise UnknownPerson(f"no {what} in the gallery")
         return removed
 
     def create(self, name: str) -> bool:
@@ -107,7 +107,7 @@ class Gallery:
     def rename(self, old: str, new: str) -> int:
         new = rules.person_name(new)
         if old not in self.names():
-            raise GalleryError(f"no person {old!r} in the gallery")
+            raise UnknownPerson(f"no person {old!r} in the gallery")
         with locked_db(self.path) as db:
             moved = len(db.table("samples").update({"name": new}, _named(old)))
             db.table("people").remove(Query().name == old)
@@ -124,7 +124,7 @@ class Gallery:
     def remove_sample(self, sample_id: str) -> Sample:
         found = self.sample(sample_id)
         if found is None:
-            raise GalleryError(f"no sample {sample_id!r} in the gallery")
+            raise UnknownPerson(f"no sample {sample_id!r} in the gallery")
         with locked_db(self.path) as db:
             db.table("samples").remove(Query().id == sample_id)
         self._forget_thumbnails([sample_id])

@@ -36,7 +36,7 @@ from psycopg import pq
 
 from mlapi import text
 from mlapi.config import StoreSettings
-from mlapi.errors import GalleryError, MlapiError, StoreUnavailable, UserError
+from mlapi.errors import GalleryError, MlapiError, StoreUnavailable, UnknownPerson, UserError
 from mlapi.state import ApiKey, ConsoleSession, Match, Sample, rules, too_many_keys
 from mlapi.state.files import FileSnapshot
 from mlapi.state.logins import keys as login_keys
@@ -733,7 +733,7 @@ class PgGallery:
                 conn.execute("UPDATE mlapi_gallery_version SET version = version + 1")
         if not removed and not empty:
             what = f"sample {sample_id} of {name!r}" if sample_id else f"person {name!r}"
-            raise GalleryError(f"no {what} in the gallery")
+            raise UnknownPerson(f"no {what} in the gallery")
         return removed
 
     def samples(self) -> list[Sample]:
@@ -788,7 +788,7 @@ class PgGallery:
             ).rowcount
             was = conn.execute("DELETE FROM mlapi_people WHERE name = %s RETURNING 1", (old,))
             if not moved and was.fetchone() is None:
-                raise GalleryError(f"no person {old!r} in the gallery")
+                raise UnknownPerson(f"no person {old!r} in the gallery")
             conn.execute("INSERT INTO mlapi_people VALUES (%s) ON CONFLICT DO NOTHING", (new,))
             conn.execute("UPDATE mlapi_gallery_version SET version = version + 1")
         return max(moved, 0)
@@ -810,7 +810,7 @@ class PgGallery:
                 (sample_id,),
             ).fetchone()
             if row is None:
-                raise GalleryError(f"no sample {sample_id!r} in the gallery")
+                raise UnknownPerson(f"no sample {sample_id!r} in the gallery")
             conn.execute("UPDATE mlapi_gallery_version SET version = version + 1")
         return Sample(*row)
 

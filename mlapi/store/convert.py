@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlapi.errors import ConvertError
+from mlapi.errors import ConvertError, NotCovered
 
 OPSET = 17
 # Bump when conversion changes what it writes, so models made the old way are made again.
@@ -89,7 +89,7 @@ def convert_all(jobs: list[Job], done: Callable[[Job], None] | None = None) -> d
         label = job.label or job.src.name
         try:
             tfjs_onnx.convert(job.src, job.dst, job.outputs, job.dynamic_hw, label)
-        except tfjs_onnx.NotCovered as exc:
+        except NotCovered as exc:
             if tf2onnx_available():
                 rest.append(job)
             else:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from mlapi.errors import ConvertError
+from mlapi.errors import ConvertError, NotCovered
 
 OPSET = 17
 INT64_MAX = np.iinfo(np.int64).max
@@ -52,10 +52,6 @@ _DTYPES = {
 _DTYPE_NUMBERS = {1: "DT_FLOAT", 2: "DT_DOUBLE", 3: "DT_INT32", 4: "DT_UINT8", 5: "DT_INT16"}
 _DTYPE_NUMBERS |= {6: "DT_INT8", 9: "DT_INT64", 10: "DT_BOOL", 19: "DT_HALF"}
 _WEIGHT_DTYPES = {"float32", "float16", "int32", "int64", "uint8", "int8", "int16", "bool"}
-
-
-class NotCovered(ConvertError):
-    """The model uses an operation, or a form of one, that this converter does not handle."""
 
 
 @dataclass

@@ -75,6 +75,7 @@ def create_app(
             admission_middleware,
         ],
     )
+    engine.runtime.gallery = stores.faces  # one owner of the known faces: the stores
     app[ENGINE] = engine
     app[ROUTES] = {}
     app[STATE] = ServerState(engine, stores, config, group)

@@ -22,19 +22,20 @@ from aiohttp import web
 from mlapi import attributes
 from mlapi.dialects.compreface import render
 from mlapi.enroll import enroll
-from mlapi.errors import GalleryError
+from mlapi.errors import GalleryError, NoFaceFound, UnknownPerson
 from mlapi.openapi import BINARY, body, operation
 from mlapi.result import Detection
 from mlapi.similarity import similarity
 from mlapi.web.kit import (
     ENGINE,
+    STATE,
     Dialect,
     RequestError,
     Routes,
     in_pool,
+    in_state,
     json_object,
     json_text,
-    off_loop,
     read_upload,
     run_detection,
 )
@@ -99,7 +100,7 @@ async def _faces(
 async def recognize(request: web.Request) -> web.Response:
     faces, fields, wanted, elapsed = await _faces(request, recognise=True)
     count = int(_number(fields, "prediction_count", 1, 1, 1000))
-    gallery = request.app[ENGINE].runtime.gallery
+    gallery = request.app[STATE].faces
 
     def subjects(d: Detection) -> list[dict[str, Any]]:
         model = attributes.faceprint_model(d)
@@ -110,7 +111,7 @@ async def recognize(request: web.Request) -> web.Response:
         ]
 
     # The gallery may be re-read from disk: off the event loop.
-    ranked = await off_loop(request, lambda: [subjects(d) for d in faces])
+    ranked = await in_state(request, lambda: [subjects(d) for d in faces])
     found = [
         _item(d, wanted, fields, elapsed, subjects=s) for d, s in zip(faces, ranked, strict=True)
     ]
@@ -149,7 +150,7 @@ async def add_face(request: web.Request) -> web.Response:
             request,
             enroll,
             engine,
-            engine.runtime.gallery,
+            request.app[STATE].faces,
             subject,
             upload.data,
             "compreface",
@@ -157,10 +158,8 @@ async def add_face(request: web.Request) -> web.Response:
             True,
             image=upload.image,
         )
-    except GalleryError as exc:
-        if exc.message.startswith("no face"):
-            raise NoFace() from exc
-        raise
+    except NoFaceFound as exc:
+        raise NoFace() from exc
     answer = {"image_id": done.sample_id, "subject": subject}
     if done.warning:  # an extra field; compreface-sdk and Double Take read only the two
         answer["warning"] = done.warning
@@ -173,7 +172,7 @@ async def list_faces(request: web.Request) -> web.Response:
     page = int(_number(fields, "page", 0, 0, 1_000_000))
     size = int(_number(fields, "size", 20, 1, 1000))
     wanted = fields.get("subject")
-    everyone = await off_loop(request, request.app[ENGINE].runtime.gallery.samples)
+    everyone = await in_state(request, request.app[STATE].faces.samples)
     samples = [s for s in everyone if wanted in (None, "", s.name)]
     chunk = samples[page * size : (page + 1) * size]
     return json_text(
@@ -191,7 +190,7 @@ async def list_faces(request: web.Request) -> web.Response:
 async def delete_faces(request: web.Request) -> web.Response:
     subject = _subject(dict(request.query))
     try:
-        deleted = await off_loop(request, request.app[ENGINE].runtime.gallery.remove, subject)
+        deleted = await in_state(request, request.app[STATE].faces.remove, subject)
     except GalleryError:
         deleted = 0  # CompreFace answers 0 for a subject with no faces
     return json_text({"deleted": deleted})
@@ -200,7 +199,7 @@ async def delete_faces(request: web.Request) -> web.Response:
 @operation("CompreFace: subjects", tag="compreface")
 async def subjects(request: web.Request) -> web.Response:
     return json_text(
-        {"subjects": await off_loop(request, request.app[ENGINE].runtime.gallery.names)}
+        {"subjects": await in_state(request, request.app[STATE].faces.names)}
     )
 
 
@@ -208,7 +207,7 @@ async def subjects(request: web.Request) -> web.Response:
 async def delete_subject(request: web.Request) -> web.Response:
     subject = request.match_info["subject"]
     try:
-        await off_loop(request, request.app[ENGINE].runtime.gallery.remove, subject)
+        await in_state(request, request.app[STATE].faces.remove, subject)
     except GalleryError as exc:
         raise RequestError(404, f"subject {subject!r} not found") from exc
     return json_text({"subject": subject})
@@ -254,8 +253,8 @@ async def verify(request: web.Request) -> web.Response:
 )
 async def verify_example(request: web.Request) -> web.Response:
     image_id = request.match_info["image_id"]
-    gallery = request.app[ENGINE].runtime.gallery
-    stored = await off_loop(request, gallery.sample, image_id)
+    gallery = request.app[STATE].faces
+    stored = await in_state(request, gallery.sample, image_id)
     if stored is None:
         raise RequestError(404, f"image {image_id!r} not found")
     sample, vector = stored
@@ -276,9 +275,9 @@ async def verify_example(request: web.Request) -> web.Response:
 @operation("CompreFace: delete the example IMAGE_ID", tag="compreface")
 async def delete_example(request: web.Request) -> web.Response:
     image_id = request.match_info["image_id"]
-    gallery = request.app[ENGINE].runtime.gallery
+    gallery = request.app[STATE].faces
     try:
-        sample = await off_loop(request, gallery.remove_sample, image_id)
+        sample = await in_state(request, gallery.remove_sample, image_id)
     except GalleryError as exc:
         raise RequestError(404, f"image {image_id!r} not found") from exc
     return json_text({"image_id": sample.id, "subject": sample.name})
@@ -299,8 +298,8 @@ async def _subject_body(request: web.Request) -> str:
 )
 async def add_subject(request: web.Request) -> web.Response:
     subject = await _subject_body(request)
-    gallery = request.app[ENGINE].runtime.gallery
-    if not await off_loop(request, gallery.create, subject):
+    gallery = request.app[STATE].faces
+    if not await in_state(request, gallery.create, subject):
         raise RequestError(400, f"subject {subject!r} already exists")
     return json_text({"subject": subject})
 
@@ -314,17 +313,15 @@ async def rename_subject(request: web.Request) -> web.Response:
     old = request.match_info["subject"]
     new = await _subject_body(request)
     try:
-        await off_loop(request, request.app[ENGINE].runtime.gallery.rename, old, new)
-    except GalleryError as exc:
-        if exc.message.startswith("no person"):
-            raise RequestError(404, f"subject {old!r} not found") from exc
-        raise
+        await in_state(request, request.app[STATE].faces.rename, old, new)
+    except UnknownPerson as exc:
+        raise RequestError(404, f"subject {old!r} not found") from exc
     return json_text({"updated": True})
 
 
 @operation("CompreFace: delete every subject and their examples", tag="compreface")
 async def delete_subjects(request: web.Request) -> web.Response:
-    deleted = await off_loop(request, request.app[ENGINE].runtime.gallery.clear)
+    deleted = await in_state(request, request.app[STATE].faces.clear)
     return json_text({"deleted": deleted})
 
 

@@ -32,8 +32,8 @@ from mlapi.web.kit import (
     Upload,
     authenticate,
     in_pool,
+    in_state,
     json_text,
-    off_loop,
     read_upload,
     run_detection,
 )
@@ -169,8 +169,8 @@ async def register(request: web.Request) -> web.Response:
     if not upload.files:
         raise RequestError(400, "No valid image file found")
     engine = request.app[ENGINE]
-    gallery = engine.runtime.gallery
-    existed = userid in await off_loop(request, gallery.names)
+    gallery = request.app[STATE].faces
+    existed = userid in await in_state(request, gallery.names)
     added, reasons, crowded, warnings = 0, [], 0, []
     for name, data in upload.files:  # several samples per person, never replacing old ones
         try:
@@ -196,7 +196,7 @@ async def register(request: web.Request) -> web.Response:
 @documented("known people")
 async def face_list(request: web.Request) -> web.Response:
     await checked_upload(request)
-    return answer(faces=await off_loop(request, request.app[ENGINE].runtime.gallery.names))
+    return answer(faces=await in_state(request, request.app[STATE].faces.names))
 
 
 @documented("forget `userid`")
@@ -204,7 +204,7 @@ async def face_delete(request: web.Request) -> web.Response:
     upload = await checked_upload(request)
     userid = _userid(upload)
     with contextlib.suppress(GalleryError):  # DeepStack answers success for unknown names
-        await off_loop(request, request.app[ENGINE].runtime.gallery.remove, userid)
+        await in_state(request, request.app[STATE].faces.remove, userid)
     return answer()
 
 

@@ -21,7 +21,11 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from mlapi.config import Networks
-from mlapi.errors import FetchRefused, MlapiError
+from mlapi.errors import (
+    FetchRefused,
+    MlapiError,
+    ZoneMinderError,
+)
 from mlapi.images import sniff
 
 log = logging.getLogger("mlapi.zoneminder")
@@ -31,24 +35,6 @@ MAX_FRAMES = 10  # frames one request may ask for
 MAX_ATTEMPTS = 3  # fetches of one frame
 MAX_SLEEP = 5.0  # seconds between attempts, or before the first
 FRAME_TIMEOUT = 10.0  # seconds for one frame
-
-
-class ZoneMinderError(MlapiError):
-    status = 502  # the portal, not the client, failed
-
-
-class ZoneMinderTimeout(ZoneMinderError):
-    status = 504  # no frame within --zm-event-timeout
-
-
-class TooManyEvents(MlapiError):
-    """More of one user's event requests than --zm-events-per-user at once."""
-
-    status = 429
-
-    def __init__(self, message: str, wait: int) -> None:
-        super().__init__(message)
-        self.retry_after = wait
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,10 @@ from mlapi.dialects.mlapi_seed.events import (
     EVENT_ID,
     FrameOptions,
     Portal,
-    TooManyEvents,
     Visit,
     ZoneMinder,
-    ZoneMinderTimeout,
 )
+from mlapi.errors import TooManyEvents, ZoneMinderTimeout
 from mlapi.images import sniff
 from mlapi.openapi import IMAGE_BODY, operation, query
 from mlapi.render.mlapi_seed import render, render_zm_detect
@@ -37,9 +36,9 @@ from mlapi.web.kit import (
     admit,
     fetch_for,
     give_back_slot,
+    in_state,
     json_object,
     json_text,
-    off_loop,
     read_upload,
     run_detection,
 )
@@ -77,7 +76,7 @@ async def detect_object(request: web.Request) -> web.Response:
         fields, document = upload.fields, {}
     kind = fields.get("type", "object")
     if kind == "face_names":  # mlapi 2.x: the known people, for zm_detect 5.x and 6.0
-        names = await off_loop(request, request.app[ENGINE].runtime.gallery.names)
+        names = await in_state(request, request.app[STATE].faces.names)
         return json_text({"names": names})
     if kind not in ("object", "face"):
         raise RequestError(400, f"unknown type {kind!r}: use object, face or face_names")
