@@ -33,8 +33,8 @@ import evalset
 from mlapi.config import RuntimeConfig
 from mlapi.engine import Engine
 from mlapi.similarity import similarity
-from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
+from mlapi.stores.gallery import Gallery
 
 THRESHOLDS = (0.45, 0.67)
 

@@ -39,8 +39,8 @@ from mlapi.config import RuntimeConfig
 from mlapi.detectors.base import StagedDetector
 from mlapi.engine import Engine
 from mlapi.images import decode, encode_jpeg
-from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
+from mlapi.stores.gallery import Gallery
 
 
 def median_ms(fn: Callable[[], object], runs: int) -> float:

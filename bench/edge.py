@@ -37,7 +37,7 @@ import numpy as np
 
 from mlapi import samples
 from mlapi.images import decode, encode_jpeg
-from mlapi.state.users import UserStore
+from mlapi.stores.users import UserStore
 
 ODD_HOSTS = ("x:abc", "127.0.0.1:99999", "[::1")
 

@@ -35,7 +35,7 @@ from PIL import Image as PILImage
 
 from mlapi import samples
 from mlapi.images import encode_jpeg
-from mlapi.state.users import UserStore
+from mlapi.stores.users import UserStore
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from floods import gif_comments, jpeg_comments, png_chunks

@@ -44,7 +44,7 @@ from big_gallery import (
 from processes import cpu_name
 from services import Cluster, free_port, new_database
 
-from mlapi.state import Stores, open_stores
+from mlapi.stores import Stores, open_stores
 
 PASSWORD = "bench password"
 T = TypeVar("T")

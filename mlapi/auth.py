@@ -12,7 +12,7 @@ ALGORITHM = "HS256"
 
 
 class TokenIssuer:
-    """Signs and checks tokens (the secret: see mlapi.state.SigningSecret)."""
+    """Signs and checks tokens (the secret: see mlapi.stores.SigningSecret)."""
 
     def __init__(self, secret: bytes, lifetime: int = 3600) -> None:
         self._secret, self.lifetime = secret, lifetime

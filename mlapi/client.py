@@ -12,7 +12,7 @@ from typing import Any
 
 from mlapi.errors import MlapiError, RemoteError
 from mlapi.paths import config_dir
-from mlapi.state.files import write_private
+from mlapi.stores.files import write_private
 
 API_KEY_ENV = "MLAPI_API_KEY"  # an API key (mlapi keys create): no login, no expiry
 

@@ -22,11 +22,11 @@ from mlapi.config import DEFAULT_MAX_PIXELS, WIDE_MIN_BYTES, RuntimeConfig
 from mlapi.detectors.base import Detector, Options
 from mlapi.errors import GalleryError, MlapiError, UnknownDetector
 from mlapi.images import Image
+from mlapi.onnx_sessions import make_session
 from mlapi.result import Detection, Result
 from mlapi.scheduler import ShortestFirst, may_use_every_core
-from mlapi.sessions import make_session
-from mlapi.state import Faces
 from mlapi.store import ModelStore
+from mlapi.stores import Faces
 
 LARGE_IMAGE_BYTES = 24 * 1024 * 1024  # after images this big, give freed memory back
 T = TypeVar("T")
@@ -168,7 +168,7 @@ class Runtime:
         # Decodes a request's other resolutions and makes wide sessions (whose onnxruntime
         # threads then have this priority, not a niced worker's).
         self.helper = helper_thread("mlapi-helper")
-        self._sessions: dict[str, Sessions] = {}
+        self._sessions: dict[str, ModelSessions] = {}
         self._lock = threading.Lock()
 
     @property
@@ -196,11 +196,11 @@ class Runtime:
         with self._lock:
             if key not in self._sessions:
                 model = path or self.store.artifact(name)
-                self._sessions[key] = Sessions(model, self.config, self.helper)
+                self._sessions[key] = ModelSessions(model, self.config, self.helper)
             return self._sessions[key]
 
 
-class Sessions:
+class ModelSessions:
     """A model's onnxruntime session, used like one: `run` takes the wide session (made on
     first use) when the request runs alone in the pool and the network is big enough to
     gain from more threads, else the narrow one."""

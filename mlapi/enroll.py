@@ -13,7 +13,7 @@ from mlapi.errors import GalleryError, MlapiError, NoFaceFound
 from mlapi.images import encode_jpeg
 from mlapi.inputs import IMAGE_SUFFIXES
 from mlapi.similarity import MATCH_AT, normalise, similarity
-from mlapi.state import Faces
+from mlapi.stores import Faces
 
 MIN_FACE_PIXELS = 48  # narrower faces carry too little detail for a faceprint
 MIN_SHARPNESS = 25.0  # Laplacian variance of a 112 px crop; sharp faces score 190-640 here

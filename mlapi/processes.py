@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import cast
 
 from mlapi.metrics import Snapshot, merge
-from mlapi.state.files import write_private
+from mlapi.stores.files import write_private
 
 log = logging.getLogger("mlapi.processes")
 PUBLISH_SECONDS = 1.0

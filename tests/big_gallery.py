@@ -21,7 +21,7 @@ from mlapi.detectors.base import Detector
 from mlapi.detectors.recognize import Recognize
 from mlapi.images import Image, encode_jpeg
 from mlapi.result import Detection
-from mlapi.state import rules
+from mlapi.stores import rules
 
 SAMPLES, PER_PERSON = 30_000, 10
 VECTORS = np.random.default_rng(31).normal(size=(SAMPLES, 128)).astype(np.float32)

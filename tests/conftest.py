@@ -16,8 +16,8 @@ import services
 
 from mlapi import samples
 from mlapi.engine import Engine
-from mlapi.state import open_stores
 from mlapi.store import ModelStore, catalog
+from mlapi.stores import open_stores
 
 # Fixtures that need the real models; tests using them (directly or through another
 # fixture) are marked `models`, so `pytest -m "not models"` is the fast tier.

@@ -78,7 +78,7 @@ def load(model: str) -> list[dict[str, np.ndarray]]:
 
 def run(onnx_path: Path, case: Case) -> dict[str, np.ndarray]:
     """The model's outputs for the case's input, on onnxruntime at one thread."""
-    from mlapi.sessions import make_session
+    from mlapi.onnx_sessions import make_session
 
     session = make_session(onnx_path)
     names = [o.name for o in session.get_outputs()]

@@ -17,10 +17,10 @@ from aiohttp import web
 
 from mlapi.config import ServerConfig
 from mlapi.engine import Engine
-from mlapi.state import Stores, open_stores
+from mlapi.stores import Stores, open_stores
 from mlapi.web.app import create_app
 from mlapi.web.logs import AccessLog
-from mlapi.web.state import STATE
+from mlapi.web.state import SERVER
 
 
 @dataclass
@@ -46,7 +46,7 @@ class LiveServer:
         self.users = self.stores.accounts
         self.data_dir = data_dir
         self.app = create_app(engine, self.stores, config or ServerConfig())
-        self.tokens = self.app[STATE].tokens
+        self.tokens = self.app[SERVER].tokens
         self.loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

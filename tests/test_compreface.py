@@ -18,10 +18,10 @@ from servers import LiveServer
 
 from mlapi.engine import Engine
 from mlapi.images import decode, encode_jpeg
-from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
 from mlapi.store.catalog import Source
 from mlapi.store.sources import fetch_package
+from mlapi.stores.gallery import Gallery
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,10 @@ from servers import Answer, LiveServer
 from mlapi.config import ServerConfig
 from mlapi.console.snippets import snippets
 from mlapi.engine import Engine
-from mlapi.state import open_stores
 from mlapi.store import ModelStore
+from mlapi.stores import open_stores
 from mlapi.web.auth import CSRF_HEADER, SESSION_COOKIE
-from mlapi.web.state import STATE
+from mlapi.web.state import SERVER
 
 PASSWORD = "correct horse battery"
 JSON = {"Content-Type": "application/json"}
@@ -201,7 +201,7 @@ def test_keys_are_made_listed_used_and_revoked_per_user(server: LiveServer) -> N
     assert len(filled) >= 5 and all(server.url in s["text"] or "ip_address" in s["text"]
                                     or "IP:" in s["text"] for s in filled)  # fmt: skip
     assert server.call("GET", "/api/v1/models", headers={"X-API-Key": key}).status == 200
-    server.app[STATE].flush_key_uses()  # what the server does every 30 s
+    server.app[SERVER].flush_key_uses()  # what the server does every 30 s
     (listed,) = alice.call("GET", "/console/api/keys").json()["keys"]
     assert listed["name"] == "frigate" and listed["last_used"] >= listed["created"]
     assert "key" not in listed  # only ever shown once

@@ -23,8 +23,8 @@ from servers import LiveServer
 from mlapi.config import ServerConfig
 from mlapi.engine import Engine
 from mlapi.images import decode, encode_jpeg
-from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
+from mlapi.stores.gallery import Gallery
 
 PASSWORD = "a console password"
 AXE = "axe-core@4.10.3"

@@ -19,8 +19,8 @@ from servers import Answer, LiveServer
 
 from mlapi.config import ServerConfig, StoreSettings
 from mlapi.engine import Engine
-from mlapi.state import open_stores
 from mlapi.store import ModelStore
+from mlapi.stores import open_stores
 
 PASSWORD = "a long enough password"
 TIMEOUT = 1.0  # --db-timeout of these servers

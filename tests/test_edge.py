@@ -23,8 +23,8 @@ from test_console import JSON, PASSWORD, Browser
 from mlapi import edge
 from mlapi.config import ServerConfig
 from mlapi.engine import Engine
-from mlapi.state import open_stores
 from mlapi.store import ModelStore
+from mlapi.stores import open_stores
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 

@@ -22,9 +22,9 @@ from mlapi.enroll import enroll
 from mlapi.errors import GalleryError
 from mlapi.images import decode, encode_jpeg
 from mlapi.result import Detection
-from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
 from mlapi.store.jsmodel import js_literal_to_json
+from mlapi.stores.gallery import Gallery
 
 
 def by_x(detections: Iterable[Detection]) -> list[Detection]:

@@ -23,11 +23,11 @@ from mlapi.config import RuntimeConfig, ServerConfig
 from mlapi.engine import Engine
 from mlapi.errors import ImageError, ImageTooLarge
 from mlapi.images import decode, encode_jpeg
-from mlapi.state.files import locked_db
-from mlapi.state.logins import FileLoginAttempts
-from mlapi.state.secret import FileSecret
-from mlapi.state.users import UserStore
 from mlapi.store import ModelStore
+from mlapi.stores.files import locked_db
+from mlapi.stores.logins import FileLoginAttempts
+from mlapi.stores.secret import FileSecret
+from mlapi.stores.users import UserStore
 from mlapi.web.answers import safe_path
 
 PASSWORD = "hostile test password"
@@ -228,14 +228,14 @@ def test_tokens_end_with_a_new_password_or_a_new_user(tmp_path: Path) -> None:
     users = UserStore(tmp_path / "users.json")
     tokens = TokenIssuer(FileSecret(tmp_path / "jwt.secret").get())
     users.add("dave", PASSWORD)
-    old = tokens.issue("dave", users.session("dave") or "")
-    assert tokens.claims(old) == ("dave", users.session("dave"))
+    old = tokens.issue("dave", users.stamp("dave") or "")
+    assert tokens.claims(old) == ("dave", users.stamp("dave"))
     users.set_password("dave", PASSWORD + "2")
-    assert tokens.claims(old)[1] != users.session("dave")
-    stamp = users.session("dave")
+    assert tokens.claims(old)[1] != users.stamp("dave")
+    stamp = users.stamp("dave")
     users.remove("dave")
     users.add("dave", PASSWORD + "2")
-    assert users.session("dave") != stamp
+    assert users.stamp("dave") != stamp
 
 
 def test_racing_servers_share_one_secret(tmp_path: Path) -> None:

@@ -26,9 +26,9 @@ from mlapi.config import RuntimeConfig, ServerConfig
 from mlapi.engine import Engine
 from mlapi.errors import GalleryError, ImageError, ImageTooLarge, RequestError
 from mlapi.images import PARALLEL_PROGRESSIVE, decode, decode_memory, encode_jpeg, pixel_cost
-from mlapi.state import open_stores
-from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
+from mlapi.stores import open_stores
+from mlapi.stores.gallery import Gallery
 from mlapi.web.state import ServerState
 
 PASSWORD = "hostile test password"

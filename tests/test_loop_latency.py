@@ -39,8 +39,8 @@ from servers import LiveServer, multipart
 
 from mlapi.config import RuntimeConfig, ServerConfig
 from mlapi.engine import Engine
-from mlapi.state import open_stores
 from mlapi.store import ModelStore
+from mlapi.stores import open_stores
 
 HEALTH_MS = 250  # the aim is 50 ms; the margin is for a busy two-core machine (before: 0.9-1.4 s)
 PASSWORD = "loop latency password"

@@ -22,9 +22,9 @@ from servers import LiveServer
 from mlapi.config import ServerConfig, StoreSettings
 from mlapi.engine import Engine
 from mlapi.errors import GalleryError, StoreUnavailable, UserError
-from mlapi.state import Stores, open_stores, rules
-from mlapi.state.postgres import MIGRATIONS, Database
 from mlapi.store import ModelStore
+from mlapi.stores import Stores, open_stores, rules
+from mlapi.stores.postgres import MIGRATIONS, Database
 from mlapi.web.auth import CSRF_HEADER, SESSION_COOKIE
 
 PASSWORD = "a long enough password"
@@ -76,8 +76,8 @@ def test_keys_and_console_sessions_are_capped_per_user(capped: Stores) -> None:
     accounts.revoke_key(mine[0].split("_")[1])
     assert accounts.key_user(accounts.create_key("ann", "in its place")) == "ann"
     # A third sign-in closes the oldest of the two sessions; others' are untouched.
-    stamp = accounts.session("ann") or ""
-    bobs, _ = sessions.open("bob", accounts.session("bob") or "")
+    stamp = accounts.stamp("ann") or ""
+    bobs, _ = sessions.open("bob", accounts.stamp("bob") or "")
     first, _ = sessions.open("ann", stamp)
     time.sleep(0.01)
     second, _ = sessions.open("ann", stamp)
@@ -125,10 +125,10 @@ def test_accounts_keep_their_promises(stores: Stores) -> None:
         accounts.add("no spaces", PASSWORD)
     assert accounts.verify("ann", PASSWORD) and not accounts.verify("ann", PASSWORD + "!")
     assert not accounts.verify("nobody", PASSWORD)
-    stamp = accounts.session("ann")
+    stamp = accounts.stamp("ann")
     accounts.set_password("ann", PASSWORD + "2")
     time.sleep(1.1)  # a replica re-reads a stamp after a second
-    assert accounts.session("ann") not in (None, stamp)
+    assert accounts.stamp("ann") not in (None, stamp)
     key = accounts.create_key("ann", "camera")
     assert key.startswith("mlk_") and accounts.key_user(key) == "ann"
     assert accounts.key_user(key[:-1] + ("x" if key[-1] != "x" else "y")) is None
@@ -203,7 +203,7 @@ def test_face_pictures_come_and_go_with_their_samples(stores: Stores) -> None:
 
 def test_console_sessions_keep_only_digests_and_end_everywhere(stores: Stores) -> None:
     stores.accounts.add("ann", PASSWORD)
-    stamp = stores.accounts.session("ann") or ""
+    stamp = stores.accounts.stamp("ann") or ""
     secret, csrf = stores.sessions.open("ann", stamp)
     other, _ = stores.sessions.open("ann", stamp)
     found = stores.sessions.find(secret)

@@ -22,8 +22,8 @@ import services
 
 from mlapi.processes import STALE_SECONDS, backoff
 from mlapi.processes import Group as ProcessGroup
-from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
+from mlapi.stores.gallery import Gallery
 
 
 def free_port() -> int:

@@ -24,7 +24,7 @@ from mlapi.images import decode, encode_jpeg
 from mlapi.render.mlapi_seed import render as render_seed
 from mlapi.result import dumps, result_to_dict
 from mlapi.store import ModelStore
-from mlapi.web.state import STATE
+from mlapi.web.state import SERVER
 
 PASSWORD = "correct horse battery"
 
@@ -281,7 +281,7 @@ def test_uploads_are_kept_only_when_asked(store: ModelStore, tmp_path: Path, pho
 
 
 def test_server_stores_nothing_by_default(server: LiveServer, token: str, photos: Path) -> None:
-    assert server.app[STATE].config.uploads is None
+    assert server.app[SERVER].config.uploads is None
     server.upload(
         "/api/v1/detect/object", {"file": read(photos, "object_detection_input.jpg")}, token
     )

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from mlapi.errors import ConvertError, MlapiError, NotCovered
-from mlapi.sessions import make_session
+from mlapi.onnx_sessions import make_session
 from mlapi.store import ModelStore, catalog, convert, tfjs_onnx
 from mlapi.store.catalog import ModelEntry
 

@@ -22,9 +22,9 @@ from servers import Answer, LiveServer, Loopback
 from mlapi.config import RuntimeConfig, ServerConfig
 from mlapi.engine import Engine
 from mlapi.enroll import enroll
-from mlapi.state.gallery import Gallery
 from mlapi.store import ModelStore
-from mlapi.web.state import ENGINE, STATE
+from mlapi.stores.gallery import Gallery
+from mlapi.web.state import ENGINE, SERVER
 
 PASSWORD = "zoneminder password"
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -402,7 +402,7 @@ def test_event_requests_waiting_on_the_portal_hold_no_slot(
         for future in waiting:
             answer, took = future.result()
             assert answer.status == 504 and took < TIMEOUT + 3
-    assert server.app[STATE].admitted == 0  # every slot came back
+    assert server.app[SERVER].admitted == 0  # every slot came back
 
 
 def test_an_event_request_waits_at_most_the_event_timeout(

@@ -10,7 +10,7 @@ import click
 from mlapi.cli.common import database_option, fail, main, stores
 
 if TYPE_CHECKING:
-    from mlapi.state import Accounts
+    from mlapi.stores import Accounts
 
 
 # -- users and keys ----------------------------------------------------------------------

@@ -20,7 +20,7 @@ from mlapi.render import FORMAT_NAMES
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from mlapi.state import Faces, Stores
+    from mlapi.stores import Faces, Stores
 
 
 def stderr_console() -> Console:
@@ -120,13 +120,13 @@ def known_faces() -> Faces:
     """The gallery `detect` and `stream` recognise faces from: the stores that
     MLAPI_DATABASE_URL names, else the data folder's (given to the engine to open on first
     use, so detecting objects touches no stored state)."""
-    from mlapi.state import open_stores
+    from mlapi.stores import open_stores
 
     return open_stores().faces
 
 
 def stores(database: str) -> Stores:
-    from mlapi.state import open_stores
+    from mlapi.stores import open_stores
 
     return open_stores(database=database)
 

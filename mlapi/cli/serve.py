@@ -26,7 +26,7 @@ from mlapi.config import WIDE_MIN_BYTES, RuntimeConfig, ServerConfig, StoreSetti
 
 if TYPE_CHECKING:
     from mlapi.processes import Group
-    from mlapi.state import Stores
+    from mlapi.stores import Stores
 
 MIB = 1024 * 1024
 
@@ -399,7 +399,7 @@ def wait_for_stores(
     import logging
 
     from mlapi.errors import StoreUnavailable
-    from mlapi.state import open_stores
+    from mlapi.stores import open_stores
 
     deadline = time.monotonic() + (db_patience() if patience is None else patience)
     while True:

@@ -29,13 +29,13 @@ from mlapi.images import decode, encode_jpeg
 from mlapi.openapi import operation
 from mlapi.result import dumps
 from mlapi.similarity import normalise, similarity
-from mlapi.state import Sample, rules
-from mlapi.state.sessions import SESSION_LIFETIME
 from mlapi.store import catalog
+from mlapi.stores import Sample, rules
+from mlapi.stores.console_sessions import SESSION_LIFETIME
 from mlapi.web.kit import (
     ENGINE,
+    SERVER,
     SESSION_COOKIE,
-    STATE,
     USER,
     Dialect,
     Handler,
@@ -129,7 +129,7 @@ async def sign_in(request: web.Request) -> web.Response:
     """Only the page's own script signs in: JSON (which another site's form cannot send
     without asking first) from this origin, so no other site can sign a visitor in as
     someone else."""
-    state = request.app[STATE]
+    state = request.app[SERVER]
     if request.content_type != "application/json":
         raise RequestError(415, 'sign in with a JSON body: {"username": …, "password": …}')
     if edge.from_other_site(request.headers, own_host(request)):
@@ -160,7 +160,7 @@ def _over_tls(request: web.Request) -> bool:
 @anyone("the signed-in console user and the session's CSRF token (user null when none)")
 async def session(request: web.Request) -> web.Response:
     """Who is signed in (`user` null when nobody is: the page then shows its sign-in)."""
-    state = request.app[STATE]
+    state = request.app[SERVER]
     if SESSION_COOKIE not in request.cookies:
         return json_text({"user": None, "version": __version__})
     found = await console_session(request, state)  # 401 for an ended session
@@ -170,7 +170,7 @@ async def session(request: web.Request) -> web.Response:
 @anyone("end the console session")
 async def sign_out(request: web.Request) -> web.Response:
     """Ends the session everywhere (its row is deleted), CSRF-checked like every change."""
-    state = request.app[STATE]
+    state = request.app[SERVER]
     if SESSION_COOKIE in request.cookies:
         try:
             await console_session(request, state)
@@ -189,7 +189,7 @@ async def detectors(request: web.Request) -> web.Response:
     """Every detector with its options (default, bounds, choices) and whether the server
     runs it by default: the form on the Try page."""
     engine = request.app[ENGINE]
-    chosen = set(TRY_FIRST) & set(engine.registry) or set(request.app[STATE].config.models)
+    chosen = set(TRY_FIRST) & set(engine.registry) or set(request.app[SERVER].config.models)
     rows = [
         {
             "name": name,
@@ -256,7 +256,7 @@ async def people(request: web.Request) -> web.Response:
     event loop, which goes on answering meanwhile."""
     offset = _whole(request, "offset", 0)
     limit = min(_whole(request, "limit", PEOPLE_PAGE), PEOPLE_PAGE_MOST)
-    faces = request.app[STATE].faces
+    faces = request.app[SERVER].faces
     names, samples = await in_state(request, lambda: (faces.names(), faces.samples()))
     page = await off_loop(request, _people_page, names, samples, offset, limit)
     return web.Response(text=page, content_type="application/json")
@@ -307,7 +307,7 @@ async def add_person(request: web.Request) -> web.Response:
         raise RequestError(400, "choose at least one photo of the person")
     if len(photos) > MAX_PHOTOS:
         raise RequestError(413, f"at most {MAX_PHOTOS} photos at once")
-    engine, faces = request.app[ENGINE], request.app[STATE].faces
+    engine, faces = request.app[ENGINE], request.app[SERVER].faces
     outcomes: list[dict[str, Any]] = []
     for number, data in enumerate(photos, 1):
         try:
@@ -328,7 +328,7 @@ async def create_person(request: web.Request) -> web.Response:
     name = str(body.get("name") or "").strip()
     if not name:
         raise RequestError(400, "a person needs a name")
-    faces = request.app[STATE].faces
+    faces = request.app[SERVER].faces
     if not await in_state(request, faces.create, name):
         raise RequestError(409, f"{name!r} is already known")
     return json_text({"name": name, "created": True})
@@ -341,26 +341,28 @@ async def rename_person(request: web.Request) -> web.Response:
     new = str(body.get("name") or "").strip()
     if not new:
         raise RequestError(400, "the new name is empty")
-    moved = await in_state(request, request.app[STATE].faces.rename, old, new)
+    moved = await in_state(request, request.app[SERVER].faces.rename, old, new)
     return json_text({"name": new, "samples": moved})
 
 
 @signed_in_only("forget a person and their samples")
 async def remove_person(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    removed = await in_state(request, request.app[STATE].faces.remove, name)
+    removed = await in_state(request, request.app[SERVER].faces.remove, name)
     return json_text({"name": name, "removed": removed})
 
 
 @signed_in_only("forget one sample")
 async def remove_sample(request: web.Request) -> web.Response:
-    gone = await in_state(request, request.app[STATE].faces.remove_sample, request.match_info["id"])
+    gone = await in_state(
+        request, request.app[SERVER].faces.remove_sample, request.match_info["id"]
+    )
     return json_text({"name": gone.name, "removed": gone.id})
 
 
 @signed_in_only("a sample's face picture (JPEG)")
 async def thumbnail(request: web.Request) -> web.Response:
-    faces = request.app[STATE].faces
+    faces = request.app[SERVER].faces
     jpeg = await in_state(request, faces.thumbnail, request.match_info["id"])
     if jpeg is None:
         raise web.HTTPNotFound(text="no picture for this sample")
@@ -374,7 +376,7 @@ async def recognise_photo(request: web.Request) -> web.Response:
     """Each face in a photo: the name recognition gives it, and its similarity to every
     known person (the calibrated scale recognition uses), best first."""
     upload = await read_upload(request, file_field="photo", fetch=False)
-    engine, faces = request.app[ENGINE], request.app[STATE].faces
+    engine, faces = request.app[ENGINE], request.app[SERVER].faces
     plan = engine.make_plan(["recognize", "faceprint"], None)
     result = await in_pool(request, engine.run_here, upload.image, plan, image=upload.image)
     found = []
@@ -401,7 +403,7 @@ async def recognise_photo(request: web.Request) -> web.Response:
 def _server_url(request: web.Request) -> str:
     """Where clients reach this server: --public-url, else the address this connection
     reached (never the client's own `Host`, which could be anything)."""
-    public_url: str = request.app[STATE].config.public_url
+    public_url: str = request.app[SERVER].config.public_url
     if public_url:
         return public_url
     scheme = "https" if _over_tls(request) else "http"
@@ -420,7 +422,7 @@ def _snippets(request: web.Request, key: str) -> list[dict[str, str]]:
 @signed_in_only("the signed-in user's API keys and client configuration")
 async def keys(request: web.Request) -> web.Response:
     user = user_of(request)
-    accounts = request.app[STATE].users
+    accounts = request.app[SERVER].users
     mine = [k for k in await in_state(request, accounts.api_keys) if k.user == user]
     rows = [
         {"id": k.id, "name": k.name, "created": k.created, "last_used": k.last_used}
@@ -436,7 +438,7 @@ async def create_key(request: web.Request) -> web.Response:
     name = text.name(str(body.get("name") or "").strip(), "the key's name")
     if not name or len(name) > 100:
         raise RequestError(400, "a key needs a name of 1 to 100 characters")
-    accounts = request.app[STATE].users
+    accounts = request.app[SERVER].users
     secret = await in_state(request, accounts.create_key, user, name)
     key_id = rules.key_id(secret)
     return json_text(
@@ -448,7 +450,7 @@ async def create_key(request: web.Request) -> web.Response:
 async def revoke_key(request: web.Request) -> web.Response:
     user = user_of(request)
     key_id = request.match_info["id"]
-    accounts = request.app[STATE].users
+    accounts = request.app[SERVER].users
     owned = {k.id for k in await in_state(request, accounts.api_keys) if k.user == user}
     if key_id not in owned:
         raise RequestError(404, f"you have no API key with id {key_id!r}")
@@ -462,7 +464,7 @@ async def revoke_key(request: web.Request) -> web.Response:
 # -- status ------------------------------------------------------------------------------
 @signed_in_only("readiness, models and licences, queue, latency by route and the last minutes")
 async def status(request: web.Request) -> web.Response:
-    state, engine = request.app[STATE], request.app[ENGINE]
+    state, engine = request.app[SERVER], request.app[ENGINE]
     whole = state.whole()
     loaded = [
         {"detector": name, "models": [_licensed(m) for m in engine.registry[name].models]}
@@ -519,7 +521,7 @@ def add_routes(routes: Routes) -> None:
     app[HISTORY] = History()
 
     async def sample() -> None:
-        state = app[STATE]
+        state = app[SERVER]
         while True:
             app[HISTORY].record(state.whole())
             await asyncio.sleep(EVERY)

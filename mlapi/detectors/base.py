@@ -133,7 +133,7 @@ class LoadContext(typing.Protocol):
     def onnx_session(self, name: str, path: Any = None) -> Any: ...
 
     @property
-    def gallery(self) -> Any: ...  # mlapi.state.Faces: the known people
+    def gallery(self) -> Any: ...  # mlapi.stores.Faces: the known people
 
 
 class Detector(ABC):

@@ -518,7 +518,7 @@ class ModelStore:
 def _detector_spec(model: Path, labels: Path, layout: str | None) -> dict[str, Any]:
     """Check an imported ONNX object detector against its labels; its layout."""
     from mlapi.detectors.imported import LAYOUTS, guess_layout
-    from mlapi.sessions import make_session
+    from mlapi.onnx_sessions import make_session
 
     if model.suffix != ".onnx" and model.name != ONNX_NAME:
         raise MlapiError("--labels makes an object detector of an ONNX model only")

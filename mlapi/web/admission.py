@@ -12,7 +12,7 @@ from mlapi.web.answers import (
 )
 from mlapi.web.state import (
     ADMITTED,
-    STATE,
+    SERVER,
 )
 
 T = TypeVar("T")
@@ -25,7 +25,7 @@ async def admit(request: web.Request) -> None:
     order, holding only their headers; 503 is for real overload: a full waiting line, or a
     turn that does not come within max_wait."""
     if not request.get(ADMITTED, False):
-        await request.app[STATE].admit()
+        await request.app[SERVER].admit()
         request[ADMITTED] = True
 
 
@@ -35,17 +35,17 @@ def give_back_slot(request: web.Request) -> None:
     one. `admit` takes one again, in turn, before the next inference."""
     if request.get(ADMITTED, False):
         request[ADMITTED] = False
-        request.app[STATE].release()
+        request.app[SERVER].release()
 
 
 def declared_too_large(request: web.Request) -> bool:
     """The headers announce a body over the limit (413 before reading it)."""
     length = request.content_length
-    return length is not None and length > request.app[STATE].config.max_body
+    return length is not None and length > request.app[SERVER].config.max_body
 
 
 def body_limit_message(request: web.Request) -> str:
-    return f"request body is over the limit of {request.app[STATE].config.max_body} bytes"
+    return f"request body is over the limit of {request.app[SERVER].config.max_body} bytes"
 
 
 async def refuse_large_expect(request: web.Request) -> web.StreamResponse | None:

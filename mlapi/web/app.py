@@ -14,7 +14,7 @@ from mlapi.config import ServerConfig
 from mlapi.engine import Engine
 from mlapi.errors import MlapiError
 from mlapi.processes import PUBLISH_SECONDS, Group
-from mlapi.state import Stores
+from mlapi.stores import Stores
 from mlapi.web.admission import (
     refuse_large_expect,
 )
@@ -44,7 +44,7 @@ from mlapi.web.state import (
     ENGINE,
     PUBLISHING,
     RECORDING,
-    STATE,
+    SERVER,
     WARMING,
     ServerState,
 )
@@ -78,7 +78,7 @@ def create_app(
     engine.runtime.gallery = stores.faces  # one owner of the known faces: the stores
     app[ENGINE] = engine
     app[ROUTES] = {}
-    app[STATE] = ServerState(engine, stores, config, group)
+    app[SERVER] = ServerState(engine, stores, config, group)
     if config.uploads:
         config.uploads.mkdir(parents=True, exist_ok=True)
     core = Routes(app, CORE, refuse_large_expect)
@@ -94,7 +94,7 @@ def create_app(
         dialect.add_routes(Routes(app, dialect, refuse_large_expect))
 
     async def warm() -> None:
-        state = app[STATE]
+        state = app[SERVER]
         await asyncio.get_running_loop().run_in_executor(None, engine.warm, config.models)
         blank = _blank_jpeg()
         for name in config.models:  # one real inference each, so the first request is fast
@@ -111,16 +111,16 @@ def create_app(
     async def publish() -> None:
         assert group is not None
         while True:  # the other processes' scrapes read this (see mlapi.processes)
-            group.publish(app[STATE].snapshot())
+            group.publish(app[SERVER].snapshot())
             await asyncio.sleep(PUBLISH_SECONDS)
 
     async def record_key_uses() -> None:
-        state = app[STATE]
+        state = app[SERVER]
         while True:
             await asyncio.sleep(KEY_USE_FLUSH)
             try:
                 await asyncio.get_running_loop().run_in_executor(
-                    state.state_io, state.flush_key_uses
+                    state.store_calls, state.flush_key_uses
                 )
             except MlapiError as exc:  # the database is away: a later batch says it
                 log.warning("could not record when API keys were last used: %s", exc)
@@ -139,12 +139,12 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError, MlapiError):
                     await app[key]
         with contextlib.suppress(MlapiError):
-            app[STATE].flush_key_uses()
+            app[SERVER].flush_key_uses()
         if group:
             group.set_ready(False)
-            group.publish(app[STATE].snapshot())
-        app[STATE].io.shutdown(wait=False)
-        app[STATE].state_io.shutdown(wait=False)
+            group.publish(app[SERVER].snapshot())
+        app[SERVER].io.shutdown(wait=False)
+        app[SERVER].store_calls.shutdown(wait=False)
 
     bad_requests = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, QuietBadRequests) for f in bad_requests.filters):

@@ -15,7 +15,7 @@ from aiohttp import web
 from mlapi import edge, text
 from mlapi.config import ServerConfig
 from mlapi.errors import AuthError, RequestError, TooManyLogins
-from mlapi.state import KEY_PREFIX, ConsoleSession, rules
+from mlapi.stores import KEY_PREFIX, ConsoleSession, rules
 from mlapi.web.bodies import (
     _read_bounded,
     parse_json,
@@ -23,7 +23,7 @@ from mlapi.web.bodies import (
 from mlapi.web.dialect import Access, route_info
 from mlapi.web.state import (
     CLIENT,
-    STATE,
+    SERVER,
     ServerState,
     in_state,
 )
@@ -115,7 +115,7 @@ async def console_session(request: web.Request, state: ServerState) -> ConsoleSe
 async def current_stamp(request: web.Request, state: ServerState, user: str, stamp: str) -> bool:
     """A token's or session's stamp still holds: the user was not removed, re-created or
     given a new password since it was issued."""
-    return await in_state(request, state.users.session, user) == stamp
+    return await in_state(request, state.users.stamp, user) == stamp
 
 
 def client(request: web.Request) -> str | None:
@@ -126,7 +126,7 @@ def client(request: web.Request) -> str | None:
             request.remote,
             request.headers.getall("X-Forwarded-For", ()),
             request.headers.getall("Forwarded", ()),
-            request.app[STATE].config.trusted_proxies,
+            request.app[SERVER].config.trusted_proxies,
         )
     return request[CLIENT]
 
@@ -134,7 +134,7 @@ def client(request: web.Request) -> str | None:
 def own_host(request: web.Request) -> str:
     """This server's host and port as browsers name it: --public-url's, else the `Host`
     the request was sent to (checked by edge_middleware)."""
-    public_url = request.app[STATE].config.public_url
+    public_url = request.app[SERVER].config.public_url
     return urlsplit(public_url).netloc if public_url else request.host
 
 
@@ -150,13 +150,13 @@ def access(request: web.Request) -> Access:
     if info is None:
         return "public"
     if info.access == "metrics":
-        return "public" if request.app[STATE].config.public_metrics else "key"
+        return "public" if request.app[SERVER].config.public_metrics else "key"
     return info.access
 
 
 async def read_credentials(request: web.Request) -> tuple[str, str]:
     """(username, password) from a small JSON body; 400, 408 or 413 otherwise."""
-    state = request.app[STATE]
+    state = request.app[SERVER]
     try:
         async with asyncio.timeout(state.config.read_timeout):
             raw = await _read_bounded(request, LOGIN_BODY_LIMIT)
@@ -178,7 +178,7 @@ async def read_credentials(request: web.Request) -> tuple[str, str]:
 async def check_password(request: web.Request, user: str, password: str) -> tuple[str, str]:
     """(user, their session stamp) when the password is right, under the login limiter
     (per user and address, shared by every process); AuthError or 429 otherwise."""
-    state = request.app[STATE]
+    state = request.app[SERVER]
     user = text.check(user, "the username")
     password = text.check(password, "the password")
     address = client(request) or "?"
@@ -192,5 +192,5 @@ async def check_password(request: web.Request, user: str, password: str) -> tupl
     if not ok:
         raise AuthError("invalid username or password")
     await in_state(request, state.limiter.succeeded, user, address)
-    stamp = await in_state(request, state.users.session, user)
+    stamp = await in_state(request, state.users.stamp, user)
     return user, stamp or ""

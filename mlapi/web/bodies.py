@@ -26,7 +26,7 @@ from mlapi.web.answers import (
     dialect,
 )
 from mlapi.web.state import (
-    STATE,
+    SERVER,
     off_loop,
 )
 
@@ -124,7 +124,7 @@ def form_key(request: web.Request) -> str:
 async def keyless_body(request: web.Request) -> AsyncIterator[None]:
     """A permit to read a form whose key comes after its image: its sender is not known
     until the whole body is in, so only max_keyless_bodies are read at once."""
-    state = request.app[STATE]
+    state = request.app[SERVER]
     try:
         async with asyncio.timeout(KEYLESS_BODY_WAIT):
             await state.keyless_bodies.acquire()
@@ -187,7 +187,7 @@ def _check_strings(value: Any) -> None:
 async def json_object(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object, read within the body-read timeout; 400 otherwise."""
     try:
-        async with asyncio.timeout(request.app[STATE].config.read_timeout):
+        async with asyncio.timeout(request.app[SERVER].config.read_timeout):
             raw = await request.read()
     except TimeoutError as exc:
         raise RequestError(408, "request body took too long to arrive") from exc
@@ -225,7 +225,7 @@ async def read_upload(
     """The request's image and fields. `authorise` (for clients that send their key in the
     form) runs before any image is read and before any URL is fetched; the request then
     takes its admission slot."""
-    state = request.app[STATE]
+    state = request.app[SERVER]
     fields = check_fields(dict(request.query))
     files: list[tuple[str, bytes]] = []
     data: bytes | None = None
@@ -275,7 +275,7 @@ async def read_upload(
 async def fetch_for(request: web.Request, url: str) -> bytes:
     """The image at a client's `url`, where the server allows fetching (--allow-url-fetch),
     under the URL-fetch policy."""
-    config = request.app[STATE].config
+    config = request.app[SERVER].config
     if not config.allow_url_fetch:
         raise RequestError(400, "fetching a url is disabled on this server (--allow-url-fetch)")
     return await fetch_image(url, config.max_body, networks=config.url_networks)
@@ -289,7 +289,7 @@ def _then_admit(request: web.Request, authorise: Authorise, deadline: asyncio.Ti
         await authorise(fields)
         deadline.reschedule(None)
         await admit(request)
-        timeout = request.app[STATE].config.read_timeout
+        timeout = request.app[SERVER].config.read_timeout
         deadline.reschedule(asyncio.get_running_loop().time() + timeout)
 
     return checked

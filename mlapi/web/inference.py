@@ -14,8 +14,8 @@ from mlapi.result import Result
 from mlapi.web.state import (
     ENGINE,
     INFERENCE_MS,
+    SERVER,
     STAGES,
-    STATE,
 )
 
 T = TypeVar("T")
@@ -26,7 +26,7 @@ async def in_pool(request: web.Request, fn: Callable[..., T], *args: Any, image:
     queue is full. The work is priced by the image's pixels (read from its header, see
     images.pixel_cost), never by its bytes: a small PNG of 16 megapixels waits behind
     camera frames like any big photo."""
-    state = request.app[STATE]
+    state = request.app[SERVER]
     if state.inflight >= state.capacity:
         raise RequestError(503, "server is busy; retry shortly")
     state.inflight += 1

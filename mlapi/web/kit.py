@@ -28,7 +28,7 @@ from mlapi.web.inference import in_pool, run_detection
 from mlapi.web.state import (
     AUTHENTICATED,
     ENGINE,
-    STATE,
+    SERVER,
     USER,
     ServerState,
     in_state,
@@ -39,8 +39,8 @@ __all__ = [
     "AUTHENTICATED",
     "CSRF_HEADER",
     "ENGINE",
+    "SERVER",
     "SESSION_COOKIE",
-    "STATE",
     "USER",
     "Dialect",
     "Handler",

@@ -35,8 +35,8 @@ from mlapi.web.dialect import Handler
 from mlapi.web.state import (
     ADMITTED,
     AUTHENTICATED,
+    SERVER,
     STARTED,
-    STATE,
     USER,
 )
 
@@ -47,7 +47,7 @@ T = TypeVar("T")
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await _answer(request, handler)
-    state = request.app[STATE]
+    state = request.app[SERVER]
     route = request.match_info.route.resource
     name = route.canonical if route is not None else "unknown"
     state.requests[(request.method, name, response.status)] += 1
@@ -152,7 +152,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     route_error = request.match_info.http_exception
     if route_error is not None:
         raise route_error
-    state = request.app[STATE]
+    state = request.app[SERVER]
     needs = access(request)
     if needs == "public":
         return await handler(request)
@@ -177,7 +177,7 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
     takes its slot once the key is checked (see `read_upload`), so strangers hold none."""
     if request.method != "POST" or access(request) == "public":
         return await handler(request)
-    state = request.app[STATE]
+    state = request.app[SERVER]
     if declared_too_large(request):
         raise web.HTTPRequestEntityTooLarge(
             max_size=state.config.max_body, actual_size=request.content_length or 0

@@ -17,7 +17,7 @@ from mlapi.web.auth import (
 )
 from mlapi.web.state import (
     ENGINE,
-    STATE,
+    SERVER,
 )
 
 T = TypeVar("T")
@@ -26,13 +26,13 @@ T = TypeVar("T")
 # -- health and meta ---------------------------------------------------------------------
 @openapi.operation("liveness and uptime", auth=False, tag="meta")
 async def health(request: web.Request) -> web.Response:
-    uptime = int((time.monotonic() - request.app[STATE].started) * 1000)
+    uptime = int((time.monotonic() - request.app[SERVER].started) * 1000)
     return web.json_response({"health": "OK", "uptime": uptime})
 
 
 @openapi.operation("200 once the models are loaded, else 503", auth=False, tag="meta")
 async def ready(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+    state = request.app[SERVER]
     ready = state.everyone_ready()  # with --processes: every process is warm
     body = {"ready": ready, "models": list(state.config.models)}
     return web.json_response(body, status=200 if ready else 503)
@@ -46,7 +46,7 @@ async def ready(request: web.Request) -> web.Response:
 async def metrics_text(request: web.Request) -> web.Response:
     """Prometheus text format: requests, queue, rejections, inference time per detector;
     with --processes, every process's counters summed."""
-    state = request.app[STATE]
+    state = request.app[SERVER]
     processes = state.group.size if state.group else 1
     return web.Response(text=metrics.render(state.whole(), processes), content_type="text/plain")
 
@@ -88,7 +88,7 @@ async def openapi_document(request: web.Request) -> web.Response:
     ),
 )
 async def login(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+    state = request.app[SERVER]
     user, password = await read_credentials(request)
     user, stamp = await check_password(request, user, password)
     token = state.tokens.issue(user, stamp)

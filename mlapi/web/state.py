@@ -19,7 +19,7 @@ from mlapi.config import ServerConfig
 from mlapi.engine import Engine
 from mlapi.errors import RequestError
 from mlapi.processes import Group
-from mlapi.state import Stores
+from mlapi.stores import Stores
 
 T = TypeVar("T")
 
@@ -42,7 +42,7 @@ class ServerState:
         self.io = ThreadPoolExecutor(2, thread_name_prefix="mlapi-io")
         # The stores' calls (a file's snapshot, or a database round trip) run here: many
         # small ones at once, never on the event loop.
-        self.state_io = ThreadPoolExecutor(8, thread_name_prefix="mlapi-state")
+        self.store_calls = ThreadPoolExecutor(8, thread_name_prefix="mlapi-stores")
         self.started = time.monotonic()
         self.ready = False
         self.inflight = 0  # requests on the inference pool
@@ -124,19 +124,19 @@ class ServerState:
 
 async def in_state(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
     """A call to the stores (users, keys, failed logins) off the event loop."""
-    pool = request.app[STATE].state_io
+    pool = request.app[SERVER].store_calls
     return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
 
 async def off_loop(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
     """Blocking work that grows with its input (not inference) on the server's small I/O
     pool, so the event loop keeps answering (e.g. /health) meanwhile."""
-    pool = request.app[STATE].io
+    pool = request.app[SERVER].io
     return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
 
 ENGINE = web.AppKey("engine", Engine)
-STATE = web.AppKey("state", ServerState)
+SERVER = web.AppKey("server", ServerState)  # the server's state
 USER: web.RequestKey[str | None] = web.RequestKey("user", str)  # None: anonymous
 STARTED = web.RequestKey("started", float)
 INFERENCE_MS = web.RequestKey("inference_ms", float)

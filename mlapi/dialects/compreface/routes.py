@@ -28,7 +28,7 @@ from mlapi.result import Detection
 from mlapi.similarity import similarity
 from mlapi.web.kit import (
     ENGINE,
-    STATE,
+    SERVER,
     Dialect,
     RequestError,
     Routes,
@@ -100,7 +100,7 @@ async def _faces(
 async def recognize(request: web.Request) -> web.Response:
     faces, fields, wanted, elapsed = await _faces(request, recognise=True)
     count = int(_number(fields, "prediction_count", 1, 1, 1000))
-    gallery = request.app[STATE].faces
+    gallery = request.app[SERVER].faces
 
     def subjects(d: Detection) -> list[dict[str, Any]]:
         model = attributes.faceprint_model(d)
@@ -150,7 +150,7 @@ async def add_face(request: web.Request) -> web.Response:
             request,
             enroll,
             engine,
-            request.app[STATE].faces,
+            request.app[SERVER].faces,
             subject,
             upload.data,
             "compreface",
@@ -172,7 +172,7 @@ async def list_faces(request: web.Request) -> web.Response:
     page = int(_number(fields, "page", 0, 0, 1_000_000))
     size = int(_number(fields, "size", 20, 1, 1000))
     wanted = fields.get("subject")
-    everyone = await in_state(request, request.app[STATE].faces.samples)
+    everyone = await in_state(request, request.app[SERVER].faces.samples)
     samples = [s for s in everyone if wanted in (None, "", s.name)]
     chunk = samples[page * size : (page + 1) * size]
     return json_text(
@@ -190,7 +190,7 @@ async def list_faces(request: web.Request) -> web.Response:
 async def delete_faces(request: web.Request) -> web.Response:
     subject = _subject(dict(request.query))
     try:
-        deleted = await in_state(request, request.app[STATE].faces.remove, subject)
+        deleted = await in_state(request, request.app[SERVER].faces.remove, subject)
     except GalleryError:
         deleted = 0  # CompreFace answers 0 for a subject with no faces
     return json_text({"deleted": deleted})
@@ -198,16 +198,14 @@ async def delete_faces(request: web.Request) -> web.Response:
 
 @operation("CompreFace: subjects", tag="compreface")
 async def subjects(request: web.Request) -> web.Response:
-    return json_text(
-        {"subjects": await in_state(request, request.app[STATE].faces.names)}
-    )
+    return json_text({"subjects": await in_state(request, request.app[SERVER].faces.names)})
 
 
 @operation("CompreFace: delete a subject", tag="compreface")
 async def delete_subject(request: web.Request) -> web.Response:
     subject = request.match_info["subject"]
     try:
-        await in_state(request, request.app[STATE].faces.remove, subject)
+        await in_state(request, request.app[SERVER].faces.remove, subject)
     except GalleryError as exc:
         raise RequestError(404, f"subject {subject!r} not found") from exc
     return json_text({"subject": subject})
@@ -253,7 +251,7 @@ async def verify(request: web.Request) -> web.Response:
 )
 async def verify_example(request: web.Request) -> web.Response:
     image_id = request.match_info["image_id"]
-    gallery = request.app[STATE].faces
+    gallery = request.app[SERVER].faces
     stored = await in_state(request, gallery.sample, image_id)
     if stored is None:
         raise RequestError(404, f"image {image_id!r} not found")
@@ -275,7 +273,7 @@ async def verify_example(request: web.Request) -> web.Response:
 @operation("CompreFace: delete the example IMAGE_ID", tag="compreface")
 async def delete_example(request: web.Request) -> web.Response:
     image_id = request.match_info["image_id"]
-    gallery = request.app[STATE].faces
+    gallery = request.app[SERVER].faces
     try:
         sample = await in_state(request, gallery.remove_sample, image_id)
     except GalleryError as exc:
@@ -298,7 +296,7 @@ async def _subject_body(request: web.Request) -> str:
 )
 async def add_subject(request: web.Request) -> web.Response:
     subject = await _subject_body(request)
-    gallery = request.app[STATE].faces
+    gallery = request.app[SERVER].faces
     if not await in_state(request, gallery.create, subject):
         raise RequestError(400, f"subject {subject!r} already exists")
     return json_text({"subject": subject})
@@ -313,7 +311,7 @@ async def rename_subject(request: web.Request) -> web.Response:
     old = request.match_info["subject"]
     new = await _subject_body(request)
     try:
-        await in_state(request, request.app[STATE].faces.rename, old, new)
+        await in_state(request, request.app[SERVER].faces.rename, old, new)
     except UnknownPerson as exc:
         raise RequestError(404, f"subject {old!r} not found") from exc
     return json_text({"updated": True})
@@ -321,7 +319,7 @@ async def rename_subject(request: web.Request) -> web.Response:
 
 @operation("CompreFace: delete every subject and their examples", tag="compreface")
 async def delete_subjects(request: web.Request) -> web.Response:
-    deleted = await in_state(request, request.app[STATE].faces.clear)
+    deleted = await in_state(request, request.app[SERVER].faces.clear)
     return json_text({"deleted": deleted})
 
 

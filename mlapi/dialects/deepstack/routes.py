@@ -23,7 +23,7 @@ from mlapi.similarity import similarity
 from mlapi.web.kit import (
     AUTHENTICATED,
     ENGINE,
-    STATE,
+    SERVER,
     USER,
     Dialect,
     Handler,
@@ -70,7 +70,7 @@ async def checked_upload(request: web.Request) -> Upload:
     async def authorise(fields: dict[str, str]) -> None:
         try:
             key = fields.get(DIALECT.form_key or "")
-            request[USER] = await authenticate(request, request.app[STATE], key)
+            request[USER] = await authenticate(request, request.app[SERVER], key)
         except AuthError as exc:
             raise AuthError("Incorrect api key") from exc
 
@@ -169,7 +169,7 @@ async def register(request: web.Request) -> web.Response:
     if not upload.files:
         raise RequestError(400, "No valid image file found")
     engine = request.app[ENGINE]
-    gallery = request.app[STATE].faces
+    gallery = request.app[SERVER].faces
     existed = userid in await in_state(request, gallery.names)
     added, reasons, crowded, warnings = 0, [], 0, []
     for name, data in upload.files:  # several samples per person, never replacing old ones
@@ -196,7 +196,7 @@ async def register(request: web.Request) -> web.Response:
 @documented("known people")
 async def face_list(request: web.Request) -> web.Response:
     await checked_upload(request)
-    return answer(faces=await in_state(request, request.app[STATE].faces.names))
+    return answer(faces=await in_state(request, request.app[SERVER].faces.names))
 
 
 @documented("forget `userid`")
@@ -204,7 +204,7 @@ async def face_delete(request: web.Request) -> web.Response:
     upload = await checked_upload(request)
     userid = _userid(upload)
     with contextlib.suppress(GalleryError):  # DeepStack answers success for unknown names
-        await in_state(request, request.app[STATE].faces.remove, userid)
+        await in_state(request, request.app[SERVER].faces.remove, userid)
     return answer()
 
 

@@ -27,7 +27,7 @@ from mlapi.render.mlapi_seed import render, render_zm_detect
 from mlapi.result import Detection, Result, clip_box
 from mlapi.web.kit import (
     ENGINE,
-    STATE,
+    SERVER,
     USER,
     Dialect,
     RequestError,
@@ -76,7 +76,7 @@ async def detect_object(request: web.Request) -> web.Response:
         fields, document = upload.fields, {}
     kind = fields.get("type", "object")
     if kind == "face_names":  # mlapi 2.x: the known people, for zm_detect 5.x and 6.0
-        names = await in_state(request, request.app[STATE].faces.names)
+        names = await in_state(request, request.app[SERVER].faces.names)
         return json_text({"names": names})
     if kind not in ("object", "face"):
         raise RequestError(400, f"unknown type {kind!r}: use object, face or face_names")
@@ -124,7 +124,7 @@ async def _event(
     if not EVENT_ID.match(event):
         raise RequestError(400, "stream must be a ZoneMinder event id")
     options = FrameOptions.parse(document.get("stream_options"))  # MlapiError: a 400
-    timeout = request.app[STATE].config.zm_event_timeout
+    timeout = request.app[SERVER].config.zm_event_timeout
     deadline = asyncio.get_running_loop().time() + timeout
     with _in_flight(request, deadline):
         give_back_slot(request)  # the portal's time is not this server's work
@@ -165,7 +165,7 @@ async def _best_frame(
             if options.strategy == "first" and result.detections:
                 break
     except _PastDeadline:
-        timeout = request.app[STATE].config.zm_event_timeout
+        timeout = request.app[SERVER].config.zm_event_timeout
         if best is None:
             raise ZoneMinderTimeout(
                 f"ZoneMinder gave no frame of event {event} within {timeout:g} s"
@@ -195,7 +195,7 @@ def _in_flight(request: web.Request, deadline: float) -> Iterator[None]:
     """Count the request among its user's event requests (429 past the cap)."""
     events = request.app[ZM_EVENTS]
     user = request.get(USER)  # None: anonymous, all counted together
-    limit = request.app[STATE].config.zm_events_per_user
+    limit = request.app[SERVER].config.zm_events_per_user
     mine = events.get(user, [])
     if len(mine) >= limit:
         wait = max(1, math.ceil(min(mine, default=deadline) - asyncio.get_running_loop().time()))
@@ -239,7 +239,7 @@ def _resized(result: Result, width: int | None) -> Result:
 
 def _keep_upload(request: web.Request, upload: Upload) -> None:
     """Store the image only when the server was started with an uploads directory."""
-    folder = request.app[STATE].config.uploads
+    folder = request.app[SERVER].config.uploads
     if folder is None or upload.fields.get("delete", "false").lower() == "true":
         return
     suffix = {"jpeg": ".jpg"}.get(sniff(upload.data) or "", f".{sniff(upload.data)}")  # type: ignore[arg-type]
@@ -248,7 +248,7 @@ def _keep_upload(request: web.Request, upload: Upload) -> None:
 
 def add_routes(routes: Routes) -> None:
     routes.post("/api/v1/detect/object", detect_object)
-    config = routes.app[STATE].config
+    config = routes.app[SERVER].config
     if config.zm_portal:
         portal = Portal(config.zm_portal.rstrip("/"), config.zm_user, config.zm_password)
         routes.app[ZONEMINDER] = ZoneMinder(portal, config.url_networks, config.max_body)

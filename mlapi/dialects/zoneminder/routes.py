@@ -20,7 +20,7 @@ from mlapi.errors import MlapiError
 from mlapi.fetch import fetch_image
 from mlapi.openapi import BINARY, body, operation
 from mlapi.web.kit import (
-    STATE,
+    SERVER,
     Dialect,
     RequestError,
     Routes,
@@ -56,7 +56,7 @@ def _answer(detections: list[dict[str, Any]], error: str | None = None) -> web.R
     ),
 )
 async def infer(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+    state = request.app[SERVER]
     upload = await read_upload(request, file_field="image", require_image=False, fetch=False)
     kind, name = upload.fields.get("type", ""), upload.fields.get("name", "")
     if kind not in TYPES:

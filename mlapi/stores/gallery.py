@@ -25,9 +25,9 @@ from tinydb.queries import QueryInstance
 
 from mlapi import text
 from mlapi.errors import UnknownPerson
-from mlapi.state import Match, Sample, rules
-from mlapi.state.files import locked_db, write_private
-from mlapi.state.matching import Index
+from mlapi.stores import Match, Sample, rules
+from mlapi.stores.files import locked_db, write_private
+from mlapi.stores.matching import Index
 
 SAMPLE_ID = re.compile(r"[0-9a-f]{1,64}")  # what secrets.token_hex makes: safe as a file name
 

@@ -37,11 +37,11 @@ from psycopg import pq
 from mlapi import text
 from mlapi.config import StoreSettings
 from mlapi.errors import GalleryError, MlapiError, StoreUnavailable, UnknownPerson, UserError
-from mlapi.state import ApiKey, ConsoleSession, Match, Sample, rules, too_many_keys
-from mlapi.state.files import FileSnapshot
-from mlapi.state.logins import keys as login_keys
-from mlapi.state.matching import Index
-from mlapi.state.sessions import SESSION_LIFETIME, new_session
+from mlapi.stores import ApiKey, ConsoleSession, Match, Sample, rules, too_many_keys
+from mlapi.stores.console_sessions import SESSION_LIFETIME, new_session
+from mlapi.stores.files import FileSnapshot
+from mlapi.stores.logins import keys as login_keys
+from mlapi.stores.matching import Index
 
 KEY_FRESH = 1.0  # seconds a checked key or stamp is used without asking the database again
 TRUST_OFFLINE = 60.0  # seconds it is still trusted while the database does not answer
@@ -54,7 +54,7 @@ MAX_IDLE = 600.0  # seconds an unused connection is kept
 UNAVAILABLE = "the database does not answer; retry shortly"
 MIGRATION_LOCK = 0x6D6C6170  # "mlap": one replica at a time upgrades the schema
 T = TypeVar("T")
-log = logging.getLogger("mlapi.state")
+log = logging.getLogger("mlapi.stores")
 
 # Each entry moves the schema one version up; never edit one that has shipped.
 MIGRATIONS = (
@@ -544,7 +544,7 @@ class PgAccounts:
             row = conn.execute("SELECT hash FROM mlapi_users WHERE name = %s", (name,)).fetchone()
         return str(row[0]) if row else None
 
-    def session(self, name: str) -> str | None:
+    def stamp(self, name: str) -> str | None:
         def read() -> str | None:
             stored = self._hash(name)
             return rules.stamp(stored) if stored else None

@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from mlapi.state.files import locked_file, write_private
+from mlapi.stores.files import locked_file, write_private
 
 Failures = dict[str, list[float]]
 

@@ -13,8 +13,8 @@ from tinydb import Query
 
 from mlapi.config import StoreSettings
 from mlapi.errors import UserError
-from mlapi.state import ApiKey, rules, too_many_keys
-from mlapi.state.files import FileSnapshot, locked_db
+from mlapi.stores import ApiKey, rules, too_many_keys
+from mlapi.stores.files import FileSnapshot, locked_db
 
 
 class UserStore:
@@ -59,7 +59,7 @@ class UserStore:
     def exists(self, name: str) -> bool:
         return bool(self._rows("users", name=name))
 
-    def session(self, name: str) -> str | None:
+    def stamp(self, name: str) -> str | None:
         """A stamp that tokens carry and that changes when the password does (a new salt)
         and when the user is removed and made again: older tokens stop working."""
         found = self._rows("users", name=name)

@@ -55,7 +55,7 @@ class Accounts(Protocol):
     def remove(self, name: str) -> None: ...
     def names(self) -> list[str]: ...
     def exists(self, name: str) -> bool: ...
-    def session(self, name: str) -> str | None:
+    def stamp(self, name: str) -> str | None:
         """A stamp tokens carry; it changes with the password and when the user is remade."""
         ...
 
@@ -135,7 +135,7 @@ class ConsoleSessions(Protocol):
 class ConsoleSession:
     user: str
     csrf: str
-    stamp: str  # the user's password stamp when it began (see Accounts.session)
+    stamp: str  # the user's password stamp when it began (see Accounts.stamp)
     expires: float
 
 
@@ -175,11 +175,11 @@ def open_stores(
     if url:
         return _database_stores(url, settings)
     from mlapi.paths import data_dir
-    from mlapi.state.gallery import Gallery
-    from mlapi.state.logins import FileLoginAttempts
-    from mlapi.state.secret import FileSecret
-    from mlapi.state.sessions import FileSessions
-    from mlapi.state.users import UserStore
+    from mlapi.stores.console_sessions import FileSessions
+    from mlapi.stores.gallery import Gallery
+    from mlapi.stores.logins import FileLoginAttempts
+    from mlapi.stores.secret import FileSecret
+    from mlapi.stores.users import UserStore
 
     folder = folder or data_dir()
     return Stores(
@@ -195,7 +195,7 @@ def open_stores(
 
 
 def _database_stores(url: str, settings: StoreSettings) -> Stores:
-    from mlapi.state import postgres
+    from mlapi.stores import postgres
 
     db = postgres.Database(url, timeout=settings.db_timeout)
     try:

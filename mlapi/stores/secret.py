@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 
 from mlapi.errors import MlapiError
-from mlapi.state.files import create_private
+from mlapi.stores.files import create_private
 
 
 class FileSecret:

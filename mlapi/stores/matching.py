@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from mlapi.state import Match
+from mlapi.stores import Match
 
 CHUNK = 1000  # samples per numpy conversion: about 4 ms each for 128-d lists
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from tinydb import Query
 
 from mlapi.config import StoreSettings
-from mlapi.state import ConsoleSession, rules
-from mlapi.state.files import FileSnapshot, locked_db
+from mlapi.stores import ConsoleSession, rules
+from mlapi.stores.files import FileSnapshot, locked_db
 
 SESSION_LIFETIME = 12 * 3600.0  # seconds a console sign-in lasts (a working day)
 

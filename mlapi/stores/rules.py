@@ -14,7 +14,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from mlapi import text
 from mlapi.errors import GalleryError, TextError, UserError
-from mlapi.state import KEY_PREFIX
+from mlapi.stores import KEY_PREFIX
 
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 PERSON_NAME = re.compile(r"^[^\x00-\x1f\x7f-\x9f/\\]{1,100}$")
@@ -57,7 +57,7 @@ def digest(secret: str) -> str:
 
 
 def stamp(password_hash: str) -> str:
-    """The session stamp of a user (see Accounts.session): it changes with the hash."""
+    """The password stamp of a user (see Accounts.stamp): it changes with the hash."""
     return digest(password_hash)[:16]
 
 
