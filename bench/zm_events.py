@@ -30,6 +30,7 @@ from aiohttp import web
 
 from mlapi import samples
 from mlapi.config import ServerConfig
+from mlapi.dialects.mlapi_seed.settings import ZoneMinderSettings
 from mlapi.engine import Engine
 from mlapi.store import ModelStore
 
@@ -59,10 +60,12 @@ def main() -> None:
     store = ModelStore()
     photo = (samples.fetch(store) / "object_detection_input.jpg").read_bytes()
     zm = portal()
+    zoneminder = ZoneMinderSettings(
+        portal=f"{zm.url}/zm", user="admin", password="x", event_timeout=args.timeout
+    )
     config = ServerConfig(
         models=("objects",), url_networks=(ipaddress.ip_network("127.0.0.0/8"),),
-        zm_portal=f"{zm.url}/zm", zm_user="admin", zm_password="x",
-        zm_event_timeout=args.timeout,
+        dialects={"mlapi": zoneminder},
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as data, Engine(store) as engine:
         server = LiveServer(engine, Path(data), config)

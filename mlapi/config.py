@@ -1,13 +1,16 @@
-"""Every setting of the engine and the server, with its default, written once: the CLI's
-options take their defaults from these dataclasses. Nothing heavy is imported here, so
-`mlapi --help` stays instant."""
+"""Every setting of the engine and the server, with its default, written once: a field made
+with `setting(…)` is also an option of `mlapi serve` with its environment variable, help and
+bounds (mlapi/cli/settings.py makes them from this metadata). A dialect declares its own
+settings the same way (see mlapi.dialects.mlapi_seed.settings). Nothing heavy is imported
+here, so `mlapi --help` stays instant."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: every real camera, not a decompression bomb
 # A network smaller than this runs too briefly to gain from a second thread: after a pause,
@@ -16,21 +19,74 @@ DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: every real camera, not a decompression
 WIDE_MIN_BYTES = 8 * 1024 * 1024
 CPU = ("CPUExecutionProvider",)
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+MIB = 1024 * 1024
+T = TypeVar("T")
+
+
+def setting(
+    default: Any = MISSING,
+    *,
+    help: str,
+    option: str | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    scale: float | None = None,
+    parse: str | None = None,
+    metavar: str | None = None,
+    factory: Any = MISSING,
+    secret_file: str | None = None,
+    env: str | None = None,
+) -> Any:
+    """A settings field that `mlapi serve` offers: `option` (default `--FIELD-NAME`) with the
+    environment variable `env` (default: MLAPI_ and the option's name), `help`, bounds `low`..`high`
+    (in the option's unit: the field holds the value times `scale`), `parse` (a parser the CLI
+    knows by name: models, networks, dialects, public_url), and for a secret, `secret_file`:
+    an option naming a file that holds it (the variable holds it itself; never an option)."""
+    metadata = {
+        "help": help,
+        "option": option,
+        "low": low,
+        "high": high,
+        "scale": scale,
+        "parse": parse,
+        "metavar": metavar,
+        "secret_file": secret_file,
+        "env": env,
+    }
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata, repr=secret_file is None)
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    workers: int = 2  # inference threads (the bounded pool)
-    intra_op_threads: int = 1  # onnxruntime threads per session run
+    workers: int = setting(2, help="Inference threads (per process).", low=1, high=64)
+    intra_op_threads: int = setting(
+        1, help="onnxruntime threads per inference.", option="--threads", low=1, high=64
+    )
     # Threads for a request that runs alone (nothing else running or waiting) or on the
     # express lane: such a request spreads networks of WIDE_MIN_BYTES or more over every
     # core, a busy server runs one core per request. Same answers either way (onnxruntime
     # splits work, not sums, across threads; checked bit for bit in tests).
-    lone_threads: int = field(default_factory=lambda: min(os.cpu_count() or 1, 4))
+    lone_threads: int = setting(
+        factory=lambda: min(os.cpu_count() or 1, 4),
+        help="onnxruntime threads for a request that runs alone (nothing else running or "
+        f"waiting) or on the express lane, for networks of {WIDE_MIN_BYTES // MIB} MB or "
+        "more; default: the CPU count, at most 4.",
+        low=1,
+        high=64,
+    )
     # Images this small (pixels: a 416×416 frame, a face crop) also have an express worker
     # of their own (see scheduler).
     express_pixels: int = 200_000
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_pixels: int = setting(
+        DEFAULT_MAX_PIXELS,
+        help="Image size limit, checked before decoding.",
+        option="--max-megapixels",
+        scale=1_000_000,
+        low=0.1,
+        high=1000,
+    )
     # How long a multi-threaded session's helpers wait awake for the next operator before
     # sleeping. Sleeping at once left a lone request after a pause no faster on two threads
     # than on one (an idle core woken for each operator); an unbounded spin burned 50 ms of
@@ -40,49 +96,111 @@ class RuntimeConfig:
     providers: tuple[str, ...] = CPU  # onnxruntime execution providers, in preference order
 
 
+DEFAULT_MODELS = ("objects", "faces", "genderage", "emotion", "faceprint", "embeddings")
+
+
 @dataclass(frozen=True)
 class ServerConfig:
-    # loaded and warmed before ready
-    models: tuple[str, ...] = (
-        "objects",
-        "faces",
-        "genderage",
-        "emotion",
-        "faceprint",
-        "embeddings",
+    models: tuple[str, ...] = setting(
+        DEFAULT_MODELS,
+        help="Detectors loaded and warmed at start, comma-separated.",
+        parse="models",
     )
-    max_body: int = 20 * 1024 * 1024
-    max_queue: int = 16  # requests admitted beyond the busy workers (reading, or queued)
-    max_waiting: int = 256  # requests that may wait (headers only) for admission
-    max_wait: float = 60.0  # seconds a request may wait for admission before 503
+    max_body: int = setting(
+        20 * MIB, help="Request body limit (413).", option="--max-body-mb", scale=MIB,
+        low=0.1, high=1024,
+    )  # fmt: skip
+    max_queue: int = setting(
+        16,
+        help="Requests admitted beyond the busy workers (reading their body or queued for a "
+        "worker).",
+        low=0,
+        high=10_000,
+    )
+    max_waiting: int = setting(
+        256,
+        help="Requests that may wait, headers only, for admission, oldest first; more get 503.",
+        low=0,
+        high=100_000,
+    )
+    max_wait: float = setting(
+        60.0, help="Seconds a request may wait for admission before 503.", low=0, high=3600
+    )
     max_parts: int = 32  # multipart parts per request
     max_field: int = 64 * 1024  # bytes of a form field (not a file)
     # Forms whose key comes after their image (Double Take) are read whole before the key
     # is known: at most this many at once, each within max_body; more wait up to 5 s, then 503.
     max_keyless_bodies: int = 4
     read_timeout: float = 30.0
-    allow_anonymous: bool = False
-    allow_url_fetch: bool = False
-    url_networks: Networks = ()  # private networks URL fetching may reach (the operator's)
-    keyless_networks: Networks = ()  # clients here may call keyless_dialects without a key
-    keyless_dialects: tuple[str, ...] = ("deepstack",)
-    public_metrics: bool = False  # GET /metrics without credentials
-    uploads: Path | None = None
-    token_lifetime: int = 3600  # seconds
-    # zm_detect's event path: the ZoneMinder portal the server reads event frames from.
-    zm_portal: str = ""
-    zm_user: str = ""
-    zm_password: str = field(default="", repr=False)
-    # One event request's whole time (login, sleeps, retries, downloads, inference), and
-    # how many of one user's event requests may be in flight at once (more: 429).
-    zm_event_timeout: float = 30.0
-    zm_events_per_user: int = 2
+    allow_anonymous: bool = setting(
+        False, help="Serve detection without credentials (trusted networks only)."
+    )
+    allow_url_fetch: bool = setting(
+        False, help="Let clients send a public image URL instead of a file."
+    )
+    url_networks: Networks = setting(
+        (),
+        help="Private networks --allow-url-fetch may reach, comma-separated (your ZoneMinder "
+        "host, for pyzm's URL mode); everything else private stays refused.",
+        option="--allow-url-networks",
+        parse="networks",
+        metavar="CIDRS",
+    )
+    keyless_networks: Networks = setting(
+        (),
+        help="Networks whose clients may call --keyless-dialects without a key, "
+        "comma-separated (e.g. a CodeProject.AI client or Frigate on the LAN).",
+        parse="networks",
+        metavar="CIDRS",
+    )
+    keyless_dialects: tuple[str, ...] = setting(
+        ("deepstack",),
+        help="Dialects --keyless-networks may call without a key (deepstack, compreface, "
+        "doods, homegallery, mlapi, native, zoneminder, or an installed one's name).",
+        parse="dialects",
+        metavar="NAMES",
+    )
+    public_metrics: bool = setting(
+        False,
+        help="Serve GET /metrics without credentials (for a Prometheus on a trusted network).",
+    )
+    uploads: Path | None = setting(
+        None,
+        help="Keep images sent to /api/v1/detect/object here (unless delete=true); default: "
+        "keep nothing.",
+        parse="folder",
+    )
+    token_lifetime: int = setting(
+        3600, help="Seconds an access token stays valid.", low=60, high=30 * 86400
+    )
     # Proxies (HAProxy, nginx) whose X-Forwarded-For / Forwarded headers are believed; from
     # anywhere else the connection's own address is the client's.
-    trusted_proxies: Networks = ()
+    trusted_proxies: Networks = setting(
+        (),
+        help="Reverse proxies whose X-Forwarded-For or Forwarded header names the client, "
+        "comma-separated (e.g. 127.0.0.1/32); from any other address those headers are "
+        "ignored.",
+        parse="networks",
+        metavar="CIDRS",
+    )
     # The address clients reach this server at (https://vision.lan), for the console's
     # snippets and the keyless same-origin check; else the listening address.
-    public_url: str = ""
+    public_url: str = setting(
+        "",
+        help="The address clients reach this server at (e.g. https://vision.lan), for the "
+        "console's client snippets and its same-origin checks; default: the listening "
+        "address.",
+        parse="public_url",
+        metavar="URL",
+    )
+    # Each dialect's own settings (its `Dialect.settings` dataclass), by dialect name; a
+    # dialect missing here runs with its defaults.
+    dialects: dict[str, Any] = field(default_factory=dict)
+
+    def of(self, dialect: str, kind: type[T]) -> T:
+        """The settings of `dialect`, of its declared `kind` (its defaults if none given)."""
+        found = self.dialects.get(dialect)
+        return found if isinstance(found, kind) else kind()
 
 
 @dataclass(frozen=True)
@@ -90,9 +208,22 @@ class StoreSettings:
     """Bounds on what the stores keep and how long they wait (serve's options, or the
     environment for the other commands)."""
 
-    db_timeout: float = 2.0  # seconds for one database statement, and to connect
-    max_keys_per_user: int = 50  # API keys; creating one more is refused
-    max_sessions_per_user: int = 10  # console sessions; the oldest is closed for a new one
+    db_timeout: float = setting(
+        2.0,
+        help="Seconds a database statement (or connecting) may take before the request gets "
+        "503, or a key or password stamp read in the last 60 s is used.",
+        low=0.1,
+        high=60,
+    )
+    max_keys_per_user: int = setting(
+        50, help="API keys one user may hold; creating another is refused.", low=1, high=100_000
+    )
+    max_sessions_per_user: int = setting(
+        10,
+        help="Console sessions one user may hold; a new sign-in closes the oldest.",
+        low=1,
+        high=10_000,
+    )
 
     @classmethod
     def from_env(cls) -> StoreSettings:

@@ -181,3 +181,21 @@ def test_the_schema_lists_every_known_attribute() -> None:
     listed = schema["properties"]["detections"]["items"]["properties"]["attributes"]
     assert list(listed["properties"]) == list(attributes.KNOWN)
     assert listed["properties"] == attributes.SCHEMA
+
+
+def test_serve_offers_every_setting_once_as_docs_list_them() -> None:
+    """Settings are declared once (mlapi.config.setting): `mlapi serve`'s options and
+    docs/settings.md come from the dataclasses, each dialect's own settings included."""
+    from click.testing import CliRunner
+
+    from mlapi.cli import main
+    from mlapi.cli.serve import SETTINGS
+    from mlapi.cli.settings import markdown
+
+    listed = (Path(mlapi.__file__).parent.parent / "docs" / "settings.md").read_text()
+    assert listed.endswith(markdown(SETTINGS))
+    shown = CliRunner().invoke(main, ["serve", "--help"], terminal_width=200).output
+    for option in ("--max-body-mb", "--zm-portal", "--zm-password-file", "--db-timeout",
+                   "--trusted-proxies", "--keyless-dialects"):  # fmt: skip
+        assert option in shown and option in listed
+    assert "mlapi" in {name for _, prefix in SETTINGS if (name := prefix.rstrip("_"))}

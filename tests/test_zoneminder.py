@@ -20,6 +20,7 @@ from pyzm.ml.remote import GatewayClient, GatewayModelError
 from servers import Answer, LiveServer, Loopback
 
 from mlapi.config import RuntimeConfig, ServerConfig
+from mlapi.dialects.mlapi_seed.settings import ZoneMinderSettings
 from mlapi.engine import Engine
 from mlapi.enroll import enroll
 from mlapi.store import ModelStore
@@ -180,10 +181,10 @@ def event_server(
 ) -> Iterator[tuple[LiveServer, StandIn]]:
     standin = StandIn(photos)
     data = tmp_path_factory.mktemp("zm-events")
+    portal = ZoneMinderSettings(portal=standin.portal, user="admin", password="zm secret")
     config = ServerConfig(
-        models=("objects",), url_networks=LOOPBACK, zm_portal=standin.portal,
-        zm_user="admin", zm_password="zm secret",
-    )  # fmt: skip
+        models=("objects",), url_networks=LOOPBACK, dialects={"mlapi": portal}
+    )
     with Engine(store, gallery=Gallery(data / "gallery.json")) as engine:
         live = LiveServer(engine, data, config)
         live.users.add("zm", PASSWORD)
@@ -339,10 +340,13 @@ def limited(
     wait 4 s at most, two per user."""
     standin = StandIn(photos)
     data = tmp_path_factory.mktemp("zm-limits")
+    portal = ZoneMinderSettings(
+        portal=standin.portal, user="admin", password="zm secret", event_timeout=TIMEOUT,
+        events_per_user=2,
+    )  # fmt: skip
     config = ServerConfig(
-        models=("objects",), url_networks=LOOPBACK, zm_portal=standin.portal,
-        zm_user="admin", zm_password="zm secret", max_queue=1, max_wait=2.0,
-        zm_event_timeout=TIMEOUT, zm_events_per_user=2,
+        models=("objects",), url_networks=LOOPBACK, max_queue=1, max_wait=2.0,
+        dialects={"mlapi": portal},
     )  # fmt: skip
     with Engine(store, RuntimeConfig(workers=1), gallery=Gallery(data / "gallery.json")) as e:
         live = LiveServer(e, data, config)

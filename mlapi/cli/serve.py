@@ -8,8 +8,7 @@ import os
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,12 +16,9 @@ from mlapi.cli.common import (
     database_option,
     fail,
     main,
-    parse_dialects,
-    parse_models,
-    parse_networks,
-    parse_public_url,
 )
-from mlapi.config import WIDE_MIN_BYTES, RuntimeConfig, ServerConfig, StoreSettings
+from mlapi.cli.settings import build, dialect_settings, options
+from mlapi.config import RuntimeConfig, ServerConfig, StoreSettings
 
 if TYPE_CHECKING:
     from mlapi.processes import Group
@@ -38,6 +34,13 @@ def _processes(value: str) -> str:
 
 
 # -- serve -------------------------------------------------------------------------------
+# Every setting but where to listen comes from the settings dataclasses (mlapi.config), each
+# dialect's own included: declared once there, offered here.
+SETTINGS = [(RuntimeConfig, ""), (ServerConfig, ""), (StoreSettings, "")] + [
+    (cls, f"{name}__") for name, cls in dialect_settings().items()
+]
+
+
 @main.command()
 @click.option(
     "--host",
@@ -55,13 +58,6 @@ def _processes(value: str) -> str:
     help="Port to listen on [env: MLAPI_PORT].",
 )
 @click.option(
-    "--models",
-    "models",
-    envvar="MLAPI_MODELS",
-    help="Detectors loaded and warmed at start, comma-separated (default: "
-    f"{', '.join(ServerConfig.models)}) [env: MLAPI_MODELS].",
-)
-@click.option(
     "--processes",
     default="1",
     show_default=True,
@@ -71,247 +67,9 @@ def _processes(value: str) -> str:
     help="Server processes sharing the port, each with its own engine and --workers "
     "threads; auto: one per --workers cores [env: MLAPI_PROCESSES].",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 64),
-    default=RuntimeConfig.workers,
-    show_default=True,
-    envvar="MLAPI_WORKERS",
-    help="Inference threads [env: MLAPI_WORKERS].",
-)
-@click.option(
-    "--threads",
-    type=click.IntRange(1, 64),
-    default=RuntimeConfig.intra_op_threads,
-    show_default=True,
-    envvar="MLAPI_THREADS",
-    help="onnxruntime threads per inference [env: MLAPI_THREADS].",
-)
-@click.option(
-    "--lone-threads",
-    type=click.IntRange(1, 64),
-    default=None,
-    envvar="MLAPI_LONE_THREADS",
-    help="onnxruntime threads for a request that runs alone (nothing else running or "
-    f"waiting) or on the express lane, for networks of {WIDE_MIN_BYTES // MIB} MB or more; "
-    "default: the CPU count, at most 4 [env: MLAPI_LONE_THREADS].",
-)
-@click.option(
-    "--max-queue",
-    type=click.IntRange(0, 10_000),
-    default=ServerConfig.max_queue,
-    show_default=True,
-    envvar="MLAPI_MAX_QUEUE",
-    help="Requests admitted beyond the busy workers (reading their body or queued for a "
-    "worker) [env: MLAPI_MAX_QUEUE].",
-)
-@click.option(
-    "--max-waiting",
-    type=click.IntRange(0, 100_000),
-    default=ServerConfig.max_waiting,
-    show_default=True,
-    envvar="MLAPI_MAX_WAITING",
-    help="Requests that may wait, headers only, for admission, oldest first; more get 503 "
-    "[env: MLAPI_MAX_WAITING].",
-)
-@click.option(
-    "--max-wait",
-    type=click.FloatRange(0, 3600),
-    default=ServerConfig.max_wait,
-    show_default=True,
-    envvar="MLAPI_MAX_WAIT",
-    help="Seconds a request may wait for admission before 503 [env: MLAPI_MAX_WAIT].",
-)
-@click.option(
-    "--max-body-mb",
-    type=click.FloatRange(0.1, 1024),
-    default=ServerConfig.max_body // MIB,
-    show_default=True,
-    envvar="MLAPI_MAX_BODY_MB",
-    help="Request body limit (413) [env: MLAPI_MAX_BODY_MB].",
-)
-@click.option(
-    "--max-megapixels",
-    type=click.FloatRange(0.1, 1000),
-    default=RuntimeConfig.max_pixels // 1_000_000,
-    show_default=True,
-    envvar="MLAPI_MAX_MEGAPIXELS",
-    help="Image size limit, checked before decoding [env: MLAPI_MAX_MEGAPIXELS].",
-)
-@click.option(
-    "--uploads",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="MLAPI_UPLOADS",
-    help="Keep images sent to /api/v1/detect/object here (unless delete=true); "
-    "default: keep nothing [env: MLAPI_UPLOADS].",
-)
-@click.option(
-    "--allow-url-fetch",
-    is_flag=True,
-    envvar="MLAPI_ALLOW_URL_FETCH",
-    help="Let clients send a public image URL instead of a file [env: MLAPI_ALLOW_URL_FETCH].",
-)
-@click.option(
-    "--allow-url-networks",
-    default="",
-    envvar="MLAPI_ALLOW_URL_NETWORKS",
-    metavar="CIDRS",
-    help="Private networks --allow-url-fetch may reach, comma-separated (your ZoneMinder "
-    "host, for pyzm's URL mode); everything else private stays refused "
-    "[env: MLAPI_ALLOW_URL_NETWORKS].",
-)
-@click.option(
-    "--keyless-networks",
-    default="",
-    envvar="MLAPI_KEYLESS_NETWORKS",
-    metavar="CIDRS",
-    help="Networks whose clients may call --keyless-dialects without a key, comma-separated "
-    "(e.g. a CodeProject.AI client or Frigate on the LAN) [env: MLAPI_KEYLESS_NETWORKS].",
-)
-@click.option(
-    "--keyless-dialects",
-    default=",".join(ServerConfig.keyless_dialects),
-    show_default=True,
-    envvar="MLAPI_KEYLESS_DIALECTS",
-    metavar="NAMES",
-    help="Dialects --keyless-networks may call without a key: deepstack, compreface, doods, "
-    "homegallery, mlapi, native, zoneminder, or an installed one's name "
-    "[env: MLAPI_KEYLESS_DIALECTS].",
-)
-@click.option(
-    "--allow-anonymous",
-    is_flag=True,
-    envvar="MLAPI_ALLOW_ANONYMOUS",
-    help="Serve detection without credentials (trusted networks only) "
-    "[env: MLAPI_ALLOW_ANONYMOUS].",
-)
-@click.option(
-    "--public-metrics",
-    is_flag=True,
-    envvar="MLAPI_PUBLIC_METRICS",
-    help="Serve GET /metrics without credentials (for a Prometheus on a trusted network) "
-    "[env: MLAPI_PUBLIC_METRICS].",
-)
-@click.option(
-    "--zm-portal",
-    default="",
-    envvar="MLAPI_ZM_PORTAL",
-    metavar="URL",
-    help="The ZoneMinder portal (e.g. https://nvr.lan/zm) whose event frames zm_detect's "
-    "event path asks for; its host must be in --allow-url-networks [env: MLAPI_ZM_PORTAL].",
-)
-@click.option("--zm-user", default="", envvar="MLAPI_ZM_USER", help="[env: MLAPI_ZM_USER]")
-@click.option(
-    "--zm-password-file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="A file holding the ZoneMinder user's password (or set MLAPI_ZM_PASSWORD; never "
-    "on the command line).",
-)
-@click.option(
-    "--zm-event-timeout",
-    type=click.FloatRange(1, 600),
-    default=ServerConfig.zm_event_timeout,
-    show_default=True,
-    envvar="MLAPI_ZM_EVENT_TIMEOUT",
-    help="Seconds one zm_detect event request may take in all (login, waits, retries, "
-    "frames, detection) [env: MLAPI_ZM_EVENT_TIMEOUT].",
-)
-@click.option(
-    "--zm-events-per-user",
-    type=click.IntRange(1, 1000),
-    default=ServerConfig.zm_events_per_user,
-    show_default=True,
-    envvar="MLAPI_ZM_EVENTS_PER_USER",
-    help="zm_detect event requests one user may have in flight; more get 429 "
-    "[env: MLAPI_ZM_EVENTS_PER_USER].",
-)
-@click.option(
-    "--trusted-proxies",
-    default="",
-    envvar="MLAPI_TRUSTED_PROXIES",
-    metavar="CIDRS",
-    help="Reverse proxies whose X-Forwarded-For or Forwarded header names the client, "
-    "comma-separated (e.g. 127.0.0.1/32); from any other address those headers are "
-    "ignored [env: MLAPI_TRUSTED_PROXIES].",
-)
-@click.option(
-    "--public-url",
-    default="",
-    envvar="MLAPI_PUBLIC_URL",
-    metavar="URL",
-    help="The address clients reach this server at (e.g. https://vision.lan), for the "
-    "console's client snippets and its same-origin checks; default: the listening "
-    "address [env: MLAPI_PUBLIC_URL].",
-)
 @database_option
-@click.option(
-    "--db-timeout",
-    type=click.FloatRange(0.1, 60),
-    default=StoreSettings.db_timeout,
-    show_default=True,
-    envvar="MLAPI_DB_TIMEOUT",
-    help="Seconds a database statement (or connecting) may take before the request gets "
-    "503, or a key or password stamp read in the last 60 s is used [env: MLAPI_DB_TIMEOUT].",
-)
-@click.option(
-    "--max-keys-per-user",
-    type=click.IntRange(1, 100_000),
-    default=StoreSettings.max_keys_per_user,
-    show_default=True,
-    envvar="MLAPI_MAX_KEYS_PER_USER",
-    help="API keys one user may hold; creating another is refused "
-    "[env: MLAPI_MAX_KEYS_PER_USER].",
-)
-@click.option(
-    "--max-sessions-per-user",
-    type=click.IntRange(1, 10_000),
-    default=StoreSettings.max_sessions_per_user,
-    show_default=True,
-    envvar="MLAPI_MAX_SESSIONS_PER_USER",
-    help="Console sessions one user may hold; a new sign-in closes the oldest "
-    "[env: MLAPI_MAX_SESSIONS_PER_USER].",
-)
-@click.option(
-    "--token-lifetime",
-    type=click.IntRange(60, 30 * 86400),
-    default=ServerConfig.token_lifetime,
-    show_default=True,
-    envvar="MLAPI_TOKEN_LIFETIME",
-    help="Seconds an access token stays valid [env: MLAPI_TOKEN_LIFETIME].",
-)
-def serve(
-    host: str,
-    port: int,
-    models: str | None,
-    processes: str,
-    workers: int,
-    threads: int,
-    lone_threads: int | None,
-    max_queue: int,
-    max_waiting: int,
-    max_wait: float,
-    max_body_mb: float,
-    max_megapixels: float,
-    uploads: Path | None,
-    allow_url_fetch: bool,
-    allow_url_networks: str,
-    keyless_networks: str,
-    keyless_dialects: str,
-    allow_anonymous: bool,
-    public_metrics: bool,
-    zm_portal: str,
-    zm_user: str,
-    zm_password_file: Path | None,
-    zm_event_timeout: float,
-    zm_events_per_user: int,
-    trusted_proxies: str,
-    public_url: str,
-    database: str,
-    db_timeout: float,
-    max_keys_per_user: int,
-    max_sessions_per_user: int,
-    token_lifetime: int,
-) -> None:
+@options(SETTINGS)
+def serve(host: str, port: int, processes: str, database: str, **values: Any) -> None:
     """Start the HTTP server (data: MLAPI_DATA_DIR, models: MLAPI_CACHE_DIR)."""
     import logging
 
@@ -319,54 +77,21 @@ def serve(
     from mlapi.processes import Group, auto_count, supervise
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    names = tuple(parse_models((models,))) if models else ServerConfig.models
-    config = ServerConfig(
-        models=names,
-        max_body=int(max_body_mb * MIB),
-        max_queue=max_queue,
-        max_waiting=max_waiting,
-        max_wait=max_wait,
-        allow_anonymous=allow_anonymous,
-        allow_url_fetch=allow_url_fetch,
-        url_networks=parse_networks(allow_url_networks),
-        keyless_networks=parse_networks(keyless_networks),
-        keyless_dialects=parse_dialects(keyless_dialects),
-        public_metrics=public_metrics,
-        uploads=uploads,
-        token_lifetime=token_lifetime,
-        zm_portal=zm_portal,
-        zm_user=zm_user,
-        zm_password=(
-            zm_password_file.read_text().strip()
-            if zm_password_file
-            else os.environ.get("MLAPI_ZM_PASSWORD", "")
-        ),
-        zm_event_timeout=zm_event_timeout,
-        zm_events_per_user=zm_events_per_user,
-        trusted_proxies=parse_networks(trusted_proxies),
-        public_url=parse_public_url(public_url),
-    )
-    settings = StoreSettings(
-        db_timeout=db_timeout,
-        max_keys_per_user=max_keys_per_user,
-        max_sessions_per_user=max_sessions_per_user,
-    )
-    runtime = RuntimeConfig(
-        workers=workers, intra_op_threads=threads, max_pixels=int(max_megapixels * 1e6)
-    )
-    if lone_threads is not None:
-        runtime = replace(runtime, lone_threads=lone_threads)
-    count = auto_count(workers) if processes == "auto" else int(processes)
-    if count > 1 and lone_threads is None:  # the processes share the cores
+    dialects = {p.rstrip("_"): build(cls, values, p) for cls, p in SETTINGS if p}
+    config = build(ServerConfig, values, dialects=dialects)
+    settings = build(StoreSettings, values)
+    runtime = build(RuntimeConfig, values)
+    count = auto_count(runtime.workers) if processes == "auto" else int(processes)
+    if count > 1 and values.get("lone_threads") is None:  # the processes share the cores
         runtime = replace(runtime, lone_threads=max(1, min((os.cpu_count() or 1) // count, 4)))
     with Engine(config=runtime) as probe:  # missing models: one clear error, before any fork
-        probe.check_models(names)
+        probe.check_models(config.models)
     shared = wait_for_stores(database, settings)
     try:
         anyone = shared.accounts.names()
     finally:
         shared.close()  # before any fork: no pool threads cross it
-    if not anyone and not allow_anonymous:
+    if not anyone and not config.allow_anonymous:
         logging.getLogger("mlapi").warning("no users yet: create one with `mlapi adduser NAME`")
     if count == 1:
         serve_one(host, port, config, runtime, database, settings, None)

@@ -2,7 +2,3 @@
 `console` dialect), its files (static/: plain HTML, CSS and one script, no build step and
 nothing from elsewhere), the client configuration it shows next to a key (snippets.py) and
 the status history it charts (history.py)."""
-
-from mlapi.console.routes import DIALECT
-
-__all__ = ["DIALECT"]

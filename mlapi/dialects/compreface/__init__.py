@@ -1,7 +1,3 @@
 """CompreFace's REST API, for Double Take's CompreFace detector and `compreface-sdk`.
 
 routes.py: its handlers and OpenAPI entries; render.py: its answers."""
-
-from mlapi.dialects.compreface.routes import DIALECT
-
-__all__ = ["DIALECT"]

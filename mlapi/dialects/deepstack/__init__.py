@@ -2,7 +2,3 @@
 Blue Iris, Agent DVR, Double Take and CodeProject.AI's own clients.
 
 routes.py: its handlers and OpenAPI entries; render.py: its answers."""
-
-from mlapi.dialects.deepstack.routes import DIALECT
-
-__all__ = ["DIALECT"]

@@ -1,7 +1,3 @@
 """DOODS (`GET /detectors`, `POST /detect`), for Home Assistant's `doods` integration.
 
 routes.py: its handlers and OpenAPI entries; render.py: its answers."""
-
-from mlapi.dialects.doods.routes import DIALECT
-
-__all__ = ["DIALECT"]

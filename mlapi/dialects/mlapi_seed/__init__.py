@@ -4,7 +4,3 @@ image, or (its event path) a ZoneMinder event id whose frames the server reads.
 routes.py: the handler and its OpenAPI entry; events.py: the ZoneMinder portal client and
 the event path's options. Its answers are mlapi.render.mlapi_seed (the CLI prints them too).
 """
-
-from mlapi.dialects.mlapi_seed.routes import DIALECT
-
-__all__ = ["DIALECT"]

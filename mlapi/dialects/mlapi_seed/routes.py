@@ -20,6 +20,7 @@ from mlapi.dialects.mlapi_seed.events import (
     Visit,
     ZoneMinder,
 )
+from mlapi.dialects.mlapi_seed.settings import ZoneMinderSettings
 from mlapi.errors import TooManyEvents, ZoneMinderTimeout
 from mlapi.images import sniff
 from mlapi.openapi import IMAGE_BODY, operation, query
@@ -124,7 +125,7 @@ async def _event(
     if not EVENT_ID.match(event):
         raise RequestError(400, "stream must be a ZoneMinder event id")
     options = FrameOptions.parse(document.get("stream_options"))  # MlapiError: a 400
-    timeout = request.app[SERVER].config.zm_event_timeout
+    timeout = _zoneminder(request).event_timeout
     deadline = asyncio.get_running_loop().time() + timeout
     with _in_flight(request, deadline):
         give_back_slot(request)  # the portal's time is not this server's work
@@ -165,7 +166,7 @@ async def _best_frame(
             if options.strategy == "first" and result.detections:
                 break
     except _PastDeadline:
-        timeout = request.app[SERVER].config.zm_event_timeout
+        timeout = _zoneminder(request).event_timeout
         if best is None:
             raise ZoneMinderTimeout(
                 f"ZoneMinder gave no frame of event {event} within {timeout:g} s"
@@ -195,7 +196,7 @@ def _in_flight(request: web.Request, deadline: float) -> Iterator[None]:
     """Count the request among its user's event requests (429 past the cap)."""
     events = request.app[ZM_EVENTS]
     user = request.get(USER)  # None: anonymous, all counted together
-    limit = request.app[SERVER].config.zm_events_per_user
+    limit = _zoneminder(request).events_per_user
     mine = events.get(user, [])
     if len(mine) >= limit:
         wait = max(1, math.ceil(min(mine, default=deadline) - asyncio.get_running_loop().time()))
@@ -246,13 +247,18 @@ def _keep_upload(request: web.Request, upload: Upload) -> None:
     (folder / f"{uuid.uuid4().hex}{suffix}").write_bytes(upload.data)  # type: ignore[arg-type]
 
 
+def _zoneminder(request: web.Request) -> ZoneMinderSettings:
+    return request.app[SERVER].config.of("mlapi", ZoneMinderSettings)
+
+
 def add_routes(routes: Routes) -> None:
     routes.post("/api/v1/detect/object", detect_object)
     config = routes.app[SERVER].config
-    if config.zm_portal:
-        portal = Portal(config.zm_portal.rstrip("/"), config.zm_user, config.zm_password)
+    zoneminder = config.of("mlapi", ZoneMinderSettings)
+    if zoneminder.portal:
+        portal = Portal(zoneminder.portal.rstrip("/"), zoneminder.user, zoneminder.password)
         routes.app[ZONEMINDER] = ZoneMinder(portal, config.url_networks, config.max_body)
         routes.app[ZM_EVENTS] = {}
 
 
-DIALECT = Dialect("mlapi", add_routes)
+DIALECT = Dialect("mlapi", add_routes, settings=ZoneMinderSettings)
