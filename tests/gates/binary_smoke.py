@@ -1,6 +1,6 @@
 """Check the PyInstaller binary against the virtualenv and print its figures.
 
-    ./run build && .venv/bin/python bench/binary_smoke.py [dist/mlapi/mlapi]
+    ./run build && .venv/bin/python tests/gates/binary_smoke.py [dist/mlapi/mlapi]
 
 With an empty model cache (so only the models bundled inside can answer): `detect` on the
 sample photos and `serve` answering the same POSTs must give byte-identical output to the
@@ -11,6 +11,7 @@ on any difference.
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
@@ -80,7 +81,11 @@ def post(url: str, route: str, photo: Path) -> bytes:
 
 
 def main() -> int:
-    binary = sys.argv[1] if len(sys.argv) > 1 else "dist/mlapi/mlapi"
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("binary", nargs="?", default="dist/mlapi/mlapi", help="the binary")
+    binary = parser.parse_args().binary
     photos = sorted(samples.fetch(ModelStore()).glob("*.jpg"))
     work = Path(tempfile.mkdtemp(prefix="mlapi-smoke-"))
     empty = dict(os.environ, MLAPI_CACHE_DIR=str(work / "cache"))  # only the bundle answers

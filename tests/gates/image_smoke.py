@@ -1,6 +1,6 @@
 """Check the container image against the virtualenv and print its figures.
 
-    ./run image && .venv/bin/python bench/image_smoke.py [dist/mlapi-vision-VERSION.tar]
+    ./run image && .venv/bin/python tests/gates/image_smoke.py [dist/mlapi-vision-VERSION.tar]
 
 Loads the archive into podman and runs it on loopback with a data volume: /ready, a user
 and a key made with `podman exec mlapi …`, one detection per dialect (native, seed,
@@ -15,6 +15,7 @@ here through CONTAINERS_CONF: they belong to the test set-up, not to the image.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -107,7 +108,7 @@ def replicas(tag: str, photo: bytes, couple: bytes) -> int:
     """The compose file's second profile with plain `podman run`: two containers of the
     image sharing a PostgreSQL, HAProxy in front (PostgreSQL and HAProxy run from the
     machine's packages here: no registry to pull their images from)."""
-    sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+    sys.path.insert(0, str(Path(__file__).parent.parent))  # tests/
     from services import Cluster, HAProxy, new_database
 
     print("two containers on one PostgreSQL behind HAProxy:")
@@ -151,7 +152,14 @@ def replicas(tag: str, photo: bytes, couple: bytes) -> int:
 
 
 def main() -> int:
-    archive = Path(sys.argv[1] if len(sys.argv) > 1 else f"dist/mlapi-vision-{__version__}.tar")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "archive", nargs="?", type=Path, default=Path(f"dist/mlapi-vision-{__version__}.tar"),
+        help="the image archive ./run image wrote",
+    )  # fmt: skip
+    archive = parser.parse_args().archive
     work = Path(tempfile.mkdtemp(prefix="mlapi-image-smoke-"))
     settings = Path(tempfile.mkdtemp(prefix="mlapi-podman-")) / "containers.conf"
     settings.write_text(CONF)
