@@ -33,7 +33,7 @@ import evalset
 from mlapi.config import RuntimeConfig
 from mlapi.engine import Engine
 from mlapi.similarity import similarity
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.stores.gallery import Gallery
 
 THRESHOLDS = (0.45, 0.67)
@@ -207,7 +207,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads per run")
     args = parser.parse_args()
     options = parse_options(args.option)
-    store = ModelStore()
+    store = ModelCache()
     root = evalset.fetch(store)
     print(f"# {len(evalset.entries())} labelled photos; {cpu_name()}; {args.threads} threads")
     config = RuntimeConfig(workers=1, intra_op_threads=args.threads)

@@ -39,7 +39,7 @@ from mlapi.config import RuntimeConfig
 from mlapi.detectors.base import StagedDetector
 from mlapi.engine import Engine
 from mlapi.images import decode, encode_jpeg
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.stores.gallery import Gallery
 
 
@@ -229,7 +229,7 @@ def in_process(
     return len(latencies) / elapsed, statistics.median(latencies), q[18]
 
 
-def faces_section(store: ModelStore, photo: bytes, runs: int) -> None:
+def faces_section(store: ModelCache, photo: bytes, runs: int) -> None:
     """Face refiners on the five-men photo: ms per image and per face beyond `faces` alone."""
     print("face detectors on the five-men photo (5 faces), 1 worker × 2 threads, ms")
     gallery = Gallery(Path(tempfile.mkdtemp(prefix="mlapi-bench-")) / "gallery.json")
@@ -254,7 +254,7 @@ def faces_section(store: ModelStore, photo: bytes, runs: int) -> None:
             print(f"  {label:24s} {total:7.2f} per image  {per_face}")
 
 
-def server_section(store: ModelStore, payloads: list[bytes], seconds: float) -> None:
+def server_section(store: ModelCache, payloads: list[bytes], seconds: float) -> None:
     print("server: POST /api/v1/detect/object (multipart, the three photos) vs in-process")
     server = ServerProcess("--models", "objects")
     try:
@@ -390,7 +390,7 @@ def deepstack_section(payloads: list[bytes], seconds: float) -> None:
         server.close()
 
 
-def stream_section(store: ModelStore, photo: bytes, frames: int = 90) -> None:
+def stream_section(store: ModelCache, photo: bytes, frames: int = 90) -> None:
     """`mlapi stream` over a 1080p video, `objects`, locally and through the server."""
     from mlapi import client
     from mlapi.backends import Local, Remote
@@ -576,7 +576,7 @@ def configuration(text: str) -> tuple[RuntimeConfig, dict[str, dict[str, Any]]]:
 
 
 def compare_section(
-    store: ModelStore,
+    store: ModelCache,
     names: list[str],
     photos: dict[str, bytes],
     a: str,
@@ -645,7 +645,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     print(machine())
-    store = ModelStore()
+    store = ModelCache()
     photos = samples.fetch(store)
     progressive = (photos / "face_detection_input.jpg").read_bytes()
     # Cameras and NVRs send baseline JPEGs; re-encode the progressive original as one.
@@ -682,7 +682,7 @@ def main() -> None:
 
 
 def engine_section(
-    store: ModelStore,
+    store: ModelCache,
     names: list[str],
     hd: bytes,
     progressive: bytes,

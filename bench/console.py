@@ -28,7 +28,7 @@ from typing import Any
 from playwright.sync_api import Page, sync_playwright
 
 from mlapi import samples
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 
 MLAPI = str(Path(sys.executable).with_name("mlapi"))
 PASSWORD = "bench console password"
@@ -78,7 +78,7 @@ def main() -> int:
     chromium = shutil.which("chromium")
     if chromium is None:
         raise SystemExit("needs Debian's chromium package")
-    store = ModelStore()
+    store = ModelCache()
     photo = samples.fetch(store) / "face_detection_input.jpg"
     axe = store.root / "clients/axe-core-4.10.3/node_modules/axe-core/axe.min.js"
     work = Path(tempfile.mkdtemp(prefix="mlapi-console-bench-"))

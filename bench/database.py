@@ -29,7 +29,7 @@ from services import Cluster, new_database
 
 from mlapi import samples
 from mlapi.images import decode, encode_jpeg
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 
 
 def p50(server: ServerProcess, path: str, body: bytes, headers: dict[str, str], n: int) -> float:
@@ -65,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     cluster = None if args.database else Cluster()
     server_url = args.database or cluster.url()  # type: ignore[union-attr]
-    folder = samples.fetch(ModelStore())
+    folder = samples.fetch(ModelCache())
     small = decode((folder / "object_detection_input.jpg").read_bytes()).pixels
     photo = encode_jpeg(cv2.resize(small, (320, 212), interpolation=cv2.INTER_AREA))
     face = (folder / "gender_detection_input.jpg").read_bytes()

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.store.catalog import Source
 from mlapi.store.sources import fetch_package
 
@@ -106,10 +106,10 @@ def _read(tar: tarfile.TarFile, path: str) -> bytes:
 
 
 def fetch(
-    store: ModelStore | None = None, kind: str | None = "photo", labels: Path = LABELS
+    store: ModelCache | None = None, kind: str | None = "photo", labels: Path = LABELS
 ) -> Path:
     """The folder holding every listed file (as PACKAGE/PATH), fetched once."""
-    store = store or ModelStore()
+    store = store or ModelCache()
     root = store.root / "eval"
     todo = [e for e in entries(kind, labels) if not (root / e["package"] / e["path"]).exists()]
     archives: dict[tuple[str, str, str], Path] = {}

@@ -56,12 +56,12 @@ def serve(port: int, database: str | None, data: str | None) -> None:
 
     from mlapi.config import ServerConfig
     from mlapi.engine import Engine
-    from mlapi.store import ModelStore
+    from mlapi.store import ModelCache
     from mlapi.web.app import create_app
 
     stores = open_stores(Path(data) if data else None, database)
     cache = Path(tempfile.mkdtemp(prefix="mlapi-bench-cache-"))
-    engine = Engine(ModelStore(cache), registry=REGISTRY, gallery=stores.faces)
+    engine = Engine(ModelCache(cache), registry=REGISTRY, gallery=stores.faces)
     app = create_app(engine, stores, ServerConfig(models=()))
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=lambda _: None)
 

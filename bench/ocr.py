@@ -43,7 +43,7 @@ from mlapi.detectors.ocr import PLATE, TEXT
 from mlapi.detectors.plates import VEHICLES
 from mlapi.engine import Engine
 from mlapi.result import Result
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 
 CAR = "fast_alpr-0.4.0/assets/test_image.png"
 CAR_REGION = (100, 40, 430, 280)  # x1, y1, x2, y2: the Skoda, without its neighbours
@@ -93,7 +93,7 @@ def plates_report(
 
 
 def false_plates(
-    engine: Engine, store: ModelStore, options: dict[str, Any], verbose: bool
+    engine: Engine, store: ModelCache, options: dict[str, Any], verbose: bool
 ) -> tuple[int, int]:
     """(plates found, photos) on the public photos that show no vehicle."""
     root = evalset.fetch(store)
@@ -157,7 +157,7 @@ def timed(engine: Engine, data: bytes, models: list[str], options: dict[str, Any
 
 
 def timings(
-    engine: Engine, store: ModelStore, root: Path, options: dict[str, Any], runs: int
+    engine: Engine, store: ModelCache, root: Path, options: dict[str, Any], runs: int
 ) -> None:
     x1, y1, x2, y2 = CAR_REGION
     frames = {
@@ -212,7 +212,7 @@ def main() -> None:
     parser.add_argument("--skip-timings", action="store_true")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every miss")
     args = parser.parse_args()
-    store = ModelStore()
+    store = ModelCache()
     root = evalset.fetch(store, None, evalset.PLATES_TEXT)
     options = parse_options(args.option)
     plate_options = {k: v for k, v in options.items() if k in ("objects", "plates")}

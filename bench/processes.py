@@ -26,7 +26,7 @@ from benchmark import ServerProcess, load_test
 
 from mlapi import samples
 from mlapi.images import decode, encode_jpeg
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 
 
 def cpu_name() -> str:
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
-    photo = (samples.fetch(ModelStore()) / "object_detection_input.jpg").read_bytes()
+    photo = (samples.fetch(ModelCache()) / "object_detection_input.jpg").read_bytes()
     pixels = decode(photo).pixels
     body = encode_jpeg(cv2.resize(pixels, (640, 424), interpolation=cv2.INTER_AREA))
     print(f"{cpu_name()}, {os.cpu_count()} cores; {args.clients} clients, {args.seconds:.0f} s")

@@ -32,7 +32,7 @@ from mlapi import samples
 from mlapi.config import ServerConfig
 from mlapi.dialects.mlapi_seed.settings import ZoneMinderSettings
 from mlapi.engine import Engine
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from servers import LiveServer, Loopback
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=9)
     parser.add_argument("--timeout", type=float, default=30.0, help="--zm-event-timeout")
     args = parser.parse_args()
-    store = ModelStore()
+    store = ModelCache()
     photo = (samples.fetch(store) / "object_detection_input.jpg").read_bytes()
     zm = portal()
     zoneminder = ZoneMinderSettings(

@@ -25,7 +25,7 @@ from mlapi.images import Image
 from mlapi.onnx_sessions import make_session
 from mlapi.result import Detection, Result
 from mlapi.scheduler import ShortestFirst, may_use_every_core
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.stores import Faces
 
 LARGE_IMAGE_BYTES = 24 * 1024 * 1024  # after images this big, give freed memory back
@@ -160,7 +160,7 @@ class Runtime:
     """What detectors load from: the model store and one onnxruntime session per model."""
 
     def __init__(
-        self, store: ModelStore, config: RuntimeConfig, gallery: GalleryProvider = None
+        self, store: ModelCache, config: RuntimeConfig, gallery: GalleryProvider = None
     ) -> None:
         self.store = store
         self.config = config
@@ -236,13 +236,13 @@ class ModelSessions:
 class Engine:
     def __init__(
         self,
-        store: ModelStore | None = None,
+        store: ModelCache | None = None,
         config: RuntimeConfig | None = None,
         registry: Mapping[str, type[Detector]] | None = None,
         gallery: GalleryProvider = None,
     ) -> None:
         self.config = config or RuntimeConfig()
-        self.runtime = Runtime(store or ModelStore(), self.config, gallery)
+        self.runtime = Runtime(store or ModelCache(), self.config, gallery)
         if registry is None:
             from mlapi.registry import installed
 
@@ -254,7 +254,7 @@ class Engine:
         self.timings = Timings()
 
     @property
-    def store(self) -> ModelStore:
+    def store(self) -> ModelCache:
         return self.runtime.store
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ from importlib.metadata import entry_points
 from mlapi.detectors.base import Detector
 from mlapi.detectors.imported import imported_detectors
 from mlapi.errors import MlapiError
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 
 ENTRY_POINT_GROUP = "mlapi.detectors"
 
@@ -30,6 +30,6 @@ def discover(group: str = ENTRY_POINT_GROUP) -> dict[str, type[Detector]]:
     return found
 
 
-def installed(store: ModelStore) -> dict[str, type[Detector]]:
+def installed(store: ModelCache) -> dict[str, type[Detector]]:
     """Imported models, then installed detectors (a plugin's name wins)."""
     return {**imported_detectors(*store.detector_manifests()), **discover()}

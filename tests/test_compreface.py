@@ -18,14 +18,14 @@ from servers import LiveServer
 
 from mlapi.engine import Engine
 from mlapi.images import decode, encode_jpeg
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.store.catalog import Source
 from mlapi.store.sources import fetch_package
 from mlapi.stores.gallery import Gallery
 
 
 @pytest.fixture(scope="module")
-def server(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def server(store: ModelCache, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data = tmp_path_factory.mktemp("compreface")
     with Engine(store, gallery=Gallery(data / "gallery.json")) as engine:
         live = LiveServer(engine, data)
@@ -124,7 +124,7 @@ def test_verify_compares_two_photos(server: LiveServer, photos: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def compreface_sdk(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def compreface_sdk(store: ModelCache, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """compreface-sdk 0.6.0 itself, from PyPI (checksummed, fetched once into the cache).
     It pins requests-toolbelt 0.9.1, which does not import with urllib3 2: the 1.0.0 wheel
     beside it is the one change, and its API is the same."""

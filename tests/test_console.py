@@ -17,7 +17,7 @@ from servers import Answer, LiveServer
 from mlapi.config import ServerConfig
 from mlapi.console.snippets import snippets
 from mlapi.engine import Engine
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.stores import open_stores
 from mlapi.web.auth import CSRF_HEADER, SESSION_COOKIE
 from mlapi.web.state import SERVER
@@ -28,7 +28,7 @@ JSON = {"Content-Type": "application/json"}
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LiveServer]:
-    with Engine(ModelStore(tmp_path / "cache")) as engine:
+    with Engine(ModelCache(tmp_path / "cache")) as engine:
         live = LiveServer(engine, tmp_path / "data", ServerConfig(models=()))
         live.users.add("alice", PASSWORD)
         live.users.add("bob", PASSWORD)
@@ -258,7 +258,7 @@ def test_snippets_fill_in_the_server_and_the_key() -> None:
 def test_replicas_on_one_database_share_console_sessions(tmp_path: Path, database: str) -> None:
     """Signed in through one replica, the browser is signed in on all; signed out through
     one, it is signed out on all at once."""
-    with Engine(ModelStore(tmp_path / "cache")) as engine:
+    with Engine(ModelCache(tmp_path / "cache")) as engine:
         a = LiveServer(
             engine, tmp_path / "a", ServerConfig(models=()), open_stores(database=database)
         )

@@ -23,7 +23,7 @@ from servers import LiveServer
 from mlapi.config import ServerConfig
 from mlapi.engine import Engine
 from mlapi.images import decode, encode_jpeg
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.stores.gallery import Gallery
 
 PASSWORD = "a console password"
@@ -41,7 +41,7 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def axe(store: ModelStore) -> str:
+def axe(store: ModelCache) -> str:
     """axe-core's script, from npm, installed once into the cache."""
     if shutil.which("npm") is None:
         services.missing("Node.js and npm")
@@ -57,7 +57,7 @@ def axe(store: ModelStore) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def server(store: ModelCache, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data = tmp_path_factory.mktemp("console")
     with Engine(store, gallery=Gallery(data / "gallery.json")) as engine:
         live = LiveServer(engine, data, ServerConfig())

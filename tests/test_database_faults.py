@@ -19,7 +19,7 @@ from servers import Answer, LiveServer
 
 from mlapi.config import ServerConfig, StoreSettings
 from mlapi.engine import Engine
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.stores import open_stores
 
 PASSWORD = "a long enough password"
@@ -59,7 +59,7 @@ def serving(database: str, tmp_path: Path) -> Iterator[Served]:
     """A server with --db-timeout 1 over `database`, a user, a key it has just used and
     three it has never seen."""
     stores = open_stores(database=database, settings=StoreSettings(db_timeout=TIMEOUT))
-    engine = Engine(ModelStore(tmp_path / "cache"))
+    engine = Engine(ModelCache(tmp_path / "cache"))
     server = LiveServer(engine, tmp_path / "data", ServerConfig(models=()), stores)
     try:
         stores.accounts.add("ann", PASSWORD)

@@ -16,7 +16,7 @@ from mlapi.detectors.nanodet import BINS, NanoDet, NanoDetOptions
 from mlapi.engine import Engine, Runtime
 from mlapi.errors import MlapiError
 from mlapi.images import Image
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 
 
 def constant_graph(
@@ -45,7 +45,7 @@ def constant_graph(
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> Runtime:
-    return Runtime(ModelStore(tmp_path / "cache"), RuntimeConfig())
+    return Runtime(ModelCache(tmp_path / "cache"), RuntimeConfig())
 
 
 def test_nanodet_head_decodes_to_the_encoded_box(tmp_path: Path, runtime: Runtime) -> None:
@@ -136,7 +136,7 @@ def test_imported_detector_decodes_each_layout(tmp_path: Path, layout: str) -> N
     )
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(LABELS) + "\n")
-    store = ModelStore(tmp_path / "cache")
+    store = ModelCache(tmp_path / "cache")
     given = "yolox" if layout == "yolox" else None  # the one layout its shape cannot tell
     store.import_file(model, "mine", labels=labels, layout=given)
     manifest = store.manifest("mine")
@@ -155,7 +155,7 @@ def test_import_refuses_a_model_that_does_not_fit_its_labels(tmp_path: Path) -> 
     )
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(f"class{i}" for i in range(10)))
-    store = ModelStore(tmp_path / "cache")
+    store = ModelCache(tmp_path / "cache")
     with pytest.raises(MlapiError, match="fits no known layout for 10 labels"):
         store.import_file(model, "mine", labels=labels)
     assert not store.is_pulled("mine")

@@ -21,13 +21,13 @@ from mlapi.config import ServerConfig
 from mlapi.detectors.coco import COCO_LABELS
 from mlapi.engine import Engine
 from mlapi.images import decode, encode_jpeg
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.stores.gallery import Gallery
 from mlapi.web.state import ENGINE
 
 
 @pytest.fixture(scope="module")
-def server(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def server(store: ModelCache, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data = tmp_path_factory.mktemp("data")
     with Engine(store, gallery=Gallery(data / "gallery.json")) as engine:
         live = LiveServer(engine, data)
@@ -235,7 +235,7 @@ def test_ping_and_unavailable_features(server: LiveServer, photos: Path) -> None
     assert scene.status == 403 and scene.json()["success"] is False
 
 
-def test_anonymous_only_when_enabled(store: ModelStore, tmp_path: Path, photos: Path) -> None:
+def test_anonymous_only_when_enabled(store: ModelCache, tmp_path: Path, photos: Path) -> None:
     with Engine(store) as engine:
         live = LiveServer(engine, tmp_path, ServerConfig(models=("objects",), allow_anonymous=True))
         try:
@@ -299,7 +299,7 @@ DOUBLE_TAKE = Path(__file__).parent / "clients" / "double-take"
 
 
 @pytest.fixture(scope="module")
-def double_take(store: ModelStore) -> Path:
+def double_take(store: ModelCache) -> Path:
     """node_modules for Double Take 1.13.1's DeepStack module: its axios and form-data, from
     npm, installed once into the cache."""
     if shutil.which("node") is None or shutil.which("npm") is None:

@@ -15,7 +15,7 @@ from PIL import Image as PILImage
 from mlapi.config import RuntimeConfig
 from mlapi.engine import Engine
 from mlapi.result import Result, dumps, result_to_dict
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 
 
 def run(
@@ -113,7 +113,7 @@ def test_requested_models_only_and_in_request_order(engine: Engine, photos: Path
     assert models == sorted(models, key=["faces", "objects"].index)
 
 
-def test_a_lone_request_on_every_core_gets_the_same_bytes(store: ModelStore, photos: Path) -> None:
+def test_a_lone_request_on_every_core_gets_the_same_bytes(store: ModelCache, photos: Path) -> None:
     """A request running alone uses more onnxruntime threads and decodes its other
     resolutions on another thread; its answers must not change."""
     models = ["objects", "faces", "genderage", "emotion", "faceprint", "embeddings"]

@@ -12,11 +12,11 @@ from servers import LiveServer
 
 from mlapi.detectors.coco import COCO_LABELS
 from mlapi.engine import Engine
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 
 
 @pytest.fixture(scope="module")
-def server(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def server(store: ModelCache, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     with Engine(store) as engine:
         live = LiveServer(engine, tmp_path_factory.mktemp("doods"))
         live.users.add("hass", "home assistant doods")

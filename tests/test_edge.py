@@ -23,7 +23,7 @@ from test_console import JSON, PASSWORD, Browser
 from mlapi import edge
 from mlapi.config import ServerConfig
 from mlapi.engine import Engine
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.stores import open_stores
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -44,7 +44,7 @@ class Served(LiveServer):
 
     def __init__(self, folder: Path, database: str | None = None, **config: Any) -> None:
         stores = open_stores(folder, database=database)
-        self.engine = Engine(ModelStore(folder / "cache"), gallery=stores.faces)
+        self.engine = Engine(ModelCache(folder / "cache"), gallery=stores.faces)
         super().__init__(self.engine, folder, ServerConfig(models=(), **config), stores)
         self.users.add("alice", PASSWORD)
         self.key = self.users.create_key("alice", "test")

@@ -22,7 +22,7 @@ from mlapi.enroll import enroll
 from mlapi.errors import GalleryError
 from mlapi.images import decode, encode_jpeg
 from mlapi.result import Detection
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.store.jsmodel import js_literal_to_json
 from mlapi.stores.gallery import Gallery
 
@@ -37,7 +37,7 @@ def crop(photos: Path, name: str, x1: int, x2: int) -> bytes:
 
 
 @pytest.fixture
-def gallery_engine(store: ModelStore, tmp_path: Path) -> Iterator[Engine]:
+def gallery_engine(store: ModelCache, tmp_path: Path) -> Iterator[Engine]:
     with Engine(store, gallery=Gallery(tmp_path / "gallery.json")) as engine:
         yield engine
 
@@ -267,7 +267,7 @@ def test_seed_face_gender_items(photos: Path, tmp_path: Path) -> None:
     assert all(i["gender_confidence"].endswith("%") for i in items)
 
 
-def test_faceprint_network_gives_dlibs_own_vectors(store: ModelStore, photos: Path) -> None:
+def test_faceprint_network_gives_dlibs_own_vectors(store: ModelCache, photos: Path) -> None:
     """The ONNX written from dlib's file (store/dlibnet.py) answers as dlib's own code does."""
     import dlib
     import onnxruntime

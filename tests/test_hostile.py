@@ -23,7 +23,7 @@ from mlapi.config import RuntimeConfig, ServerConfig
 from mlapi.engine import Engine
 from mlapi.errors import ImageError, ImageTooLarge
 from mlapi.images import decode, encode_jpeg
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.stores.files import locked_db
 from mlapi.stores.logins import FileLoginAttempts
 from mlapi.stores.secret import FileSecret
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("no_server_errors")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp("hostile")
     config = ServerConfig(models=(), allow_url_fetch=True, max_body=4 * 1024 * 1024)
-    with Engine(ModelStore(root / "empty-cache"), RuntimeConfig(workers=1)) as engine:
+    with Engine(ModelCache(root / "empty-cache"), RuntimeConfig(workers=1)) as engine:
         server = LiveServer(engine, root, config)
         server.users.add("mallory", PASSWORD)
         server.key = server.users.create_key("mallory", "tests")

@@ -26,7 +26,7 @@ from mlapi.config import RuntimeConfig, ServerConfig
 from mlapi.engine import Engine
 from mlapi.errors import GalleryError, ImageError, ImageTooLarge, RequestError
 from mlapi.images import PARALLEL_PROGRESSIVE, decode, decode_memory, encode_jpeg, pixel_cost
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.stores import open_stores
 from mlapi.stores.gallery import Gallery
 from mlapi.web.state import ServerState
@@ -40,7 +40,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp("load")
     config = ServerConfig(models=(), max_queue=1, max_waiting=4, max_wait=2.0)
     gallery = Gallery(root / "gallery.json")
-    with Engine(ModelStore(root / "empty-cache"), RuntimeConfig(workers=1), gallery=gallery) as e:
+    with Engine(ModelCache(root / "empty-cache"), RuntimeConfig(workers=1), gallery=gallery) as e:
         server = LiveServer(e, root, config)
         server.users.add("mallory", PASSWORD)
         server.key = server.users.create_key("mallory", "tests")
@@ -166,7 +166,7 @@ def test_a_slot_handed_over_at_the_deadline_is_kept_not_lost(tmp_path: Path) -> 
     """The probe's race: one slot, a waiter with max_wait 0.2 s, and a release due 1e-7 s
     before the waiter's deadline, so both run in the same pass of the event loop."""
     config = ServerConfig(models=(), max_queue=0, max_wait=0.2)
-    with Engine(ModelStore(tmp_path / "cache"), RuntimeConfig(workers=1)) as engine:
+    with Engine(ModelCache(tmp_path / "cache"), RuntimeConfig(workers=1)) as engine:
         state = ServerState(engine, open_stores(tmp_path), config)
 
         async def race() -> int:

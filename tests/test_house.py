@@ -20,7 +20,7 @@ import mlapi
 from mlapi import attributes
 from mlapi.config import ServerConfig
 from mlapi.engine import Engine
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.web.dialect import ROUTES, installed
 
 SERVER_ONLY = {"aiohttp", "jwt", "argon2", "tinydb"}
@@ -71,7 +71,7 @@ def test_a_dialect_package_installs_through_its_entry_point(counting: None, tmp_
     lan = (ipaddress.ip_network("127.0.0.1/32"),)
     config = ServerConfig(models=(), keyless_networks=lan, keyless_dialects=("counting",))
     jpeg = {"Content-Type": "image/jpeg"}
-    with Engine(ModelStore(tmp_path / "cache")) as engine:
+    with Engine(ModelCache(tmp_path / "cache")) as engine:
         server = LiveServer(engine, tmp_path / "data", config)
         try:
             keyless = server.call("POST", "/count", b"", jpeg)  # its paths open to the LAN
@@ -87,7 +87,7 @@ def test_a_dialect_package_installs_through_its_entry_point(counting: None, tmp_
 
 
 def test_every_route_says_whose_it_is_and_who_may_call_it(tmp_path: Path) -> None:
-    with Engine(ModelStore(tmp_path / "cache")) as engine:
+    with Engine(ModelCache(tmp_path / "cache")) as engine:
         server = LiveServer(engine, tmp_path / "data", ServerConfig(models=()))
         server.stop()
     declared = server.app[ROUTES]

@@ -15,18 +15,18 @@ from servers import LiveServer
 from mlapi.config import ServerConfig
 from mlapi.engine import Engine
 from mlapi.images import decode, encode_jpeg
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.stores.gallery import Gallery
 from mlapi.web.state import ENGINE
 
 
-def serve(store: ModelStore, folder: Path, **config: object) -> LiveServer:
+def serve(store: ModelCache, folder: Path, **config: object) -> LiveServer:
     engine = Engine(store, gallery=Gallery(folder / "gallery.json"))
     return LiveServer(engine, folder, ServerConfig(models=("objects",), **config))  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
-def lan(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def lan(store: ModelCache, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live = serve(
         store,
         tmp_path_factory.mktemp("lan"),
@@ -65,7 +65,7 @@ def test_other_dialects_still_need_a_key(lan: LiveServer, photos: Path) -> None:
 
 
 def test_without_keyless_networks_the_client_is_refused(
-    store: ModelStore, tmp_path: Path, photos: Path
+    store: ModelCache, tmp_path: Path, photos: Path
 ) -> None:
     closed = serve(store, tmp_path)
     try:

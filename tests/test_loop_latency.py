@@ -39,7 +39,7 @@ from servers import LiveServer, multipart
 
 from mlapi.config import RuntimeConfig, ServerConfig
 from mlapi.engine import Engine
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.stores import open_stores
 
 HEALTH_MS = 250  # the aim is 50 ms; the margin is for a busy two-core machine (before: 0.9-1.4 s)
@@ -65,7 +65,7 @@ def big(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         write_file(folder / "data")
         stores = open_stores(folder / "data")
     config = RuntimeConfig(workers=1)
-    with Engine(ModelStore(folder / "cache"), config, REGISTRY, stores.faces) as engine:
+    with Engine(ModelCache(folder / "cache"), config, REGISTRY, stores.faces) as engine:
         live = LiveServer(engine, folder / "data", ServerConfig(models=()), stores)
         live.users.add("alice", PASSWORD)
         live.key = live.users.create_key("alice", "tests")
@@ -188,7 +188,7 @@ def test_ten_console_listings_leave_the_loop_free(big: Big) -> None:
 # -- paging ------------------------------------------------------------------------------
 @pytest.fixture
 def small(tmp_path: Path) -> Iterator[LiveServer]:
-    with Engine(ModelStore(tmp_path / "cache"), registry=REGISTRY) as engine:
+    with Engine(ModelCache(tmp_path / "cache"), registry=REGISTRY) as engine:
         live = LiveServer(engine, tmp_path / "data", ServerConfig(models=()))
         live.users.add("alice", PASSWORD)
         try:

@@ -29,7 +29,7 @@ from mlapi.detectors.text import TextOptions
 from mlapi.engine import Engine
 from mlapi.errors import OptionError
 from mlapi.result import Detection
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 
 BENCH = Path(__file__).parent.parent / "bench"
 ALPHABET = ("", "A", "B", "1", "-", "中", " ")  # blank, letters, a digit, a sign, CJK, space
@@ -135,7 +135,7 @@ def test_bad_options_are_refused_with_the_reason(
     detector: str, raw: dict[str, str], message: str
 ) -> None:
     # An empty model cache: options are checked before anything is loaded.
-    with Engine(ModelStore()) as engine, pytest.raises(OptionError, match=message) as refused:
+    with Engine(ModelCache()) as engine, pytest.raises(OptionError, match=message) as refused:
         engine.make_plan([detector], {detector: raw})
     assert refused.value.status == 400
     assert TextOptions.parse({"charset": "all"}) == TextOptions(charset="all")
@@ -143,7 +143,7 @@ def test_bad_options_are_refused_with_the_reason(
 
 # -- models tier: real photos ------------------------------------------------------------
 @pytest.fixture(scope="session")
-def eval_photos(store: ModelStore) -> dict[str, Path]:
+def eval_photos(store: ModelCache) -> dict[str, Path]:
     """bench/eval/plates-text.json's photos by file name, fetched once into the cache."""
     sys.path.insert(0, str(BENCH))
     try:

@@ -13,7 +13,7 @@ from mlapi.engine import Engine
 from mlapi.errors import MlapiError, OptionError, UnknownDetector
 from mlapi.images import encode_jpeg
 from mlapi.registry import discover
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 
 PLUGIN = '''
 from dataclasses import dataclass, field
@@ -58,7 +58,7 @@ def site(tmp_path: Path) -> Iterator[Path]:
         del sys.modules[mod]
 
 
-def test_installed_plugin_is_discovered_and_run(site: Path, store: ModelStore) -> None:
+def test_installed_plugin_is_discovered_and_run(site: Path, store: ModelCache) -> None:
     install_plugin(site, "mlapi_bright_plugin")
     registry = discover()
     assert {"objects", "faces", "bright"} <= set(registry)

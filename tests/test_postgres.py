@@ -22,7 +22,7 @@ from servers import LiveServer
 from mlapi.config import ServerConfig, StoreSettings
 from mlapi.engine import Engine
 from mlapi.errors import GalleryError, StoreUnavailable, UserError
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.stores import Stores, open_stores, rules
 from mlapi.stores.postgres import MIGRATIONS, Database
 from mlapi.web.auth import CSRF_HEADER, SESSION_COOKIE
@@ -89,7 +89,7 @@ def test_keys_and_console_sessions_are_capped_per_user(capped: Stores) -> None:
 
 
 def test_the_console_says_why_a_key_is_refused(capped: Stores, tmp_path: Path) -> None:
-    with Engine(ModelStore(tmp_path / "cache")) as engine:
+    with Engine(ModelCache(tmp_path / "cache")) as engine:
         server = LiveServer(engine, tmp_path / "data", ServerConfig(models=()), capped)
         try:
             capped.accounts.add("ann", PASSWORD)
@@ -387,7 +387,7 @@ def test_db_copy_moves_an_install_without_loss_and_only_once(tmp_path: Path, dat
 
 
 def test_the_server_answers_503_while_the_database_is_down(
-    store: ModelStore, photos: Path, tmp_path: Path
+    store: ModelCache, photos: Path, tmp_path: Path
 ) -> None:
     cluster = services.Cluster()
     stores = open_stores(database=cluster.url())

@@ -22,7 +22,7 @@ import services
 
 from mlapi.processes import STALE_SECONDS, backoff
 from mlapi.processes import Group as ProcessGroup
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.stores.gallery import Gallery
 
 
@@ -122,7 +122,7 @@ def finish(running: Group) -> None:
 
 
 @pytest.fixture
-def group(store: ModelStore, tmp_path: Path) -> Iterator[Group]:
+def group(store: ModelCache, tmp_path: Path) -> Iterator[Group]:
     running = Group(tmp_path, free_port())
     running.cli("adduser", "ann", "--password-stdin", stdin="ann's password\n")
     try:
@@ -200,7 +200,7 @@ def test_a_dead_process_is_replaced_and_sigterm_drains_them_all(group: Group, ph
 
 @pytest.mark.parametrize("processes", ["1", "2"])
 def test_a_busy_port_is_one_line_naming_it(
-    store: ModelStore, tmp_path: Path, processes: str
+    store: ModelCache, tmp_path: Path, processes: str
 ) -> None:
     """A port already taken: one line naming it and the option, exit 1, no restart loop."""
     with socket.socket() as taken:
@@ -276,7 +276,7 @@ def test_a_stuck_process_is_killed_and_replaced(group: Group, photos: Path) -> N
     assert "has not answered for" in group.log.read_text()
 
 
-def test_a_database_outage_never_stops_the_server(store: ModelStore, tmp_path: Path) -> None:
+def test_a_database_outage_never_stops_the_server(store: ModelCache, tmp_path: Path) -> None:
     """PostgreSQL stops and a child is killed: the child, which cannot reach the database,
     is started again and again with a growing pause (not a fatal start failure); the other
     child serves meanwhile, /ready says 503; once the database is back, so is the child.

@@ -17,7 +17,7 @@ import pytest
 import requests
 import services
 
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 
 PASSWORD = "replica password"
 MODELS = "objects,faces,faceprint"
@@ -70,7 +70,7 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(store: ModelStore, database: str, tmp_path: Path) -> Iterator[Cluster]:
+def cluster(store: ModelCache, database: str, tmp_path: Path) -> Iterator[Cluster]:
     running = Cluster(database, tmp_path)
     try:
         yield running

@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 
 
 def free_port() -> int:
@@ -22,7 +22,7 @@ def free_port() -> int:
 
 
 def test_sigterm_lets_the_in_flight_request_finish(
-    store: ModelStore, photos: Path, tmp_path: Path
+    store: ModelCache, photos: Path, tmp_path: Path
 ) -> None:
     env = dict(os.environ, MLAPI_DATA_DIR=str(tmp_path))
     add = subprocess.run(

@@ -23,14 +23,14 @@ from mlapi.engine import Engine
 from mlapi.images import decode, encode_jpeg
 from mlapi.render.mlapi_seed import render as render_seed
 from mlapi.result import dumps, result_to_dict
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.web.state import SERVER
 
 PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(scope="module")
-def server(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def server(store: ModelCache, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data = tmp_path_factory.mktemp("data")
     with Engine(store) as engine:
         live = LiveServer(engine, data)
@@ -136,7 +136,7 @@ def test_wrong_password_and_unknown_user_get_the_same_answer(server: LiveServer)
     assert wrong.body == unknown.body == b'{"code": 401, "msg": "invalid username or password"}'
 
 
-def test_login_is_rate_limited(store: ModelStore, tmp_path: Path) -> None:
+def test_login_is_rate_limited(store: ModelCache, tmp_path: Path) -> None:
     with Engine(store) as engine:
         live = LiveServer(engine, tmp_path, ServerConfig(models=("objects",)))
         live.users.add("bob", PASSWORD)
@@ -222,7 +222,7 @@ def test_bad_input_gets_a_4xx_in_the_mlapi_shape(
         assert "disabled" in body["msg"]
 
 
-def test_oversized_body_is_413(store: ModelStore, tmp_path: Path, photos: Path) -> None:
+def test_oversized_body_is_413(store: ModelCache, tmp_path: Path, photos: Path) -> None:
     with Engine(store) as engine:
         live = LiveServer(engine, tmp_path, ServerConfig(models=("objects",), max_body=100_000))
         live.users.add("bob", PASSWORD)
@@ -237,7 +237,7 @@ def test_oversized_body_is_413(store: ModelStore, tmp_path: Path, photos: Path) 
             live.stop()
 
 
-def test_url_fetch_refuses_private_addresses(store: ModelStore, tmp_path: Path) -> None:
+def test_url_fetch_refuses_private_addresses(store: ModelCache, tmp_path: Path) -> None:
     with Engine(store) as engine:
         live = LiveServer(engine, tmp_path, ServerConfig(models=("objects",), allow_url_fetch=True))
         live.users.add("bob", PASSWORD)
@@ -263,7 +263,7 @@ def test_url_fetch_refuses_private_addresses(store: ModelStore, tmp_path: Path) 
             live.stop()
 
 
-def test_uploads_are_kept_only_when_asked(store: ModelStore, tmp_path: Path, photos: Path) -> None:
+def test_uploads_are_kept_only_when_asked(store: ModelCache, tmp_path: Path, photos: Path) -> None:
     uploads = tmp_path / "uploads"
     with Engine(store) as engine:
         live = LiveServer(engine, tmp_path, ServerConfig(models=("objects",), uploads=uploads))
@@ -358,7 +358,7 @@ def test_concurrent_clients_each_get_their_own_answer(
 
 
 def test_full_queue_answers_503_with_retry_after(
-    store: ModelStore, tmp_path: Path, photos: Path
+    store: ModelCache, tmp_path: Path, photos: Path
 ) -> None:
     with Engine(store, RuntimeConfig(workers=1)) as engine:
         config = ServerConfig(models=("objects",), max_queue=0, max_waiting=0)  # no line
@@ -388,7 +388,7 @@ def test_full_queue_answers_503_with_retry_after(
 
 
 def test_a_batch_client_waits_its_turn_instead_of_503(
-    store: ModelStore, tmp_path: Path, photos: Path
+    store: ModelCache, tmp_path: Path, photos: Path
 ) -> None:
     """HomeGallery's extractor at concurrency 20: three stages, 60 requests at once, no
     retries. With room for 2 + 2 they queue in order and every one is served."""

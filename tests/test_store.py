@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from mlapi.errors import ChecksumMismatch, MlapiError, ModelMissing
-from mlapi.store import ModelStore, catalog
+from mlapi.store import ModelCache, catalog
 from mlapi.store.canonical import canonicalise
 from mlapi.store.catalog import ModelEntry, Source, SourceFile
 from mlapi.store.sources import sha256_file
@@ -35,7 +35,7 @@ def local_entry(path: Path, sha256: str) -> ModelEntry:
 def test_checksum_mismatch_refuses_the_file(tmp_path: Path) -> None:
     src = tmp_path / "model.onnx"
     src.write_bytes(b"not the model you expected")
-    store = ModelStore(tmp_path / "cache")
+    store = ModelCache(tmp_path / "cache")
     with pytest.raises(ChecksumMismatch, match="does not match"):
         store.pull_entry(local_entry(src, "0" * 64))
     assert not store.is_pulled("local-test")
@@ -45,13 +45,13 @@ def test_checksum_mismatch_refuses_the_file(tmp_path: Path) -> None:
 def test_matching_checksum_is_pulled_and_verified(tmp_path: Path) -> None:
     src = tmp_path / "model.onnx"
     src.write_bytes(b"model bytes")
-    store = ModelStore(tmp_path / "cache")
+    store = ModelCache(tmp_path / "cache")
     store.pull_entry(local_entry(src, hashlib.sha256(b"model bytes").hexdigest()))
     assert store.is_pulled("local-test") and store.verify("local-test") == []
 
 
-def test_verify_catches_a_tampered_catalog_model(store: ModelStore, tmp_path: Path) -> None:
-    copy = ModelStore(tmp_path / "cache")
+def test_verify_catches_a_tampered_catalog_model(store: ModelCache, tmp_path: Path) -> None:
+    copy = ModelCache(tmp_path / "cache")
     shutil.copytree(store.models / "res10-ssd", copy.models / "res10-ssd")
     assert copy.verify("res10-ssd") == []
     with open(copy.models / "res10-ssd" / "deploy.prototxt", "a") as fh:
@@ -61,11 +61,11 @@ def test_verify_catches_a_tampered_catalog_model(store: ModelStore, tmp_path: Pa
 
 def test_missing_model_names_the_command_to_fetch_it(tmp_path: Path) -> None:
     with pytest.raises(ModelMissing, match="mlapi models pull nanodet"):
-        ModelStore(tmp_path / "empty").model_dir("nanodet")
+        ModelCache(tmp_path / "empty").model_dir("nanodet")
 
 
 def test_import_rejects_bad_names_and_formats(tmp_path: Path) -> None:
-    store = ModelStore(tmp_path / "cache")
+    store = ModelCache(tmp_path / "cache")
     weird = tmp_path / "model.pt"
     weird.write_bytes(b"x")
     with pytest.raises(MlapiError, match=r"expected an \.onnx"):
@@ -77,7 +77,7 @@ def test_import_rejects_bad_names_and_formats(tmp_path: Path) -> None:
     assert not (store.models / "mine").exists()
 
 
-def test_statuses_list_catalog_and_imported_models(store: ModelStore) -> None:
+def test_statuses_list_catalog_and_imported_models(store: ModelCache) -> None:
     rows = {r.name: r for r in store.statuses()}
     assert rows["nanodet"].pulled and rows["nanodet"].default and rows["nanodet"].task == "objects"
     assert rows["yolov3-tiny"].source == "url"
@@ -116,7 +116,7 @@ def test_url_download_resumes_a_partial_file_and_checks_it(tmp_path: Path) -> No
     source = tmp_path / "served.bin"
     source.write_bytes(payload)
     server = RangeFileServer(source)
-    store = ModelStore(tmp_path / "cache")
+    store = ModelCache(tmp_path / "cache")
     entry = ModelEntry(
         "url-test",
         "objects",
@@ -149,8 +149,8 @@ def test_url_download_resumes_a_partial_file_and_checks_it(tmp_path: Path) -> No
     assert not (store.models / "url-bad" / "model.bin").exists()
 
 
-def test_a_model_made_by_an_older_recipe_is_stale(store: ModelStore, tmp_path: Path) -> None:
-    copy = ModelStore(tmp_path / "cache")
+def test_a_model_made_by_an_older_recipe_is_stale(store: ModelCache, tmp_path: Path) -> None:
+    copy = ModelCache(tmp_path / "cache")
     shutil.copytree(store.models / "emotion", copy.models / "emotion")
     assert copy.is_pulled("emotion") and copy.verify("emotion") == []
     manifest = json.loads((copy.models / "emotion" / "manifest.json").read_text())
@@ -163,14 +163,14 @@ def test_a_model_made_by_an_older_recipe_is_stale(store: ModelStore, tmp_path: P
 
 
 def test_a_bundled_model_answers_after_the_cache_and_cannot_be_removed(
-    store: ModelStore, tmp_path: Path
+    store: ModelCache, tmp_path: Path
 ) -> None:
     bundle = tmp_path / "bundle"
     for name in ("emotion", "nanodet"):  # a bundle holds what runs: manifest and artifact
         (bundle / name).mkdir(parents=True)
         for f in ("manifest.json", store.artifact(name).name):
             shutil.copyfile(store.model_dir(name) / f, bundle / name / f)
-    copy = ModelStore(tmp_path / "cache", bundled=[bundle])
+    copy = ModelCache(tmp_path / "cache", bundled=[bundle])
     shutil.copytree(store.models / "emotion", copy.models / "emotion")
     assert copy.model_dir("emotion") == copy.models / "emotion"  # the user's cache first
     assert copy.model_dir("nanodet") == bundle / "nanodet"
@@ -189,10 +189,10 @@ def test_a_bundled_model_answers_after_the_cache_and_cannot_be_removed(
 
 def test_the_bundled_folders_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLAPI_BUNDLED_MODELS", "/opt/a:/opt/b")
-    assert ModelStore(Path("/nonexistent")).bundled[:2] == [Path("/opt/a"), Path("/opt/b")]
+    assert ModelCache(Path("/nonexistent")).bundled[:2] == [Path("/opt/a"), Path("/opt/b")]
 
 
-def test_converted_models_have_the_catalog_sha256(store: ModelStore) -> None:
+def test_converted_models_have_the_catalog_sha256(store: ModelCache) -> None:
     for entry in catalog.CATALOG:
         if entry.default and entry.built:
             assert entry.artifact_sha256, entry.name

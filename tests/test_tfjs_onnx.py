@@ -21,7 +21,7 @@ import pytest
 
 from mlapi.errors import ConvertError, MlapiError, NotCovered
 from mlapi.onnx_sessions import make_session
-from mlapi.store import ModelStore, catalog, convert, tfjs_onnx
+from mlapi.store import ModelCache, catalog, convert, tfjs_onnx
 from mlapi.store.catalog import ModelEntry
 
 # -- tiny models ------------------------------------------------------------------------------
@@ -416,7 +416,7 @@ def test_an_operation_not_covered_is_named_with_the_model(
     assert "my-net" in message and "Erf" in message
     assert "pip install 'tensorflow-cpu>=2.16,<3' 'tf2onnx>=1.16,<2'" in message
     assert not (tmp_path / "out.onnx").exists()
-    store = ModelStore(tmp_path / "cache")
+    store = ModelCache(tmp_path / "cache")
     with pytest.raises(MlapiError, match=r"mine uses TF\.js operations .*: Erf"):
         store.import_file(model, "mine")
     assert not (store.models / "mine").exists()
@@ -427,7 +427,7 @@ def test_a_covered_model_is_imported_without_tensorflow(
 ) -> None:
     monkeypatch.setattr(convert, "tf2onnx_available", lambda: False)
     nodes = [placeholder([-1, 3]), op("y", "Sigmoid", ["x"])]
-    store = ModelStore(tmp_path / "cache")
+    store = ModelCache(tmp_path / "cache")
     folder = store.import_file(write_model(tmp_path / "tiny", nodes, {}), "mine")
     (got,) = make_session(folder / "model.onnx").run(None, {"x:0": np.zeros((2, 3), np.float32)})
     np.testing.assert_allclose(got, 0.5)
@@ -449,7 +449,7 @@ def largest_differences(got: np.ndarray, expected: np.ndarray) -> tuple[float, f
 
 
 @pytest.mark.parametrize("name", TFJS_MODELS)
-def test_converted_models_answer_as_tf2onnx_did(store: ModelStore, name: str) -> None:
+def test_converted_models_answer_as_tf2onnx_did(store: ModelCache, name: str) -> None:
     model = store.artifact(name)
     for case, expected in zip(golden.CASES[name], golden.load(name), strict=True):
         got = golden.run(model, case)
@@ -461,7 +461,7 @@ def test_converted_models_answer_as_tf2onnx_did(store: ModelStore, name: str) ->
             assert (absolute if in_unit_range else relative) <= 1e-4, (name, output)
 
 
-def test_a_free_batch_answers_each_image_as_alone(store: ModelStore) -> None:
+def test_a_free_batch_answers_each_image_as_alone(store: ModelCache) -> None:
     case = golden.CASES["blazeface-full"][0]
     one = golden.pattern(case)
     other = golden.pattern(golden.Case(case.shape, case.low, case.high, 99))
@@ -473,7 +473,7 @@ def test_a_free_batch_answers_each_image_as_alone(store: ModelStore) -> None:
         np.testing.assert_allclose(pair[1:], single, rtol=1e-5, atol=1e-5)
 
 
-def test_converting_again_gives_the_catalog_bytes(store: ModelStore, tmp_path: Path) -> None:
+def test_converting_again_gives_the_catalog_bytes(store: ModelCache, tmp_path: Path) -> None:
     for name in TFJS_MODELS:
         entry = catalog.find(name)
         assert isinstance(entry, ModelEntry)

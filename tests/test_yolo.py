@@ -9,7 +9,7 @@ import numpy as np
 
 from mlapi.engine import Engine
 from mlapi.images import encode_jpeg
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 
 CFG = """[net]
 width=32
@@ -48,7 +48,7 @@ def write_tiny_yolo(folder: Path) -> Path:
 
 
 def test_tiny_darknet_network_loads_and_decodes(tmp_path: Path) -> None:
-    store = ModelStore(tmp_path / "cache")
+    store = ModelCache(tmp_path / "cache")
     store.import_file(write_tiny_yolo(tmp_path), "tiny-yolo")
     assert store.verify("tiny-yolo") == []
     with Engine(store) as engine:

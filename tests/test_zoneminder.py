@@ -23,7 +23,7 @@ from mlapi.config import RuntimeConfig, ServerConfig
 from mlapi.dialects.mlapi_seed.settings import ZoneMinderSettings
 from mlapi.engine import Engine
 from mlapi.enroll import enroll
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 from mlapi.stores.gallery import Gallery
 from mlapi.web.state import ENGINE, SERVER
 
@@ -32,7 +32,7 @@ LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 
 
 @pytest.fixture(scope="module")
-def server(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def server(store: ModelCache, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data = tmp_path_factory.mktemp("zm")
     config = ServerConfig(models=("objects",), allow_url_fetch=True, url_networks=LOOPBACK)
     with Engine(store, gallery=Gallery(data / "gallery.json")) as engine:
@@ -88,7 +88,7 @@ def zoneminder(photos: Path) -> Iterator[str]:
 
 
 def test_pyzm_url_mode_reaches_only_allowed_networks(
-    server: LiveServer, store: ModelStore, zoneminder: str, tmp_path: Path
+    server: LiveServer, store: ModelCache, zoneminder: str, tmp_path: Path
 ) -> None:
     client = gateway(server)
     client.current_frame = {
@@ -177,7 +177,7 @@ class StandIn:
 
 @pytest.fixture(scope="module")
 def event_server(
-    store: ModelStore, photos: Path, tmp_path_factory: pytest.TempPathFactory
+    store: ModelCache, photos: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[LiveServer, StandIn]]:
     standin = StandIn(photos)
     data = tmp_path_factory.mktemp("zm-events")
@@ -334,7 +334,7 @@ WAITING = {"frame_set": "7,8", "max_attempts": 3, "sleep_between_attempts": 5}  
 
 @pytest.fixture(scope="module")
 def limited(
-    store: ModelStore, photos: Path, tmp_path_factory: pytest.TempPathFactory
+    store: ModelCache, photos: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[LiveServer, StandIn]]:
     """A small server (one worker, two slots, 2 s in line at most) whose event requests
     wait 4 s at most, two per user."""

@@ -27,9 +27,9 @@ def models_list(as_json: bool) -> None:
     from rich.table import Table
 
     from mlapi.result import dumps
-    from mlapi.store import ModelStore
+    from mlapi.store import ModelCache
 
-    store = ModelStore()
+    store = ModelCache()
     rows = store.statuses()
     if as_json:
         click.echo(dumps([asdict(r) for r in rows]))
@@ -72,7 +72,7 @@ def models_pull(names: tuple[str, ...], pull_all: bool, accept_local_build: bool
         TransferSpeedColumn,
     )
 
-    from mlapi.store import ModelStore, catalog, convert
+    from mlapi.store import ModelCache, catalog, convert
 
     if pull_all:
         wanted = [e.name for e in catalog.CATALOG]
@@ -80,7 +80,7 @@ def models_pull(names: tuple[str, ...], pull_all: bool, accept_local_build: bool
         wanted = []
         for n in names or ("default",):
             wanted += [e.name for e in catalog.CATALOG if e.default] if n == "default" else [n]
-    store = ModelStore()
+    store = ModelCache()
     console = stderr_console()
     entries = []
     for name in dict.fromkeys(wanted):
@@ -154,9 +154,9 @@ def models_pull(names: tuple[str, ...], pull_all: bool, accept_local_build: bool
 @click.argument("names", nargs=-1)
 def models_verify(names: tuple[str, ...]) -> None:
     """Check the sha256 of every file of pulled models (or NAMES)."""
-    from mlapi.store import ModelStore
+    from mlapi.store import ModelCache
 
-    store = ModelStore()
+    store = ModelCache()
     targets = list(names) or [r.name for r in store.statuses() if r.pulled]
     problems = [p for n in targets for p in store.verify(n)]
     for name in targets:
@@ -190,11 +190,11 @@ def models_import(
     With --labels, an ONNX object detector (YOLOv5/v8/v11, YOLOX or DETR-style output) can be
     used as `-m NAME` by detect, stream and every server dialect."""
     from mlapi.registry import discover
-    from mlapi.store import ModelStore
+    from mlapi.store import ModelCache
 
     if name in discover():
         fail(f"{name!r} is the name of an installed detector; choose another name")
-    folder = ModelStore().import_file(file, name, task, licence, labels, layout)
+    folder = ModelCache().import_file(file, name, task, licence, labels, layout)
     kind = "an object detector" if labels else "a model"
     click.echo(f"imported {name} into {folder} as {kind}")
 
@@ -203,9 +203,9 @@ def models_import(
 @click.argument("name")
 def models_remove(name: str) -> None:
     """Delete a model from the cache."""
-    from mlapi.store import ModelStore
+    from mlapi.store import ModelCache
 
-    store = ModelStore()
+    store = ModelCache()
     if not store.is_pulled(name) and not (store.models / name).exists():
         fail(f"model {name!r} is not in the cache")
     store.remove(name)

@@ -1,5 +1,5 @@
 """Model catalog, fetching, conversion and the on-disk cache."""
 
-from mlapi.store.store import ModelStore
+from mlapi.store.store import ModelCache
 
-__all__ = ["ModelStore"]
+__all__ = ["ModelCache"]

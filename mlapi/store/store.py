@@ -99,7 +99,9 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-class ModelStore:
+class ModelCache:
+    """The model cache: what was pulled (and converted) into the cache folder, plus the
+    read-only bundled folders a binary or an image carries."""
     def __init__(self, root: Path | None = None, bundled: list[Path] | None = None) -> None:
         self.root = Path(root) if root else paths.cache_dir()
         self.downloads = self.root / "downloads"

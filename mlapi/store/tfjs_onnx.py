@@ -1144,10 +1144,10 @@ def operations(src: Path) -> dict[str, int]:
 def _main(paths: list[str]) -> int:
     """List each model's operations, marking those not covered (`*`); with no paths, the
     pulled catalog TF.js models. The exit status is 1 when any is not covered."""
-    from mlapi.store import ModelStore, catalog
+    from mlapi.store import ModelCache, catalog
 
     if not paths:
-        store = ModelStore()
+        store = ModelCache()
         for entry in catalog.CATALOG:
             name = "model.json" if entry.format == "tfjs-js" else entry.files[0].basename
             if entry.converted and (store.models / entry.name / name).is_file():

@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from mlapi import samples
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 
 VENV_MLAPI = str(Path(sys.executable).with_name("mlapi"))
 MODELS = "objects,faces,genderage,emotion,faceprint,embeddings"
@@ -86,7 +86,7 @@ def main() -> int:
     )
     parser.add_argument("binary", nargs="?", default="dist/mlapi/mlapi", help="the binary")
     binary = parser.parse_args().binary
-    photos = sorted(samples.fetch(ModelStore()).glob("*.jpg"))
+    photos = sorted(samples.fetch(ModelCache()).glob("*.jpg"))
     work = Path(tempfile.mkdtemp(prefix="mlapi-smoke-"))
     empty = dict(os.environ, MLAPI_CACHE_DIR=str(work / "cache"))  # only the bundle answers
     empty.update(MLAPI_DATA_DIR=str(work / "data-bin"), MLAPI_CONFIG_DIR=str(work / "cfg-bin"))

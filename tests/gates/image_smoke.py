@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mlapi import __version__, samples
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 
 sys.path.insert(0, str(Path(__file__).parent))
 from binary_smoke import free_port
@@ -164,7 +164,7 @@ def main() -> int:
     settings = Path(tempfile.mkdtemp(prefix="mlapi-podman-")) / "containers.conf"
     settings.write_text(CONF)
     os.environ["CONTAINERS_CONF"] = str(settings)
-    photos = samples.fetch(ModelStore())
+    photos = samples.fetch(ModelCache())
     photo = (photos / "object_detection_input.jpg").read_bytes()
     couple = (photos / "gender_detection_input.jpg").read_bytes()
     failures = 0

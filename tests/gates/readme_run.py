@@ -32,7 +32,7 @@ import urllib.request
 from pathlib import Path
 
 from mlapi import samples
-from mlapi.store import ModelStore
+from mlapi.store import ModelCache
 
 sys.path.insert(0, str(Path(__file__).parent))
 from binary_smoke import free_port
@@ -121,7 +121,7 @@ def main() -> int:
             print(f"FAIL link      {page.relative_to(ROOT)}: {link}")
 
     folder = Path(tempfile.mkdtemp(prefix="mlapi-readme-"))
-    photos = samples.fetch(ModelStore())
+    photos = samples.fetch(ModelCache())
     for name, source in FILES.items():
         shutil.copy(photos / source, folder / name)
     import cv2
