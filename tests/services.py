@@ -125,7 +125,7 @@ class HAProxy:
 
 
 def haproxy_config(port: int, backends: list[int]) -> str:
-    """The configuration the README shows, with loopback ports."""
+    """The configuration docs/deployment.md shows, with loopback ports."""
     servers = "\n".join(
         f"    server mlapi{i} 127.0.0.1:{p} check inter 500 fall 2 rise 2"
         for i, p in enumerate(backends, 1)

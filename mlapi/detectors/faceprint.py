@@ -1,7 +1,7 @@
 """`faceprint`: a face embedding for recognition, L2-normalised.
 
 `dlib` (default): dlib's 128-d ResNet on a 5-point-aligned chip; it separated the same
-person from others far better on the sample photos (see docs in the README). The network
+person from others far better on the sample photos (see docs/models.md). The network
 runs in onnxruntime (written from dlib's file at pull time: mlapi/store/dlibnet.py), the
 same vectors as dlib's own code gives to 1e-6, about 15 times faster.
 `faceres`: the 1024-d descriptor FaceRes computes anyway; several times faster, weaker.

@@ -3,7 +3,7 @@
 Chosen by `bench/accuracy.py` on the labelled public photos: float32 (int8 gained nothing
 at two threads on an AVX2 CPU and changed answers from machine to machine), the long side
 at 416 px (the size it was trained at) with no square padding. `objects-accurate` also
-looks at the mirror image and keeps what both views agree on. See the README's tables.
+looks at the mirror image and keeps what both views agree on. See docs/models.md's tables.
 """
 
 from __future__ import annotations
