@@ -56,7 +56,7 @@ class ChecksumMismatch(MlapiError):  # store.sources: a file is not the one the 
     status = 500
 
 
-class ConvertError(MlapiError):  # store.convert: TensorFlow missing, or a conversion failed
+class ConvertError(MlapiError):  # store.convert: a conversion failed (tf2onnx's, if missing)
     status = 500
 
 

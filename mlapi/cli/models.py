@@ -72,7 +72,7 @@ def models_pull(names: tuple[str, ...], pull_all: bool, accept_local_build: bool
         TransferSpeedColumn,
     )
 
-    from mlapi.store import ModelCache, catalog, convert
+    from mlapi.store import ModelCache, catalog
 
     if pull_all:
         wanted = [e.name for e in catalog.CATALOG]
@@ -92,10 +92,6 @@ def models_pull(names: tuple[str, ...], pull_all: bool, accept_local_build: bool
     todo = [e for e in entries if e.name not in already]
     if already:  # one line, not one per model, on every ./run
         console.print(f"already pulled: {escape(', '.join(already))}", highlight=False)
-    unconvertible = [e.name for e in todo if e.converted and not convert.available()]
-    if unconvertible:  # said once, before anything is downloaded
-        what = f"{len(unconvertible)} TF.js model(s) ({', '.join(unconvertible)})"
-        console.print(f"[red]skipped[/]: {escape(convert.missing_message(what))}")
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -124,7 +120,7 @@ def models_pull(names: tuple[str, ...], pull_all: bool, accept_local_build: bool
     for name, error in results.items():
         if error is None:
             console.print(f"{escape(name)}: [green]pulled[/]", highlight=False)
-        elif name not in unconvertible:
+        else:
             failed += 1
             console.print(f"{name}: [red]failed[/]: {escape(error.message)}", highlight=False)
     if todo:
@@ -138,16 +134,12 @@ def models_pull(names: tuple[str, ...], pull_all: bool, accept_local_build: bool
                 folder.rmdir()
         if missing:  # never a quiet success with models missing: say what, and the fix
             again = f"mlapi models pull {' '.join(missing)}"
-            fix = (
-                convert.missing_message("them")
-                if unconvertible
-                else f"once the cause above is fixed: {again}"
-            )
+            fix = f"once the cause above is fixed: {again}"
             console.print(
                 f"[red]not pulled[/]: {escape(', '.join(missing))}; {escape(fix)}",
                 highlight=False,
             )
-    sys.exit(1 if failed or unconvertible else 0)
+    sys.exit(1 if failed else 0)
 
 
 @models.command("verify")

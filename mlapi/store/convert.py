@@ -46,12 +46,6 @@ class Job:
     label: str = ""
 
 
-def available() -> bool:
-    """Whether the catalog's TF.js models can be converted here: always, by mlapi's own
-    converter (numpy and onnx, in every install and in the binary)."""
-    return True
-
-
 def tf2onnx_available() -> bool:
     """Whether this install has the import extra (never inside a binary)."""
     if getattr(sys, "frozen", False):
