@@ -4,19 +4,26 @@ session cookie, CSRF, sign-out, the login limiter, keys and status. The browser 
 
 from __future__ import annotations
 
+import configparser
 import json
 import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from http.cookies import SimpleCookie
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import requests
+import yaml
+from deepstack.core import URL_BASE_VISION
 from servers import Answer, LiveServer
 
 from mlapi.config import ServerConfig
 from mlapi.console.snippets import snippets
 from mlapi.engine import Engine
+from mlapi.images import encode_jpeg
 from mlapi.store import ModelCache
 from mlapi.stores import open_stores
 from mlapi.web.auth import CSRF_HEADER, SESSION_COOKIE
@@ -194,8 +201,8 @@ def test_keys_are_made_listed_used_and_revoked_per_user(server: LiveServer) -> N
     key = made["key"]
     assert key.startswith("mlk_") and made["name"] == "frigate"
     assert {s["client"] for s in made["snippets"]} >= {
-        "Home Assistant", "Frigate", "Double Take", "Blue Iris / Agent DVR", "ZoneMinder",
-        "HomeGallery", "DOODS",
+        "Home Assistant", "Frigate", "Double Take", "Blue Iris / Agent DVR",
+        "ZoneMinder (zmeventnotification 7)", "HomeGallery", "DOODS",
     }  # fmt: skip
     filled = [s for s in made["snippets"] if key in s["text"]]
     assert len(filled) >= 5 and all(server.url in s["text"] or "ip_address" in s["text"]
@@ -242,17 +249,120 @@ def test_people_need_a_name_and_a_session(server: LiveServer) -> None:
     assert server.call("GET", "/console/api/people").status == 401
 
 
-def test_snippets_fill_in_the_server_and_the_key() -> None:
-    shown = {s.client: s.text for s in snippets("http://nas.lan:5000", "mlk_1_abc")}
-    assert (
-        "ip_address: nas.lan" in shown["Home Assistant"] and "port: 5000" in shown["Home Assistant"]
+def client_settings(url: str, key: str) -> dict[str, dict[str, Any]]:
+    """Each snippet read the way its client reads it (PyYAML, configparser), down to the
+    settings the client takes the server from: what a person pasting it would get."""
+    read: dict[str, Any] = {}
+    for s in snippets(url, key):
+        document: Any
+        if s.syntax == "yaml":
+            document = yaml.safe_load(s.text)
+        elif s.syntax == "ini":
+            parser = configparser.ConfigParser(interpolation=None)
+            parser.read_string(s.text)
+            document = {name: dict(parser[name]) for name in parser.sections()}
+        else:  # a settings screen: "Field: value" lines
+            document = dict(line.split(": ", 1) for line in s.text.splitlines())
+        read[s.client] = document
+    (assistant,) = read["Home Assistant"]["image_processing"]
+    (doods,) = read["DOODS"]["image_processing"]
+    frigate = [d for d in read["Frigate"]["detectors"].values() if d["type"] == "deepstack"]
+    return {
+        # deepstack-python: http://{ip}:{port}/v1/vision, api_key in the form
+        "Home Assistant": {
+            "url": URL_BASE_VISION.format(ip=assistant["ip_address"], port=assistant["port"]),
+            "key": assistant["api_key"],
+            "platform": assistant["platform"],
+        },
+        "Frigate": {"url": frigate[0]["api_url"], "key": frigate[0]["api_key"]},
+        "Double Take": read["Double Take"]["detectors"]["compreface"],
+        "Blue Iris / Agent DVR": read["Blue Iris / Agent DVR"],
+        # zm_detect 7.x flattens remote: into its settings; 5.x-6.0 reads [remote]
+        "ZoneMinder (zmeventnotification 7)": read["ZoneMinder (zmeventnotification 7)"]["remote"],
+        "ZoneMinder (zmeventnotification 5-6.0)": read["ZoneMinder (zmeventnotification 5-6.0)"][
+            "remote"
+        ],
+        "HomeGallery": read["HomeGallery"]["extractor"]["apiServer"],
+        "DOODS": {"url": doods["url"], "key": doods["auth_key"], "platform": doods["platform"]},
+    }
+
+
+def test_each_snippet_holds_this_server_where_its_client_reads_it() -> None:
+    read = client_settings("http://nas.lan:5000", "mlk_1_abc")
+    assert read["Home Assistant"] == {
+        "url": "http://nas.lan:5000/v1/vision", "key": "mlk_1_abc", "platform": "deepstack_object"
+    }  # fmt: skip
+    assert read["Frigate"] == {
+        "url": "http://nas.lan:5000/v1/vision/detection", "key": "mlk_1_abc"
+    }  # fmt: skip
+    assert read["Double Take"]["url"] == "http://nas.lan:5000"
+    assert read["Double Take"]["key"] == "mlk_1_abc"
+    assert read["Blue Iris / Agent DVR"]["IP"] == "nas.lan"
+    assert read["Blue Iris / Agent DVR"]["Port"] == "5000"
+    assert read["Blue Iris / Agent DVR"]["URL (Agent DVR)"] == "http://nas.lan:5000"
+    for zm in ("ZoneMinder (zmeventnotification 7)", "ZoneMinder (zmeventnotification 5-6.0)"):
+        assert read[zm]["ml_gateway"] == "http://nas.lan:5000/api/v1", zm
+        assert read[zm]["ml_user"] and read[zm]["ml_password"], zm
+    assert read["ZoneMinder (zmeventnotification 7)"]["ml_gateway_mode"] == "image"
+    # HomeGallery's extractor.apiServer.url: anything else leaves it on its public server.
+    assert read["HomeGallery"]["url"] == "http://nas.lan:5000/hg/mlk_1_abc"
+    assert read["DOODS"] == {
+        "url": "http://nas.lan:5000", "key": "mlk_1_abc", "platform": "doods"
+    }  # fmt: skip
+    assert {s.client for s in snippets("http://nas.lan:5000", "k")} == set(read)
+    https = client_settings("https://vision.example.org", "k")
+    assert https["Home Assistant"]["url"] == "http://vision.example.org:443/v1/vision"
+    assert https["HomeGallery"]["url"] == "https://vision.example.org/hg/k"
+
+
+def test_each_snippet_reaches_this_server_with_its_key(server: LiveServer) -> None:
+    """The request each client builds from its snippet reaches this server's route and
+    its key is accepted there (no model is pulled in the fast tier: what comes back is
+    the route's own answer, never 401 or 404)."""
+    browser = Browser(server)
+    browser.sign_in()
+    made = browser.call("POST", "/console/api/keys", {"name": "clients"}).json()
+    key = made["key"]
+    shown = {s["client"]: s["text"] for s in made["snippets"]}
+    assert shown == {s.client: s.text for s in snippets(server.url, key)}
+    read = client_settings(server.url, key)
+    jpeg = encode_jpeg(np.full((64, 64, 3), 128, np.uint8))
+
+    def reached(answer: requests.Response) -> bool:
+        """Past the key to the detectors: an answer, or the fast tier's "not pulled"."""
+        return answer.status_code == 200 or "mlapi models pull" in answer.text
+
+    assistant = read["Home Assistant"]
+    deepstack = requests.post(
+        assistant["url"] + "/detection", files={"image": jpeg}, data={"api_key": assistant["key"]}
     )
-    assert "api_url: http://nas.lan:5000/v1/vision/detection" in shown["Frigate"]
-    assert "server: http://nas.lan:5000/hg/mlk_1_abc" in shown["HomeGallery"]
-    assert (
-        "auth_key: mlk_1_abc" in shown["DOODS"]
-        and "gateway: http://nas.lan:5000/api/v1" in shown["ZoneMinder"]
+    assert reached(deepstack), deepstack.text
+    frigate = read["Frigate"]
+    answer = requests.post(frigate["url"], data={"api_key": frigate["key"]}, files={"image": jpeg})
+    assert reached(answer), answer.text
+    compreface = read["Double Take"]
+    answer = requests.post(
+        compreface["url"] + "/api/v1/recognition/recognize",
+        headers={"x-api-key": compreface["key"]},
+        files={"file": jpeg},
+        params={"det_prob_threshold": 0.8},
     )
+    assert reached(answer), answer.text
+    gallery = read["HomeGallery"]["url"]
+    for stage in ("objects", "faces", "embeddings"):
+        answer = requests.post(
+            f"{gallery}/{stage}", data=jpeg, headers={"Content-Type": "image/jpeg"}
+        )
+        assert reached(answer), (stage, answer.text)
+    doods = read["DOODS"]
+    listed = requests.get(doods["url"] + "/detectors", headers={"doods-auth-key": doods["key"]})
+    assert listed.status_code == 200 and "detectors" in listed.json()
+    server.users.add("zm", PASSWORD)
+    for zm in ("ZoneMinder (zmeventnotification 7)", "ZoneMinder (zmeventnotification 5-6.0)"):
+        gateway = read[zm]["ml_gateway"]
+        login = requests.post(gateway + "/login", json={"username": "zm", "password": PASSWORD})
+        assert login.status_code == 200 and login.json()["access_token"], zm
+    assert read["Blue Iris / Agent DVR"]["URL (Agent DVR)"] == server.url
 
 
 def test_replicas_on_one_database_share_console_sessions(tmp_path: Path, database: str) -> None:
