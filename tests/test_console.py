@@ -24,10 +24,11 @@ from mlapi.config import ServerConfig
 from mlapi.console.snippets import snippets
 from mlapi.engine import Engine
 from mlapi.images import encode_jpeg
-from mlapi.store import ModelCache
+from mlapi.store import ModelCache, catalog
+from mlapi.store.store import MANIFEST, fingerprint
 from mlapi.stores import open_stores
 from mlapi.web.auth import CSRF_HEADER, SESSION_COOKIE
-from mlapi.web.state import SERVER
+from mlapi.web.state import ENGINE, SERVER
 
 PASSWORD = "correct horse battery"
 JSON = {"Content-Type": "application/json"}
@@ -392,3 +393,39 @@ def test_replicas_on_one_database_share_console_sessions(tmp_path: Path, databas
             for server in (a, b):
                 server.stop()
                 server.stores.close()
+
+
+def test_detectors_say_which_can_run_and_the_command_for_the_rest(server: LiveServer) -> None:
+    """A detector whose model is not pulled is offered as not runnable, with the models it
+    lacks and the command that pulls them; nothing is loaded to find out."""
+    browser = Browser(server)
+    browser.sign_in()
+    cache = server.app[ENGINE].store
+    entry = catalog.find("nanodet")
+    assert entry is not None
+    pretend = cache.models / "nanodet"  # "pulled", as far as the cache can tell
+    pretend.mkdir(parents=True)
+    (pretend / MANIFEST).write_text(json.dumps({"fingerprint": fingerprint(entry)}))
+    rows = {d["name"]: d for d in browser.call("GET", "/console/api/detectors").json()["detectors"]}
+    objects, faces, recognize = rows["objects"], rows["faces"], rows["recognize"]
+    assert objects["runnable"] and objects["missing"] == [] and objects["command"] is None
+    assert objects["default"]  # ticked at first: it can run
+    assert not faces["runnable"] and faces["missing"] == ["blazeface-full"]
+    assert faces["command"] == "mlapi models pull blazeface-full"
+    assert not faces["default"]  # never ticked while it cannot run
+    # What recognition needs counts: the face detector's model and the faceprint's.
+    assert recognize["missing"] == ["blazeface-full", "dlib-face"]
+    assert recognize["command"] == "mlapi models pull blazeface-full dlib-face"
+    assert recognize["needs"] == ["faces", "faceprint"]
+    # A model named by an option's default (yolo's) counts too.
+    assert rows["yolo"]["missing"] == ["yolov3-tiny"] and not rows["yolo"]["runnable"]
+    # Plain names, the technical one kept; a line on what each finds.
+    assert (recognize["title"], faces["title"]) == ("Face identity", "Faces")
+    assert rows["faceprint"]["title"] == "Face fingerprint"
+    assert rows["embeddings"]["title"] == "Image fingerprint"
+    assert all(d["title"] and d["description"] and d["technical"] for d in rows.values())
+    assert server.app[ENGINE]._loaded == {}  # nothing was loaded to find out
+    options = {o["name"]: o for o in objects["options"]}
+    assert options and all(
+        o["type"] in ("number", "integer", "boolean", "text") for o in options.values()
+    )

@@ -195,8 +195,10 @@ def test_try_draws_the_apis_answer_for_jpeg_and_heic(
     page: Page, server: LiveServer, photos: Path, tmp_path: Path, axe: str
 ) -> None:
     sign_in(page, server)
-    page.locator("#try-detectors input").first.wait_for()
-    models = page.eval_on_selector_all("#try-detectors input:checked", "i => i.map((x) => x.value)")
+    page.locator("#try-detectors input[name=models]").first.wait_for()
+    models = page.eval_on_selector_all(
+        "#try-detectors input[name=models]:checked", "i => i.map((x) => x.value)"
+    )
     assert {"objects", "faces", "genderage", "emotion"} <= set(models)
     phone = tmp_path / "phone.heic"
     phone.write_bytes(heic(photos, "gender_detection_input.jpg"))
@@ -349,5 +351,236 @@ def test_a_phone_sized_screen(browser: Browser, server: LiveServer, photos: Path
         visit(page, "Try")
         assert serious_violations(page, axe) == []
         shot(page, "phone")
+    finally:
+        context.close()
+
+
+# -- what a person sees on the Try page ----------------------------------------------------
+def submit_try(page: Page) -> None:
+    page.evaluate("() => { window.mlapiTimings = {}; }")
+    page.get_by_role("button", name="Detect", exact=True).click()
+    page.wait_for_function(
+        "() => window.mlapiTimings.drawn || window.mlapiTimings.failed", timeout=60_000
+    )
+
+
+def result_cleared(page: Page) -> None:
+    assert page.locator("#try-result").is_hidden()
+    assert page.locator("#try-boxes g.detection").count() == 0
+    assert page.locator("#try-table tbody tr").count() == 0
+    assert page.locator("#try-image").get_attribute("src") is None
+
+
+def test_an_error_is_shown_as_one_and_clears_the_old_result(
+    page: Page, server: LiveServer, photos: Path, tmp_path: Path, axe: str
+) -> None:
+    sign_in(page, server)
+    detect_on_page(page, photos / "object_detection_input.jpg")
+    assert page.locator("#try-boxes g.detection").count() > 0
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo\n")
+    page.locator("#try").get_by_label("Photo", exact=True).set_input_files(str(notes))
+    result_cleared(page)  # a new file: the old photo and boxes go at once
+    submit_try(page)
+    alert = page.get_by_role("alert").filter(has_text="Not detected")
+    alert.wait_for()
+    assert "image" in (alert.text_content() or "").lower()
+    assert alert.locator(".icon").is_visible()
+    colour = alert.evaluate("a => getComputedStyle(a).color")
+    assert colour == "rgb(185, 28, 28)"  # the page's danger red, not body text
+    result_cleared(page)
+    assert (page.locator("#try-message").text_content() or "") == ""
+    assert serious_violations(page, axe) == []
+    shot(page, "try-error")
+    # A bad option: the server's refusal is shown the same way (the browser's own range
+    # check is bypassed, as a script or an old page could).
+    detect_on_page(page, photos / "object_detection_input.jpg")
+    page.locator("#option-objects-confidence").evaluate("i => { i.value = '7'; }")
+    page.evaluate("() => { window.mlapiTimings = {}; }")
+    page.evaluate(
+        "() => document.getElementById('try-form')"
+        ".dispatchEvent(new Event('submit', {cancelable: true}))"
+    )
+    page.wait_for_function("() => window.mlapiTimings.failed", timeout=60_000)
+    refused = page.get_by_role("alert").filter(has_text="confidence")
+    refused.wait_for()
+    result_cleared(page)
+    # The error goes with the next success.
+    page.locator("#options-objects summary").click()
+    page.locator("#option-objects-confidence").fill("0.35")
+    submit_try(page)
+    assert (page.locator("#try-error").text_content() or "") == ""
+    assert page.locator("#try-boxes g.detection").count() > 0
+
+
+def test_detect_shows_progress_and_the_result_in_view(
+    browser: Browser, server: LiveServer, photos: Path
+) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        page = context.new_page()
+        held: list[Any] = []
+        page.route("**/api/v1/detect*", lambda route: held.append(route))
+        sign_in(page, server)
+        page.locator("#try").get_by_label("Photo", exact=True).set_input_files(
+            str(photos / "object_detection_input.jpg")
+        )
+        page.evaluate("() => { window.mlapiTimings = {}; }")
+        button = page.get_by_role("button", name="Detect", exact=True)
+        button.click()
+        page.wait_for_function("() => document.getElementById('try-submit').disabled")
+        assert page.locator("#try-busy").is_visible()  # spinner and "Detecting…"
+        assert page.locator("#try-busy .spinner").is_visible()
+        page.wait_for_function("() => true")  # let the held request arrive
+        while not held:
+            page.wait_for_timeout(50)
+        held[0].continue_()
+        page.wait_for_function("() => window.mlapiTimings.drawn", timeout=60_000)
+        assert button.is_enabled() and page.locator("#try-busy").is_hidden()
+        # The result is scrolled to: its picture's top is on screen.
+        top = page.locator("#try-result").evaluate("r => r.getBoundingClientRect().top")
+        assert 0 <= top < 844
+        # A new file while a request is on its way: its answer is never shown.
+        page.locator("#try").get_by_label("Photo", exact=True).set_input_files(
+            str(photos / "face_detection_input.jpg")
+        )
+        button.click()
+        while len(held) < 2:
+            page.wait_for_timeout(50)
+        page.locator("#try").get_by_label("Photo", exact=True).set_input_files(
+            str(photos / "gender_detection_input.jpg")
+        )
+        held[1].continue_()
+        page.wait_for_timeout(1500)
+        result_cleared(page)
+        assert button.is_enabled()
+    finally:
+        context.close()
+
+
+def test_a_detector_without_its_model_is_offered_disabled_with_the_command(
+    browser: Browser, store: ModelCache, tmp_path: Path, axe: str
+) -> None:
+    """A server whose cache lacks dlib's face network: recognition and the faceprint
+    cannot run, and the page says why and what to run instead of offering them."""
+    cache = ModelCache(tmp_path / "cache", bundled=[])
+    cache.models.mkdir(parents=True)
+    for folder in store.models.iterdir():
+        if folder.name != "dlib-face":
+            (cache.models / folder.name).symlink_to(folder)
+    with Engine(cache, gallery=Gallery(tmp_path / "gallery.json")) as engine:
+        live = LiveServer(engine, tmp_path / "data", ServerConfig())
+        live.users.add("alice", PASSWORD)
+        context = browser.new_context(viewport=DESKTOP)
+        try:
+            page = context.new_page()
+            sign_in(page, live)
+            identity = page.get_by_label("Face identity (recognize)")
+            identity.wait_for()
+            assert identity.is_disabled() and not identity.is_checked()
+            assert page.get_by_label("Face fingerprint (faceprint)").is_disabled()
+            why = page.locator(".detector[data-name=recognize] .why")
+            assert why.is_visible()
+            assert why.locator("code").text_content() == "mlapi models pull dlib-face"
+            described = identity.get_attribute("aria-describedby") or ""
+            assert "detector-recognize-why" in described.split()
+            assert page.get_by_label("Objects (objects)").is_enabled()
+            assert page.get_by_label("Faces (faces)").is_checked()
+            assert serious_violations(page, axe) == []
+        finally:
+            context.close()
+            live.stop()
+
+
+def test_options_appear_only_for_ticked_detectors_as_inputs_of_their_kind(
+    page: Page, server: LiveServer, photos: Path
+) -> None:
+    sign_in(page, server)
+    objects = page.get_by_label("Objects (objects)")
+    objects.wait_for()
+    assert objects.is_checked()
+    # Each detector: a plain name with its technical one, and a line that is on screen.
+    plain = (
+        "Face identity (recognize)",
+        "Face fingerprint (faceprint)",
+        "Image fingerprint (embeddings)",
+        "Licence plates (plates)",
+        "Text (text)",
+    )
+    for name in plain:
+        page.get_by_label(name).wait_for()
+    abouts = page.locator("#try-detectors .about")
+    assert abouts.count() == page.locator("#try-detectors input[name=models]").count()
+    assert all(abouts.nth(i).is_visible() for i in range(abouts.count()))
+    # Options for what is ticked, none for what is not.
+    assert page.locator("#options-objects").is_visible()
+    assert page.locator("#options-text").is_hidden()
+    page.get_by_label("Text (text)").check()
+    assert page.locator("#options-text").is_visible()
+    page.get_by_label("Text (text)").uncheck()
+    assert page.locator("#options-text").is_hidden()
+    page.get_by_label("Objects (objects)").uncheck()
+    assert page.locator("#options-objects").is_hidden()
+    page.get_by_label("Objects (objects)").check()
+    # Fixed choices are select boxes, numbers are number inputs with their range.
+    page.locator("#options-genderage summary").click()
+    choice = page.locator("#option-genderage-model")
+    assert choice.evaluate("s => s.tagName") == "SELECT"
+    assert choice.evaluate("s => [...s.options].map((o) => o.value)") == ["faceres", "dlib"]
+    page.locator("#options-objects summary").click()
+    confidence = page.locator("#option-objects-confidence")
+    assert confidence.get_attribute("type") == "number"
+    assert (confidence.get_attribute("min"), confidence.get_attribute("max")) == ("0", "1")
+    count = page.locator("#option-objects-max_count")
+    assert (count.get_attribute("type"), count.get_attribute("step")) == ("number", "1")
+    assert page.locator("#option-objects-flip").get_attribute("type") == "checkbox"
+    assert page.get_by_label("confidence").first.is_visible()
+    shot(page, "options")
+    # A changed option goes with the request, and into the commands shown.
+    confidence.fill("0.6")
+    shown = detect_on_page(page, photos / "object_detection_input.jpg")
+    assert all(d["confidence"] >= 0.6 for d in shown["detections"] if d["model"] == "objects")
+    commands = page.locator("#try-commands").text_content() or ""
+    assert "objects.confidence=0.6" in commands and "-o 'objects.confidence=0.6'" in commands
+
+
+LABELS_AND_FACES = """() => {
+    const box = (e) => { const r = e.getBoundingClientRect();
+        return {x1: r.left, y1: r.top, x2: r.right, y2: r.bottom}; };
+    const groups = [...document.querySelectorAll('#try-boxes g.detection')];
+    return {
+        faces: groups.filter((g) => g.dataset.label === 'face')
+            .map((g) => box(g.querySelector('rect.box'))),
+        labels: [...document.querySelectorAll('#try-boxes rect.label')].map(box),
+        texts: [...document.querySelectorAll('#try-boxes text')].map((t) =>
+            parseFloat(getComputedStyle(t).fontSize) * t.getScreenCTM().a),
+        unlabelled: groups.filter((g) => !g.querySelector('rect.label')).length,
+        groups: groups.length,
+    };
+}"""
+
+
+@pytest.mark.parametrize("width", [360, 1280])
+def test_labels_are_readable_and_never_cover_a_face(
+    browser: Browser, server: LiveServer, photos: Path, width: int
+) -> None:
+    context = browser.new_context(viewport={"width": width, "height": 800}, is_mobile=width < 500)
+    try:
+        page = context.new_page()
+        sign_in(page, server)
+        detect_on_page(page, photos / "face_detection_input.jpg")  # five men in a row
+        if width == 360:
+            page.locator("#try-result").screenshot(path=str(SHOTS / "phone-group.png"))
+        found = page.evaluate(LABELS_AND_FACES)
+        assert len(found["faces"]) == 5 and found["groups"] >= 10  # their faces and bodies
+        assert found["texts"] and min(found["texts"]) >= 11, found["texts"]
+        assert found["unlabelled"] == 0
+        for label in found["labels"]:  # touching is not covering: 0.5 px for rounding
+            for face in found["faces"]:
+                assert not (
+                    label["x1"] < face["x2"] - 0.5 and face["x1"] < label["x2"] - 0.5
+                    and label["y1"] < face["y2"] - 0.5 and face["y1"] < label["y2"] - 0.5
+                ), (label, face)  # fmt: skip
+        print(f"label size at {width} px: {min(found['texts']):.1f} CSS px")
     finally:
         context.close()

@@ -24,7 +24,7 @@ from mlapi.console.history import EVERY, History
 from mlapi.console.snippets import snippets
 from mlapi.engine import Engine
 from mlapi.enroll import enroll
-from mlapi.errors import AuthError, MlapiError, UserError
+from mlapi.errors import AuthError, MlapiError, ModelMissing, UserError
 from mlapi.images import decode, encode_jpeg
 from mlapi.openapi import operation
 from mlapi.result import dumps
@@ -184,23 +184,101 @@ async def sign_out(request: web.Request) -> web.Response:
 
 
 # -- trying a photo ----------------------------------------------------------------------
-@signed_in_only("detectors with their options' defaults and bounds, for the Try page")
+# What a person reads for each built-in detector on the Try page: a plain name (the
+# technical one beside it) and one line on what it finds. A detector installed from
+# elsewhere is shown by its own name and description.
+PLAIN: dict[str, tuple[str, str]] = {
+    "objects": ("Objects", "People, vehicles, animals and everyday things: 80 kinds in all."),
+    "objects-accurate": (
+        "Objects, more thorough",
+        "The same 80 kinds of things, looked for in the photo and its mirror image: slower.",
+    ),
+    "yolo": ("Objects with YOLO", "The same 80 kinds of things with a Darknet YOLO model."),
+    "faces": ("Faces", "Each face, with its eyes, nose, mouth and ears marked."),
+    "recognize": (
+        "Face identity",
+        "For each face: which person from the People page it is, or unknown.",
+    ),
+    "genderage": ("Gender and age", "For each face: male or female, and an age in years."),
+    "emotion": ("Expression", "For each face: happy, sad, angry, surprised, neutral and more."),
+    "cvface": ("Faces, older model", "Each face, found by the model mlapi started with."),
+    "plates": ("Licence plates", "Number plates on cars and other vehicles, read as text."),
+    "text": ("Text", "Lines of printed text in the photo, read."),
+    "faceprint": (
+        "Face fingerprint",
+        "For each face: numbers that tell faces apart, for your own matching.",
+    ),
+    "embeddings": (
+        "Image fingerprint",
+        "For the whole photo: numbers that find similar photos.",
+    ),
+}
+
+
+@signed_in_only(
+    "detectors: plain name, description, whether this server can run them (else the "
+    "command that pulls their models), their options' defaults, bounds and choices"
+)
 async def detectors(request: web.Request) -> web.Response:
-    """Every detector with its options (default, bounds, choices) and whether the server
-    runs it by default: the form on the Try page."""
+    """Every detector for the Try page's form: its plain name and one line on what it
+    finds, whether it can run here (every model it and what it needs use is pulled; else
+    which are missing and the command that pulls them), its options (default, bounds,
+    choices) and whether the page ticks it at first."""
     engine = request.app[ENGINE]
-    chosen = set(TRY_FIRST) & set(engine.registry) or set(request.app[SERVER].config.models)
-    rows = [
-        {
-            "name": name,
-            "task": cls.task,
-            "description": cls.description,
-            "default": name in chosen,
-            "options": cls.Options.describe(),
-        }
-        for name, cls in sorted(engine.registry.items())
-    ]
+    configured = request.app[SERVER].config.models
+    rows = await off_loop(request, _detector_rows, engine, configured)
     return json_text({"detectors": rows})
+
+
+def _detector_rows(engine: Engine, configured: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The form's rows. File-system checks only: no model is loaded (Engine.check_models)."""
+    chosen = set(TRY_FIRST) & set(engine.registry) or set(configured)
+    rows = []
+    listed = list(PLAIN)  # the plain names' order: things, faces, text, fingerprints
+
+    def place(name: str) -> tuple[int, str]:
+        return (listed.index(name) if name in listed else len(listed), name)
+
+    for name in sorted(engine.registry, key=place):
+        cls = engine.registry[name]
+        missing = _missing_models(engine, name)
+        title, line = PLAIN.get(name, (name, cls.description))
+        rows.append(
+            {
+                "name": name,
+                "title": title,
+                "description": line,
+                "technical": cls.description,
+                "task": cls.task,
+                "needs": list(cls.needs),
+                "runnable": not missing,
+                "missing": missing,
+                "command": f"mlapi models pull {' '.join(missing)}" if missing else None,
+                "default": name in chosen and not missing,
+                "options": cls.Options.describe(),
+            }
+        )
+    return rows
+
+
+def _missing_models(engine: Engine, name: str) -> list[str]:
+    """The models detector `name` would find missing when run with its default options:
+    its own and those of what it needs (what Engine.check_models refuses), and a model an
+    option names by default (yolo's)."""
+    try:
+        engine.check_models([name])
+    except ModelMissing:
+        pass
+    else:
+        defaults = [
+            str(o["default"])
+            for n in engine.plan([name])
+            for o in engine.registry[n].Options.describe()
+            if o["name"] == "model" and catalog.find(str(o["default"])) is not None
+        ]
+        return [m for m in defaults if not engine.store.is_pulled(m)]
+    needed = [m for n in engine.plan([name]) for m in engine.registry[n].models]
+    return list(dict.fromkeys(m for m in needed if not engine.store.is_pulled(m)))
 
 
 @signed_in_only(

@@ -137,45 +137,89 @@ $("sign-out").addEventListener("click", async () => {
 });
 
 // -- try a photo -----------------------------------------------------------------------
+// What the page shows always belongs to the photo chosen: a new file, a new request or an
+// error clears the old result first, and an answer for a photo no longer chosen is dropped.
+let tryRun = 0;
+let shownResult = null; // the result drawn now, redrawn when the picture changes size
+const LABEL_PX = 12; // box labels, in CSS pixels at any screen width (the drawing scales)
+
 function loadTry() {
   detectorsLoading = detectorsLoading || buildTryForm().catch((error) => {
     detectorsLoading = null;
-    $("try-message").textContent = error.message;
+    showTryError(`The detectors could not be listed: ${error.message}`);
   });
   return detectorsLoading;
 }
 
+function optionInput(d, o) {
+  const id = `option-${d.name}-${o.name}`;
+  const hintId = `${id}-hint`;
+  const hints = [];
+  let input;
+  if (o.choices) {
+    input = el("select", { id, "aria-describedby": hintId },
+      o.choices.map((c) => el("option", { value: c, selected: String(c) === String(o.default) }, c)));
+    hints.push(`one of ${o.choices.join(", ")}`);
+  } else if (o.type === "boolean") {
+    input = el("input", { type: "checkbox", id, checked: o.default, "aria-describedby": hintId });
+  } else if (o.type === "number" || o.type === "integer") {
+    const decimals = [o.default, o.min, o.max].filter((v) => typeof v === "number")
+      .map((v) => (String(v).split(".")[1] || "").length);
+    const step = o.type === "integer" ? 1 : 10 ** -Math.max(2, ...decimals);
+    input = el("input", {
+      id, type: "number", value: o.default ?? "", min: o.min, max: o.max, step,
+      inputmode: o.type === "integer" ? "numeric" : "decimal", "aria-describedby": hintId,
+    });
+    if (o.min !== undefined && o.max !== undefined) hints.push(`${o.min} to ${o.max}`);
+    else if (o.min !== undefined) hints.push(`at least ${o.min}`);
+  } else {
+    input = el("input", { id, type: "text", value: o.default ?? "", "aria-describedby": hintId });
+  }
+  hints.push(o.default === null || o.default === "" ? "empty by default" : `default ${o.default}`);
+  input.dataset.key = `${d.name}.${o.name}`;
+  input.dataset.default = String(o.default ?? "");
+  const label = el("label", { for: id }, o.name.replace(/_/g, " "));
+  const hint = el("span", { class: "hint", id: hintId }, hints.join(" · "));
+  return el("div", { class: o.type === "boolean" ? "option check" : "option" },
+    ...(o.type === "boolean" ? [input, label, hint] : [label, input, hint]));
+}
+
 async function buildTryForm() {
   const detectorList = (await answer(await api("GET", "/console/api/detectors"))).detectors;
+  const titles = Object.fromEntries(detectorList.map((d) => [d.name, d.title]));
   const box = $("try-detectors");
-  const options = $("try-options");
   for (const d of detectorList) {
     const id = `detector-${d.name}`;
-    box.append(el("div", { class: "check" },
-      el("input", { type: "checkbox", id, value: d.name, checked: d.default, name: "models" }),
-      el("label", { for: id, title: d.description }, d.name)));
-    for (const o of d.options) {
-      const oid = `option-${d.name}-${o.name}`;
-      const range = o.min !== undefined ? ` (${o.min} to ${o.max})` : o.choices ? ` (${o.choices.join(", ")})` : "";
-      const input = o.type === "boolean"
-        ? el("input", { type: "checkbox", id: oid, checked: o.default })
-        : el("input", {
-          id: oid, type: o.type === "text" ? "text" : "number", value: o.default ?? "",
-          min: o.min, max: o.max, step: o.type === "integer" ? 1 : "any",
-        });
-      input.dataset.key = `${d.name}.${o.name}`;
-      input.dataset.default = String(o.default ?? "");
-      options.append(el("div", { class: "option" }, el("label", { for: oid }, `${d.name}.${o.name}${range}`), input));
-    }
+    const about = `${id}-about`;
+    const why = `${id}-why`;
+    const needs = d.needs.length ? ` Runs ${d.needs.map((n) => titles[n] || n).join(" and ")} first.` : "";
+    const options = d.options.length
+      ? el("details", { class: "options", id: `options-${d.name}`, hidden: !d.default },
+        el("summary", {}, `Options for ${d.title}`),
+        el("div", { class: "option-grid" }, d.options.map((o) => optionInput(d, o))))
+      : null;
+    const check = el("input", {
+      type: "checkbox", id, value: d.name, name: "models", checked: d.default, disabled: !d.runnable,
+      "aria-describedby": d.runnable ? about : `${about} ${why}`,
+      onchange: (event) => { if (options) options.hidden = !event.target.checked; },
+    });
+    box.append(el("div", { class: d.runnable ? "detector" : "detector unavailable", "data-name": d.name },
+      el("div", { class: "check" }, check,
+        el("label", { for: id }, d.title, " ", el("span", { class: "technical" }, `(${d.name})`))),
+      el("p", { class: "about", id: about, title: d.technical }, d.description, needs),
+      d.runnable ? null : el("p", { class: "why", id: why },
+        `Not available: ${d.missing.length === 1 ? "its model is" : "its models are"} not on this server yet (${d.missing.join(", ")}). To add, run on the server: `,
+        el("code", {}, d.command)),
+      options));
   }
 }
 
 function tryQuery() {
-  const models = [...document.querySelectorAll("#try-detectors input:checked")].map((i) => i.value);
+  const models = [...document.querySelectorAll("#try-detectors input[name=models]:checked")].map((i) => i.value);
   const params = new URLSearchParams();
   if (models.length) params.set("models", models.join(","));
   const changed = [];
-  for (const input of document.querySelectorAll("#try-options input")) {
+  for (const input of document.querySelectorAll("#try-detectors .options [data-key]")) {
     const value = input.type === "checkbox" ? String(input.checked) : input.value;
     if (value !== input.dataset.default && models.includes(input.dataset.key.split(".")[0])) {
       params.set(input.dataset.key, value);
@@ -222,56 +266,163 @@ function details(d) {
   if (a.gender) parts.push(`${a.gender.label} ${Math.round(a.gender.confidence * 100)}%`);
   if (a.age !== undefined) parts.push(`age ${Math.round(a.age)}`);
   if (a.emotion) parts.push(a.emotion);
+  if (a.plate || a.text) parts.push(`reads ${a.plate || a.text}`);
   if (d.embedding) parts.push(`embedding of ${d.embedding.length}`);
   return parts.join(", ");
 }
 
 function caption(d) {
+  // A recognised face is named with its similarity to that person (what recognition
+  // decided on), not with the face detector's confidence that it is a face.
   const a = d.attributes || {};
-  const who = a.identity && a.identity !== "unknown" ? a.identity : d.label;
-  return `${who} ${Math.round(d.confidence * 100)}%`;
+  if (a.identity && a.identity !== "unknown") {
+    return a.similarity !== undefined ? `${a.identity} (similarity ${Number(a.similarity).toFixed(2)})` : a.identity;
+  }
+  return `${d.label} ${Math.round(d.confidence * 100)}%`;
+}
+
+function overlaps(a, b) {
+  return a.x1 < b.x2 && b.x1 < a.x2 && a.y1 < b.y2 && b.y1 < a.y2;
+}
+
+// Where a label of w×h goes: touching its box (above, below, beside; inside it unless it
+// is a face), inside the picture, clear of every face box (its own included) and of the
+// labels already placed; else further up or down from the box. null: nowhere near.
+function placeLabel(box, w, h, faces, taken, width, height, isFace) {
+  const fits = (r) => r.x1 >= 0 && r.y1 >= 0 && r.x2 <= width && r.y2 <= height
+    && !faces.some((f) => overlaps(r, f)) && !taken.some((t) => overlaps(r, t));
+  const at = (x, y) => ({ x1: x, y1: y, x2: x + w, y2: y + h });
+  const clampX = (x) => Math.min(Math.max(x, 0), Math.max(width - w, 0));
+  const xs = [box.x1, box.x2 - w];
+  for (let x = box.x1 + w / 2; x < box.x2 - w; x += w / 2) xs.push(x);
+  const columns = [...new Set(xs.map(clampX))];
+  const rows = [box.y1 - h - 1, box.y2 + 1];
+  if (!isFace) for (let y = box.y1; y <= box.y2 - h; y += h / 2) rows.push(y);
+  for (const y of rows) {
+    for (const x of columns) {
+      if (fits(at(x, y))) return at(x, y);
+    }
+  }
+  for (const spot of [at(box.x2 + 2, box.y1), at(box.x1 - w - 2, box.y1)]) if (fits(spot)) return spot;
+  for (let step = 1; step * h <= height; step++) {
+    for (const y of [box.y1 - h - step * h, box.y2 + step * h]) {
+      for (const x of columns) {
+        if (fits(at(x, y))) return at(x, y);
+      }
+    }
+  }
+  return null;
 }
 
 function drawBoxes(result) {
+  shownResult = result;
   const layer = $("try-boxes");
+  const image = $("try-image");
   layer.replaceChildren();
-  layer.setAttribute("viewBox", `0 0 ${result.width} ${result.height}`);
-  const stroke = Math.max(2, Math.round(Math.max(result.width, result.height) / 400));
-  const font = Math.max(12, Math.round(Math.max(result.width, result.height) / 60));
-  result.detections.forEach((d, i) => {
-    if (d.label === "image") return; // a whole-image embedding: nothing to point at
-    const [x1, y1, x2, y2] = d.box;
+  const width = image.clientWidth;
+  const height = image.clientHeight;
+  if (!width || !height) return;
+  // Drawn in the picture's CSS pixels: boxes scale with the picture, labels keep their size.
+  layer.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  const scale = width / result.width;
+  const shown = result.detections.map((d, i) => ({ d, i })).filter(({ d }) => d.label !== "image"); // a whole-image embedding: nothing to point at
+  const boxOf = (d) => ({ x1: d.box[0] * scale, y1: d.box[1] * scale, x2: d.box[2] * scale, y2: d.box[3] * scale });
+  // A face box with its stroke's outer half: a label may touch it, never cover it.
+  const faces = shown.filter(({ d }) => d.label === "face").map(({ d }) => boxOf(d))
+    .map((f) => ({ x1: f.x1 - 1, y1: f.y1 - 1, x2: f.x2 + 1, y2: f.y2 + 1 }));
+  const groups = shown.map(({ d, i }) => {
+    const b = boxOf(d);
     const colour = COLOURS[i % COLOURS.length];
     const group = svg("g", { class: "detection", "data-box": d.box.join(","), "data-label": d.label });
-    group.append(svg("rect", { x: x1, y: y1, width: x2 - x1, height: y2 - y1, fill: "none", stroke: colour, "stroke-width": stroke }));
-    const text = `${i + 1} ${caption(d)}`;
-    const top = y1 > font + 4 ? y1 - font - 4 : y1;
-    group.append(svg("rect", { x: x1, y: top, width: text.length * font * 0.6 + 6, height: font + 4, fill: colour }));
-    group.append(svg("text", { x: x1 + 3, y: top + font, fill: "#fff", "font-size": font, "font-family": "sans-serif" }, text));
+    group.append(svg("rect", { class: "box", x: b.x1, y: b.y1, width: b.x2 - b.x1, height: b.y2 - b.y1, fill: "none", stroke: colour, "stroke-width": 2 }));
     layer.append(group);
+    return { d, i, b, colour, group };
   });
+  // Most confident first: it gets the spot nearest its box.
+  const taken = [];
+  const order = [...groups].sort((a, b) => b.d.confidence - a.d.confidence);
+  for (const { d, i, b, colour, group } of order) {
+    for (const words of [`${i + 1} ${caption(d)}`, `${i + 1}`]) {
+      const text = svg("text", { "font-size": LABEL_PX, "font-family": "sans-serif", fill: "#fff" }, words);
+      group.append(text);
+      const w = Math.ceil(text.getComputedTextLength()) + 6;
+      const h = LABEL_PX + 6;
+      const spot = placeLabel(b, w, h, faces, taken, width, height, d.label === "face");
+      if (!spot) {
+        text.remove();
+        continue;
+      }
+      taken.push(spot);
+      const back = svg("rect", { class: "label", x: spot.x1, y: spot.y1, width: w, height: h, fill: colour });
+      group.insertBefore(back, text);
+      text.setAttribute("x", spot.x1 + 3);
+      text.setAttribute("y", spot.y1 + LABEL_PX + 1);
+      break;
+    }
+  }
   layer.setAttribute("aria-label", `${result.detections.length} detections`);
 }
+
+new ResizeObserver(() => { if (shownResult && !$("try-result").hidden) drawBoxes(shownResult); }).observe($("try-image"));
+
+function clearTry() {
+  // Nothing of an earlier photo stays on screen.
+  shownResult = null;
+  $("try-result").hidden = true;
+  $("try-boxes").replaceChildren();
+  $("try-table").tBodies[0].replaceChildren();
+  $("try-json").textContent = "";
+  $("try-commands").textContent = "";
+  $("try-timing").textContent = "";
+  $("try-image").removeAttribute("src");
+  $("try-message").textContent = "";
+  $("try-error").replaceChildren();
+}
+
+function showTryError(text) {
+  $("try-message").textContent = "";
+  $("try-error").replaceChildren(
+    el("span", { class: "icon", "aria-hidden": "true" }, "!"),
+    el("span", {}, text));
+  $("try-error").scrollIntoView({ block: "nearest" });
+}
+
+function busy(on) {
+  $("try-submit").disabled = on;
+  $("try-busy").hidden = !on;
+  $("try-form").setAttribute("aria-busy", String(on));
+}
+
+$("try-photo").addEventListener("change", () => {
+  tryRun++; // an answer still on its way is for the photo no longer chosen
+  busy(false);
+  clearTry();
+});
 
 $("try-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const file = $("try-photo").files[0];
   if (!file) return;
+  const run = ++tryRun;
   const { models, params, changed } = tryQuery();
   const message = $("try-message");
-  message.textContent = "Detecting…";
+  clearTry();
+  busy(true);
   const started = performance.now();
   window.mlapiTimings = { submitted: started };
   const type = file.type && file.type.startsWith("image/") ? file.type : "application/octet-stream";
   try {
     const response = await api("POST", `/api/v1/detect?${params}`, file, { "Content-Type": type });
     const result = await answer(response);
+    if (run !== tryRun) return;
     window.mlapiTimings.answered = performance.now();
     await pictureOf(file);
+    if (run !== tryRun) return;
+    $("try-result").hidden = false;
     drawBoxes(result);
     const rows = result.detections.map((d, i) => el("tr", {},
       el("td", {}, i + 1), el("td", {}, d.label), el("td", {}, d.confidence.toFixed(3)),
-      el("td", {}, d.box.join(", ")), el("td", {}, details(d))));
+      el("td", { class: "box-cell" }, d.box.join(", ")), el("td", {}, details(d))));
     $("try-table").tBodies[0].replaceChildren(...rows);
     $("try-json").textContent = JSON.stringify(result, null, 2);
     const total = performance.now() - started;
@@ -283,11 +434,16 @@ $("try-form").addEventListener("submit", async (event) => {
     $("try-commands").textContent = `${curl}\n${cli}`;
     $("copy-curl").onclick = () => copy(curl, $("copy-done"));
     $("copy-cli").onclick = () => copy(cli, $("copy-done"));
-    $("try-result").hidden = false;
-    message.textContent = `${result.detections.length} detections in a ${result.width}×${result.height} photo.`;
+    message.textContent = `${result.detections.length} detection${result.detections.length === 1 ? "" : "s"} in a ${result.width}×${result.height} photo.`;
+    $("try-result").scrollIntoView({ block: "start" });
     window.mlapiTimings.drawn = performance.now();
   } catch (error) {
-    message.textContent = `Not detected: ${error.message}`;
+    if (run !== tryRun) return;
+    clearTry();
+    showTryError(`Not detected: ${error.message}`);
+    window.mlapiTimings.failed = performance.now();
+  } finally {
+    if (run === tryRun) busy(false);
   }
 });
 
@@ -297,7 +453,10 @@ dropZone.addEventListener("dragleave", () => dropZone.classList.remove("dropping
 dropZone.addEventListener("drop", (event) => {
   event.preventDefault();
   dropZone.classList.remove("dropping");
-  if (event.dataTransfer.files.length) $("try-photo").files = event.dataTransfer.files;
+  if (event.dataTransfer.files.length) {
+    $("try-photo").files = event.dataTransfer.files;
+    $("try-photo").dispatchEvent(new Event("change"));
+  }
 });
 
 // -- people ----------------------------------------------------------------------------
