@@ -38,8 +38,8 @@ import evalset
 from accuracy import cpu_name, parse_options
 
 from mlapi import samples
+from mlapi.attributes import PLATE, TEXT
 from mlapi.config import RuntimeConfig
-from mlapi.detectors.ocr import PLATE, TEXT
 from mlapi.detectors.plates import VEHICLES
 from mlapi.engine import Engine
 from mlapi.result import Result

@@ -1,9 +1,10 @@
 """Draw detections onto a copy of an image (for `--annotate`, on photos and video).
 
-Each box gets one label: the person's name when recognised, else the label, with its
-confidence and what refining detectors found (gender, age, expression) or what a plate or
-a line of text reads. Labels are placed so they never cover one another: above the box,
-else below it, else inside it, moving down past labels already drawn.
+Each box gets one label: the person's name when recognised (or a known plate's), else
+the label, with its confidence and what refining detectors found (gender, age, expression)
+or what a plate or a line of text reads. Labels are placed so they never cover one
+another: above the box, else below it, else inside it, moving down past labels already
+drawn.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import cv2
 import numpy as np
 
 from mlapi import attributes
-from mlapi.detectors.ocr import PLATE, TEXT
 from mlapi.result import Detection, Result
 
 COLOURS = (
@@ -33,7 +33,8 @@ Rect = tuple[int, int, int, int]  # x1, y1, x2, y2
 
 def caption(d: Detection) -> str:
     """What a person should read beside the box."""
-    parts = [f"{attributes.known_identity(d) or d.label} {d.confidence:.2f}"]
+    who = attributes.known_identity(d) or attributes.plate_name(d)  # a person, a known plate
+    parts = [f"{who or d.label} {d.confidence:.2f}"]
     gender, age = attributes.gender(d), attributes.age(d)
     if gender:
         parts.append(gender["label"] + (f" {age:.0f}" if age is not None else ""))
@@ -42,7 +43,7 @@ def caption(d: Detection) -> str:
     emotion = d.attributes.get(attributes.EMOTION)
     if emotion:
         parts.append(str(emotion))
-    reading = d.attributes.get(PLATE) or d.attributes.get(TEXT)  # what a plate or line says
+    reading = attributes.plate(d) or attributes.text(d)  # what a plate or line says
     if reading:
         parts.append(str(reading))
     return " | ".join(parts)

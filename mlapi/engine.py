@@ -26,12 +26,14 @@ from mlapi.onnx_sessions import make_session
 from mlapi.result import Detection, Result
 from mlapi.scheduler import ShortestFirst, may_use_every_core
 from mlapi.store import ModelCache
-from mlapi.stores import Faces
+from mlapi.stores import Faces, Plates
 
 LARGE_IMAGE_BYTES = 24 * 1024 * 1024  # after images this big, give freed memory back
 T = TypeVar("T")
 # The known faces, or what opens them on first use (see Runtime.gallery).
 GalleryProvider = Faces | Callable[[], Faces] | None
+# The known plates, or what opens them on first use (see Runtime.plates).
+PlatesProvider = Plates | Callable[[], Plates] | None
 DEFAULT_MODELS = ("objects",)
 
 
@@ -160,11 +162,16 @@ class Runtime:
     """What detectors load from: the model store and one onnxruntime session per model."""
 
     def __init__(
-        self, store: ModelCache, config: RuntimeConfig, gallery: GalleryProvider = None
+        self,
+        store: ModelCache,
+        config: RuntimeConfig,
+        gallery: GalleryProvider = None,
+        plates: PlatesProvider = None,
     ) -> None:
         self.store = store
         self.config = config
         self._gallery = gallery
+        self._plates = plates
         # Decodes a request's other resolutions and makes wide sessions (whose onnxruntime
         # threads then have this priority, not a niced worker's).
         self.helper = helper_thread("mlapi-helper")
@@ -185,6 +192,18 @@ class Runtime:
     @gallery.setter
     def gallery(self, faces: Faces) -> None:
         self._gallery = faces
+
+    @property
+    def plates(self) -> Plates | None:
+        """The known plates `plates` names the plates it reads from, given as the gallery
+        is (see above); None: this engine names no plate."""
+        if callable(self._plates):
+            self._plates = self._plates()
+        return self._plates
+
+    @plates.setter
+    def plates(self, plates: Plates) -> None:
+        self._plates = plates
 
     def model_path(self, name: str) -> Path:
         return self.store.model_dir(name)
@@ -240,9 +259,10 @@ class Engine:
         config: RuntimeConfig | None = None,
         registry: Mapping[str, type[Detector]] | None = None,
         gallery: GalleryProvider = None,
+        plates: PlatesProvider = None,
     ) -> None:
         self.config = config or RuntimeConfig()
-        self.runtime = Runtime(store or ModelCache(), self.config, gallery)
+        self.runtime = Runtime(store or ModelCache(), self.config, gallery, plates)
         if registry is None:
             from mlapi.registry import installed
 

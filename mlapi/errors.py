@@ -101,6 +101,18 @@ class UnknownPerson(GalleryError):  # gallery: no such person or sample to chang
     pass
 
 
+class PlateError(MlapiError):  # stores: a known plate's bad name, plate or pattern
+    status = 400
+
+
+class UnknownPlate(PlateError):  # stores: no known plate of that name to remove
+    status = 404
+
+
+class PlateTaken(PlateError):  # stores: the plate is already known under another name
+    status = 409
+
+
 # -- commands ----------------------------------------------------------------------------
 class StoreUnavailable(MlapiError):  # state: the database does not answer; retry shortly
     status = 503

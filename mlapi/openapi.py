@@ -93,6 +93,7 @@ def query(name: str, description: str, enum: list[str] | None = None) -> dict[st
 _PATH_PARAMS = {
     "key": "an API key (for clients that cannot send headers)",
     "model": "a detector name, or `list` for the names",
+    "name": "a known plate's name",
     "subject": "a subject (person) name",
 }
 

@@ -44,3 +44,9 @@ def shown(value: str) -> str:
     if SURROGATE.search(value) is None:
         return value
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def normalise_plate(value: str) -> str:
+    """A plate's upper-case letters and digits only: how plates are read, stored and
+    compared ("5au·534-1 " is 5AU5341)."""
+    return "".join(c for c in value.upper() if c.isascii() and c.isalnum())

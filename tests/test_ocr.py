@@ -22,7 +22,6 @@ from mlapi.detectors.ocr import (
     ctc_decode,
     db_lines,
     is_latin,
-    normalise_plate,
 )
 from mlapi.detectors.plates import Candidate, PlateOptions, groups, plausible
 from mlapi.detectors.text import TextOptions
@@ -30,6 +29,7 @@ from mlapi.engine import Engine
 from mlapi.errors import OptionError
 from mlapi.result import Detection
 from mlapi.store import ModelCache
+from mlapi.text import normalise_plate
 
 BENCH = Path(__file__).parent.parent / "bench"
 ALPHABET = ("", "A", "B", "1", "-", "中", " ")  # blank, letters, a digit, a sign, CJK, space

@@ -325,11 +325,13 @@ def test_a_database_that_does_not_answer_is_unavailable_not_an_error() -> None:
 
 
 def tinydb_install(folder: Path, people: int, per_person: int) -> str:
-    """A data folder as an older mlapi left it: users, a key, a secret, a gallery."""
+    """A data folder as mlapi leaves it: users, a key, a secret, a gallery, known plates."""
     files = open_stores(folder)
     files.accounts.add("ann", PASSWORD)
     key = files.accounts.create_key("ann", "camera")
     files.secret.get()
+    files.plates.add("ann", plate="5AU 5341")
+    files.plates.add("fleet", pattern="FLEET[0-9]{3}")
     samples = {
         str(i): {
             "id": secrets.token_hex(6),
@@ -369,9 +371,11 @@ def test_db_copy_moves_an_install_without_loss_and_only_once(tmp_path: Path, dat
         "signing secret: 1 copied, 0 already there",
         "face samples: 5000 copied, 0 already there",
         "face thumbnails: 3 copied, 0 already there",
+        "known plates: 2 copied, 0 already there",
     ]
     again = subprocess.run(command, capture_output=True, text=True, check=False)
     assert "face samples: 0 copied, 5000 already there" in again.stdout
+    assert "known plates: 0 copied, 2 already there" in again.stdout
     moved, files = open_stores(database=database), open_stores(tmp_path)
     try:
         assert moved.accounts.key_user(key) == "ann" and moved.accounts.verify("ann", PASSWORD)
@@ -382,6 +386,7 @@ def test_db_copy_moves_an_install_without_loss_and_only_once(tmp_path: Path, dat
         pictured = [s.id for s in files.faces.samples() if files.faces.thumbnail(s.id)]
         assert len(pictured) == 3
         assert all(moved.faces.thumbnail(i) == files.faces.thumbnail(i) for i in pictured)
+        assert moved.plates.known() == files.plates.known()
     finally:
         moved.close()
 

@@ -69,8 +69,8 @@ def test_pyzm_face_model_names_known_people(server: LiveServer, photos: Path) ->
 
 def test_pyzm_model_the_server_cannot_run_is_skipped(server: LiveServer, photos: Path) -> None:
     frame = cv2.imread(str(photos / "object_detection_input.jpg"))
-    with pytest.raises(GatewayModelError, match="type='alpr'"):
-        gateway(server).infer(frame, "alpr", "plates")
+    with pytest.raises(GatewayModelError, match="type='audio'"):
+        gateway(server).infer(frame, "audio", "birdnet")
 
 
 @pytest.fixture(scope="module")

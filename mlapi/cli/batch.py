@@ -16,7 +16,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from mlapi.backends import Backend, backend
-from mlapi.cli.common import known_faces
+from mlapi.cli.common import LocalStores
 from mlapi.config import RuntimeConfig
 from mlapi.engine import Engine, map_large_buffers
 from mlapi.errors import MlapiError
@@ -97,7 +97,8 @@ def run_detect(
         return 1
     if not server:
         map_large_buffers()
-    engine = None if server else Engine(config=RuntimeConfig(workers=workers), gallery=known_faces)
+    local, runtime = LocalStores(), RuntimeConfig(workers=workers)
+    engine = None if server else Engine(config=runtime, gallery=local.faces, plates=local.plates)
     render = FORMATS[fmt]
     try:
         chosen = backend(server, engine, models, options)

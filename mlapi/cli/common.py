@@ -7,6 +7,7 @@ live inside commands so `--help` is instant.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -20,7 +21,7 @@ from mlapi.render import FORMAT_NAMES
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from mlapi.stores import Faces, Stores
+    from mlapi.stores import Faces, Plates, Stores
 
 
 def stderr_console() -> Console:
@@ -116,13 +117,29 @@ def database_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def known_faces() -> Faces:
-    """The gallery `detect` and `stream` recognise faces from: the stores that
-    MLAPI_DATABASE_URL names, else the data folder's (given to the engine to open on first
-    use, so detecting objects touches no stored state)."""
-    from mlapi.stores import open_stores
+class LocalStores:
+    """The stores `detect` and `stream` recognise faces and name plates from: those that
+    MLAPI_DATABASE_URL names, else the data folder's. Given to the engine to open on first
+    use (`gallery=local.faces, plates=local.plates`), so detecting objects touches no
+    stored state; opened once for both."""
 
-    return open_stores().faces
+    def __init__(self) -> None:
+        self._opened: Stores | None = None
+        self._lock = threading.Lock()
+
+    def _stores(self) -> Stores:
+        with self._lock:
+            if self._opened is None:
+                from mlapi.stores import open_stores
+
+                self._opened = open_stores()
+            return self._opened
+
+    def faces(self) -> Faces:
+        return self._stores().faces
+
+    def plates(self) -> Plates:
+        return self._stores().plates
 
 
 def stores(database: str) -> Stores:

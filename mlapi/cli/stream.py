@@ -87,7 +87,7 @@ def stream(
     from concurrent.futures import ThreadPoolExecutor
 
     from mlapi.backends import backend
-    from mlapi.cli.common import known_faces
+    from mlapi.cli.common import LocalStores
     from mlapi.config import RuntimeConfig
     from mlapi.engine import Engine, map_large_buffers
     from mlapi.errors import MlapiError
@@ -116,8 +116,11 @@ def stream(
         workers,
     )
     map_large_buffers()
+    local = LocalStores()
     with (
-        Engine(config=RuntimeConfig(workers=workers), gallery=known_faces) as engine,
+        Engine(
+            config=RuntimeConfig(workers=workers), gallery=local.faces, plates=local.plates
+        ) as engine,
         ThreadPoolExecutor(workers) as pool,
     ):
         try:

@@ -135,6 +135,9 @@ class LoadContext(typing.Protocol):
     @property
     def gallery(self) -> Any: ...  # mlapi.stores.Faces: the known people
 
+    @property
+    def plates(self) -> Any: ...  # mlapi.stores.Plates, or None: the known plates
+
 
 class Detector(ABC):
     """A named detector. Subclasses set the class attributes and implement `detect`.

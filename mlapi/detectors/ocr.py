@@ -38,11 +38,6 @@ MODEL = "pp-ocrv6"  # its first file, the text detector, is the artifact
 RECOGNISER_FILE = "PP-OCRv6_rec_small.onnx"
 ORIENTATION_FILE = "ch_ppocr_mobile_v2.0_cls_mobile.onnx"
 
-# Attribute keys of text and plate detections (plugins' own keys; see mlapi.attributes).
-TEXT = "text"  # the line as read
-PLATE = "plate"  # a plate's reading: upper-case letters and digits only
-VEHICLE = "vehicle"  # the objects label of the vehicle the plate is on
-
 STRIDE = 32  # detection input sides are multiples of this
 BINARY_THRESHOLD = 0.3  # a map pixel is text above this
 BOX_THRESHOLD = 0.5  # a region is a line when its mean probability reaches this
@@ -67,11 +62,6 @@ def is_plate_character(ch: str) -> bool:
 
 
 CHARSETS = {"latin": is_latin, "plate": is_plate_character}
-
-
-def normalise_plate(text: str) -> str:
-    """Upper-case letters and digits only: how plates are compared."""
-    return "".join(c for c in text.upper() if c.isascii() and c.isalnum())
 
 
 @dataclass(frozen=True)

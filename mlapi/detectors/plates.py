@@ -15,6 +15,10 @@ A frame where no vehicle gave a plate is also read whole at 320 px, where only l
 shows: a plate close-up (a crop of a plate, a car front filling the picture, which the
 object detector often does not see as a vehicle). A close-up plate spans a tenth of the
 frame's width at least and has a letter. See bench/ocr.py for the figures.
+
+A plate that reads as a known plate (`mlapi plates add`: the same letters and digits, one
+edit away, or matched by a known pattern; see mlapi.stores.matching.PlateIndex) carries
+that plate's `name`, from the known plates the engine was given.
 """
 
 from __future__ import annotations
@@ -25,22 +29,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mlapi import attributes
 from mlapi.detectors.base import Detector, Options
-from mlapi.detectors.ocr import (
-    MODEL,
-    PLATE,
-    TEXT,
-    VEHICLE,
-    Line,
-    Reader,
-    Reading,
-    box_of,
-    line_crop,
-    normalise_plate,
-)
+from mlapi.detectors.ocr import MODEL, Line, Reader, Reading, box_of, line_crop
 from mlapi.errors import OptionError
 from mlapi.images import Image
 from mlapi.result import Detection, clip_box
+from mlapi.text import normalise_plate
 
 VEHICLES = ("car", "truck", "bus", "motorcycle")
 VEHICLE_SIDE = 320  # the text detector's input for a vehicle crop (long side)
@@ -257,14 +252,18 @@ class Plates(Detector):
         out: list[Detection] = []
         boxes: list[tuple[float, float, float, float]] = []
         back = 1 / image.scale
+        known = self.context.plates if found else None  # opened only when a plate is read
         for candidate, vehicle in found:
+            if len(out) == options.max_count:
+                break
             box = candidate.box
             if any(_iou(box, b) > 0.5 for b in boxes):
                 continue  # the same plate, seen from two overlapping vehicles
             boxes.append(box)
-            attributes = {PLATE: candidate.plate, TEXT: candidate.reading.text}
-            if vehicle is not None:
-                attributes[VEHICLE] = vehicle
+            attrs = attributes.read_plate(candidate.plate, candidate.reading.text, vehicle)
+            match = known.match(candidate.plate) if known is not None else None
+            if match is not None:
+                attrs.update(attributes.known_plate(match.name))
             x1, y1, x2, y2 = (v * back for v in box)
             out.append(
                 Detection(
@@ -272,10 +271,10 @@ class Plates(Detector):
                     candidate.reading.confidence,
                     clip_box(x1, y1, x2, y2, image.width, image.height),
                     self.name,
-                    attributes=attributes,
+                    attributes=attrs,
                 )
             )
-        return out[: options.max_count]
+        return out
 
 
 def joined(parts: Sequence[Reading]) -> Reading:

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mlapi import attributes
 from mlapi.detectors.base import Detector, Options
-from mlapi.detectors.ocr import MODEL, TEXT, Reader, line_crop
+from mlapi.detectors.ocr import MODEL, Reader, line_crop
 from mlapi.images import Image
 from mlapi.result import Detection, clip_box
 
@@ -70,7 +71,7 @@ class Text(Detector):
                     reading.confidence,
                     clip_box(x1, y1, x2, y2, image.width, image.height),
                     self.name,
-                    attributes={TEXT: reading.text},
+                    attributes=attributes.read_text(reading.text),
                 )
             )
         found.sort(key=lambda d: -d.confidence)

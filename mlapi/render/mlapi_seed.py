@@ -1,5 +1,6 @@
 """The seed mlapi's detection array: type, percent-string confidence, box; and `label`,
-which ZoneMinder's zm_detect 5.7 and later reads (mlapi 2.x added it)."""
+which ZoneMinder's zm_detect 5.7 and later reads (mlapi 2.x added it): a face's name, a
+plate's letters and digits, else the label."""
 
 from __future__ import annotations
 
@@ -13,10 +14,15 @@ def percent(value: float) -> str:
     return f"{value * 100:.2f}%"
 
 
+def label(d: Detection) -> str:
+    """What zm_detect shows and matches its patterns on: a face's name, a plate's reading."""
+    return attributes.identity(d) or attributes.plate(d) or d.label
+
+
 def render_detection(d: Detection) -> dict[str, Any]:
     item: dict[str, Any] = {
         "type": d.label,
-        "label": attributes.identity(d) or d.label,
+        "label": label(d),
         "confidence": percent(d.confidence),
         "box": list(d.box),
     }
@@ -42,7 +48,7 @@ def render_zm_detect(
     found = result.detections
     matched = {
         "boxes": [list(d.box) for d in found],
-        "labels": [attributes.identity(d) or d.label for d in found],
+        "labels": [label(d) for d in found],
         "confidences": [round(d.confidence, 4) for d in found],
         "frame_id": frame_id,
         "model_names": [d.model for d in found],

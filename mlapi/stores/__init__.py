@@ -1,5 +1,5 @@
 """What the server remembers, each behind a small protocol: users and API keys, the token
-signing secret, failed logins and the face gallery.
+signing secret, failed logins, the face gallery and the known plates.
 
 The server, the CLI and the dialects see only these protocols. Today's implementation is
 TinyDB files in the data folder (`open_stores`); another backend (a database shared by
@@ -38,6 +38,17 @@ class Sample:
     model: str
     created: float
     source: str
+
+
+@dataclass(frozen=True)
+class KnownPlate:
+    """A name for a plate (its upper-case letters and digits) or for every plate a regular
+    expression matches in full; exactly one of `plate` and `pattern` is set."""
+
+    name: str
+    plate: str = ""
+    pattern: str = ""
+    created: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,28 @@ class Faces(Protocol):
     def match(self, embedding: np.ndarray, model: str) -> Match | None: ...
 
 
+class Plates(Protocol):
+    """Known plates: names for plates, and for the plates a pattern matches."""
+
+    def add(self, name: str, plate: str = "", pattern: str = "") -> KnownPlate:
+        """Name `plate` (spaces, dots and hyphens dropped, upper-cased) or every plate that
+        `pattern` matches in full; exactly one of them. Adding what is already there is
+        no change; a plate another name has is PlateTaken."""
+        ...
+
+    def remove(self, name: str) -> int:
+        """Forget every plate and pattern of `name`: how many; UnknownPlate when none."""
+        ...
+
+    def known(self) -> list[KnownPlate]:
+        """Every known plate and pattern, by name, then as added."""
+        ...
+
+    def match(self, plate: str) -> KnownPlate | None:
+        """The known plate a read plate is (see matching.PlateIndex), or None."""
+        ...
+
+
 class ConsoleSessions(Protocol):
     """Signed-in browsers of the web console. Only a digest of each session's secret is
     kept, so the stored rows cannot be replayed; closing one ends it on every replica."""
@@ -146,6 +179,7 @@ class Stores:
     logins: LoginAttempts
     faces: Faces
     sessions: ConsoleSessions
+    plates: Plates
     close: Callable[[], None] = lambda: None  # gives back connections, where there are any
     where: str = ""  # for people: the folder, or the database's URL without its password
 
@@ -177,6 +211,7 @@ def open_stores(
     from mlapi.paths import data_dir
     from mlapi.stores.console_sessions import FileSessions
     from mlapi.stores.gallery import Gallery
+    from mlapi.stores.known_plates import FilePlates
     from mlapi.stores.logins import FileLoginAttempts
     from mlapi.stores.secret import FileSecret
     from mlapi.stores.users import UserStore
@@ -190,6 +225,7 @@ def open_stores(
         sessions=FileSessions(
             folder / "sessions.json", max_per_user=settings.max_sessions_per_user
         ),
+        plates=FilePlates(folder / "plates.json"),
         where=str(folder),
     )
 
@@ -209,6 +245,7 @@ def _database_stores(url: str, settings: StoreSettings) -> Stores:
         logins=postgres.PgLoginAttempts(db),
         faces=postgres.PgGallery(db),
         sessions=postgres.PgSessions(db, max_per_user=settings.max_sessions_per_user),
+        plates=postgres.PgPlates(db),
         close=db.close,
         where=postgres.shown_url(url),
     )

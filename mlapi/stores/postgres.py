@@ -36,12 +36,20 @@ from psycopg import pq
 
 from mlapi import text
 from mlapi.config import StoreSettings
-from mlapi.errors import GalleryError, MlapiError, StoreUnavailable, UnknownPerson, UserError
-from mlapi.stores import ApiKey, ConsoleSession, Match, Sample, rules, too_many_keys
+from mlapi.errors import (
+    GalleryError,
+    MlapiError,
+    PlateTaken,
+    StoreUnavailable,
+    UnknownPerson,
+    UnknownPlate,
+    UserError,
+)
+from mlapi.stores import ApiKey, ConsoleSession, KnownPlate, Match, Sample, rules, too_many_keys
 from mlapi.stores.console_sessions import SESSION_LIFETIME, new_session
 from mlapi.stores.files import FileSnapshot
 from mlapi.stores.logins import keys as login_keys
-from mlapi.stores.matching import Index
+from mlapi.stores.matching import Index, PlateIndex
 
 KEY_FRESH = 1.0  # seconds a checked key or stamp is used without asking the database again
 TRUST_OFFLINE = 60.0  # seconds it is still trusted while the database does not answer
@@ -88,6 +96,14 @@ MIGRATIONS = (
         digest text PRIMARY KEY,
         username text NOT NULL REFERENCES mlapi_users (name) ON DELETE CASCADE,
         csrf text NOT NULL, stamp text NOT NULL, expires double precision NOT NULL);
+    """,
+    """
+    CREATE TABLE mlapi_plates (
+        name text NOT NULL, plate text NOT NULL DEFAULT '', pattern text NOT NULL DEFAULT '',
+        created double precision NOT NULL,
+        PRIMARY KEY (name, plate, pattern),
+        CHECK ((plate = '') <> (pattern = '')));
+    CREATE UNIQUE INDEX mlapi_plates_plate ON mlapi_plates (plate) WHERE plate <> '';
     """,
 )
 
@@ -934,12 +950,68 @@ class PgSessions:
             conn.execute(sql, (rules.digest(secret),))
 
 
+class PgPlates:
+    """Known plates as rows. Matching reads them at most once a KEY_FRESH second (every
+    replica names a plate added anywhere within a second; this one at once), and goes on
+    with what it read for TRUST_OFFLINE seconds while the database does not answer."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._index = Remembered()
+
+    def add(self, name: str, plate: str = "", pattern: str = "") -> KnownPlate:
+        wanted = rules.known_plate(name, plate, pattern)
+        with self.db.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "INSERT INTO mlapi_plates VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING "
+                "RETURNING name, plate, pattern, created",
+                (wanted.name, wanted.plate, wanted.pattern, time.time()),
+            ).fetchone()
+            if row is None:  # there already, or the plate is another name's
+                row = conn.execute(
+                    "SELECT name, plate, pattern, created FROM mlapi_plates "
+                    "WHERE (name, plate, pattern) = (%s, %s, %s) OR (plate <> '' AND plate = %s)",
+                    (wanted.name, wanted.plate, wanted.pattern, wanted.plate),
+                ).fetchone()
+        self._index.forget()
+        if row is None:  # removed meanwhile: as if added and removed at once
+            return KnownPlate(wanted.name, wanted.plate, wanted.pattern, time.time())
+        had = KnownPlate(*row)
+        if had.name != wanted.name:
+            raise PlateTaken(f"plate {had.plate} is already known as {had.name!r}")
+        return had
+
+    def remove(self, name: str) -> int:
+        with self.db.connection() as conn:
+            rows = conn.execute("DELETE FROM mlapi_plates WHERE name = %s RETURNING 1", (name,))
+            removed = len(rows.fetchall())
+        self._index.forget()
+        if not removed:
+            raise UnknownPlate(f"no known plate named {name!r}")
+        return removed
+
+    def known(self) -> list[KnownPlate]:
+        with self.db.connection() as conn:
+            rows = conn.execute(
+                "SELECT name, plate, pattern, created FROM mlapi_plates ORDER BY name, created"
+            ).fetchall()
+        return [KnownPlate(*row) for row in rows]
+
+    def match(self, plate: str) -> KnownPlate | None:
+        def read() -> PlateIndex:
+            return PlateIndex(sorted(self.known(), key=lambda k: k.created))
+
+        return self._index.get("plates", read).match(plate)
+
+
 def copy_files(folder: Path, db: Database) -> dict[str, tuple[int, int]]:
-    """Copy the TinyDB files in `folder` (users, API keys, the signing secret, the gallery)
-    into the database: {what: (copied, already there)}. Rows keep their ids and hashes, so
-    keys, tokens and samples go on working, and a second run copies nothing again."""
+    """Copy the TinyDB files in `folder` (users, API keys, the signing secret, the gallery,
+    the known plates) into the database: {what: (copied, already there)}. Rows keep their
+    ids and hashes, so keys, tokens and samples go on working, and a second run copies
+    nothing again."""
     users = FileSnapshot(folder / "users.json").read()[0]
     gallery = FileSnapshot(folder / "gallery.json").read()[0]
+    plates = FileSnapshot(folder / "plates.json").read()[0]
     secret_file = folder / "jwt.secret"
     counts: dict[str, tuple[int, int]] = {}
 
@@ -997,6 +1069,15 @@ def copy_files(folder: Path, db: Database) -> dict[str, tuple[int, int]]:
                 (r["id"], jpeg.read_bytes(), r["id"])
                 for r in gallery.get("samples", {}).values()
                 if (jpeg := faces / f"{r['id']}.jpg").is_file()
+            ],
+        )
+        insert(
+            conn,
+            "known plates",
+            "INSERT INTO mlapi_plates VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            [
+                (r["name"], r.get("plate", ""), r.get("pattern", ""), r["created"])
+                for r in plates.get("plates", {}).values()
             ],
         )
     return counts

@@ -1,5 +1,6 @@
 """What every store implementation checks and derives the same way: names, passwords,
-password hashes and their stamps, API keys and their digests, stored embeddings."""
+password hashes and their stamps, API keys and their digests, stored embeddings, known
+plates and their patterns."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from mlapi import text
-from mlapi.errors import GalleryError, TextError, UserError
-from mlapi.stores import KEY_PREFIX
+from mlapi.errors import GalleryError, PlateError, TextError, UserError
+from mlapi.stores import KEY_PREFIX, KnownPlate
 
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 PERSON_NAME = re.compile(r"^[^\x00-\x1f\x7f-\x9f/\\]{1,100}$")
 MIN_PASSWORD = 8
 EMBEDDING_DIGITS = 7
+PLATE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 .·-]*")  # letters and digits, separators between
+MAX_PLATE = 16  # letters and digits
+MAX_PATTERN = 200  # characters, as the plates detector's `format`
 
 
 def user_name(name: str) -> str:
@@ -45,6 +49,38 @@ def person_name(name: str) -> str:
     if not PERSON_NAME.match(name):
         raise GalleryError("a person's name is 1-100 characters, without / or \\")
     return name
+
+
+def known_plate(name: str, plate: str = "", pattern: str = "") -> KnownPlate:
+    """A known plate as stored, checked where it enters (PlateError, a 400, otherwise): the
+    name as a person's; the plate's letters and digits, upper-cased; a pattern that
+    compiles, at most MAX_PATTERN characters."""
+    if bool(plate) == bool(pattern):
+        raise PlateError("give a plate or a pattern (a regular expression), one of them")
+    name = name.strip()
+    try:
+        text.name(name, "a plate's name")
+        text.name(plate or pattern, "the plate" if plate else "the pattern")
+    except TextError as exc:
+        raise PlateError(exc.message) from None
+    if not PERSON_NAME.match(name):
+        raise PlateError("a plate's name is 1-100 characters, without / or \\")
+    if plate:
+        plate = plate.strip()
+        letters = text.normalise_plate(plate)
+        if not PLATE.fullmatch(plate) or not 1 <= len(letters) <= MAX_PLATE:
+            raise PlateError(
+                f"a plate is 1-{MAX_PLATE} letters A-Z and digits, with spaces, dots or "
+                "hyphens between them; for a pattern, give a regular expression"
+            )
+        return KnownPlate(name, plate=letters)
+    if len(pattern) > MAX_PATTERN:
+        raise PlateError(f"the pattern is longer than {MAX_PATTERN} characters")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise PlateError(f"the pattern is not a regular expression ({exc})") from None
+    return KnownPlate(name, pattern=pattern)
 
 
 def stored_embedding(embedding: np.ndarray) -> list[float]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mlapi import attributes
-from mlapi.result import Result
+from mlapi.result import Detection, Result
 
 
 def _iou(a: list[int], b: list[int]) -> float:
@@ -15,7 +15,9 @@ def _iou(a: list[int], b: list[int]) -> float:
 
 
 class ChangeTracker:
-    """True when labels appear or disappear, or a box moved (IoU below `min_iou`)."""
+    """True when labels appear or disappear, or a box moved (IoU below `min_iou`). A
+    recognised face counts by its person's name and a plate by what it reads (see
+    seen_objects), so a new person or a new plate is a change where the box is not."""
 
     def __init__(self, min_iou: float = 0.5) -> None:
         self.min_iou = min_iou
@@ -40,5 +42,13 @@ class ChangeTracker:
 
 
 def seen_objects(result: Result) -> list[tuple[str, list[int]]]:
-    """(label, box) of each detection; a recognised face by its person's name."""
-    return [(attributes.known_identity(d) or d.label, list(d.box)) for d in result.detections]
+    """(label, box) of each detection; a recognised face by its person's name, a plate by
+    its reading ("plate 5AU5341": a plate not read in the frame before is a change)."""
+    return [(_seen_as(d), list(d.box)) for d in result.detections]
+
+
+def _seen_as(d: Detection) -> str:
+    plate = attributes.plate(d)
+    if plate is not None:
+        return f"{d.label} {plate}"
+    return attributes.known_identity(d) or d.label

@@ -76,6 +76,7 @@ def create_app(
         ],
     )
     engine.runtime.gallery = stores.faces  # one owner of the known faces: the stores
+    engine.runtime.plates = stores.plates  # and of the known plates
     app[ENGINE] = engine
     app[ROUTES] = {}
     app[SERVER] = ServerState(engine, stores, config, group)

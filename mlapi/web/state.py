@@ -32,7 +32,7 @@ class ServerState:
         # Counts a restarted process of a group continues from (see mlapi.processes).
         self.base = group.previous() if group else None
         self.users, self.limiter = stores.accounts, stores.logins
-        self.sessions, self.faces = stores.sessions, stores.faces
+        self.sessions, self.faces, self.plates = stores.sessions, stores.faces, stores.plates
         self.key_uses: dict[str, float] = {}  # key id → last use, until the next flush
         self.tokens = TokenIssuer(stores.secret.get(), config.token_lifetime)
         self.hashing = asyncio.Semaphore(2)  # argon2 costs ~64 MiB and ~0.1 s each

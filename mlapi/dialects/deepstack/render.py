@@ -43,3 +43,34 @@ def recognized(result: Result) -> dict[str, Any]:
             }
         )
     return document(predictions=predictions)
+
+
+def plates(result: Result, process_ms: int, inference_ms: int) -> dict[str, Any]:
+    """CodeProject.AI's ALPR module's answer (its ALPR_adapter.py and ALPR.py): each plate
+    as `Plate: ABC123` with its letters and digits in `plate`, most confident first, and a
+    message naming them."""
+    found = sorted(result.detections, key=lambda d: -d.confidence)
+    predictions = [
+        {
+            "confidence": round(d.confidence, 4),
+            "label": f"Plate: {attributes.plate(d)}",
+            "plate": attributes.plate(d),
+            **box(d),
+        }
+        for d in found
+    ]
+    labels = ", ".join(f"Plate: {attributes.plate(d)}" for d in found)
+    if len(predictions) > 3:
+        message = f"Found {labels}..."
+    else:
+        message = f"Found {labels}" if predictions else "No plates found"
+    return {
+        "success": True,
+        "predictions": predictions,
+        "message": message,
+        "processMs": process_ms,
+        "inferenceMs": inference_ms,
+        "moduleId": "ALPR",
+        "command": "alpr",
+        "code": 200,
+    }

@@ -1,14 +1,17 @@
-"""The DeepStack / CodeProject.AI dialect (`/v1/vision/*`), for Home Assistant, Frigate,
-Double Take, Blue Iris, Agent DVR and friends.
+"""The DeepStack / CodeProject.AI dialect (`/v1/vision/*`, `/v1/image/alpr`), for Home
+Assistant, Frigate, Double Take, Blue Iris, Agent DVR, Frigate's plate recogniser and
+friends.
 
-Multipart form in, `{"success": …, "duration": 0}` JSON out. The key comes as the
-`api_key` form field (or the usual headers) and is checked against mlapi's API keys.
+Multipart form in, `{"success": …, "duration": 0}` JSON out (CodeProject.AI's ALPR module's
+own shape for plates). The key comes as the `api_key` form field (or the usual headers)
+and is checked against mlapi's API keys.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +42,7 @@ from mlapi.web.kit import (
 )
 
 MAX_PREDICTIONS = 20  # Frigate fails on more
-DEFAULT_CONFIDENCE = {"detection": 0.40, "face": 0.55, "recognize": 0.67}
+DEFAULT_CONFIDENCE = {"detection": 0.40, "face": 0.55, "recognize": 0.67, "alpr": 0.5}
 
 
 def answer(**body: Any) -> web.Response:
@@ -63,9 +66,10 @@ def documented(summary: str) -> Callable[[Handler], Handler]:
     return operation(summary, tag="deepstack", body=FORM, auth=False)
 
 
-async def checked_upload(request: web.Request) -> Upload:
+async def checked_upload(request: web.Request, file_field: str = "image") -> Upload:
     """The form, its api_key checked before any image in it is read; 401 in DeepStack's
-    words otherwise. A key in the headers was checked before the body was touched."""
+    words otherwise. A key in the headers was checked before the body was touched. The
+    image is the `file_field` part, else the form's first file."""
 
     async def authorise(fields: dict[str, str]) -> None:
         try:
@@ -76,7 +80,10 @@ async def checked_upload(request: web.Request) -> Upload:
 
     already = request.get(AUTHENTICATED, False)
     return await read_upload(
-        request, file_field="image", require_image=False, authorise=None if already else authorise
+        request,
+        file_field=file_field,
+        require_image=False,
+        authorise=None if already else authorise,
     )
 
 
@@ -88,8 +95,8 @@ def _userid(upload: Upload) -> str:
     return userid
 
 
-async def checked_image(request: web.Request) -> Upload:
-    upload = await checked_upload(request)
+async def checked_image(request: web.Request, file_field: str = "image") -> Upload:
+    upload = await checked_upload(request, file_field)
     if not upload.data:
         raise RequestError(400, "No valid image file found")
     return upload
@@ -229,12 +236,31 @@ async def match(request: web.Request) -> web.Response:
     return answer(similarity=round(similarity(float(a @ b), "dlib"), 4))
 
 
+@operation(
+    "licence plates (CodeProject.AI's ALPR module: multipart `upload`, any file field)",
+    tag="deepstack",
+    body=body(
+        "multipart/form-data",
+        {"upload": BINARY, "api_key": {"type": "string"}, "min_confidence": {"type": "number"}},
+    ),
+    auth=False,
+)
+async def alpr(request: web.Request) -> web.Response:
+    upload = await checked_image(request, "upload")
+    options = {"plates": {"confidence": min_confidence(upload, "alpr")}}
+    started = time.perf_counter()
+    result = await run_detection(request, upload.image, ["plates"], options)
+    took = time.perf_counter() - started
+    inference = sum(result.stages.values())
+    return json_text(render.plates(result, round(took * 1000), round(inference * 1000)))
+
+
 @operation("CodeProject.AI ping", tag="deepstack", auth=False)
 async def ping(request: web.Request) -> web.Response:
     return answer()
 
 
-@documented("not available in mlapi (scene, alpr): 403")
+@documented("not available in mlapi (scene): 403")
 async def not_available(request: web.Request) -> web.Response:
     await checked_upload(request)
     raise RequestError(403, f"{request.path} is not available on this server")
@@ -256,7 +282,8 @@ def add_routes(routes: Routes) -> None:
         ("/v1/vision/face/delete", face_delete),
         ("/v1/vision/face/match", match),
         ("/v1/vision/scene", not_available),
-        ("/v1/vision/alpr", not_available),
+        ("/v1/vision/alpr", alpr),
+        ("/v1/image/alpr", alpr),  # CodeProject.AI 2.x's path for it
     ):
         routes.post(path, handler)
     routes.get("/v1/server/status/ping", ping)

@@ -55,19 +55,20 @@ ZM_EVENTS = web.AppKey("zm_events", dict[str | None, list[float]])
 
 @operation(
     "the seed mlapi's detection array; zm_detect's event path (a JSON body with `stream`, "
-    "an event id, read from the server's ZoneMinder portal); type=face_names lists people",
+    "an event id, read from the server's ZoneMinder portal); type=alpr reads plates; "
+    "type=face_names lists people",
     tag="mlapi",
     body=IMAGE_BODY,
     params=[
-        query("type", "what to detect", ["object", "face", "face_names"]),
+        query("type", "what to detect", ["object", "face", "alpr", "face_names"]),
         query("gender", "add gender to faces", ["true", "false"]),
         query("delete", "do not keep the upload", ["true", "false"]),
         query("response_format", "zm_detect 6.x's shape", ["zm_detect"]),
     ],
 )
 async def detect_object(request: web.Request) -> web.Response:
-    """The seed's POST /api/v1/detect/object?type=object|face|face_names[&gender=true]
-    [&delete=true][&response_format=zm_detect]."""
+    """The seed's POST /api/v1/detect/object?type=object|face|alpr|face_names
+    [&gender=true][&delete=true][&response_format=zm_detect]."""
     if request.content_type == "application/json":  # zm_detect's event path, or nothing
         fields: dict[str, str] = dict(request.query)
         document = await json_object(request)
@@ -79,8 +80,8 @@ async def detect_object(request: web.Request) -> web.Response:
     if kind == "face_names":  # mlapi 2.x: the known people, for zm_detect 5.x and 6.0
         names = await in_state(request, request.app[SERVER].faces.names)
         return json_text({"names": names})
-    if kind not in ("object", "face"):
-        raise RequestError(400, f"unknown type {kind!r}: use object, face or face_names")
+    if kind not in ("object", "face", "alpr"):
+        raise RequestError(400, f"unknown type {kind!r}: use object, face, alpr or face_names")
     models = _models(request, kind, fields.get("gender", "false").lower() == "true")
     response_format = fields.get("response_format", "")
     if response_format not in ("", "zm_detect"):
@@ -102,6 +103,8 @@ async def detect_object(request: web.Request) -> web.Response:
 def _models(request: web.Request, kind: str, gender: bool) -> list[str]:
     if kind == "object":
         return ["objects"]
+    if kind == "alpr":  # each plate labelled with its letters and digits
+        return ["plates"]
     if gender:
         if "genderage" not in request.app[ENGINE].registry:
             raise RequestError(400, "gender detection is not installed on this server")

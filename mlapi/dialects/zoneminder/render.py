@@ -13,12 +13,13 @@ def document(detections: list[dict[str, Any]], error: str | None = None) -> dict
 
 
 def detections(result: Result, kind: str, model_name: str) -> dict[str, Any]:
-    """`kind`: pyzm's model type (object, face); a face is labelled with its name."""
+    """`kind`: pyzm's model type (object, face, alpr); a face is labelled with its name, a
+    plate with its letters and digits."""
     return document(
         [
             {
                 "label": _label(d, kind),
-                "confidence": round(d.confidence if kind == "object" else _face_score(d), 4),
+                "confidence": round(_face_score(d) if kind == "face" else d.confidence, 4),
                 "box": list(d.box),
                 "type": kind,
                 "model_name": model_name,
@@ -29,6 +30,8 @@ def detections(result: Result, kind: str, model_name: str) -> dict[str, Any]:
 
 
 def _label(d: Detection, kind: str) -> str:
+    if kind == "alpr":
+        return attributes.plate(d) or d.label
     if kind != "face":
         return d.label
     return attributes.known_identity(d) or attributes.UNKNOWN

@@ -5,8 +5,9 @@ request: multipart `type` (`object`, `face`, `alpr`), `name` (its own model name
 echoed back), `min_confidence`, and a PNG `image`, or in URL mode a `url` (+ `zm_auth`,
 `verify_ssl`) for the server to fetch from ZoneMinder. Answers are
 `{"detections": [{"label", "confidence", "box": [x1, y1, x2, y2], "type", "model_name"}],
-"error": null}`; a model the server cannot run, or a frame it cannot fetch, is 200 with
-`detections: []` and the reason in `error` (pyzm then skips that model).
+"error": null}` (a face's label is the person's name, a plate's its letters and digits);
+a model the server cannot run, or a frame it cannot fetch, is 200 with `detections: []`
+and the reason in `error` (pyzm then skips that model).
 """
 
 from __future__ import annotations
@@ -30,7 +31,11 @@ from mlapi.web.kit import (
 )
 
 # pyzm's model type → (detector to run, detector whose `confidence` min_confidence sets)
-TYPES = {"object": ("objects", "objects"), "face": ("recognize", "faces")}
+TYPES = {
+    "object": ("objects", "objects"),
+    "face": ("recognize", "faces"),
+    "alpr": ("plates", "plates"),
+}
 
 
 def _answer(detections: list[dict[str, Any]], error: str | None = None) -> web.Response:
@@ -38,13 +43,13 @@ def _answer(detections: list[dict[str, Any]], error: str | None = None) -> web.R
 
 
 @operation(
-    "ZoneMinder pyzm gateway: one model (type=object|face) on one frame "
+    "ZoneMinder pyzm gateway: one model (type=object|face|alpr) on one frame "
     "(multipart image, or url + zm_auth)",
     tag="zoneminder",
     body=body(
         "multipart/form-data",
         {
-            "type": {"type": "string", "enum": ["object", "face"]},
+            "type": {"type": "string", "enum": list(TYPES)},
             "name": {"type": "string"},
             "min_confidence": {"type": "number"},
             "image": BINARY,
@@ -60,7 +65,8 @@ async def infer(request: web.Request) -> web.Response:
     upload = await read_upload(request, file_field="image", require_image=False, fetch=False)
     kind, name = upload.fields.get("type", ""), upload.fields.get("name", "")
     if kind not in TYPES:
-        return _answer([], f"no model for type={kind!r} on this server (have: object, face)")
+        have = ", ".join(TYPES)
+        return _answer([], f"no model for type={kind!r} on this server (have: {have})")
     detector, thresholded = TYPES[kind]
     raw = upload.fields.get("min_confidence", "")
     options = {thresholded: {"confidence": raw}} if raw else {}
