@@ -264,6 +264,9 @@ def test_people_from_two_photos_then_recognised_by_name(
         d["attributes"].get("identity") for d in shown["detections"] if d["label"] == "face"
     ]
     assert sorted(identities) == ["Richard", "unknown"]
+    # His box reads his name and how like him the face is, not the face detector's score.
+    (his,) = [t for t in page.locator("#try-boxes text").all_text_contents() if "Richard" in t]
+    assert his.split(" ", 1)[1].startswith("Richard (similarity ")
     shot(page, "try")
     # Rename, remove a sample, remove the person.
     visit(page, "People")
