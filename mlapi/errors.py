@@ -118,6 +118,11 @@ class StoreUnavailable(MlapiError):  # state: the database does not answer; retr
     status = 503
 
 
+class Stalled(StoreUnavailable):  # stores.database: no answer by the deadline (not a refusal)
+    """Stopped, unreachable or overloaded, as opposed to refusing at once: calls fail fast
+    until a probe gets an answer."""
+
+
 class StreamError(MlapiError):  # stream: a source that cannot be opened
     status = 400
 

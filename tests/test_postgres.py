@@ -24,7 +24,7 @@ from mlapi.engine import Engine
 from mlapi.errors import GalleryError, StoreUnavailable, UserError
 from mlapi.store import ModelCache
 from mlapi.stores import Stores, open_stores, rules
-from mlapi.stores.postgres import MIGRATIONS, Database
+from mlapi.stores.database import MIGRATIONS, Database
 from mlapi.web.auth import CSRF_HEADER, SESSION_COOKIE
 
 PASSWORD = "a long enough password"

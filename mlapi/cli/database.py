@@ -19,7 +19,7 @@ def db() -> None:
 @database_option
 def db_upgrade(database: str) -> None:
     """Bring the database's schema up to date (`mlapi serve` also does, on start)."""
-    from mlapi.stores.postgres import Database, shown_url
+    from mlapi.stores.database import Database, shown_url
 
     if not database:
         fail("say which database: --database postgresql://… (or MLAPI_DATABASE_URL)", 2)
@@ -49,7 +49,8 @@ def db_copy(target: str, folder: Path | None) -> None:
     Nothing is changed in the files; ids and hashes are kept (keys and tokens go on
     working), and running it again copies nothing twice."""
     from mlapi.paths import data_dir
-    from mlapi.stores.postgres import Database, copy_files, shown_url
+    from mlapi.stores.database import Database, shown_url
+    from mlapi.stores.pg_copy import copy_files
 
     source = folder or data_dir()
     store = Database(target)

@@ -231,9 +231,10 @@ def open_stores(
 
 
 def _database_stores(url: str, settings: StoreSettings) -> Stores:
-    from mlapi.stores import postgres
+    from mlapi.stores import pg_gallery, postgres
+    from mlapi.stores.database import Database, shown_url
 
-    db = postgres.Database(url, timeout=settings.db_timeout)
+    db = Database(url, timeout=settings.db_timeout)
     try:
         db.upgrade()
     except BaseException:
@@ -243,9 +244,9 @@ def _database_stores(url: str, settings: StoreSettings) -> Stores:
         accounts=postgres.PgAccounts(db, max_keys=settings.max_keys_per_user),
         secret=postgres.PgSecret(db),
         logins=postgres.PgLoginAttempts(db),
-        faces=postgres.PgGallery(db),
+        faces=pg_gallery.PgGallery(db),
         sessions=postgres.PgSessions(db, max_per_user=settings.max_sessions_per_user),
         plates=postgres.PgPlates(db),
         close=db.close,
-        where=postgres.shown_url(url),
+        where=shown_url(url),
     )
