@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -276,3 +277,10 @@ def _out_size(size: int | None, k: int, s: int, d: int, pads: tuple[int, int] | 
     if pads is None:  # SAME with a size known only when running
         return -(-size // s)
     return (size + pads[0] + pads[1] - ((k - 1) * d + 1)) // s + 1
+
+
+def _fold(fn: Callable[..., np.ndarray], args: list[Value]) -> list[Value] | None:
+    """`fn` computed here when every argument is a constant (None otherwise)."""
+    if all(a.const is not None for a in args):
+        return [constant(np.asarray(fn(*[a.const for a in args])))]
+    return None

@@ -16,6 +16,7 @@ from mlapi.store.tfjs_graph import (
     _attr,
     _broadcast,
     _drop,
+    _fold,
     _Graph,
     _int,
     _out_size,
@@ -41,12 +42,6 @@ def _op(*names: str) -> Callable[[Handler], Handler]:
 
 
 # -- operations -----------------------------------------------------------------------------
-def _fold(fn: Callable[..., np.ndarray], args: list[Value]) -> list[Value] | None:
-    if all(a.const is not None for a in args):
-        return [constant(np.asarray(fn(*[a.const for a in args])))]
-    return None
-
-
 @_op("Identity", "StopGradient", "Snapshot")
 def _identity(c: _Converter, node: dict[str, Any], args: list[Value]) -> list[Value]:
     return [args[0]]
