@@ -21,6 +21,7 @@ from deepstack.core import URL_BASE_VISION
 from servers import Answer, LiveServer
 
 from mlapi.config import ServerConfig
+from mlapi.console.routes import adduser_command
 from mlapi.console.snippets import snippets
 from mlapi.engine import Engine
 from mlapi.images import encode_jpeg
@@ -429,3 +430,33 @@ def test_detectors_say_which_can_run_and_the_command_for_the_rest(server: LiveSe
     assert options and all(
         o["type"] in ("number", "integer", "boolean", "text") for o in options.values()
     )
+
+
+def test_a_server_with_no_users_says_how_to_make_one(tmp_path: Path) -> None:
+    with Engine(ModelCache(tmp_path / "cache")) as engine:
+        empty = LiveServer(engine, tmp_path / "data", ServerConfig(models=()))
+        try:
+            said = empty.call("GET", "/console/api/session").json()
+            assert said["user"] is None and said["users"] is False
+            assert said["adduser"] == "./run mlapi adduser NAME"  # the tests run from a checkout
+            empty.users.add("alice", PASSWORD)
+            assert "users" not in empty.call("GET", "/console/api/session").json()
+        finally:
+            empty.stop()
+
+
+def test_the_adduser_command_is_the_one_for_how_the_server_runs(tmp_path: Path) -> None:
+    checkout, venv = tmp_path / "checkout", tmp_path / "checkout" / ".venv"
+    venv.mkdir(parents=True)
+    (checkout / "run").write_text("#!/bin/sh\n")
+    (checkout / "pyproject.toml").write_text("")
+    root = tmp_path / "root"
+    root.mkdir()
+    installed = tmp_path / "usr"
+    assert adduser_command(venv, root) == "./run mlapi adduser NAME"
+    assert adduser_command(installed, root) == "mlapi adduser NAME"
+    (root / ".dockerenv").touch()
+    assert adduser_command(installed, root) == "docker exec -it CONTAINER mlapi adduser NAME"
+    (root / "run").mkdir()
+    (root / "run" / ".containerenv").touch()
+    assert adduser_command(installed, root) == "podman exec -it CONTAINER mlapi adduser NAME"

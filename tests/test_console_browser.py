@@ -329,11 +329,25 @@ def test_status_shows_the_request_just_made(
     assert (page.locator("#status-summary").text_content() or "").startswith("Ready")
     licences = page.locator("#model-table").text_content() or ""
     assert "nanodet" in licences and "MIT" in licences
-    page.locator("#chart-rate polyline").wait_for(timeout=15_000)  # two samples, 5 s apart
+    page.locator("#chart-rate polyline").first.wait_for(timeout=15_000)  # two samples, 5 s apart
     # Its route gets a latency line once a sample (every 5 s; the page re-reads as often)
     # has counted it.
     page.locator("#chart-latency text", has_text="/api/v1/detect").wait_for(timeout=20_000)
-    assert page.locator("#chart-latency polyline").count() >= 1
+    assert page.locator("#chart-latency polyline, #chart-latency circle").count() >= 1
+    # The API's routes first; the console's own calls folded into one line, last.
+    rows = page.locator("#route-table tbody tr")
+    assert (rows.first.text_content() or "").startswith("/api/v1/detect")
+    folded = page.locator("#route-table tr.folded")
+    assert folded.count() == 1 and rows.last.get_attribute("class") == "folded"
+    assert "This console's own requests" in (folded.text_content() or "")
+    assert page.locator("#route-table code", has_text="/console/").count() == 0
+    # Each chart's y-axis is labelled with its unit; an idle route says so.
+    for name, unit in (("rate", "req/s"), ("queue", "requests"), ("latency", "ms")):
+        assert page.locator(f"#chart-{name} text.unit").text_content() == unit
+    legend = page.locator("#chart-rate text", has_text="this console").text_content() or ""
+    assert legend.startswith("this console: now")
+    # Once a sample passes with no request, the route's latency says so (not "0.0 ms").
+    page.locator("#chart-latency text", has_text="now no requests").first.wait_for(timeout=20_000)
     assert serious_violations(page, axe) == []
     shot(page, "status")
 
@@ -345,12 +359,32 @@ def test_a_phone_sized_screen(browser: Browser, server: LiveServer, photos: Path
     try:
         page = context.new_page()
         sign_in(page, server)
-        detect_on_page(page, photos / "object_detection_input.jpg")
+        detect_on_page(page, photos / "gender_detection_input.jpg")
+        # The detections table shows Label and Details whole, with no sideways scrolling.
+        edges = page.evaluate(
+            """() => ['#try-table th:nth-child(2)', '#try-table th:nth-child(5)']
+                .map((s) => document.querySelector(s).getBoundingClientRect().right)"""
+        )
+        assert max(edges) <= 390, edges
+        table = page.locator("#try-table")
+        assert table.evaluate("t => t.scrollWidth <= t.parentElement.clientWidth")
+        assert "female" in (page.locator("#try-table tbody").text_content() or "")
         for name in ("Try", "People", "Keys", "Status"):
             visit(page, name)
             assert page.get_by_role("link", name=name, exact=True).is_visible()
             wide = page.evaluate("() => document.documentElement.scrollWidth - innerWidth")
             assert wide <= 0, f"{name} scrolls sideways by {wide} px on a phone"
+        # The header is one row: the name, the four pages and Sign out, side by side.
+        tops = page.evaluate(
+            """() => ['.brand', '#nav', '#sign-out'].map((s) =>
+                document.querySelector(s).getBoundingClientRect())
+                .map((r) => [r.top, r.bottom, r.right])"""
+        )
+        assert max(t[0] for t in tops) < min(t[1] for t in tops)  # they share a line
+        height = page.locator("#sign-out").evaluate("b => b.getBoundingClientRect().height")
+        assert height < 44  # "Sign out" on one line
+        assert max(t[2] for t in tops) <= 390
+        assert page.get_by_role("button", name="Sign out").is_visible()
         visit(page, "Try")
         assert serious_violations(page, axe) == []
         shot(page, "phone")
@@ -442,7 +476,7 @@ def test_detect_shows_progress_and_the_result_in_view(
         assert button.is_enabled() and page.locator("#try-busy").is_hidden()
         # The result is scrolled to: its picture's top is on screen.
         top = page.locator("#try-result").evaluate("r => r.getBoundingClientRect().top")
-        assert 0 <= top < 844
+        assert -1 <= top < 844  # (a subpixel above the top edge is on screen)
         # A new file while a request is on its way: its answer is never shown.
         page.locator("#try").get_by_label("Photo", exact=True).set_input_files(
             str(photos / "face_detection_input.jpg")
@@ -587,3 +621,27 @@ def test_labels_are_readable_and_never_cover_a_face(
         print(f"label size at {width} px: {min(found['texts']):.1f} CSS px")
     finally:
         context.close()
+
+
+def test_a_server_with_no_users_says_so_on_the_sign_in_page(
+    browser: Browser, tmp_path: Path, axe: str
+) -> None:
+    with Engine(ModelCache(tmp_path / "cache")) as engine:
+        live = LiveServer(engine, tmp_path / "data", ServerConfig(models=()))
+        context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+        try:
+            page = context.new_page()
+            page.goto(live.url + "/")
+            notice = page.locator("#signin-setup")
+            notice.wait_for()
+            assert "no users yet" in (notice.text_content() or "")
+            # This server runs from a checkout: the command is the checkout's.
+            assert page.locator("#signin-command").text_content() == "./run mlapi adduser NAME"
+            assert serious_violations(page, axe) == []
+            shot(page, "no-users")
+            live.users.add("alice", PASSWORD)
+            sign_in(page, live)
+            assert notice.is_hidden()
+        finally:
+            context.close()
+            live.stop()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -157,14 +158,35 @@ def _over_tls(request: web.Request) -> bool:
     return request.secure or forwarded == "https"
 
 
-@anyone("the signed-in console user and the session's CSRF token (user null when none)")
+@anyone(
+    "the signed-in console user and the session's CSRF token (user null when none; "
+    "with no user on the server at all, the command that makes one)"
+)
 async def session(request: web.Request) -> web.Response:
     """Who is signed in (`user` null when nobody is: the page then shows its sign-in)."""
     state = request.app[SERVER]
     if SESSION_COOKIE not in request.cookies:
-        return json_text({"user": None, "version": __version__})
+        signed_out: dict[str, Any] = {"user": None, "version": __version__}
+        if not await in_state(request, state.users.names):
+            # Nobody can sign in yet: the page says so, with the command that fixes it.
+            signed_out.update(users=False, adduser=adduser_command())
+        return json_text(signed_out)
     found = await console_session(request, state)  # 401 for an ended session
     return json_text({"user": found.user, "csrf": found.csrf, "version": __version__})
+
+
+def adduser_command(prefix: Path | None = None, root: Path = Path("/")) -> str:
+    """The command that makes the first user, as this server was started: from a checkout
+    (`./run`), in a container (podman's or docker's), else the installed `mlapi` (the
+    binary too). Never a path of this machine: the sign-in page shows it to anyone."""
+    prefix = Path(sys.prefix) if prefix is None else prefix
+    if (prefix.parent / "run").is_file() and (prefix.parent / "pyproject.toml").is_file():
+        return "./run mlapi adduser NAME"
+    if (root / "run" / ".containerenv").exists():
+        return "podman exec -it CONTAINER mlapi adduser NAME"
+    if (root / ".dockerenv").exists():
+        return "docker exec -it CONTAINER mlapi adduser NAME"
+    return "mlapi adduser NAME"
 
 
 @anyone("end the console session")

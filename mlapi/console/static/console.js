@@ -102,10 +102,16 @@ function route() {
 async function start() {
   const response = await fetch("/console/api/session", { credentials: "same-origin" });
   const session = await response.json().catch(() => ({}));
+  if (session.users === false) {
+    $("signin-command").textContent = session.adduser;
+    $("signin-container").hidden = !session.adduser.includes("CONTAINER");
+    $("signin-setup").hidden = false;
+  }
   if (response.ok && session.user) {
     csrf = session.csrf;
     signedIn = true;
     $("who").textContent = `${session.user} · mlapi ${session.version}`;
+    $("sign-out").title = `Signed in as ${session.user}`;
   }
   route();
 }
@@ -120,6 +126,7 @@ $("signin-form").addEventListener("submit", async (event) => {
     const session = await answer(response);
     csrf = session.csrf;
     signedIn = true;
+    $("signin-setup").hidden = true;
     $("password").value = "";
     $("who").textContent = `${session.user} · mlapi ${session.version}`;
     if (!PAGES.includes(location.hash.slice(1))) location.hash = "#try";
@@ -621,34 +628,58 @@ $("key-form").addEventListener("submit", async (event) => {
 });
 
 // -- status ----------------------------------------------------------------------------
-// A small line chart: one line per series ({name, values}), a legend under it.
+// A small line chart: one line per series ({name, values}; null where nothing was asked),
+// a y-axis labelled with its unit at 0 and at the top, a legend under it.
 function chart(node, lines, unit) {
   node.replaceChildren();
   const width = 300;
   const height = 80;
+  const left = 54; // room for the y-axis labels
+  const plot = width - left;
   const legend = 14 * Math.max(1, lines.length);
   node.setAttribute("viewBox", `0 0 ${width} ${height + 4 + legend}`);
-  const top = Math.max(1e-9, ...lines.flatMap((l) => l.values));
-  node.append(svg("line", { x1: 0, y1: height, x2: width, y2: height, stroke: "#6b7280" }));
+  const numbers = lines.flatMap((l) => l.values).filter((v) => v !== null);
+  const top = Math.max(1e-9, ...numbers);
+  const axis = (v) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2).replace(/\.?0+$/, "") || "0");
+  node.append(svg("line", { x1: left, y1: height, x2: width, y2: height, stroke: "#6b7280" }));
+  node.append(svg("line", { x1: left, y1: 4, x2: left, y2: height, stroke: "#6b7280" }));
+  node.append(svg("text", { x: left - 4, y: 12, "font-size": 10, fill: "#374151", "text-anchor": "end" }, numbers.length ? axis(top) : "—"));
+  node.append(svg("text", { x: left - 4, y: height, "font-size": 10, fill: "#374151", "text-anchor": "end" }, "0"));
+  node.append(svg("text", { x: left - 4, y: height / 2 + 4, "font-size": 10, fill: "#374151", "text-anchor": "end", class: "unit" }, unit));
   lines.forEach((line, i) => {
     const { values } = line;
-    const step = values.length > 1 ? width / (values.length - 1) : width;
+    const step = values.length > 1 ? plot / (values.length - 1) : plot;
     const colour = COLOURS[(i + 1) % COLOURS.length];
-    if (values.length) {
-      const points = values.map((v, j) => `${(j * step).toFixed(1)},${(height - (v / top) * (height - 4)).toFixed(1)}`).join(" ");
-      node.append(svg("polyline", { points, fill: "none", stroke: colour, "stroke-width": 2 }));
-    }
-    const last = values.length ? values[values.length - 1] : 0;
-    const peak = Math.max(0, ...values);
-    const label = `${line.name ? `${line.name}: ` : ""}now ${last.toFixed(1)} ${unit}, peak ${peak.toFixed(1)}`;
+    // One polyline per run of samples that had requests: idle stretches stay gaps.
+    let run = [];
+    const flush = () => {
+      if (run.length > 1) node.append(svg("polyline", { points: run.join(" "), fill: "none", stroke: colour, "stroke-width": 2 }));
+      else if (run.length === 1) {
+        const [x, y] = run[0].split(",");
+        node.append(svg("circle", { cx: x, cy: y, r: 2, fill: colour }));
+      }
+      run = [];
+    };
+    values.forEach((v, j) => {
+      if (v === null) flush();
+      else run.push(`${(left + j * step).toFixed(1)},${(height - (v / top) * (height - 4)).toFixed(1)}`);
+    });
+    flush();
+    const last = values.length ? values[values.length - 1] : null;
+    const seen = values.filter((v) => v !== null);
+    const now = last === null ? "no requests" : `${last.toFixed(1)} ${unit}`;
+    const peak = seen.length ? `, peak ${Math.max(...seen).toFixed(1)}` : "";
+    const label = `${line.name ? `${line.name}: ` : ""}now ${now}${peak}`;
     node.append(svg("text", { x: 0, y: height + 14 * (i + 1), "font-size": 11, fill: lines.length > 1 ? colour : "#374151" }, label));
   });
 }
 
 const CHARTED_ROUTES = 4; // the busiest API routes of the window get a latency line each
+const isConsole = (route) => route === "/" || route.startsWith("/console/");
 
 function series(history) {
   const rate = [];
+  const ownRate = [];
   const queue = [];
   const perRoute = {};
   const busy = {};
@@ -656,35 +687,57 @@ function series(history) {
     const a = history[i - 1];
     const b = history[i];
     const dt = Math.max(b.t - a.t, 1e-3);
-    rate.push(Math.max(0, b.requests - a.requests) / dt);
+    let own = 0;
+    for (const [route, [count]] of Object.entries(b.routes)) {
+      if (isConsole(route)) own += Math.max(0, count - (a.routes[route] || [0])[0]);
+    }
+    rate.push(Math.max(0, b.requests - a.requests - own) / dt);
+    ownRate.push(own / dt);
     queue.push(b.waiting + b.inference);
     for (const [route, [count, seconds]] of Object.entries(b.routes)) {
-      if (route.startsWith("/console/") || route === "/") continue; // the page's own calls
+      if (isConsole(route)) continue; // the page's own calls
       const [n0, s0] = a.routes[route] || [0, 0];
       const n = count - n0;
-      perRoute[route] = perRoute[route] || new Array(i - 1).fill(0);
-      perRoute[route].push(n > 0 ? ((seconds - s0) / n) * 1000 : 0);
+      perRoute[route] = perRoute[route] || new Array(i - 1).fill(null);
+      perRoute[route].push(n > 0 ? ((seconds - s0) / n) * 1000 : null); // idle: no point
       busy[route] = (busy[route] || 0) + n;
     }
-    for (const values of Object.values(perRoute)) if (values.length < i) values.push(0);
+    for (const values of Object.values(perRoute)) if (values.length < i) values.push(null);
   }
   const latency = Object.keys(perRoute)
     .filter((route) => busy[route] > 0)
     .sort((x, y) => busy[y] - busy[x])
     .slice(0, CHARTED_ROUTES)
     .map((route) => ({ name: route, values: perRoute[route] }));
-  return { rate, queue, latency };
+  return { rate, ownRate, queue, latency };
+}
+
+function routeRows(routes) {
+  // The API's routes first, busiest first; the console's own traffic folded into one line.
+  const api = routes.filter((r) => !isConsole(r.route));
+  const own = routes.filter((r) => isConsole(r.route));
+  const latency = (n, ms) => (n ? `${ms} ms` : "no requests");
+  const rows = api.map((r) => el("tr", {},
+    el("td", {}, el("code", {}, r.route)), el("td", {}, r.requests), el("td", {}, latency(r.requests, r.mean_ms))));
+  if (!api.length) rows.push(el("tr", {}, el("td", { colspan: 3 }, "No API requests yet.")));
+  if (own.length) {
+    const n = own.reduce((sum, r) => sum + r.requests, 0);
+    const ms = n ? (own.reduce((sum, r) => sum + r.requests * r.mean_ms, 0) / n).toFixed(1) : 0;
+    rows.push(el("tr", { class: "folded" },
+      el("td", {}, `This console's own requests (${own.length} route${own.length === 1 ? "" : "s"})`),
+      el("td", {}, n), el("td", {}, latency(n, ms))));
+  }
+  return rows;
 }
 
 async function loadStatus() {
   const s = await answer(await api("GET", "/console/api/status"));
   $("status-summary").textContent = `${s.ready ? "Ready" : "Warming up"} · mlapi ${s.version} · ${s.processes} process${s.processes === 1 ? "" : "es"} × ${s.workers} workers · queue: ${s.queue.waiting || 0} waiting, ${s.queue.inference || 0} running`;
-  const { rate, queue, latency } = series(s.history);
-  chart($("chart-rate"), [{ name: "", values: rate }], "req/s");
+  const { rate, ownRate, queue, latency } = series(s.history);
+  chart($("chart-rate"), [{ name: "API", values: rate }, { name: "this console", values: ownRate }], "req/s");
   chart($("chart-queue"), [{ name: "", values: queue }], "requests");
   chart($("chart-latency"), latency.length ? latency : [{ name: "no API requests", values: [] }], "ms");
-  $("route-table").tBodies[0].replaceChildren(...s.routes.map((r) => el("tr", {},
-    el("td", {}, el("code", {}, r.route)), el("td", {}, r.requests), el("td", {}, `${r.mean_ms} ms`))));
+  $("route-table").tBodies[0].replaceChildren(...routeRows(s.routes));
   $("model-table").tBodies[0].replaceChildren(...s.models.flatMap((d) => (d.models.length ? d.models : [{ name: "(none)", licence: "" }])
     .map((m) => el("tr", {}, el("td", {}, d.detector), el("td", {}, m.name), el("td", {}, m.licence)))));
   clearInterval(statusTimer);
