@@ -26,6 +26,12 @@ def snippets(url: str, key: str) -> list[Snippet]:
     host = parts.hostname or "localhost"
     port = parts.port or (443 if parts.scheme == "https" else 80)
     base = url.rstrip("/")
+    # deepstack-python (Home Assistant's DeepStack component) only speaks plain http.
+    plain_http = (
+        ""
+        if parts.scheme == "http"
+        else "    # speaks plain http only: give the server's http address and port\n"
+    )
     return [
         # robmarkcole/HASS-Deepstack-object, custom_components/deepstack_object/
         # image_processing.py: PLATFORM_SCHEMA's ip_address, port, api_key, targets
@@ -36,6 +42,7 @@ def snippets(url: str, key: str) -> list[Snippet]:
             "configuration.yaml (deepstack_object custom component)",
             "image_processing:\n"
             "  - platform: deepstack_object\n"
+            f"{plain_http}"
             f"    ip_address: {host}\n"
             f"    port: {port}\n"
             f"    api_key: {key}\n"
