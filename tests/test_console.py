@@ -463,3 +463,80 @@ def test_the_adduser_command_is_the_one_for_how_the_server_runs(tmp_path: Path) 
     (root / "run").mkdir()
     (root / "run" / ".containerenv").touch()
     assert adduser_command(installed, root) == "podman exec -it CONTAINER mlapi adduser NAME"
+
+
+def test_plates_are_listed_added_and_removed_from_the_console(server: LiveServer) -> None:
+    browser = Browser(server)
+    browser.sign_in()
+    assert browser.call("GET", "/console/api/plates").json() == {"plates": []}
+    car = browser.call("POST", "/console/api/plates", {"name": "Van", "plate": "ab-123 cd"})
+    assert car.status == 200 and car.json() == {"name": "Van", "plate": "AB123CD"}
+    fleet = browser.call("POST", "/console/api/plates", {"name": "Fleet", "pattern": "FL[0-9]{3}"})
+    assert fleet.json() == {"name": "Fleet", "pattern": "FL[0-9]{3}"}
+    listed = browser.call("GET", "/console/api/plates").json()["plates"]
+    assert listed == [
+        {"name": "Fleet", "pattern": "FL[0-9]{3}"},
+        {"name": "Van", "plate": "AB123CD"},
+    ]
+    # The API's clients see the same plates.
+    key = server.users.create_key("alice", "script")
+    api = server.call("GET", "/api/v1/plates", headers={"X-API-Key": key}).json()["plates"]
+    assert api == listed
+    gone = browser.call("DELETE", "/console/api/plates/Van")
+    assert gone.status == 200 and gone.json() == {"name": "Van", "removed": 1}
+    assert browser.call("GET", "/console/api/plates").json()["plates"] == [listed[0]]
+    again = browser.call("DELETE", "/console/api/plates/Van")
+    assert again.status == 404 and "Van" in again.json()["error"]
+
+
+def test_a_bad_plate_is_refused_in_words(server: LiveServer) -> None:
+    browser = Browser(server)
+    browser.sign_in()
+    bad = browser.call("POST", "/console/api/plates", {"name": "Fleet", "pattern": "FL[0-9"})
+    assert bad.status == 400 and "not a regular expression" in bad.json()["error"]
+    both = browser.call("POST", "/console/api/plates", {"name": "X", "plate": "A1", "pattern": "A"})
+    assert both.status == 400 and "one of them" in both.json()["error"]
+    stray = browser.call("POST", "/console/api/plates", {"name": "X", "colour": "red"})
+    assert stray.status == 400 and "colour" in stray.json()["error"]
+    browser.call("POST", "/console/api/plates", {"name": "Van", "plate": "AB123CD"})
+    taken = browser.call("POST", "/console/api/plates", {"name": "Car", "plate": "AB 123 CD"})
+    assert taken.status == 409 and "Van" in taken.json()["error"]
+    assert browser.call("GET", "/console/api/plates").json()["plates"] == [
+        {"name": "Van", "plate": "AB123CD"}
+    ]
+
+
+def test_plates_in_the_console_need_a_session_and_the_csrf_token(server: LiveServer) -> None:
+    key = server.users.create_key("alice", "script")
+    token = server.token("alice", PASSWORD)
+    for headers in ({"X-API-Key": key}, {"Authorization": f"Bearer {token}"}, {}):
+        for method, path in (
+            ("GET", "/console/api/plates"),
+            ("POST", "/console/api/plates"),
+            ("DELETE", "/console/api/plates/Van"),
+        ):
+            body = json.dumps({"name": "Van", "plate": "AB1"}).encode()
+            answer = server.call(method, path, body, {**JSON, **headers})
+            assert answer.status == 401, (method, path, headers)
+    browser = Browser(server)
+    browser.sign_in()
+    forged = browser.call(
+        "POST", "/console/api/plates", {"name": "Van", "plate": "AB1"}, csrf=False
+    )
+    assert forged.status == 403 and "X-CSRF-Token" in forged.json()["error"]
+    browser.call("POST", "/console/api/plates", {"name": "Van", "plate": "AB1"})
+    forged = browser.call("DELETE", "/console/api/plates/Van", csrf=False)
+    assert forged.status == 403
+    assert browser.call("GET", "/console/api/plates").json()["plates"] == [
+        {"name": "Van", "plate": "AB1"}
+    ]
+
+
+def test_the_console_plate_routes_are_documented(server: LiveServer) -> None:
+    paths = server.call("GET", "/api/v1/openapi.json").json()["paths"]
+    assert {"get", "post"} <= set(paths["/console/api/plates"])
+    assert "delete" in paths["/console/api/plates/{name}"]
+    added = paths["/console/api/plates"]["post"]
+    assert "console session" in added["summary"]
+    schema = added["requestBody"]["content"]["application/json"]["schema"]
+    assert set(schema["properties"]) == {"name", "plate", "pattern"}

@@ -237,7 +237,7 @@ def test_people_from_two_photos_then_recognised_by_name(
     horse.write_bytes(crop(photos, "object_detection_input.jpg", 400, 640))
     sign_in(page, server)
     visit(page, "People")
-    page.get_by_label("Name", exact=True).fill("Richard")
+    page.locator("#people").get_by_label("Name", exact=True).fill("Richard")
     page.locator("#people").get_by_label("Photo", exact=True).set_input_files(
         [str(man), str(mirrored), str(horse)]
     )
@@ -280,6 +280,60 @@ def test_people_from_two_photos_then_recognised_by_name(
     page.get_by_role("button", name="Remove Rich").click()
     page.get_by_text("Nobody yet").wait_for()
     assert server.stores.faces.names() == []
+
+
+def test_plates_are_added_listed_refused_in_words_and_removed(
+    page: Page, server: LiveServer, axe: str
+) -> None:
+    sign_in(page, server)
+    visit(page, "Plates")
+    form = page.locator("#plates")
+    form.get_by_label("Name", exact=True).fill("Our van")
+    form.get_by_label("Plate", exact=True).fill("ab-123 cd")
+    page.get_by_role("button", name="Add plate").click()
+    table = page.locator("#plate-table tbody")
+    table.get_by_role("row", name="Our van AB123CD").wait_for()
+    # A pattern that is no regular expression: the server's words, as an alert.
+    form.get_by_label("Every plate a pattern matches").check()
+    form.get_by_label("Name", exact=True).fill("Fleet")
+    form.get_by_label("Pattern", exact=True).fill("FLEET[0-9")
+    page.get_by_role("button", name="Add plate").click()
+    alert = page.get_by_role("alert").filter(has_text="not a regular expression")
+    alert.wait_for()
+    assert alert.is_visible()
+    assert [k.name for k in server.stores.plates.known()] == ["Our van"]
+    form.get_by_label("Pattern", exact=True).fill("FLEET[0-9]{3}")
+    page.get_by_role("button", name="Add plate").click()
+    table.get_by_role("row", name="Fleet pattern FLEET[0-9]{3}").wait_for()
+    assert page.locator("#plates-error").text_content() == ""  # the old error is gone
+    assert serious_violations(page, axe) == []
+    shot(page, "plates")
+    page.get_by_role("button", name="Remove plate Our van").click()
+    page.get_by_role("button", name="Remove plate Our van").wait_for(state="detached")
+    assert [k.name for k in server.stores.plates.known()] == ["Fleet"]
+    page.get_by_role("button", name="Remove plate Fleet").click()
+    table.get_by_text("No known plates yet.").wait_for()
+
+
+def test_try_labels_a_plate_by_its_reading_and_name_and_text_by_its_line(
+    page: Page, server: LiveServer
+) -> None:
+    sign_in(page, server)
+    said = page.evaluate(
+        """() => [
+            {label: "plate", confidence: 0.91, box: [0, 0, 9, 9],
+             attributes: {plate: "AB123CD", text: "AB-123 CD", name: "Our van", vehicle: "car"}},
+            {label: "plate", confidence: 0.8, box: [0, 0, 9, 9],
+             attributes: {plate: "XY99", text: "XY99"}},
+            {label: "text", confidence: 0.7, box: [0, 0, 9, 9], attributes: {text: "EXIT 12"}},
+        ].map((d) => [caption(d), details(d)])"""
+    )
+    assert said == [
+        ["plate AB123CD (Our van) 91%",
+         'reads AB123CD, as read "AB-123 CD", known plate: Our van, on a car'],
+        ["plate XY99 80%", "reads XY99, no known plate"],
+        ['text "EXIT 12" 70%', 'reads "EXIT 12"'],
+    ]  # fmt: skip
 
 
 def test_keys_are_created_copied_and_revoked(page: Page, server: LiveServer, axe: str) -> None:
@@ -369,12 +423,12 @@ def test_a_phone_sized_screen(browser: Browser, server: LiveServer, photos: Path
         table = page.locator("#try-table")
         assert table.evaluate("t => t.scrollWidth <= t.parentElement.clientWidth")
         assert "female" in (page.locator("#try-table tbody").text_content() or "")
-        for name in ("Try", "People", "Keys", "Status"):
+        for name in ("Try", "People", "Plates", "Keys", "Status"):
             visit(page, name)
             assert page.get_by_role("link", name=name, exact=True).is_visible()
             wide = page.evaluate("() => document.documentElement.scrollWidth - innerWidth")
             assert wide <= 0, f"{name} scrolls sideways by {wide} px on a phone"
-        # The header is one row: the name, the four pages and Sign out, side by side.
+        # The header is one row: the name, the five pages and Sign out, side by side.
         tops = page.evaluate(
             """() => ['.brand', '#nav', '#sign-out'].map((s) =>
                 document.querySelector(s).getBoundingClientRect())

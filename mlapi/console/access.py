@@ -31,7 +31,9 @@ def anyone(summary: str) -> Callable[[Handler], Handler]:
 
 
 def signed_in_only(
-    summary: str, params: list[dict[str, Any]] | None = None
+    summary: str,
+    params: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
 ) -> Callable[[Handler], Handler]:
     """A handler only a signed-in browser reaches (a key or token gets 401), documented so."""
 
@@ -42,6 +44,6 @@ def signed_in_only(
             return await handler(request)
 
         described = f"{summary} (console session)"
-        return operation(described, tag="console", auth=False, params=params)(checked)
+        return operation(described, tag="console", auth=False, params=params, body=body)(checked)
 
     return wrap

@@ -30,6 +30,7 @@ from mlapi.console.people import (
     rename_person,
     thumbnail,
 )
+from mlapi.console.plates import add_known_plate, plates, remove_plate
 from mlapi.console.snippets import snippets
 from mlapi.engine import Engine
 from mlapi.errors import AuthError, ModelMissing, UserError
@@ -412,6 +413,9 @@ def add_routes(routes: Routes) -> None:
         ("DELETE", "/console/api/people/{name}", remove_person),
         ("DELETE", "/console/api/samples/{id}", remove_sample),
         ("GET", "/console/api/samples/{id}/face.jpg", thumbnail),
+        ("GET", "/console/api/plates", plates),
+        ("POST", "/console/api/plates", add_known_plate),
+        ("DELETE", "/console/api/plates/{name}", remove_plate),
         ("GET", "/console/api/keys", keys),
         ("POST", "/console/api/keys", create_key),
         ("DELETE", "/console/api/keys/{id}", revoke_key),

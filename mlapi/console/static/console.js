@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const PAGES = ["try", "people", "keys", "status"];
+const PAGES = ["try", "people", "plates", "keys", "status"];
 const COLOURS = ["#b91c1c", "#1d4ed8", "#047857", "#7c2d12", "#6d28d9", "#0f766e", "#a21caf", "#854d0e"];
 let csrf = "";
 let signedIn = false;
@@ -96,7 +96,7 @@ function route() {
   const page = PAGES.includes(location.hash.slice(1)) ? location.hash.slice(1) : "try";
   show(page);
   document.title = `${page[0].toUpperCase()}${page.slice(1)} · mlapi console`;
-  ({ try: loadTry, people: loadPeople, keys: loadKeys, status: loadStatus })[page]();
+  ({ try: loadTry, people: loadPeople, plates: loadPlates, keys: loadKeys, status: loadStatus })[page]();
 }
 
 async function start() {
@@ -273,7 +273,12 @@ function details(d) {
   if (a.gender) parts.push(`${a.gender.label} ${Math.round(a.gender.confidence * 100)}%`);
   if (a.age !== undefined) parts.push(`age ${Math.round(a.age)}`);
   if (a.emotion) parts.push(a.emotion);
-  if (a.plate || a.text) parts.push(`reads ${a.plate || a.text}`);
+  if (a.plate) {
+    parts.push(`reads ${a.plate}`);
+    if (a.text && a.text !== a.plate) parts.push(`as read "${a.text}"`);
+    parts.push(a.name ? `known plate: ${a.name}` : "no known plate");
+    if (a.vehicle) parts.push(`on a ${a.vehicle}`);
+  } else if (a.text) parts.push(`reads "${a.text}"`);
   if (d.embedding) parts.push(`embedding of ${d.embedding.length}`);
   return parts.join(", ");
 }
@@ -285,7 +290,11 @@ function caption(d) {
   if (a.identity && a.identity !== "unknown") {
     return a.similarity !== undefined ? `${a.identity} (similarity ${Number(a.similarity).toFixed(2)})` : a.identity;
   }
-  return `${d.label} ${Math.round(d.confidence * 100)}%`;
+  const percent = `${Math.round(d.confidence * 100)}%`;
+  // A plate by its reading and whose it is; a line of text by what it reads.
+  if (a.plate) return `${d.label} ${a.plate}${a.name ? ` (${a.name})` : ""} ${percent}`;
+  if (a.text) return `${d.label} "${a.text}" ${percent}`;
+  return `${d.label} ${percent}`;
 }
 
 function overlaps(a, b) {
@@ -583,6 +592,65 @@ $("test-form").addEventListener("submit", async (event) => {
   } catch (error) {
     out.textContent = error.message;
   }
+});
+
+// -- plates ----------------------------------------------------------------------------
+function showPlatesError(text) {
+  $("plates-message").textContent = "";
+  $("plates-error").replaceChildren(
+    el("span", { class: "icon", "aria-hidden": "true" }, "!"),
+    el("span", {}, text));
+}
+
+async function loadPlates() {
+  const body = $("plate-table").tBodies[0];
+  try {
+    const { plates } = await answer(await api("GET", "/console/api/plates"));
+    body.replaceChildren(...plates.map((p) => el("tr", {},
+      el("td", {}, p.name),
+      el("td", {}, p.plate ? el("code", {}, p.plate) : ["pattern ", el("code", {}, p.pattern)]),
+      el("td", {}, el("button", { type: "button", class: "danger", "aria-label": `Remove plate ${p.name}`, onclick: async () => {
+        if (!confirm(`Forget ${p.name}'s plates and patterns?`)) return;
+        $("plates-error").replaceChildren();
+        try {
+          await answer(await api("DELETE", `/console/api/plates/${encodeURIComponent(p.name)}`));
+          $("plates-message").textContent = `${p.name} removed.`;
+        } catch (error) {
+          showPlatesError(error.message);
+        }
+        loadPlates();
+      } }, "Remove")))));
+    if (!plates.length) body.append(el("tr", {}, el("td", { colspan: 3 }, "No known plates yet.")));
+  } catch (error) {
+    showPlatesError(`The known plates could not be listed: ${error.message}`);
+  }
+}
+
+function plateKind() {
+  const pattern = $("plate-kind-pattern").checked;
+  $("plate-value-label").textContent = pattern ? "Pattern" : "Plate";
+  $("plate-value").name = pattern ? "pattern" : "plate";
+  $("plate-value-hint").textContent = pattern
+    ? "A regular expression every letter and digit of a plate must match: FLEET[0-9]{3}."
+    : "Letters and digits, spaces, dots and hyphens between them: AB-123 CD.";
+}
+$("plate-kind-plate").addEventListener("change", plateKind);
+$("plate-kind-pattern").addEventListener("change", plateKind);
+
+$("plate-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("plates-error").replaceChildren();
+  $("plates-message").textContent = "";
+  const field = $("plate-kind-pattern").checked ? "pattern" : "plate";
+  try {
+    const added = await answer(await api("POST", "/console/api/plates", { name: $("plate-name").value, [field]: $("plate-value").value }));
+    $("plates-message").textContent = `${added.name} added: ${added.plate || `pattern ${added.pattern}`}.`;
+    $("plate-form").reset();
+    plateKind();
+  } catch (error) {
+    showPlatesError(error.message);
+  }
+  await loadPlates();
 });
 
 // -- keys ------------------------------------------------------------------------------

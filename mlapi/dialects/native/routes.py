@@ -59,6 +59,15 @@ async def plates_list(request: web.Request) -> web.Response:
 
 
 PLATE_FIELDS = {"name", "plate", "pattern"}
+PLATE_BODY = body(
+    "application/json",
+    {
+        "name": {"type": "string"},
+        "plate": {"type": "string", "description": "e.g. AB-123 CD"},
+        "pattern": {"type": "string", "description": "e.g. FLEET[0-9]{3}", "maxLength": 200},
+    },
+    ["name"],
+)
 
 
 @operation(
@@ -66,17 +75,15 @@ PLATE_FIELDS = {"name", "plate", "pattern"}
     "letters and digits); a detected plate within one edit of it, or matched, carries "
     "the name",
     tag="native",
-    body=body(
-        "application/json",
-        {
-            "name": {"type": "string"},
-            "plate": {"type": "string", "description": "e.g. AB-123 CD"},
-            "pattern": {"type": "string", "description": "e.g. FLEET[0-9]{3}", "maxLength": 200},
-        },
-        ["name"],
-    ),
+    body=PLATE_BODY,
 )
 async def plates_add(request: web.Request) -> web.Response:
+    return json_text(await add_plate(request))
+
+
+async def add_plate(request: web.Request) -> dict[str, str]:
+    """The known plate a request's {name, plate} or {name, pattern} adds, as shown (this
+    API's and the console's): each refusal a 4xx in words."""
     document: dict[str, Any] = await json_object(request)
     stray = sorted(set(document) - PLATE_FIELDS)
     if stray:
@@ -85,7 +92,7 @@ async def plates_add(request: web.Request) -> web.Response:
         raise RequestError(400, "name, plate and pattern are strings")
     name, plate, pattern = (document.get(f, "") for f in ("name", "plate", "pattern"))
     plates = request.app[SERVER].plates
-    return json_text(shown(await in_state(request, plates.add, name, plate, pattern)))
+    return shown(await in_state(request, plates.add, name, plate, pattern))
 
 
 @operation("forget a name's known plates and patterns: {removed: N}; 404 if none", tag="native")
