@@ -3,7 +3,7 @@
 # a Debian minbase root filesystem made by debootstrap from Debian's packages, plus the
 # one-folder binary (dist/mlapi, with the default models inside) that `./run build` makes.
 # Writes dist/mlapi-vision-VERSION.tar, which `docker load` and `podman load` both take.
-# Needs root (debootstrap), debootstrap and podman (Debian's packages; installed when
+# Needs root (debootstrap), debootstrap, podman and runc (Debian's packages; installed when
 # missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ work=build/image
 # differ only where Debian's packages did.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 
-for tool in debootstrap podman; do
+for tool in debootstrap podman runc; do  # runc: the runtime image_smoke runs it with
     command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || {
         apt-get install -y -qq "$tool" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$tool"; }
     }
