@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
+from mlapi import notify
 from mlapi.metrics import Snapshot, merge
 from mlapi.stores.files import write_private
 
@@ -173,6 +174,7 @@ def supervise(group: Group, child: Callable[[Group], None]) -> int:
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: serve until told to stop, never return to the parent's code
+            notify.detach()  # only the parent talks to systemd
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             die_with(parent)
@@ -193,6 +195,8 @@ def supervise(group: Group, child: Callable[[Group], None]) -> int:
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
+        if not stopping:
+            notify.notify("STOPPING=1")
         stopping = True
         due.clear()
         for pid in children:
@@ -236,11 +240,29 @@ def supervise(group: Group, child: Callable[[Group], None]) -> int:
             if when <= now and not stopping and due.pop(slot, None) is not None:
                 start(slot)
 
+    speaking = notify.enabled()
+    interval = notify.watchdog_interval()
+    told_ready, next_ping = False, 0.0
+
+    def tell_systemd() -> None:
+        # READY=1 once every process is warm; WATCHDOG=1 from this loop, which watches the
+        # children's heartbeats (a stuck child is killed here, a stuck parent stops pinging).
+        nonlocal told_ready, next_ping
+        if not told_ready and not stopping and group.all_ready():
+            notify.notify("READY=1")
+            told_ready = True
+        now = time.monotonic()
+        if interval is not None and now >= next_ping:
+            notify.notify("WATCHDOG=1")
+            next_ping = now + interval
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     for slot in range(group.size):
         start(slot)
     while children or due:
+        if speaking:
+            tell_systemd()
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:

@@ -194,6 +194,8 @@ def serve_one(
 
         app.on_startup.append(start_beating)
         app.on_cleanup.insert(0, stop_beating)
+    if group is None:  # one process: it talks to systemd itself (--processes: the parent)
+        speak_to_systemd(app)
     # SIGTERM/SIGINT stop accepting, let in-flight requests finish (up to 30 s), then exit.
     try:
         web.run_app(
@@ -213,6 +215,54 @@ def serve_one(
                 "choose another with --port / --host (or MLAPI_PORT / MLAPI_HOST)"
             )
         raise
+
+
+def speak_to_systemd(app: Any) -> None:
+    """systemd's notify protocol for a lone server process (when NOTIFY_SOCKET is set):
+    READY=1 once the warm-up is done, WATCHDOG=1 from the event loop (so a stuck loop stops
+    the pings and systemd restarts the server), STOPPING=1 when the drain starts."""
+    import asyncio
+
+    from aiohttp import web
+
+    from mlapi import notify
+    from mlapi.web.state import SERVER
+
+    if not notify.enabled():
+        return
+    tasks: list[asyncio.Task[None]] = []
+
+    async def speak() -> None:
+        interval = notify.watchdog_interval()
+        told_ready = False
+        next_ping = 0.0
+        while True:
+            if not told_ready and app[SERVER].ready:
+                notify.notify("READY=1")
+                told_ready = True
+                if interval is None:
+                    return
+            now = time.monotonic()
+            if interval is not None and now >= next_ping:
+                notify.notify("WATCHDOG=1")
+                next_ping = now + interval
+            await asyncio.sleep(0.1 if interval is None else min(0.1, interval))
+
+    async def start(_: web.Application) -> None:
+        tasks.append(asyncio.create_task(speak()))
+
+    async def stopping(_: web.Application) -> None:
+        notify.notify("STOPPING=1")
+
+    async def stop(_: web.Application) -> None:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app.on_startup.append(start)
+    app.on_shutdown.insert(0, stopping)
+    app.on_cleanup.append(stop)
 
 
 @main.command()
