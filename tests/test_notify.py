@@ -126,3 +126,24 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         if "mlapi.service" in line  # not the machine's own units
     ]
     assert result.returncode == 0 and not problems, result.stdout + result.stderr
+
+
+def test_unit_runs_the_server_the_way_the_docs_say() -> None:
+    lines = set(UNIT.read_text().splitlines())
+    for line in (
+        "Type=notify",
+        "WatchdogSec=30",
+        "DynamicUser=yes",
+        "StateDirectory=mlapi",
+        "CacheDirectory=mlapi",
+        "ConfigurationDirectory=mlapi",
+        "Environment=MLAPI_DATA_DIR=%S/mlapi",  # %S: /var/lib, %C: /var/cache, %E: /etc
+        "Environment=MLAPI_CACHE_DIR=%C/mlapi",
+        "Environment=MLAPI_CONFIG_DIR=%E/mlapi",
+        "EnvironmentFile=-/etc/mlapi/mlapi.env",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+    ):
+        assert line in lines, line
+    assert not any(line.startswith("MemoryDenyWriteExecute") for line in lines)
