@@ -9,7 +9,7 @@ import numpy as np
 
 from mlapi.detectors.faceutil import aligned_crop, sharpness
 from mlapi.engine import Engine, Pixels
-from mlapi.errors import GalleryError, MlapiError, NoFaceFound
+from mlapi.errors import DuplicateSample, GalleryError, MlapiError, NoFaceFound
 from mlapi.images import encode_jpeg
 from mlapi.inputs import IMAGE_SUFFIXES
 from mlapi.similarity import MATCH_AT, normalise, similarity
@@ -17,6 +17,9 @@ from mlapi.stores import Faces
 
 MIN_FACE_PIXELS = 48  # narrower faces carry too little detail for a faceprint
 MIN_SHARPNESS = 25.0  # Laplacian variance of a 112 px crop; sharp faces score 190-640 here
+# A new sample this close (cosine) to one the person already has is the same photo again:
+# an identical photo gives an identical faceprint, and it would add nothing but weight.
+SAME_SAMPLE_AT = 0.9999
 THUMBNAIL_PIXELS = 96  # the face picture kept with each sample (about 3 KB), for the console
 
 
@@ -73,7 +76,11 @@ def enroll(
             f"the face is too blurred (sharpness {score:.0f}, at least {MIN_SHARPNESS:.0f})"
         )
     embedding = np.asarray(face.embedding, np.float32)
-    others = [m for m in gallery.ranking(normalise(embedding), model) if m.name != name.strip()]
+    ranking = gallery.ranking(normalise(embedding), model)
+    own = [m for m in ranking if m.name == name.strip()]
+    if own and own[0].similarity >= SAME_SAMPLE_AT:
+        raise DuplicateSample(f"{name.strip()} already has a sample identical to this face")
+    others = [m for m in ranking if m.name != name.strip()]
     closest = similarity(others[0].similarity, model) if others else 0.0
     also = (others[0].name, round(closest, 4)) if closest >= MATCH_AT else None
     thumbnail = encode_jpeg(aligned_crop(image, face, THUMBNAIL_PIXELS, 1.3, False), 85)

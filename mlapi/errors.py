@@ -97,6 +97,10 @@ class NoFaceFound(GalleryError):  # enroll: the photo shows no face to learn
     pass
 
 
+class DuplicateSample(GalleryError):  # enroll: the person already has this very sample
+    status = 409
+
+
 class UnknownPerson(GalleryError):  # gallery: no such person or sample to change
     pass
 

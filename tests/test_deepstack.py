@@ -137,12 +137,17 @@ def test_register_recognize_list_delete_round_trip(server: LiveServer, photos: P
     woman = crop(photos, "gender_detection_input.jpg", 0, 400)
     added = post(server, "/v1/vision/face/register", {"image": man}, userid="Kumail")
     assert added.json() == {"success": True, "message": "face added", "duration": 0}
+    # The very photo again is refused in DeepStack's shape; another photo is appended.
+    same = post(server, "/v1/vision/face/register", {"image": man}, userid="Kumail")
+    assert same.status == 409 and same.json()["success"] is False
+    assert "already has a sample identical" in same.json()["error"]
+    wider = crop(photos, "gender_detection_input.jpg", 380, 800)
     again = post(
-        server, "/v1/vision/face/register", {"image1": man, "image2": man}, userid="Kumail"
+        server, "/v1/vision/face/register", {"image1": wider, "image2": man}, userid="Kumail"
     )
     assert again.json()["message"] == "face updated"
     kept = [s for s in server.app[ENGINE].runtime.gallery.samples() if s.name == "Kumail"]
-    assert len(kept) == 3  # samples are appended, never replaced
+    assert len(kept) == 2  # samples are appended, never replaced
     post(server, "/v1/vision/face/register", {"image": woman}, userid="Emily")
     assert post(server, "/v1/vision/face/list").json()["faces"] == ["Emily", "Kumail"]
     # The same face under another spelling is added, and the answer says whose it also is.

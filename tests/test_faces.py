@@ -19,7 +19,7 @@ from helpers import run_mlapi
 
 from mlapi.engine import Engine
 from mlapi.enroll import enroll
-from mlapi.errors import GalleryError
+from mlapi.errors import DuplicateSample, GalleryError
 from mlapi.images import decode, encode_jpeg
 from mlapi.result import Detection
 from mlapi.store import ModelCache
@@ -237,8 +237,14 @@ def test_faces_cli_import_add_list_remove(photos: Path, tmp_path: Path) -> None:
     assert "already in the gallery" in again.stdout and "0 of 2 photos added" in again.stderr
     assert "1 other file(s) skipped" in again.stderr and "readme.txt: not an image" in again.stderr
     assert mlapi(["faces", "list"], data).stdout == "Kumail\t1 sample(s)\n"
-    added = mlapi(["faces", "add", "Kumail", str(known / "Kumail" / "right.jpg")], data)
-    assert added.returncode == 0
+    # The very photo again is refused, with a message; another photo of him is added.
+    same = mlapi(["faces", "add", "Kumail", str(known / "Kumail" / "right.jpg")], data)
+    assert same.returncode == 1 and "already has a sample identical" in same.stderr
+    assert mlapi(["faces", "list"], data).stdout == "Kumail\t1 sample(s)\n"
+    other = tmp_path / "wider.jpg"
+    other.write_bytes(crop(photos, "gender_detection_input.jpg", 380, 800))
+    added = mlapi(["faces", "add", "Kumail", str(other)], data)
+    assert added.returncode == 0, added.stderr
     assert mlapi(["faces", "list"], data).stdout == "Kumail\t2 sample(s)\n"
     sample = mlapi(["faces", "list", "--samples"], data).stdout.splitlines()[0].split("\t")[1]
     assert mlapi(["faces", "remove", "Kumail", "--sample", sample], data).returncode == 0
@@ -300,8 +306,8 @@ def test_a_face_that_already_belongs_to_someone_else_is_said(
     gallery = gallery_engine.runtime.gallery
     first = enroll(gallery_engine, gallery, "Kumail", man, "teach")
     assert first.warning is None
-    again = enroll(gallery_engine, gallery, "Kumail", man, "teach")  # the same person: fine
-    assert again.warning is None
+    with pytest.raises(DuplicateSample, match="identical"):  # the very same photo again
+        enroll(gallery_engine, gallery, "Kumail", man, "teach")
     other = enroll(gallery_engine, gallery, "kumail n", man, "double take")
     assert other.also_matches is not None and other.also_matches[0] == "Kumail"
     assert "also matches 'Kumail'" in (other.warning or "")
