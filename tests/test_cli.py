@@ -198,7 +198,7 @@ def test_keys_list_has_a_header_and_lined_up_columns(tmp_path: Path) -> None:
     run_mlapi(["keys", "create", "alexandra", "--name", "front door camera"], **data)
     run_mlapi(["keys", "create", "bo"], **data)
     lines = run_mlapi(["keys", "list"], **data).stdout.splitlines()
-    assert lines[0].split() == ["ID", "USER", "NAME", "CREATED"]
+    assert lines[0].split() == ["ID", "USER", "NAME", "CREATED", "LAST", "USED"]
     assert len(lines) == 3
     starts = {line.index(word) for line, word in zip(lines, ["NAME", "front", "key"], strict=True)}
     assert len(starts) == 1  # the NAME column starts at the same place on every line

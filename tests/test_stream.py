@@ -358,3 +358,6 @@ def test_the_status_line_fits_the_terminal(video: Path, columns: int) -> None:
     *lines, summary = status  # the summary at the end is printed once, not rewritten
     assert lines and all(len(piece.rstrip()) < columns for piece in lines), status
     assert summary.startswith("30 frames read, 30 processed")
+    assert len(summary.rstrip()) < columns and summary.rstrip().endswith(" s"), summary
+    if columns == 80:  # too narrow for every count: those of 0 are left out, words whole
+        assert " 0 failed" not in summary and " 0 reconnects" not in summary, summary

@@ -19,7 +19,27 @@ def _read_password(password_stdin: bool) -> str:
         return sys.stdin.readline().rstrip("\r\n")
     if not sys.stdin.isatty():  # getpass would warn and echo, then click would abort
         fail("no terminal to ask for a password: pipe it in with --password-stdin", 2)
-    return click.prompt("password", hide_input=True, confirmation_prompt=True, err=True)
+    from mlapi.errors import UserError
+    from mlapi.stores import rules
+
+    click.echo(f"A password needs at least {rules.MIN_PASSWORD} characters.", err=True)
+    for _ in range(TRIES):  # a typo costs a retry, not the whole command
+        first = click.prompt("password", hide_input=True, err=True, default="", show_default=False)
+        try:
+            rules.password(first)
+        except UserError as exc:
+            click.echo(f"{exc.message}; try again", err=True)
+            continue
+        again = click.prompt(
+            "password again", hide_input=True, err=True, default="", show_default=False
+        )
+        if again == first:
+            return first
+        click.echo("the two passwords differ; try again", err=True)
+    fail(f"no password set after {TRIES} tries", 1)
+
+
+TRIES = 3
 
 
 def _users(database: str) -> Accounts:
@@ -90,17 +110,21 @@ def keys_create(user: str, name: str, database: str) -> None:
 @keys.command("list")
 @database_option
 def keys_list(database: str) -> None:
-    """Every API key: its id (for `keys revoke`), user, label and when it was made."""
+    """Every API key: its id (for `keys revoke`), user, label, when it was made and last
+    used (the server records use within 30 s)."""
     import datetime
 
-    rows = [("ID", "USER", "NAME", "CREATED")]
+    def when(stamp: float) -> str:
+        return datetime.datetime.fromtimestamp(stamp).isoformat(sep=" ", timespec="minutes")
+
+    rows = [("ID", "USER", "NAME", "CREATED", "LAST USED")]
     for k in _users(database).api_keys():
-        created = datetime.datetime.fromtimestamp(k.created).isoformat(timespec="seconds")
-        rows.append((k.id, k.user, k.name, created))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        used = when(k.last_used) if k.last_used is not None else "never"
+        rows.append((k.id, k.user, k.name, when(k.created), used))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         click.echo(
-            "  ".join([*(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)), row[3]])
+            "  ".join([*(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)), row[4]])
         )
 
 

@@ -46,6 +46,27 @@ def _detect_file(backend: Backend, path: Path) -> tuple[Result | None, str | Non
         return None, exc.message
 
 
+def found(result: Result) -> str:
+    """What a summary row says: each label's count, with the names recognised among them,
+    as in '3× face (Kumail, 2× unknown), 1× person'."""
+    from mlapi.attributes import IDENTITY, NAME, UNKNOWN
+
+    parts = []
+    labels = [d.label for d in result.detections]
+    for label in dict.fromkeys(labels):
+        names = [
+            str(d.attributes.get(IDENTITY) or d.attributes.get(NAME))
+            for d in result.detections
+            if d.label == label and (IDENTITY in d.attributes or NAME in d.attributes)
+        ]
+        named = ", ".join(
+            n if names.count(n) == 1 else f"{names.count(n)}× {n}"
+            for n in sorted(dict.fromkeys(names), key=lambda n: n == UNKNOWN)  # known first
+        )
+        parts.append(f"{labels.count(label)}× {label}" + (f" ({named})" if named else ""))
+    return ", ".join(parts)
+
+
 def _annotate(path: Path, result: Result, folder: Path, written: set[Path]) -> None:
     """Write a copy with boxes as FOLDER/NAME.jpg (a JPEG) or FOLDER/NAME.png (any other
     format, kept lossless); inputs of one run that share a name get NAME-2…, NAME-3…
@@ -124,7 +145,7 @@ def run_detect(
                     failed += 1
                     error = error or "no result"
                     console.print(f"[red]{escape(str(path))}:[/] {escape(error)}", highlight=False)
-                    summary.add_row(escape(str(path)), f"[red]failed: {escape(error)}[/]")
+                    summary.add_row(escape(str(path)), "[red]failed[/] (said above)")
                     if not single:
                         click.echo(dumps({"file": str(path), "error": error}))
                     continue
@@ -133,13 +154,11 @@ def run_detect(
                 sys.stdout.flush()
                 if annotate:
                     _annotate(path, result, annotate, annotated)
-                labels = [d.label for d in result.detections]
-                counts = ", ".join(f"{labels.count(x)}× {x}" for x in dict.fromkeys(labels))
-                summary.add_row(escape(str(path)), counts or "-")
+                summary.add_row(escape(str(path)), escape(found(result)) or "-")
     finally:
         if engine is not None:
             engine.close()
-    if interactive:
+    if interactive and not (single and failed):  # one file's error needs no table again
         console.print(summary)
     if failed and not single:  # the errors may have scrolled away: say how many
         console.print(f"[red]{failed} of {len(paths)} image(s) failed[/]", highlight=False)

@@ -19,8 +19,12 @@ def models() -> None:
 
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def models_list(as_json: bool) -> None:
-    """Every catalog and imported model: task, licence, size, pulled or not."""
+@click.option("--wide", is_flag=True, help="Every column, however wide the terminal.")
+def models_list(as_json: bool, wide: bool) -> None:
+    """Every catalog and imported model: task, licence, size, pulled or not.
+
+    A narrow terminal gets fewer columns (source first, then licence, size and task go),
+    never a word broken across lines; --wide shows them all."""
     from dataclasses import asdict
 
     from rich.console import Console
@@ -34,16 +38,50 @@ def models_list(as_json: bool) -> None:
     if as_json:
         click.echo(dumps([asdict(r) for r in rows]))
         return
+    cells = {
+        r.name: {
+            "name": r.name,
+            "task": r.task,
+            "licence": r.licence,
+            "size": f"{r.size / 1e6:.1f} MB",
+            "source": r.source,
+            "pulled": ("bundled" if r.bundled else "yes" if r.pulled else "no")
+            + (" (default)" if r.default and not r.pulled else ""),
+        }
+        for r in rows
+    }
+    order = ("name", "task", "licence", "size", "source", "pulled")
+
+    def width(col: str, whole: bool = True) -> int:
+        """The column's width: its longest cell, or (licence wraps) its longest word."""
+        words = [c[col] if whole else max(c[col].split() or [""], key=len) for c in cells.values()]
+        return max([len(col), *map(len, words)])
+
+    def needed(cols: list[str]) -> int:  # each column: its text, a space either side, a rule
+        return sum(width(c, c != "licence") + 3 for c in cols) + 1
+
+    console = Console()
+    shown = list(order)
+    if wide:
+        console = Console(width=max(console.width, sum(width(c) + 3 for c in order) + 1))
+    else:
+        for drop in ("source", "licence", "size", "task"):  # the least needed first
+            if needed(shown) <= console.width:
+                break
+            shown.remove(drop)
     table = Table(title=f"models in {store.root}")
-    # Names are what people type: never cut, whatever the width; the rest wraps.
-    table.add_column("name", no_wrap=True, min_width=max((len(r.name) for r in rows), default=4))
-    for col in ("task", "licence", "size", "source", "pulled"):
-        table.add_column(col, overflow="fold")
+    for col in shown:
+        # Words are never cut: only the licence ("MIT, Apache-2.0") wraps, between words.
+        table.add_column(col, no_wrap=col != "licence", min_width=width(col, col != "licence"))
     for r in rows:
-        pulled = "bundled" if r.bundled else "yes" if r.pulled else "no"
-        pulled += " (default)" if r.default and not r.pulled else ""
-        table.add_row(r.name, r.task, r.licence, f"{r.size / 1e6:.1f} MB", r.source, pulled)
-    Console().print(table)
+        table.add_row(*(cells[r.name][col] for col in shown))
+    console.print(table)
+    left = [c for c in order if c not in shown]
+    if left:
+        console.print(
+            f"({', '.join(left)} left out at {console.width} columns: mlapi models list --wide)",
+            highlight=False,
+        )
 
 
 @models.command("pull")
@@ -55,7 +93,16 @@ def models_list(as_json: bool) -> None:
     help="Keep a converted model whose sha256 differs from the catalog's (made with "
     "other toolchain versions than requirements.lock).",
 )
-def models_pull(names: tuple[str, ...], pull_all: bool, accept_local_build: bool) -> None:
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="Say nothing about models already pulled (./run passes it); a real pull still "
+    "shows its progress.",
+)
+def models_pull(
+    names: tuple[str, ...], pull_all: bool, accept_local_build: bool, quiet: bool
+) -> None:
     """Fetch NAMES (or `default`, or --all) into the cache, check and convert them.
 
     Converted models must come out with the catalog's sha256; a model made by an older
@@ -90,8 +137,10 @@ def models_pull(names: tuple[str, ...], pull_all: bool, accept_local_build: bool
         entries.append(entry)
     already = [e.name for e in entries if store.is_pulled(e.name)]
     todo = [e for e in entries if e.name not in already]
-    if already:  # one line, not one per model, on every ./run
+    if already and not quiet:  # one line, not one per model
         console.print(f"already pulled: {escape(', '.join(already))}", highlight=False)
+    if not todo:  # no progress display at all: nothing flashes before what runs next
+        sys.exit(0)
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),

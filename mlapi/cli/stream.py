@@ -139,7 +139,7 @@ def stream(
             """One status line that fits the terminal and is rewritten in place."""
             if console.is_terminal and time.monotonic() - last[0] > 1:
                 last[0] = time.monotonic()
-                line = stats.summary()[: max(console.width - 1, 10)]
+                line = stats.summary(console.width - 1)
                 sys.stderr.write("\r" + line.ljust(console.width - 1) + "\r")
                 sys.stderr.flush()
 
@@ -151,5 +151,6 @@ def stream(
         stats = run_stream(config, detect, FORMATS[fmt], pool.submit, emit, log, progress)
     if console.is_terminal:
         sys.stderr.write("\r" + " " * (console.width - 1) + "\r")
-    console.print(stats.summary(), highlight=False)
+    width = console.width - 1 if console.is_terminal else None  # one line, never wrapped
+    console.print(stats.summary(width), highlight=False)
     sys.exit(0 if stats.ok else 1)  # unreadable files and undelivered events fail the run
