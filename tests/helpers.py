@@ -7,6 +7,7 @@ import re
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -52,6 +53,18 @@ def png_header_only(width: int, height: int) -> bytes:
 def on_terminal(args: list[str], columns: int, cwd: Path | None = None, **env: str) -> str:
     """`python -m mlapi ARGS` on a pseudo-terminal `columns` wide, as a person sees it
     (escape codes removed)."""
+    return converse(args, [], columns, cwd, **env)[0]
+
+
+def converse(
+    args: list[str],
+    answers: list[str],
+    columns: int = 80,
+    cwd: Path | None = None,
+    **env: str,
+) -> tuple[str, int]:
+    """`on_terminal`, typing the next of `answers` at each password prompt; (what the
+    terminal showed, the exit status)."""
     import pty
     import select
 
@@ -61,7 +74,7 @@ def on_terminal(args: list[str], columns: int, cwd: Path | None = None, **env: s
         if cwd is not None:
             os.chdir(cwd)
         os.execv(sys.executable, [sys.executable, "-m", "mlapi", *args])
-    output = b""
+    output, answered = b"", 0
     while True:
         ready, _, _ = select.select([fd], [], [], 120)
         if not ready:
@@ -73,5 +86,12 @@ def on_terminal(args: list[str], columns: int, cwd: Path | None = None, **env: s
         if not chunk:
             break
         output += chunk
-    os.waitpid(pid, 0)
-    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))
+        # getpass writes the space after the colon once it has flushed pending input
+        asked = len(re.findall(rb"password(?: again)?: ", output))
+        while answered < asked and answered < len(answers):
+            time.sleep(0.1)  # getpass switches echo off, flushing what was typed before
+            os.write(fd, answers[answered].encode() + b"\r")
+            answered += 1
+    _, status = os.waitpid(pid, 0)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))
+    return shown, os.waitstatus_to_exitcode(status)

@@ -5,52 +5,16 @@ items 8-10)."""
 from __future__ import annotations
 
 import json
-import os
-import re
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import on_terminal, run_mlapi
+from helpers import converse, on_terminal, run_mlapi
 
 from mlapi.images import decode, encode_jpeg
 from mlapi.store import ModelCache, catalog
 
 WIDTHS = [80, 120]
-
-
-def converse(args: list[str], answers: list[str], columns: int = 80) -> tuple[str, int]:
-    """`python -m mlapi ARGS` on a pseudo-terminal, typing the next of `answers` at each
-    password prompt; (what the terminal showed, the exit status)."""
-    import pty
-    import select
-
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.environ.update(COLUMNS=str(columns), LINES="50", TERM="xterm")
-        os.execv(sys.executable, [sys.executable, "-m", "mlapi", *args])
-    output, answered = "", 0
-    while True:
-        ready, _, _ = select.select([fd], [], [], 60)
-        if not ready:
-            break
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        output += chunk.decode(errors="replace")
-        # getpass writes the space after the colon once it has flushed pending input
-        asked = len(re.findall(r"password(?: again)?: ", output))
-        while answered < asked and answered < len(answers):
-            time.sleep(0.1)  # getpass switches echo off, flushing what was typed before
-            os.write(fd, answers[answered].encode() + b"\r")
-            answered += 1
-    _, status = os.waitpid(pid, 0)
-    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output), os.waitstatus_to_exitcode(status)
 
 
 def lines_of(shown: str) -> list[str]:
