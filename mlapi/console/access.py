@@ -3,7 +3,6 @@ signed-in browser (the middleware enforces it; these say it in the OpenAPI docum
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -35,15 +34,7 @@ def signed_in_only(
     params: list[dict[str, Any]] | None = None,
     body: dict[str, Any] | None = None,
 ) -> Callable[[Handler], Handler]:
-    """A handler only a signed-in browser reaches (a key or token gets 401), documented so."""
-
-    def wrap(handler: Handler) -> Handler:
-        @functools.wraps(handler)
-        async def checked(request: web.Request) -> web.StreamResponse:
-            user_of(request)
-            return await handler(request)
-
-        described = f"{summary} (console session)"
-        return operation(described, tag="console", auth=False, params=params, body=body)(checked)
-
-    return wrap
+    """Documents a handler only a signed-in browser reaches: its route is registered with
+    access "session", which the middleware enforces (a key or token gets 401)."""
+    described = f"{summary} (console session)"
+    return operation(described, tag="console", auth=False, params=params, body=body)
