@@ -6,6 +6,7 @@ here, so `mlapi --help` stays instant."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 from dataclasses import MISSING, dataclass, field
@@ -21,6 +22,17 @@ CPU = ("CPUExecutionProvider",)
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 MIB = 1024 * 1024
 T = TypeVar("T")
+
+
+def option_name(f: dataclasses.Field[Any]) -> str:
+    """A setting's `mlapi serve` option: its own, or --FIELD-NAME."""
+    return str(f.metadata["option"] or "--" + f.name.replace("_", "-"))
+
+
+def env_name(f: dataclasses.Field[Any]) -> str:
+    """A setting's environment variable: its own, or MLAPI_ and the option's name
+    (--max-body-mb: MLAPI_MAX_BODY_MB)."""
+    return str(f.metadata["env"] or "MLAPI_" + option_name(f)[2:].upper().replace("-", "_"))
 
 
 def setting(
@@ -227,20 +239,17 @@ class StoreSettings:
 
     @classmethod
     def from_env(cls) -> StoreSettings:
-        def number(name: str, default: float) -> float:
-            raw = os.environ.get(name, "")
+        """The settings from their environment variables (the commands other than serve);
+        one unset or not a number keeps its default."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            default = getattr(cls, f.name)  # every store setting is a number with a default
+            raw = os.environ.get(env_name(f), "")
             try:
-                return float(raw) if raw else default
+                values[f.name] = type(default)(float(raw)) if raw else default
             except ValueError:
-                return default
-
-        return cls(
-            db_timeout=number("MLAPI_DB_TIMEOUT", cls.db_timeout),
-            max_keys_per_user=int(number("MLAPI_MAX_KEYS_PER_USER", cls.max_keys_per_user)),
-            max_sessions_per_user=int(
-                number("MLAPI_MAX_SESSIONS_PER_USER", cls.max_sessions_per_user)
-            ),
-        )
+                values[f.name] = default
+        return cls(**values)
 
 
 @dataclass

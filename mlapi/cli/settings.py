@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from mlapi.cli.common import parse_dialects, parse_models, parse_networks, parse_public_url
+from mlapi.config import env_name, option_name
 
 DIALECT_SETTINGS = "mlapi.dialect_settings"  # entry points: dialect name → its settings class
 PARSERS: dict[str, Callable[[str], Any]] = {
@@ -36,15 +37,6 @@ def offered(cls: type) -> list[dataclasses.Field[Any]]:
 
 def _param(prefix: str, f: dataclasses.Field[Any]) -> str:
     return f"{prefix}{f.name}"
-
-
-def _name(f: dataclasses.Field[Any]) -> str:
-    return str(f.metadata["option"] or "--" + f.name.replace("_", "-"))
-
-
-def _env(f: dataclasses.Field[Any]) -> str:
-    """Its environment variable: MLAPI_ and the option's name (--max-body-mb: MLAPI_MAX_BODY_MB)."""
-    return str(f.metadata["env"] or "MLAPI_" + _name(f)[2:].upper().replace("-", "_"))
 
 
 def _default(cls: type, f: dataclasses.Field[Any]) -> Any:
@@ -72,8 +64,8 @@ def _option(cls: type, f: dataclasses.Field[Any], prefix: str) -> Callable[[Any]
             type=click.Path(dir_okay=False, exists=True, path_type=Path),
             help=help_text,
         )
-    name = _name(f)
-    env = _env(f)
+    name = option_name(f)
+    env = env_name(f)
     kwargs: dict[str, Any] = {"envvar": env, "help": f"{help_text} [env: {env}]"}
     if kind is bool:
         return click.option(name, _param(prefix, f), is_flag=True, **kwargs)
@@ -114,7 +106,7 @@ def build(cls: type[Any], values: Mapping[str, Any], prefix: str = "", **fixed: 
     for f in offered(cls):
         value = values.get(_param(prefix, f))
         if f.metadata["secret_file"]:
-            value = value.read_text().strip() if value else os.environ.get(_env(f), "")
+            value = value.read_text().strip() if value else os.environ.get(env_name(f), "")
         if value is None:
             continue
         if f.metadata["scale"]:
@@ -130,9 +122,9 @@ def markdown(classes: Iterable[tuple[type, str]]) -> str:
         for f in offered(cls):
             meta = f.metadata
             if meta["secret_file"]:
-                name, env = meta["secret_file"], _env(f)
+                name, env = meta["secret_file"], env_name(f)
             else:
-                name, env = _name(f), _env(f)
+                name, env = option_name(f), env_name(f)
             default = _default(cls, f)
             empty = default in (None, "", ())
             shown = "off" if default is False else ("none" if empty else default)
