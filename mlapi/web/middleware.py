@@ -31,6 +31,7 @@ from mlapi.web.auth import (
     console_session,
     signed_in,
 )
+from mlapi.web.bodies import check_fields
 from mlapi.web.dialect import Handler
 from mlapi.web.state import (
     ADMITTED,
@@ -104,9 +105,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     try:
         for name, value in request.match_info.items():
             text.check(value, f"the path's {name}")
-        for key, value in request.query.items():
-            text.check(key, "a query parameter's name")
-            text.check(value, f"query parameter {key!r}", multiline=True)
+        check_fields(request.query)
     except MlapiError as exc:
         return error_response(request, exc.status, text.shown(exc.message))
     return await handler(request)
