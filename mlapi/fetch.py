@@ -20,6 +20,7 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import ThreadedResolver
 
 from mlapi.config import Networks
+from mlapi.edge import within
 from mlapi.errors import FetchRefused
 
 MAX_REDIRECTS = 3
@@ -55,7 +56,7 @@ def allowed(address: str, networks: Networks = ()) -> bool:
     if is_public(address):
         return True
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    return any(ip in net for net in networks if ip.version == net.version)
+    return within(ip, networks)
 
 
 class PublicOnlyResolver(AbstractResolver):
