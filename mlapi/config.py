@@ -205,8 +205,8 @@ class ServerConfig:
         parse="public_url",
         metavar="URL",
     )
-    # Each dialect's own settings (its `Dialect.settings` dataclass), by dialect name; a
-    # dialect missing here runs with its defaults.
+    # Each dialect's own settings (the dataclass it registers in the mlapi.dialect_settings
+    # entry-point group), by dialect name; a dialect missing here runs with its defaults.
     dialects: dict[str, Any] = field(default_factory=dict)
 
     def of(self, dialect: str, kind: type[T]) -> T:

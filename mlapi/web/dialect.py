@@ -44,9 +44,6 @@ class Dialect:
     form_key: str | None = None  # a form field its clients may carry their key in
     statuses: Mapping[type[MlapiError], int] = field(default_factory=dict)  # its own codes
     keyless: bool = True  # whether --keyless-networks may open it (the console: never)
-    # Its own settings: a dataclass of mlapi.config.setting fields, which `mlapi serve`
-    # offers as options (registered in the `mlapi.dialect_settings` entry-point group).
-    settings: type | None = None
 
     def status(self, error: MlapiError) -> int:
         for kind, status in self.statuses.items():

@@ -264,4 +264,4 @@ def add_routes(routes: Routes) -> None:
         routes.app[ZM_EVENTS] = {}
 
 
-DIALECT = Dialect("mlapi", add_routes, settings=ZoneMinderSettings)
+DIALECT = Dialect("mlapi", add_routes)
