@@ -172,6 +172,9 @@ class Runtime:
         self.config = config
         self._gallery = gallery
         self._plates = plates
+        # Whether `recognize` keeps a picture and a quality score of each face it sees, for
+        # the memory of faces seen (mlapi.sightings): the server and `mlapi stream` set it.
+        self.remember_faces = False
         # Decodes a request's other resolutions and makes wide sessions (whose onnxruntime
         # threads then have this priority, not a niced worker's).
         self.helper = helper_thread("mlapi-helper")

@@ -26,6 +26,9 @@ class Detection:
     keypoints: tuple[tuple[int, int], ...] = ()
     attributes: Mapping[str, Any] = field(default_factory=dict)
     embedding: tuple[float, ...] = ()
+    # What `recognize` keeps of the face for the memory of faces seen (mlapi.sightings):
+    # never rendered, never compared, dropped by `canonical`.
+    memo: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
