@@ -60,13 +60,16 @@ def merge_refinements(
     out = []
     for i, detection in enumerate(base):
         attributes: dict[str, Any] = dict(detection.attributes)
-        embedding = detection.embedding
+        embedding, memo = detection.embedding, detection.memo
         for found in refined:
             if len(found) != len(base):
                 raise MlapiError(f"a detector refining {model!r} returned a different count")
             attributes.update(found[i].attributes)
             embedding = found[i].embedding or embedding
-        out.append(replace(detection, attributes=attributes, embedding=embedding, model=model))
+            memo = found[i].memo if found[i].memo is not None else memo
+        out.append(
+            replace(detection, attributes=attributes, embedding=embedding, model=model, memo=memo)
+        )
     return out
 
 
