@@ -105,6 +105,10 @@ class UnknownPerson(GalleryError):  # gallery: no such person or sample to chang
     pass
 
 
+class UnknownSighting(GalleryError):  # sightings: no such sighting or cluster
+    status = 404
+
+
 class PlateError(MlapiError):  # stores: a known plate's bad name, plate or pattern
     status = 400
 

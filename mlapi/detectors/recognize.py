@@ -11,6 +11,7 @@ from mlapi import attributes
 from mlapi.detectors.base import Detector, Options
 from mlapi.images import Image
 from mlapi.result import Detection
+from mlapi.sightings.quality import Seen, measure, picture
 from mlapi.similarity import MARGIN, MATCH_AT, normalise, similarity
 
 
@@ -48,7 +49,13 @@ class Recognize(Detector):
             known = match is not None and score >= options.threshold and score - runner_up >= MARGIN
             name = match.name if match is not None and known else attributes.UNKNOWN
             attrs = attributes.recognised(name, score)
+            memo = None
+            if self.context.remember_faces:  # the picture and quality, for mlapi.sightings
+                memo = Seen(model, vector, measure(image, face), picture(image, face))
             found.append(
-                Detection(face.label, face.confidence, face.box, self.name, face.keypoints, attrs)
+                Detection(
+                    face.label, face.confidence, face.box, self.name, face.keypoints, attrs,
+                    memo=memo,
+                )
             )
         return found

@@ -1,5 +1,5 @@
 """What the server remembers, each behind a small protocol: users and API keys, the token
-signing secret, failed logins, the face gallery and the known plates.
+signing secret, failed logins, the face gallery, the faces seen and the known plates.
 
 The server, the CLI and the dialects see only these protocols. Today's implementation is
 TinyDB files in the data folder (`open_stores`); another backend (a database shared by
@@ -130,6 +130,125 @@ class Faces(Protocol):
     def match(self, embedding: np.ndarray, model: str) -> Match | None: ...
 
 
+@dataclass(frozen=True)
+class NewSighting:
+    """A face recognition saw, as the memory of faces seen keeps it (see mlapi.sightings)."""
+
+    seen: float  # when (Unix time)
+    model: str  # the faceprint model of `embedding`
+    embedding: np.ndarray  # L2-normalised
+    box: tuple[int, int, int, int]
+    quality: float  # 0..1 (mlapi.sightings.quality)
+    picture: bytes  # a small JPEG of the face
+    person: str | None = None  # who recognition named, or None: unknown
+    similarity: float = 0.0  # to `person`, on the calibrated scale
+    source: str = ""  # the camera or source the client named, if any
+    route: str = ""  # the route (or command) that saw it
+    client: str = ""  # the user (and key) that sent it
+
+
+@dataclass(frozen=True)
+class Sighting:
+    id: str
+    seen: float
+    model: str
+    box: tuple[int, int, int, int]
+    quality: float
+    person: str | None  # None: unknown (then `cluster` is set)
+    similarity: float
+    source: str
+    route: str
+    client: str
+    cluster: str | None
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Unknown sightings grouped as one person (see mlapi.sightings.clustering)."""
+
+    id: str
+    model: str
+    count: int
+    first_seen: float
+    last_seen: float
+    centroid: np.ndarray  # the L2-normalised mean of its sightings' embeddings
+    sightings: tuple[Sighting, ...]  # the best first (by quality), or all of them
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long and how many sightings are kept (oldest dropped first), how soon one source's
+    same face is kept again, and where an unknown face joins a group."""
+
+    days: float = 30.0
+    most: int = 10_000
+    every: float = 10.0  # seconds; 0: keep every sighting
+    join_at: float = 0.67  # calibrated similarity to a group's centroid
+
+
+class Sightings(Protocol):
+    """The faces recognition saw: unknown ones grouped into clusters as they arrive, known
+    ones under their person, each with a picture, for naming and for a person's history."""
+
+    def record(self, batch: Sequence[NewSighting], keep: Retention) -> int:
+        """Keep `batch`, each unknown face joining the nearest cluster of its model at
+        `keep.join_at` or more (else starting one); drops what `keep` bounds. How many were
+        kept (a face the same source showed within `keep.every` seconds is not)."""
+        ...
+
+    def clusters(self, best: int = 6) -> list[Cluster]:
+        """Every cluster, the most recently seen first, each with its `best` sightings."""
+        ...
+
+    def cluster(self, cluster_id: str) -> Cluster:
+        """One cluster with all its sightings (best first); UnknownSighting if none."""
+        ...
+
+    def embeddings(self, sighting_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
+    def picture(self, sighting_id: str) -> bytes | None: ...
+    def sighting(self, sighting_id: str) -> Sighting:
+        """One sighting; UnknownSighting if there is none."""
+        ...
+
+    def attribute(self, sighting_ids: Sequence[str], person: str) -> int:
+        """These sightings become `person`'s (leaving their clusters); how many."""
+        ...
+
+    def unattribute(self, sighting_id: str) -> str:
+        """A sighting that was not its person after all: unknown again, in a cluster of its
+        own; the cluster's id."""
+        ...
+
+    def merge(self, cluster_ids: Sequence[str]) -> str:
+        """The clusters as one (the first's id); UnknownSighting for a missing one."""
+        ...
+
+    def move_out(self, sighting_id: str) -> str:
+        """One sighting out of its cluster into a new one; the new cluster's id."""
+        ...
+
+    def forget(self, cluster_id: str) -> int:
+        """Delete a cluster and its sightings; how many."""
+        ...
+
+    def forget_sighting(self, sighting_id: str) -> None: ...
+    def forget_all(self) -> int:
+        """Delete every sighting, known and unknown; how many there were."""
+        ...
+
+    def seen(self, person: str, limit: int = 50, offset: int = 0) -> list[Sighting]:
+        """`person`'s sightings, newest first."""
+        ...
+
+    def renamed(self, old: str, new: str) -> int:
+        """A person's sightings follow the gallery's rename."""
+        ...
+
+    def last_seen(self) -> dict[str, float]:
+        """Each person's latest sighting."""
+        ...
+
+
 class Plates(Protocol):
     """Known plates: names for plates, and for the plates a pattern matches."""
 
@@ -180,6 +299,7 @@ class Stores:
     faces: Faces
     sessions: ConsoleSessions
     plates: Plates
+    sightings: Sightings
     close: Callable[[], None] = lambda: None  # gives back connections, where there are any
     where: str = ""  # for people: the folder, or the database's URL without its password
 
@@ -214,6 +334,7 @@ def open_stores(
     from mlapi.stores.known_plates import FilePlates
     from mlapi.stores.logins import FileLoginAttempts
     from mlapi.stores.secret import FileSecret
+    from mlapi.stores.sightings import FileSightings
     from mlapi.stores.users import UserStore
 
     folder = folder or data_dir()
@@ -226,6 +347,7 @@ def open_stores(
             folder / "sessions.json", max_per_user=settings.max_sessions_per_user
         ),
         plates=FilePlates(folder / "plates.json"),
+        sightings=FileSightings(folder / "sightings.json"),
         where=str(folder),
     )
 

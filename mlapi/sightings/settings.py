@@ -1,0 +1,94 @@
+"""The memory of faces seen, as settings: whether it is on, what it keeps and for how long,
+and the quality gate. `mlapi serve` offers each as an option (see mlapi.config.setting);
+the other commands read the same environment variables (`from_env`). Nothing heavy here."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlapi.config import env_name, setting
+
+if TYPE_CHECKING:
+    from mlapi.stores import Retention
+
+
+@dataclass(frozen=True)
+class FaceMemory:
+    no_face_memory: bool = setting(
+        False,
+        help="Keep no sightings of the faces recognition sees (unknown faces to name later, "
+        "and each person's history); what was kept stays until `mlapi faces unknown forget "
+        "--all`.",
+    )
+    sightings_days: float = setting(
+        30.0, help="Days a face sighting is kept.", low=0.01,
+        high=36_500,
+    )  # fmt: skip
+    sightings_max: int = setting(
+        10_000,
+        help="Face sightings kept at most (known and unknown); the oldest go first.",
+        low=1,
+        high=10_000_000,
+    )
+    sightings_interval: float = setting(
+        10.0,
+        help="Seconds before a source's sighting of the same person (or group of unknown "
+        "faces) is kept again; 0 keeps every one.",
+        low=0,
+        high=86_400,
+    )
+    face_min_pixels: int = setting(
+        48,
+        help="Narrowest face (pixels) kept as unknown or taken as a sample.",
+        low=8,
+        high=4096,
+    )
+    face_min_sharpness: float = setting(
+        25.0,
+        help="Least sharpness (variance of the Laplacian of a 112 px face crop) of a face "
+        "kept as unknown or taken as a sample.",
+        low=0,
+        high=10_000,
+    )
+    face_max_turn: float = setting(
+        50.0,
+        help="Most a face may be turned away (degrees, from the detector's keypoints) to be "
+        "kept as unknown or taken as a sample.",
+        low=0,
+        high=90,
+    )
+    face_min_score: float = setting(
+        0.6,
+        help="Least face-detection confidence of a face kept as unknown or taken as a sample.",
+        low=0,
+        high=1,
+    )
+
+    @classmethod
+    def from_env(cls) -> FaceMemory:
+        """The settings from their environment variables (the commands other than serve);
+        one unset or unreadable keeps its default."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = os.environ.get(env_name(f), "").strip()
+            default = getattr(cls, f.name)
+            if not raw:
+                continue
+            if isinstance(default, bool):
+                values[f.name] = raw.lower() in {"1", "true", "yes", "on"}
+                continue
+            with contextlib.suppress(ValueError):
+                values[f.name] = type(default)(float(raw))
+        return cls(**values)
+
+    def retention(self) -> Retention:
+        """What the stores keep: the settings' bounds, and unknown faces joining a cluster
+        where recognition would name them the same person."""
+        from mlapi.similarity import MATCH_AT
+        from mlapi.stores import Retention
+
+        return Retention(self.sightings_days, self.sightings_max, self.sightings_interval, MATCH_AT)

@@ -1,0 +1,392 @@
+"""The faces seen, in a TinyDB file: the embedded `Sightings` store.
+
+`sightings.json` holds one document per sighting (its faceprint as base64 float32, which
+parses ten times faster than a list of numbers); each picture is a file `sightings/ID.jpg`
+beside it. A cluster is no document of its own: it is the sightings that share its id, so
+merging, moving and naming are edits of those sightings, and nothing can disagree.
+
+Each change reads the file once and writes it once, under the inter-process lock (the CLI
+naming a cluster while a server records). Readers keep a parsed view, refreshed when the
+file changes; a writer hands its own view the content it wrote, so the server never parses
+back what it just wrote.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from mlapi.errors import UnknownSighting
+from mlapi.sightings.clustering import Centroids, centroid
+from mlapi.stores import Cluster, NewSighting, Retention, Sighting, rules
+from mlapi.stores.files import locked_file, write_private
+from mlapi.stores.gallery import SAMPLE_ID, loads_in_pieces
+
+T = TypeVar("T")
+TABLE = "sightings"
+Rows = dict[str, dict[str, Any]]  # TinyDB's document id → document
+
+
+def pack(embedding: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(embedding, "<f4").tobytes()).decode()
+
+
+def unpack(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), "<f4")
+
+
+def as_sighting(row: dict[str, Any]) -> Sighting:
+    box = row["box"]
+    return Sighting(
+        id=row["id"],
+        seen=float(row["seen"]),
+        model=row["model"],
+        box=(int(box[0]), int(box[1]), int(box[2]), int(box[3])),
+        quality=float(row["quality"]),
+        person=row.get("person"),
+        similarity=float(row.get("similarity", 0.0)),
+        source=row.get("source", ""),
+        route=row.get("route", ""),
+        client=row.get("client", ""),
+        cluster=row.get("cluster"),
+    )
+
+
+@dataclass
+class View:
+    """The file's sightings as read: each one, its faceprint, and the clusters they make."""
+
+    rows: Rows = field(default_factory=dict)
+    sightings: dict[str, Sighting] = field(default_factory=dict)  # by sighting id
+    doc_ids: dict[str, str] = field(default_factory=dict)  # sighting id → document id
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    members: dict[str, list[str]] = field(default_factory=dict)  # cluster → ids, best first
+    _clusters: list[Cluster] | None = None
+
+    @classmethod
+    def of(cls, rows: Rows) -> View:
+        view = cls(rows)
+        for doc_id, row in rows.items():
+            s = as_sighting(row)
+            view.sightings[s.id] = s
+            view.doc_ids[s.id] = doc_id
+            view.vectors[s.id] = unpack(row["embedding"])
+            if s.person is None and s.cluster:
+                view.members.setdefault(s.cluster, []).append(s.id)
+        for ids in view.members.values():
+            ids.sort(key=lambda i: (-view.sightings[i].quality, i))
+        return view
+
+    def cluster(self, cluster_id: str, best: int | None = None) -> Cluster:
+        ids = self.members.get(cluster_id)
+        if not ids:
+            raise UnknownSighting(f"no group of unknown faces {cluster_id!r}")
+        seen = [self.sightings[i].seen for i in ids]
+        first = self.sightings[ids[0]]
+        return Cluster(
+            id=cluster_id,
+            model=first.model,
+            count=len(ids),
+            first_seen=min(seen),
+            last_seen=max(seen),
+            centroid=centroid(np.stack([self.vectors[i] for i in ids])),
+            sightings=tuple(self.sightings[i] for i in ids[:best]),
+        )
+
+    def clusters(self) -> list[Cluster]:
+        """Every cluster with all its sightings (best first), the most recently seen first;
+        made once per view."""
+        if self._clusters is None:
+            found = [self.cluster(c) for c in self.members]
+            self._clusters = sorted(found, key=lambda c: (-c.last_seen, c.id))
+        return self._clusters
+
+    def centroids(self) -> dict[str, Centroids]:
+        """Each faceprint model's clusters, to place new unknown faces."""
+        by_model: dict[str, list[tuple[str, np.ndarray]]] = {}
+        for cluster, ids in self.members.items():
+            model = self.sightings[ids[0]].model
+            by_model.setdefault(model, []).extend((cluster, self.vectors[i]) for i in ids)
+        return {model: Centroids.of(model, pairs) for model, pairs in by_model.items()}
+
+
+class FileSightings:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.pictures = path.parent / "sightings"
+        self._stamp: tuple[int, int, int] | None = None
+        self._view = View()
+        self._lock = threading.Lock()
+
+    # -- reading ---------------------------------------------------------------------------
+    def _read(self) -> View:
+        """The file's view, parsed again only when another writer changed it."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            with self._lock:
+                self._stamp, self._view = None, View()
+                return self._view
+        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+        with self._lock:
+            if stamp != self._stamp:
+                content = loads_in_pieces(self.path.read_bytes() or b"{}")
+                rows = content.get(TABLE, {}) if isinstance(content, dict) else {}
+                self._view, self._stamp = View.of(rows), stamp
+            return self._view
+
+    def clusters(self, best: int = 6) -> list[Cluster]:
+        return [
+            Cluster(c.id, c.model, c.count, c.first_seen, c.last_seen, c.centroid,
+                    c.sightings[:best])
+            for c in self._read().clusters()
+        ]  # fmt: skip
+
+    def cluster(self, cluster_id: str) -> Cluster:
+        return self._read().cluster(cluster_id)
+
+    def sighting(self, sighting_id: str) -> Sighting:
+        found = self._read().sightings.get(sighting_id)
+        if found is None:
+            raise UnknownSighting(f"no sighting {sighting_id!r}")
+        return found
+
+    def embeddings(self, sighting_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        vectors = self._read().vectors
+        return {i: vectors[i] for i in sighting_ids if i in vectors}
+
+    def picture(self, sighting_id: str) -> bytes | None:
+        if not SAMPLE_ID.fullmatch(sighting_id):
+            return None
+        try:
+            return (self.pictures / f"{sighting_id}.jpg").read_bytes()
+        except OSError:
+            return None
+
+    def seen(self, person: str, limit: int = 50, offset: int = 0) -> list[Sighting]:
+        mine = [s for s in self._read().sightings.values() if s.person == person]
+        mine.sort(key=lambda s: (-s.seen, s.id))
+        return mine[offset : offset + limit]
+
+    def last_seen(self) -> dict[str, float]:
+        last: dict[str, float] = {}
+        for s in self._read().sightings.values():
+            if s.person is not None and s.seen > last.get(s.person, 0.0):
+                last[s.person] = s.seen
+        return last
+
+    # -- writing ---------------------------------------------------------------------------
+    def _change(self, edit: Callable[[View, Rows], T]) -> T:
+        """Apply `edit` to a copy of the documents (it replaces documents, never changes
+        one in place: readers share them) and write the result once, under the lock."""
+        with locked_file(self.path):
+            view = self._read()
+            rows = dict(view.rows)
+            outcome = edit(view, rows)
+            if rows != view.rows:
+                write_private(self.path, json.dumps({TABLE: rows}, sort_keys=True).encode())
+                st = os.stat(self.path)
+                with self._lock:
+                    self._view = View.of(rows)
+                    self._stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+            return outcome
+
+    def record(self, batch: Sequence[NewSighting], keep: Retention) -> int:
+        if not batch:
+            return 0
+
+        def edit(view: View, rows: Rows) -> int:
+            centroids = view.centroids()
+            last = _last_kept(view.sightings.values())
+            next_doc = max((int(d) for d in rows), default=0) + 1
+            kept = 0
+            for new in sorted(batch, key=lambda n: n.seen):
+                cluster = None
+                if new.person is None:
+                    place = centroids.setdefault(new.model, Centroids(new.model))
+                    cluster = place.join(new.embedding, keep.join_at)
+                    if cluster is None:
+                        cluster = secrets.token_hex(6)
+                        place.add(cluster, new.embedding)
+                key = (new.source, new.person or f"cluster {cluster}")
+                if keep.every > 0 and new.seen - last.get(key, -1e18) < keep.every:
+                    continue  # the same face from the same source a moment ago
+                last[key] = new.seen
+                sighting_id = secrets.token_hex(6)
+                # The picture before the document, so a listed sighting never lacks one.
+                self.pictures.mkdir(mode=0o700, parents=True, exist_ok=True)
+                write_private(self.pictures / f"{sighting_id}.jpg", new.picture)
+                rows[str(next_doc)] = _row(sighting_id, new, cluster)
+                next_doc += 1
+                kept += 1
+            for doc_id in _expired(rows, keep, time.time()):
+                rows.pop(doc_id)
+            return kept
+
+        kept = self._change(edit)
+        self._tidy_pictures()
+        return kept
+
+    def _tidy_pictures(self) -> None:
+        """Remove the pictures of sightings no longer kept (expired, forgotten)."""
+        view = self._read()
+        with contextlib.suppress(FileNotFoundError):
+            for path in self.pictures.iterdir():
+                if path.suffix == ".jpg" and path.stem not in view.sightings:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+
+    def attribute(self, sighting_ids: Sequence[str], person: str) -> int:
+        person = rules.person_name(person)
+        wanted = set(sighting_ids)
+
+        def edit(view: View, rows: Rows) -> int:
+            missing = wanted - set(view.sightings)
+            if missing:
+                raise UnknownSighting(f"no sighting {sorted(missing)[0]!r}")
+            for i in wanted:
+                doc = view.doc_ids[i]
+                rows[doc] = {**rows[doc], "person": person, "cluster": None}
+            return len(wanted)
+
+        return self._change(edit)
+
+    def unattribute(self, sighting_id: str) -> str:
+        cluster = secrets.token_hex(6)
+
+        def edit(view: View, rows: Rows) -> str:
+            doc = _doc(view, sighting_id)
+            rows[doc] = {**rows[doc], "person": None, "similarity": 0.0, "cluster": cluster}
+            return cluster
+
+        return self._change(edit)
+
+    def merge(self, cluster_ids: Sequence[str]) -> str:
+        if not cluster_ids:
+            raise UnknownSighting("name at least one group to merge")
+        into = cluster_ids[0]
+
+        def edit(view: View, rows: Rows) -> str:
+            models = set()
+            for c in cluster_ids:
+                if c not in view.members:
+                    raise UnknownSighting(f"no group of unknown faces {c!r}")
+                models.add(view.sightings[view.members[c][0]].model)
+            if len(models) > 1:
+                raise UnknownSighting("groups of different faceprint models cannot be merged")
+            for c in cluster_ids[1:]:
+                for i in view.members[c]:
+                    doc = view.doc_ids[i]
+                    rows[doc] = {**rows[doc], "cluster": into}
+            return into
+
+        return self._change(edit)
+
+    def move_out(self, sighting_id: str) -> str:
+        cluster = secrets.token_hex(6)
+
+        def edit(view: View, rows: Rows) -> str:
+            doc = _doc(view, sighting_id)
+            if view.sightings[sighting_id].person is not None:
+                raise UnknownSighting(f"sighting {sighting_id!r} is not of an unknown face")
+            rows[doc] = {**rows[doc], "cluster": cluster}
+            return cluster
+
+        return self._change(edit)
+
+    def forget(self, cluster_id: str) -> int:
+        def edit(view: View, rows: Rows) -> int:
+            ids = view.members.get(cluster_id)
+            if not ids:
+                raise UnknownSighting(f"no group of unknown faces {cluster_id!r}")
+            for i in ids:
+                rows.pop(view.doc_ids[i])
+            return len(ids)
+
+        removed = self._change(edit)
+        self._tidy_pictures()
+        return removed
+
+    def forget_sighting(self, sighting_id: str) -> None:
+        def edit(view: View, rows: Rows) -> None:
+            rows.pop(_doc(view, sighting_id))
+
+        self._change(edit)
+        self._tidy_pictures()
+
+    def forget_all(self) -> int:
+        def edit(view: View, rows: Rows) -> int:
+            count = len(rows)
+            rows.clear()
+            return count
+
+        removed = self._change(edit)
+        self._tidy_pictures()
+        return removed
+
+    def renamed(self, old: str, new: str) -> int:
+        def edit(view: View, rows: Rows) -> int:
+            moved = 0
+            for doc, row in list(rows.items()):
+                if row.get("person") == old:
+                    rows[doc] = {**row, "person": new}
+                    moved += 1
+            return moved
+
+        return self._change(edit)
+
+
+def _doc(view: View, sighting_id: str) -> str:
+    doc = view.doc_ids.get(sighting_id)
+    if doc is None:
+        raise UnknownSighting(f"no sighting {sighting_id!r}")
+    return doc
+
+
+def _row(sighting_id: str, new: NewSighting, cluster: str | None) -> dict[str, Any]:
+    return {
+        "id": sighting_id,
+        "seen": round(new.seen, 3),
+        "model": new.model,
+        "embedding": pack(new.embedding),
+        "box": list(new.box),
+        "quality": round(float(new.quality), 4),
+        "person": new.person,
+        "similarity": round(float(new.similarity), 4),
+        "source": new.source,
+        "route": new.route,
+        "client": new.client,
+        "cluster": cluster,
+    }
+
+
+def _last_kept(sightings: Iterable[Sighting]) -> dict[tuple[str, str], float]:
+    """When each (source, person or cluster) was last kept."""
+    last: dict[tuple[str, str], float] = {}
+    for s in sightings:
+        key = (s.source, s.person or f"cluster {s.cluster}")
+        last[key] = max(last.get(key, -1e18), s.seen)
+    return last
+
+
+def _expired(rows: Rows, keep: Retention, now: float) -> list[str]:
+    """The documents past `keep.days`, and the oldest beyond `keep.most`."""
+    oldest_first = sorted(rows, key=lambda d: (rows[d]["seen"], int(d)))
+    limit = now - keep.days * 86400
+    gone = [d for d in oldest_first if rows[d]["seen"] < limit]
+    left = len(rows) - len(gone)
+    if left > keep.most:
+        rest = [d for d in oldest_first if rows[d]["seen"] >= limit]
+        gone += rest[: left - keep.most]
+    return gone
