@@ -105,7 +105,44 @@ class RuntimeConfig:
     # the other core after every run. `bench/benchmark.py --compare spin=0 spin=1000
     # --pause 0.3` measures it.
     spin_microseconds: int = 1000
-    providers: tuple[str, ...] = CPU  # onnxruntime execution providers, in preference order
+    # Where the models run (mlapi.devices): onnxruntime's providers and their options are
+    # made from these four settings, in one place (mlapi.onnx_sessions).
+    device: str = setting(
+        "cpu",
+        help="Where the models run: cpu, auto (the first of CUDA, OpenVINO's GPU, its NPU, "
+        "the CPU), openvino[:CPU|GPU|NPU|AUTO] or cuda[:N]; then DETECTOR=DEVICE for one "
+        "detector, comma-separated (e.g. auto,faces=cpu). A model that cannot load or run "
+        "there runs on the CPU, with one warning.",
+        parse="devices",
+        metavar="DEVICES",
+    )
+    openvino_cache: Path | None = setting(
+        None,
+        help="Folder for OpenVINO's compiled models, so a restart skips compiling them; "
+        "default: openvino/ in the model cache folder.",
+        parse="folder",
+    )
+    openvino_options: str = setting(
+        "",
+        help="More OpenVINO provider options, KEY=VALUE comma-separated (e.g. precision=FP16 "
+        "on a GPU).",
+        parse="provider_options",
+        metavar="OPTIONS",
+    )
+    cuda_options: str = setting(
+        "",
+        help="More CUDA provider options, KEY=VALUE comma-separated (e.g. "
+        "gpu_mem_limit=2147483648).",
+        parse="provider_options",
+        metavar="OPTIONS",
+    )
+
+    def device_for(self, detector: str | None) -> str:
+        """The device a detector's models run on (`auto` and plain `openvino` unresolved)."""
+        from mlapi.devices import split
+
+        default, per = split(self.device)
+        return per.get(detector or "", default)
 
 
 DEFAULT_MODELS = ("objects", "faces", "genderage", "emotion", "faceprint", "embeddings")

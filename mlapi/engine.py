@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,9 +21,10 @@ from typing import Any, TypeVar
 from mlapi import images
 from mlapi.config import DEFAULT_MAX_PIXELS, WIDE_MIN_BYTES, RuntimeConfig
 from mlapi.detectors.base import Detector, Options
+from mlapi.devices import ProviderSettings, concrete, provider_options
 from mlapi.errors import GalleryError, MlapiError, UnknownDetector
 from mlapi.images import Image
-from mlapi.onnx_sessions import make_session
+from mlapi.onnx_sessions import make_session, on_device
 from mlapi.result import Detection, Result
 from mlapi.scheduler import ShortestFirst, may_use_every_core
 from mlapi.store import ModelCache
@@ -181,7 +183,9 @@ class Runtime:
         # Decodes a request's other resolutions and makes wide sessions (whose onnxruntime
         # threads then have this priority, not a niced worker's).
         self.helper = helper_thread("mlapi-helper")
-        self._sessions: dict[str, ModelSessions] = {}
+        self._sessions: dict[tuple[str, str], ModelSessions] = {}
+        # Each detector's sessions by model file: what devices() reports.
+        self._used: dict[str, dict[str, ModelSessions]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -214,30 +218,110 @@ class Runtime:
     def model_path(self, name: str) -> Path:
         return self.store.model_dir(name)
 
-    def onnx_session(self, name: str, path: Path | None = None) -> Any:
-        """One shared session per model file (`path`: another file of the model than its
-        main artifact)."""
+    def onnx_session(self, name: str, path: Path | None = None, detector: str | None = None) -> Any:
+        """One shared session per model file and device (`path`: another file of the model
+        than its main artifact; `detector`: whose device, see RuntimeConfig.device)."""
+        device = concrete(self.config.device_for(detector))
         key = f"{name}:{path.name}" if path else name
         with self._lock:
-            if key not in self._sessions:
+            if (key, device) not in self._sessions:
                 model = path or self.store.artifact(name)
-                self._sessions[key] = ModelSessions(model, self.config, self.helper)
-            return self._sessions[key]
+                self._sessions[key, device] = ModelSessions(
+                    model, self.config, self.helper, device, key, self.provider_settings()
+                )
+            sessions = self._sessions[key, device]
+            if detector is not None and key not in self._used.setdefault(detector, {}):
+                self._used[detector][key] = sessions
+                logging.getLogger("mlapi").info(
+                    "%s: model %s runs on %s", detector, key, sessions.describe()
+                )
+            return sessions
+
+    def provider_settings(self) -> ProviderSettings:
+        """The providers' options, from the settings (OpenVINO's compiled models kept in
+        the model cache folder unless --openvino-cache says elsewhere)."""
+        config = self.config
+        return ProviderSettings(
+            openvino_cache=config.openvino_cache or self.store.root / "openvino",
+            openvino_options=provider_options(config.openvino_options),
+            cuda_options=provider_options(config.cuda_options),
+        )
+
+    def for_detector(self, detector: str) -> DetectorContext:
+        """What detector `detector` loads from: this runtime, its sessions on its device."""
+        return DetectorContext(self, detector)
+
+    def devices(self) -> dict[str, str]:
+        """The device each loaded detector's models run on, as they run now (after any
+        fall back to the CPU); `cpu+openvino:CPU` when its models differ. A detector that
+        runs no onnxruntime model (OpenCV's) reads `cpu`."""
+        with self._lock:
+            used = {name: list(models.values()) for name, models in self._used.items()}
+        return {
+            name: "+".join(sorted({s.device for s in sessions})) or "cpu"
+            for name, sessions in sorted(used.items())
+        }
+
+
+class DetectorContext:
+    """A detector's view of the runtime: its sessions are made on its own device."""
+
+    def __init__(self, runtime: Runtime, detector: str) -> None:
+        self._runtime, self.detector = runtime, detector
+
+    def onnx_session(self, name: str, path: Path | None = None) -> Any:
+        return self._runtime.onnx_session(name, path, self.detector)
+
+    def model_path(self, name: str) -> Path:
+        return self._runtime.model_path(name)
+
+    @property
+    def gallery(self) -> Faces:
+        return self._runtime.gallery
+
+    @property
+    def plates(self) -> Plates | None:
+        return self._runtime.plates
+
+    def __getattr__(self, name: str) -> Any:  # remember_faces, store, config…
+        return getattr(self._runtime, name)
 
 
 class ModelSessions:
     """A model's onnxruntime session, used like one: `run` takes the wide session (made on
     first use) when the request runs alone in the pool and the network is big enough to
-    gain from more threads, else the narrow one."""
+    gain from more threads, else the narrow one.
 
-    def __init__(self, model: Path, config: RuntimeConfig, maker: ThreadPoolExecutor) -> None:
+    On a device other than the CPU, a session that cannot be made or cannot run there is
+    made again on the CPU, with one warning naming the model and the reason (`fallback`
+    keeps both); the model then stays on the CPU."""
+
+    def __init__(
+        self,
+        model: Path,
+        config: RuntimeConfig,
+        maker: ThreadPoolExecutor,
+        device: str = "cpu",
+        name: str = "",
+        settings: ProviderSettings | None = None,
+    ) -> None:
         self.model, self.config, self._maker = model, config, maker
+        self.wanted = self.device = device
+        self.name = name or model.parent.name
+        self.settings = settings or ProviderSettings()
+        self.fallback: str | None = None  # why the model left its device for the CPU
+        self._lock = threading.Lock()
         self.narrow = self._make(config.intra_op_threads)
         self.widens = (
             config.lone_threads > config.intra_op_threads and model.stat().st_size >= WIDE_MIN_BYTES
         )
         self._wide: Any = None
-        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        """`openvino:CPU`, or `cpu (not openvino:GPU: REASON)` after a fall back."""
+        if self.fallback is None:
+            return self.device
+        return f"{self.device} (not {self.wanted}: {self.fallback})"
 
     def _pick(self) -> Any:
         if not self.widens or not may_use_every_core():
@@ -248,11 +332,39 @@ class ModelSessions:
             return self._wide
 
     def _make(self, threads: int) -> Any:
-        config = self.config
-        return make_session(self.model, threads, config.spin_microseconds, config.providers)
+        spin = self.config.spin_microseconds
+        if self.device != "cpu":
+            try:
+                return on_device(self.model, threads, spin, self.device, self.settings)
+            except Exception as exc:  # onnxruntime's own types, and DeviceUnavailable
+                self._fall_back("load", exc)
+        return make_session(self.model, threads, spin)
+
+    def _fall_back(self, step: str, reason: BaseException) -> None:
+        """From now on, the CPU (said once: later calls find the device is the CPU)."""
+        if self.device == "cpu":
+            return
+        said = str(reason).strip().splitlines()
+        self.fallback = (said[0] if said else type(reason).__name__)[:300]
+        logging.getLogger("mlapi").warning(
+            "model %s could not %s on %s, so it runs on the CPU: %s",
+            self.name, step, self.device, self.fallback,
+        )  # fmt: skip
+        self.device = "cpu"
 
     def run(self, outputs: Any, feeds: Mapping[str, Any]) -> Any:
-        return self._pick().run(outputs, feeds)
+        session = self._pick()
+        if self.device == "cpu":
+            return session.run(outputs, feeds)
+        try:
+            return session.run(outputs, feeds)
+        except Exception as exc:
+            with self._lock:
+                if self.device != "cpu":
+                    self._fall_back("run", exc)
+                    self.narrow = self._make(self.config.intra_op_threads)
+                    self._wide = None
+            return self._pick().run(outputs, feeds)
 
     def __getattr__(self, name: str) -> Any:  # get_inputs, get_outputs…
         return getattr(self.narrow, name)
@@ -336,7 +448,7 @@ class Engine:
                 cls = self.registry[name]
                 for model in cls.models:  # a clear error before any expensive work
                     self.store.model_dir(model)
-                instance = cls(self.runtime)
+                instance = cls(self.runtime.for_detector(name))
                 instance.load()
                 self._loaded[name] = instance
             return self._loaded[name]

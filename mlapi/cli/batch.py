@@ -111,6 +111,7 @@ def run_detect(
     annotate: Path | None,
     workers: int,
     server: str | None = None,
+    device: str = RuntimeConfig.device,
 ) -> int:
     console = Console(stderr=True, soft_wrap=True)
     if not paths:
@@ -118,7 +119,7 @@ def run_detect(
         return 1
     if not server:
         map_large_buffers()
-    local, runtime = LocalStores(), RuntimeConfig(workers=workers)
+    local, runtime = LocalStores(), RuntimeConfig(workers=workers, device=device)
     engine = None if server else Engine(config=runtime, gallery=local.faces, plates=local.plates)
     render = FORMATS[fmt]
     try:

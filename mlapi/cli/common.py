@@ -72,6 +72,26 @@ def parse_networks(text: str) -> tuple[Any, ...]:
     return tuple(networks)
 
 
+def parse_device_setting(text: str) -> str:
+    """`--device`: `auto,faces=cpu` in its canonical spelling; a clear usage error else."""
+    from mlapi.devices import parse_devices
+
+    try:
+        return parse_devices(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def parse_provider_options(text: str) -> str:
+    """`--openvino-options`, `--cuda-options`: KEY=VALUE pairs, comma-separated."""
+    from mlapi.devices import provider_options
+
+    try:
+        return ",".join(f"{k}={v}" for k, v in provider_options(text).items())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 def parse_public_url(text: str) -> str:
     """`https://vision.lan[:port][/prefix]` → that URL without a trailing slash; a clear
     usage error for anything else."""
@@ -180,6 +200,17 @@ def detection_options(command: Callable[..., Any]) -> Callable[..., Any]:
             metavar="URL",
             envvar="MLAPI_SERVER",
             help="Detect on this mlapi server instead (after `mlapi login`) [env: MLAPI_SERVER].",
+        ),
+        click.option(
+            "--device",
+            default=RuntimeConfig.device,
+            show_default=True,
+            envvar="MLAPI_DEVICE",
+            metavar="DEVICES",
+            callback=lambda ctx, param, value: parse_device_setting(value or "cpu"),
+            help="Where the models run: cpu, auto, openvino[:CPU|GPU|NPU|AUTO] or cuda[:N], "
+            "then DETECTOR=DEVICE for one detector, comma-separated (docs/accelerators.md) "
+            "[env: MLAPI_DEVICE].",
         ),
         click.option(
             "--workers",

@@ -34,6 +34,7 @@ def detect(
     annotate: Path | None,
     workers: int,
     server: str | None,
+    device: str,
 ) -> None:
     """Detect objects and faces in FILE, DIR or GLOB arguments; JSON on stdout.
 
@@ -57,6 +58,13 @@ def detect(
         kind = "a folder" if path.is_dir() else "not an image file type"
         stderr_console().print(f"skipped {escape(str(path))}: {kind}", highlight=False)
     code = run_detect(
-        paths, parse_models(models), parse_options(options), fmt, annotate, workers, server
+        paths,
+        parse_models(models),
+        parse_options(options),
+        fmt,
+        annotate,
+        workers,
+        server,
+        device,
     )
     sys.exit(code)

@@ -14,7 +14,14 @@ from typing import Any
 
 import click
 
-from mlapi.cli.common import parse_dialects, parse_models, parse_networks, parse_public_url
+from mlapi.cli.common import (
+    parse_device_setting,
+    parse_dialects,
+    parse_models,
+    parse_networks,
+    parse_provider_options,
+    parse_public_url,
+)
 from mlapi.config import env_name, option_name
 
 DIALECT_SETTINGS = "mlapi.dialect_settings"  # entry points: dialect name → its settings class
@@ -23,6 +30,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "networks": parse_networks,
     "dialects": parse_dialects,
     "public_url": parse_public_url,
+    "devices": parse_device_setting,
+    "provider_options": parse_provider_options,
 }
 
 

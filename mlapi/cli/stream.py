@@ -80,6 +80,7 @@ def stream(
     max_frames: int | None,
     no_reconnect: bool,
     workers: int,
+    device: str,
 ) -> None:
     """Detect over SOURCE: a webcam index, a video file, an rtsp:// or http(s):// stream
     (MJPEG too), or an image folder/glob. One JSON line per processed frame on stdout:
@@ -119,7 +120,9 @@ def stream(
     local = LocalStores()
     with (
         Engine(
-            config=RuntimeConfig(workers=workers), gallery=local.faces, plates=local.plates
+            config=RuntimeConfig(workers=workers, device=device),
+            gallery=local.faces,
+            plates=local.plates,
         ) as engine,
         ThreadPoolExecutor(workers) as pool,
     ):
