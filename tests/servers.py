@@ -17,6 +17,7 @@ from aiohttp import web
 
 from mlapi.config import ServerConfig
 from mlapi.engine import Engine
+from mlapi.sightings.settings import FaceMemory
 from mlapi.stores import Stores, open_stores
 from mlapi.web.app import create_app
 from mlapi.web.logs import AccessLog
@@ -40,12 +41,13 @@ class LiveServer:
         data_dir: Path,
         config: ServerConfig | None = None,
         stores: Stores | None = None,
+        memory: FaceMemory | None = None,
     ) -> None:
         self.key = ""  # an API key a test module made for its clients
         self.stores = stores or open_stores(data_dir)
         self.users = self.stores.accounts
         self.data_dir = data_dir
-        self.app = create_app(engine, self.stores, config or ServerConfig())
+        self.app = create_app(engine, self.stores, config or ServerConfig(), memory=memory)
         self.tokens = self.app[SERVER].tokens
         self.loop = asyncio.new_event_loop()
         self._started = threading.Event()

@@ -19,6 +19,7 @@ from mlapi.cli.common import (
 )
 from mlapi.cli.settings import build, dialect_settings, options
 from mlapi.config import RuntimeConfig, ServerConfig, StoreSettings
+from mlapi.sightings.settings import FaceMemory
 
 if TYPE_CHECKING:
     from mlapi.processes import Group
@@ -36,7 +37,7 @@ def _processes(value: str) -> str:
 # -- serve -------------------------------------------------------------------------------
 # Every setting but where to listen comes from the settings dataclasses (mlapi.config), each
 # dialect's own included: declared once there, offered here.
-SETTINGS = [(RuntimeConfig, ""), (ServerConfig, ""), (StoreSettings, "")] + [
+SETTINGS = [(RuntimeConfig, ""), (ServerConfig, ""), (StoreSettings, ""), (FaceMemory, "")] + [
     (cls, f"{name}__") for name, cls in dialect_settings().items()
 ]
 
@@ -81,6 +82,7 @@ def serve(host: str, port: int, processes: str, database: str, **values: Any) ->
     config = build(ServerConfig, values, dialects=dialects)
     settings = build(StoreSettings, values)
     runtime = build(RuntimeConfig, values)
+    memory = build(FaceMemory, values)
     count = auto_count(runtime.workers) if processes == "auto" else int(processes)
     if count > 1 and values.get("lone_threads") is None:  # the processes share the cores
         runtime = replace(runtime, lone_threads=max(1, min((os.cpu_count() or 1) // count, 4)))
@@ -94,13 +96,13 @@ def serve(host: str, port: int, processes: str, database: str, **values: Any) ->
     if not anyone and not config.allow_anonymous:
         logging.getLogger("mlapi").warning("no users yet: create one with `mlapi adduser NAME`")
     if count == 1:
-        serve_one(host, port, config, runtime, database, settings, None)
+        serve_one(host, port, config, runtime, database, settings, None, memory)
         return
     logging.getLogger("mlapi").info("starting %d processes on port %d", count, port)
     sys.exit(
         supervise(
             Group(count),
-            lambda group: serve_one(host, port, config, runtime, database, settings, group),
+            lambda group: serve_one(host, port, config, runtime, database, settings, group, memory),
         )
     )
 
@@ -145,6 +147,7 @@ def serve_one(
     database: str,
     settings: StoreSettings,
     group: Group | None,
+    memory: FaceMemory | None = None,
 ) -> None:
     """One server process: its own engine, the shared stores, the port (shared with the
     other processes of `group`)."""
@@ -164,7 +167,7 @@ def serve_one(
     try:
         stores = wait_for_stores(database, settings)
         engine = Engine(config=runtime, gallery=stores.faces)
-        app = create_app(engine, stores, config, group)
+        app = create_app(engine, stores, config, group, memory=memory)
     except StoreUnavailable as exc:
         if group is None:
             raise

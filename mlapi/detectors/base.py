@@ -138,6 +138,9 @@ class LoadContext(typing.Protocol):
     @property
     def plates(self) -> Any: ...  # mlapi.stores.Plates, or None: the known plates
 
+    # Whether recognize keeps each face's picture and quality (mlapi.sightings).
+    remember_faces: bool
+
 
 class Detector(ABC):
     """A named detector. Subclasses set the class attributes and implement `detect`.

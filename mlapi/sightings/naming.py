@@ -28,6 +28,23 @@ class Named:
     also_matches: tuple[str, float] | None = None  # another person a new sample resembles
 
 
+def shown_named(named: Named) -> dict[str, Any]:
+    """A naming's outcome as the API and the console give it."""
+    warning = None
+    if named.also_matches is not None:
+        other, score = named.also_matches
+        warning = (
+            f"these faces also match {other!r} (similarity {score:.2f}); while both hold "
+            "them, recognition names neither"
+        )
+    return {
+        "name": named.name,
+        "samples": list(named.samples),
+        "attributed": named.attributed,
+        "warning": warning,
+    }
+
+
 def iso(seconds: float) -> str:
     """A time as the API gives it: UTC, to the second."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
@@ -107,9 +124,7 @@ def name_cluster(
         wanted = set(chosen)
         stray = wanted - {s.id for s in members}
         if stray:
-            raise UnknownSighting(
-                f"sighting {sorted(stray)[0]!r} is not in group {cluster_id!r}"
-            )
+            raise UnknownSighting(f"sighting {sorted(stray)[0]!r} is not in group {cluster_id!r}")
         members = [s for s in members if s.id in wanted]
     if not members:
         raise GalleryError("name at least one face")
@@ -131,9 +146,7 @@ def name_cluster(
             close = similarity(others[0].similarity, s.model)
             if close >= MATCH_AT:
                 also = (others[0].name, round(close, 4))
-        added.append(
-            faces.add(name, vector, s.model, f"sighting {s.id}", sightings.picture(s.id))
-        )
+        added.append(faces.add(name, vector, s.model, f"sighting {s.id}", sightings.picture(s.id)))
     attributed = sightings.attribute([s.id for s in members], name)
     return Named(name, tuple(added), attributed, also)
 

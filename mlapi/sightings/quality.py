@@ -39,8 +39,7 @@ class Quality:
             )
         if self.turn is not None and self.turn > gate.face_max_turn:
             return (
-                f"the face is turned too far ({self.turn:.0f}°, at most "
-                f"{gate.face_max_turn:.0f}°)"
+                f"the face is turned too far ({self.turn:.0f}°, at most {gate.face_max_turn:.0f}°)"
             )
         if self.confidence < gate.face_min_score:
             return (

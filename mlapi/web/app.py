@@ -14,6 +14,7 @@ from mlapi.config import ServerConfig
 from mlapi.engine import Engine
 from mlapi.errors import MlapiError
 from mlapi.processes import PUBLISH_SECONDS, Group
+from mlapi.sightings.settings import FaceMemory
 from mlapi.stores import Stores
 from mlapi.web.admission import (
     refuse_large_expect,
@@ -59,10 +60,12 @@ def create_app(
     config: ServerConfig | None = None,
     group: Group | None = None,
     dialects: Iterable[Dialect] | None = None,
+    memory: FaceMemory | None = None,
 ) -> web.Application:
     """The server: its middleware, state, warm-up, its own routes (health, readiness,
     metrics, login, models, OpenAPI) and every installed dialect's (or `dialects`).
-    `group`: the processes this one serves with (`serve --processes`)."""
+    `group`: the processes this one serves with (`serve --processes`); `memory`: what it
+    keeps of the faces it sees (default: the defaults, on)."""
     config = config or ServerConfig()
     engine.plan(config.models)  # unknown detector names fail before the server starts
     app = web.Application(
@@ -79,7 +82,7 @@ def create_app(
     engine.runtime.plates = stores.plates  # and of the known plates
     app[ENGINE] = engine
     app[ROUTES] = {}
-    app[SERVER] = ServerState(engine, stores, config, group)
+    app[SERVER] = ServerState(engine, stores, config, group, memory or FaceMemory())
     if config.uploads:
         config.uploads.mkdir(parents=True, exist_ok=True)
     core = Routes(app, CORE, refuse_large_expect)
@@ -144,6 +147,9 @@ def create_app(
         if group:
             group.set_ready(False)
             group.publish(app[SERVER].snapshot())
+        recorder = app[SERVER].recorder
+        if recorder is not None:  # what recognition saw last is written
+            await asyncio.get_running_loop().run_in_executor(None, recorder.close)
         app[SERVER].io.shutdown(wait=False)
         app[SERVER].store_calls.shutdown(wait=False)
 

@@ -307,3 +307,14 @@ def split_options(fields: dict[str, str], allowed: set[str]) -> tuple[list[str],
             raise RequestError(400, f"unknown parameter {key!r}")
         options.setdefault(model, {})[name] = value
     return models, options
+
+
+def whole_number(request: web.Request, name: str, default: int, most: int) -> int:
+    """A query parameter that is a whole number from 0 (default `default`, cut to `most`);
+    anything else a 400 that says so."""
+    raw = request.query.get(name, "")
+    if not raw:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
+        raise RequestError(400, f"{name} must be a whole number from 0, got {raw[:20]!r}")
+    return min(int(raw), most)

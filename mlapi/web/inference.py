@@ -16,6 +16,7 @@ from mlapi.web.state import (
     INFERENCE_MS,
     SERVER,
     STAGES,
+    USER,
 )
 
 T = TypeVar("T")
@@ -40,10 +41,21 @@ async def in_pool(request: web.Request, fn: Callable[..., T], *args: Any, image:
 
 
 async def run_detection(
-    request: web.Request, data: bytes, models: list[str] | None, options: dict[str, Any] | None
+    request: web.Request,
+    data: bytes,
+    models: list[str] | None,
+    options: dict[str, Any] | None,
+    source: str = "",
 ) -> Result:
+    """Detect on the pool; the faces recognition saw go to the memory of faces seen, with
+    the route, the user and `source` (the camera the client named, if any)."""
     engine = request.app[ENGINE]
     plan = engine.make_plan(models, options)  # a bad detector or option: 400 before any work
     result = await in_pool(request, engine.run_here, data, plan, image=data)
     request[STAGES] = dict(result.stages)
+    recorder = request.app[SERVER].recorder
+    if recorder is not None:
+        route = request.match_info.route.resource
+        where = route.canonical if route is not None else request.path
+        recorder.offer(result, where, request.get(USER) or "", source)
     return result

@@ -22,7 +22,14 @@ from mlapi.web.auth import (
     read_credentials,
     signed_in,
 )
-from mlapi.web.bodies import Upload, fetch_for, json_object, read_upload, split_options
+from mlapi.web.bodies import (
+    Upload,
+    fetch_for,
+    json_object,
+    read_upload,
+    split_options,
+    whole_number,
+)
 from mlapi.web.dialect import Dialect, Handler, Routes, api_error, plain_error
 from mlapi.web.inference import in_pool, run_detection
 from mlapi.web.state import (
@@ -67,4 +74,5 @@ __all__ = [
     "run_detection",
     "signed_in",
     "split_options",
+    "whole_number",
 ]

@@ -19,6 +19,8 @@ from mlapi.config import ServerConfig
 from mlapi.engine import Engine
 from mlapi.errors import RequestError
 from mlapi.processes import Group
+from mlapi.sightings.recorder import Recorder
+from mlapi.sightings.settings import FaceMemory
 from mlapi.stores import Stores
 
 T = TypeVar("T")
@@ -26,13 +28,25 @@ T = TypeVar("T")
 
 class ServerState:
     def __init__(
-        self, engine: Engine, stores: Stores, config: ServerConfig, group: Group | None = None
+        self,
+        engine: Engine,
+        stores: Stores,
+        config: ServerConfig,
+        group: Group | None = None,
+        memory: FaceMemory | None = None,
     ) -> None:
         self.engine, self.config, self.group = engine, config, group
+        self.memory = memory or FaceMemory()
         # Counts a restarted process of a group continues from (see mlapi.processes).
         self.base = group.previous() if group else None
         self.users, self.limiter = stores.accounts, stores.logins
         self.sessions, self.faces, self.plates = stores.sessions, stores.faces, stores.plates
+        self.sightings = stores.sightings
+        # The faces recognition sees, written off the request path (see mlapi.sightings).
+        self.recorder = (
+            None if self.memory.no_face_memory else Recorder(self.sightings, self.memory)
+        )
+        engine.runtime.remember_faces = self.recorder is not None
         self.key_uses: dict[str, float] = {}  # key id → last use, until the next flush
         self.tokens = TokenIssuer(stores.secret.get(), config.token_lifetime)
         self.hashing = asyncio.Semaphore(2)  # argon2 costs ~64 MiB and ~0.1 s each

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from mlapi.dialects.native import faces
 from mlapi.openapi import IMAGE_BODY, body, operation, query
 from mlapi.render import FORMATS
 from mlapi.stores import KnownPlate
@@ -36,11 +37,12 @@ from mlapi.web.kit import (
 )
 async def detect(request: web.Request) -> web.Response:
     upload = await read_upload(request)
-    models, options = split_options(upload.fields, {"format", "url"})
+    models, options = split_options(upload.fields, {"format", "url", "source"})
     fmt = upload.fields.get("format", "native")
     if fmt not in FORMATS:
         raise RequestError(400, f"format must be one of {', '.join(FORMATS)}")
-    result = await run_detection(request, upload.image, models or None, options)
+    source = upload.fields.get("source", "")
+    result = await run_detection(request, upload.image, models or None, options, source)
     return json_text(FORMATS[fmt](result))
 
 
@@ -104,6 +106,7 @@ async def plates_remove(request: web.Request) -> web.Response:
 
 def add_routes(routes: Routes) -> None:
     routes.post("/api/v1/detect", detect)
+    faces.add_routes(routes)
     routes.get("/api/v1/plates", plates_list)
     routes.post("/api/v1/plates", plates_add)
     routes.delete("/api/v1/plates/{name}", plates_remove)
