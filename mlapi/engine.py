@@ -283,7 +283,11 @@ class DetectorContext:
     def plates(self) -> Plates | None:
         return self._runtime.plates
 
-    def __getattr__(self, name: str) -> Any:  # remember_faces, store, config…
+    @property
+    def remember_faces(self) -> bool:
+        return self._runtime.remember_faces
+
+    def __getattr__(self, name: str) -> Any:  # store, config…
         return getattr(self._runtime, name)
 
 

@@ -232,6 +232,8 @@ def test_status_counts_what_was_just_asked(server: LiveServer) -> None:
     routes = {r["route"]: r for r in status["routes"]}
     assert routes["/api/v1/models"]["requests"] == 3 and routes["/api/v1/models"]["mean_ms"] > 0
     assert status["history"] and status["history"][0]["requests"] >= 0
+    # Where each loaded detector runs (the CPU here: --device's default).
+    assert all(m["device"] == "cpu" for m in status["models"])
     metrics = server.call("GET", "/metrics", headers={"X-API-Key": key}).body.decode()
     assert 'mlapi_request_seconds_count{route="/api/v1/models"} 3' in metrics
 

@@ -383,6 +383,8 @@ def test_status_shows_the_request_just_made(
     assert (page.locator("#status-summary").text_content() or "").startswith("Ready")
     licences = page.locator("#model-table").text_content() or ""
     assert "nanodet" in licences and "MIT" in licences
+    objects = page.locator("#model-table tbody tr", has=page.get_by_text("nanodet", exact=True))
+    assert objects.locator("td").nth(1).text_content() == "cpu"  # the device it runs on
     page.locator("#chart-rate polyline").first.wait_for(timeout=15_000)  # two samples, 5 s apart
     # Its route gets a latency line once a sample (every 5 s; the page re-reads as often)
     # has counted it.

@@ -367,8 +367,13 @@ async def revoke_key(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     state, engine = request.app[SERVER], request.app[ENGINE]
     whole = state.whole()
+    devices = engine.runtime.devices()  # where each runs (after any fall back to the CPU)
     loaded = [
-        {"detector": name, "models": [_licensed(m) for m in engine.registry[name].models]}
+        {
+            "detector": name,
+            "device": devices.get(name, "cpu"),
+            "models": [_licensed(m) for m in engine.registry[name].models],
+        }
         for name in state.config.models
     ]
     by_route = [

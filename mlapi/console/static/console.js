@@ -807,7 +807,7 @@ async function loadStatus() {
   chart($("chart-latency"), latency.length ? latency : [{ name: "no API requests", values: [] }], "ms");
   $("route-table").tBodies[0].replaceChildren(...routeRows(s.routes));
   $("model-table").tBodies[0].replaceChildren(...s.models.flatMap((d) => (d.models.length ? d.models : [{ name: "(none)", licence: "" }])
-    .map((m) => el("tr", {}, el("td", {}, d.detector), el("td", {}, m.name), el("td", {}, m.licence)))));
+    .map((m) => el("tr", {}, el("td", {}, d.detector), el("td", {}, d.device || "cpu"), el("td", {}, m.name), el("td", {}, m.licence)))));
   clearInterval(statusTimer);
   statusTimer = setInterval(() => { if (!$("status").hidden) loadStatus(); }, s.every * 1000);
 }
