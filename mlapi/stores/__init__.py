@@ -353,7 +353,7 @@ def open_stores(
 
 
 def _database_stores(url: str, settings: StoreSettings) -> Stores:
-    from mlapi.stores import pg_gallery, postgres
+    from mlapi.stores import pg_gallery, pg_sightings, postgres
     from mlapi.stores.database import Database, shown_url
 
     db = Database(url, timeout=settings.db_timeout)
@@ -369,6 +369,7 @@ def _database_stores(url: str, settings: StoreSettings) -> Stores:
         faces=pg_gallery.PgGallery(db),
         sessions=postgres.PgSessions(db, max_per_user=settings.max_sessions_per_user),
         plates=postgres.PgPlates(db),
+        sightings=pg_sightings.PgSightings(db),
         close=db.close,
         where=shown_url(url),
     )

@@ -84,6 +84,25 @@ MIGRATIONS = (
         CHECK ((plate = '') <> (pattern = '')));
     CREATE UNIQUE INDEX mlapi_plates_plate ON mlapi_plates (plate) WHERE plate <> '';
     """,
+    """
+    CREATE TABLE mlapi_sightings (
+        id text PRIMARY KEY, n bigint GENERATED ALWAYS AS IDENTITY,
+        seen double precision NOT NULL, model text NOT NULL, embedding bytea NOT NULL,
+        box integer[] NOT NULL, quality double precision NOT NULL, person text,
+        similarity double precision NOT NULL DEFAULT 0, source text NOT NULL DEFAULT '',
+        route text NOT NULL DEFAULT '', client text NOT NULL DEFAULT '', cluster text,
+        picture bytea);
+    CREATE INDEX mlapi_sightings_person ON mlapi_sightings (person, seen)
+        WHERE person IS NOT NULL;
+    CREATE INDEX mlapi_sightings_cluster ON mlapi_sightings (cluster) WHERE person IS NULL;
+    CREATE INDEX mlapi_sightings_seen ON mlapi_sightings (seen, n);
+    CREATE TABLE mlapi_clusters (
+        id text PRIMARY KEY, model text NOT NULL, total bytea NOT NULL,
+        count integer NOT NULL);
+    CREATE TABLE mlapi_sightings_version (
+        id integer PRIMARY KEY CHECK (id = 1), version bigint NOT NULL);
+    INSERT INTO mlapi_sightings_version VALUES (1, 0);
+    """,
 )
 
 
