@@ -27,6 +27,7 @@ from mlapi.images import Image
 from mlapi.onnx_sessions import make_session, on_device
 from mlapi.result import Detection, Result
 from mlapi.scheduler import ShortestFirst, may_use_every_core
+from mlapi.sightings.settings import FaceMemory
 from mlapi.store import ModelCache
 from mlapi.stores import Faces, Plates
 
@@ -180,6 +181,9 @@ class Runtime:
         # Whether `recognize` keeps a picture and a quality score of each face it sees, for
         # the memory of faces seen (mlapi.sightings): the server and `mlapi stream` set it.
         self.remember_faces = False
+        # The quality gate of those faces and of new samples (the server's settings, else
+        # the environment's).
+        self.face_gate = FaceMemory.from_env()
         # Decodes a request's other resolutions and makes wide sessions (whose onnxruntime
         # threads then have this priority, not a niced worker's).
         self.helper = helper_thread("mlapi-helper")

@@ -7,16 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mlapi.detectors.faceutil import aligned_crop, sharpness
+from mlapi.detectors.faceutil import aligned_crop
 from mlapi.engine import Engine, Pixels
 from mlapi.errors import DuplicateSample, GalleryError, MlapiError, NoFaceFound
 from mlapi.images import encode_jpeg
 from mlapi.inputs import IMAGE_SUFFIXES
+from mlapi.sightings.quality import measure
 from mlapi.similarity import MATCH_AT, normalise, similarity
 from mlapi.stores import Faces
 
-MIN_FACE_PIXELS = 48  # narrower faces carry too little detail for a faceprint
-MIN_SHARPNESS = 25.0  # Laplacian variance of a 112 px crop; sharp faces score 190-640 here
 # A new sample this close (cosine) to one the person already has is the same photo again:
 # an identical photo gives an identical faceprint, and it would add nothing but weight.
 SAME_SAMPLE_AT = 0.9999
@@ -67,14 +66,11 @@ def enroll(
     if len(faces) > 1 and not largest:
         raise GalleryError(f"{len(faces)} faces found; a sample must show exactly one person")
     face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-    width = face.box[2] - face.box[0]
-    if width < MIN_FACE_PIXELS:
-        raise GalleryError(f"the face is too small ({width} px wide, at least {MIN_FACE_PIXELS})")
-    score = sharpness(aligned_crop(image, face, 112))
-    if score < MIN_SHARPNESS:
-        raise GalleryError(
-            f"the face is too blurred (sharpness {score:.0f}, at least {MIN_SHARPNESS:.0f})"
-        )
+    # The gate unknown faces pass to be kept (mlapi.sightings.quality): too small (narrower
+    # faces carry too little detail for a faceprint), blurred, turned or doubtful.
+    refused = measure(image, face).refusal(engine.runtime.face_gate)
+    if refused:
+        raise GalleryError(refused)
     embedding = np.asarray(face.embedding, np.float32)
     ranking = gallery.ranking(normalise(embedding), model)
     own = [m for m in ranking if m.name == name.strip()]

@@ -47,6 +47,7 @@ class ServerState:
             None if self.memory.no_face_memory else Recorder(self.sightings, self.memory)
         )
         engine.runtime.remember_faces = self.recorder is not None
+        engine.runtime.face_gate = self.memory
         self.key_uses: dict[str, float] = {}  # key id → last use, until the next flush
         self.tokens = TokenIssuer(stores.secret.get(), config.token_lifetime)
         self.hashing = asyncio.Semaphore(2)  # argon2 costs ~64 MiB and ~0.1 s each
