@@ -138,8 +138,8 @@ class LoadContext(typing.Protocol):
     @property
     def plates(self) -> Any: ...  # mlapi.stores.Plates, or None: the known plates
 
-    # Whether recognize keeps each face's picture and quality (mlapi.sightings).
-    remember_faces: bool
+    @property
+    def remember_faces(self) -> bool: ...  # recognize keeps each face's picture (sightings)
 
 
 class Detector(ABC):
