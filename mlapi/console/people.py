@@ -58,9 +58,12 @@ async def people(request: web.Request) -> web.Response:
     event loop, which goes on answering meanwhile."""
     offset = _whole(request, "offset", 0)
     limit = min(_whole(request, "limit", PEOPLE_PAGE), PEOPLE_PAGE_MOST)
-    faces = request.app[SERVER].faces
-    names, samples = await in_state(request, lambda: (faces.names(), faces.samples()))
-    page = await off_loop(request, _people_page, names, samples, offset, limit)
+    state = request.app[SERVER]
+    faces, sightings = state.faces, state.sightings
+    names, samples, last = await in_state(
+        request, lambda: (faces.names(), faces.samples(), sightings.last_seen())
+    )
+    page = await off_loop(request, _people_page, names, samples, offset, limit, last)
     return web.Response(text=page, content_type="application/json")
 
 
@@ -73,9 +76,17 @@ def _whole(request: web.Request, name: str, default: int) -> int:
     return int(raw)
 
 
-def _people_page(names: list[str], samples: list[Sample], offset: int, limit: int) -> str:
+def _people_page(
+    names: list[str],
+    samples: list[Sample],
+    offset: int,
+    limit: int,
+    last_seen: dict[str, float] | None = None,
+) -> str:
     """The page as JSON text: dumps() of the whole document, made a person at a time, so
-    no call holds the GIL (and the event loop) for long, nor keeps 10,000 dicts alive."""
+    no call holds the GIL (and the event loop) for long, nor keeps 10,000 dicts alive.
+    Each person's `last_seen`: when recognition last saw them (seconds), else null."""
+    last_seen = last_seen or {}
     everyone = sorted({*names, *(s.name for s in samples)})
     chosen = everyone[offset : offset + limit]
     listed: dict[str, list[Sample]] = {name: [] for name in chosen}
@@ -84,10 +95,21 @@ def _people_page(names: list[str], samples: list[Sample], offset: int, limit: in
         if theirs is not None:
             theirs.append(s)
     rows = ", ".join(
-        dumps({"name": name, "samples": [_sample_row(s) for s in listed[name]]}) for name in chosen
+        dumps(
+            {
+                "name": name,
+                "last_seen": _seconds(last_seen.get(name)),
+                "samples": [_sample_row(s) for s in listed[name]],
+            }
+        )
+        for name in chosen
     )
     rest = dumps({"total": len(everyone), "offset": offset, "limit": limit})
     return f'{{"people": [{rows}], {rest[1:]}'
+
+
+def _seconds(at: float | None) -> float | None:
+    return None if at is None else round(at, 3)
 
 
 def _sample_row(s: Sample) -> dict[str, Any]:
@@ -143,7 +165,9 @@ async def rename_person(request: web.Request) -> web.Response:
     new = str(body.get("name") or "").strip()
     if not new:
         raise RequestError(400, "the new name is empty")
-    moved = await in_state(request, request.app[SERVER].faces.rename, old, new)
+    state = request.app[SERVER]
+    moved = await in_state(request, state.faces.rename, old, new)
+    await in_state(request, state.sightings.renamed, old, new)  # their history follows
     return json_text({"name": new, "samples": moved})
 
 

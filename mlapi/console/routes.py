@@ -1,5 +1,5 @@
 """The web console: its page at `/`, its files, and the small JSON API its script calls
-under `/console/api/` (sign-in, people, keys, status).
+under `/console/api/` (sign-in, people, unknown faces, keys, status).
 
 The page detects through the same route API clients use (`POST /api/v1/detect`, with the
 session cookie and its CSRF header), so the boxes it draws are the API's answer. Everything
@@ -31,6 +31,17 @@ from mlapi.console.people import (
     thumbnail,
 )
 from mlapi.console.plates import add_known_plate, plates, remove_plate
+from mlapi.console.seen import (
+    forget_cluster,
+    forget_sighting,
+    merge,
+    move_out,
+    name_cluster,
+    not_person,
+    person_sightings,
+    picture,
+    unknown,
+)
 from mlapi.console.snippets import snippets
 from mlapi.engine import Engine
 from mlapi.errors import AuthError, ModelMissing, UserError
@@ -418,6 +429,15 @@ def add_routes(routes: Routes) -> None:
         ("DELETE", "/console/api/people/{name}", remove_person),
         ("DELETE", "/console/api/samples/{id}", remove_sample),
         ("GET", "/console/api/samples/{id}/face.jpg", thumbnail),
+        ("GET", "/console/api/people/{name}/sightings", person_sightings),
+        ("GET", "/console/api/unknown", unknown),
+        ("POST", "/console/api/unknown/merge", merge),
+        ("POST", "/console/api/unknown/{cluster}/name", name_cluster),
+        ("DELETE", "/console/api/unknown/{cluster}", forget_cluster),
+        ("GET", "/console/api/sightings/{sighting}/picture", picture),
+        ("POST", "/console/api/sightings/{sighting}/move", move_out),
+        ("POST", "/console/api/sightings/{sighting}/not", not_person),
+        ("DELETE", "/console/api/sightings/{sighting}", forget_sighting),
         ("GET", "/console/api/plates", plates),
         ("POST", "/console/api/plates", add_known_plate),
         ("DELETE", "/console/api/plates/{name}", remove_plate),
