@@ -177,6 +177,13 @@ def not_person(faces: Faces, sightings: Sightings, sighting_id: str) -> dict[str
     return {"sighting": sighting_id, "cluster": cluster, "was": s.person, "removed_sample": removed}
 
 
+def rename_person(faces: Faces, sightings: Sightings, old: str, new: str) -> int:
+    """Rename a person in the gallery; their sightings follow. Samples moved."""
+    moved = faces.rename(old, new)
+    sightings.renamed(old, rules.person_name(new))
+    return moved
+
+
 def history(
     sightings: Sightings, name: str, picture_url: str, limit: int = 50, offset: int = 0
 ) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from mlapi.enroll import enroll
 from mlapi.errors import GalleryError, NoFaceFound, UnknownPerson
 from mlapi.openapi import BINARY, body, operation
 from mlapi.result import Detection
+from mlapi.sightings import naming
 from mlapi.similarity import similarity
 from mlapi.web.kit import (
     ENGINE,
@@ -311,7 +312,8 @@ async def rename_subject(request: web.Request) -> web.Response:
     old = request.match_info["subject"]
     new = await _subject_body(request)
     try:
-        await in_state(request, request.app[SERVER].faces.rename, old, new)
+        state = request.app[SERVER]
+        await in_state(request, naming.rename_person, state.faces, state.sightings, old, new)
     except UnknownPerson as exc:
         raise RequestError(404, f"subject {old!r} not found") from exc
     return json_text({"updated": True})

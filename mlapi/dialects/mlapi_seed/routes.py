@@ -160,7 +160,9 @@ async def _best_frame(
                 continue
             await _before(deadline, admit(request))  # a slot for decoding and inference only
             try:
-                result = await run_detection(request, data, models, None)
+                result = await run_detection(
+                    request, data, models, None, f"ZoneMinder event {event}"
+                )
             finally:
                 give_back_slot(request)
             score = _score(result, options.strategy)
