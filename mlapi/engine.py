@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -353,7 +354,10 @@ class ModelSessions:
         if self.device == "cpu":
             return
         said = str(reason).strip().splitlines()
-        self.fallback = (said[0] if said else type(reason).__name__)[:300]
+        # onnxruntime's messages start with its source file and the C++ function's signature
+        first = re.sub(r"^\S+\.(?:cc|cpp|h):\d+ [^(]*\([^)]*\)\s*", "", said[0]) if said else ""
+        first = re.sub(r"^(?:\[ERROR\]\s*)", "", first)
+        self.fallback = (first or type(reason).__name__)[:300]
         logging.getLogger("mlapi").warning(
             "model %s could not %s on %s, so it runs on the CPU: %s",
             self.name, step, self.device, self.fallback,

@@ -8,6 +8,7 @@ the whole server whichever process answers it.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any, TypedDict
 
 
@@ -54,7 +55,10 @@ def _label(value: Any) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render(snap: Snapshot, processes: int = 1) -> str:
+def render(snap: Snapshot, processes: int = 1, devices: Mapping[str, str] | None = None) -> str:
+    """The document; `devices`: where each detector runs (its `device` label: cpu,
+    openvino:GPU, cuda:0…, as this process's engine runs it)."""
+    where = devices or {}
     lines = [
         "# HELP mlapi_requests_total Requests answered, by method, route and status.",
         "# TYPE mlapi_requests_total counter",
@@ -74,12 +78,13 @@ def render(snap: Snapshot, processes: int = 1) -> str:
             f'mlapi_queue_depth{{stage="{stage}"}} {snap["queue"].get(stage, 0)}'
             for stage in ("waiting", "admitted", "inference")
         ),
-        "# HELP mlapi_inference_seconds Time in each detector.",
+        "# HELP mlapi_inference_seconds Time in each detector, on the device it runs on.",
         "# TYPE mlapi_inference_seconds summary",
     ]
     for name, runs, seconds in snap["inference"]:
-        lines.append(f'mlapi_inference_seconds_count{{detector="{_label(name)}"}} {runs}')
-        lines.append(f'mlapi_inference_seconds_sum{{detector="{_label(name)}"}} {seconds:.6f}')
+        labels = f'detector="{_label(name)}",device="{_label(where.get(name, "cpu"))}"'
+        lines.append(f"mlapi_inference_seconds_count{{{labels}}} {runs}")
+        lines.append(f"mlapi_inference_seconds_sum{{{labels}}} {seconds:.6f}")
     lines += [
         "# HELP mlapi_request_seconds Time from a request's arrival to its answer, by route.",
         "# TYPE mlapi_request_seconds summary",

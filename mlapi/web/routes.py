@@ -48,7 +48,9 @@ async def metrics_text(request: web.Request) -> web.Response:
     with --processes, every process's counters summed."""
     state = request.app[SERVER]
     processes = state.group.size if state.group else 1
-    return web.Response(text=metrics.render(state.whole(), processes), content_type="text/plain")
+    devices = request.app[ENGINE].runtime.devices()
+    text = metrics.render(state.whole(), processes, devices)
+    return web.Response(text=text, content_type="text/plain")
 
 
 @openapi.operation("mlapi 2.x health check", auth=False, tag="mlapi")
@@ -59,6 +61,7 @@ async def mlapi_health(request: web.Request) -> web.Response:
 @openapi.operation("installed detectors and their options", tag="native")
 async def list_models(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
+    devices = engine.runtime.devices()  # the loaded ones, where they run
     rows = [
         {
             "name": name,
@@ -66,6 +69,7 @@ async def list_models(request: web.Request) -> web.Response:
             "description": cls.description,
             "needs": list(cls.needs),
             "options": {k: v for k, v in cls.Options().as_dict().items()},
+            **({"device": devices[name]} if name in devices else {}),
         }
         for name, cls in sorted(engine.registry.items())
     ]
