@@ -164,3 +164,34 @@ def test_off_keeps_nothing(store: ModelCache, tmp_path: Path, photos: Path) -> N
         finally:
             live.stop()
     assert open_stores(tmp_path / "data").sightings.clusters() == []
+
+
+def test_replicas_on_one_database_share_what_they_saw(
+    store: ModelCache, tmp_path: Path, photos: Path, database: str
+) -> None:
+    """A face seen through one replica is listed, named and remembered through the other."""
+    with Engine(store) as one_engine, Engine(store) as other_engine:
+        one = LiveServer(
+            one_engine, tmp_path / "a", stores=open_stores(database=database), memory=MEMORY
+        )
+        other = LiveServer(
+            other_engine, tmp_path / "b", stores=open_stores(database=database), memory=MEMORY
+        )
+        try:
+            one.users.add("door", "camera at the door")
+            one.key = other.key = one.users.create_key("door", "doorbell")
+            couple = (photos / "gender_detection_input.jpg").read_bytes()
+            assert len(recognise(one, couple, source="garden")) == 2
+            clusters = unknown(other)
+            assert len(clusters) == 2 and clusters[0]["sightings"][0]["source"] == "garden"
+            picture = clusters[0]["sightings"][0]["picture"]
+            assert other.call("GET", picture, headers={"X-API-Key": other.key}).status == 200
+            named = call(other, "POST", f"/api/v1/faces/unknown/{clusters[0]['id']}/name",
+                         {"name": "Kim"})  # fmt: skip
+            assert named.status == 200, named.body
+            assert len(unknown(one)) == 1
+            seen = call(one, "GET", "/api/v1/faces/people/Kim/sightings").json()["sightings"]
+            assert [s["source"] for s in seen] == ["garden"]
+        finally:
+            one.stop()
+            other.stop()
