@@ -21,7 +21,7 @@ from mlapi.render import FORMAT_NAMES
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from mlapi.stores import Faces, Plates, Stores
+    from mlapi.stores import Faces, Plates, Sightings, Stores
 
 
 def stderr_console() -> Console:
@@ -160,6 +160,9 @@ class LocalStores:
 
     def plates(self) -> Plates:
         return self._stores().plates
+
+    def sightings(self) -> Sightings:
+        return self._stores().sightings
 
 
 def stores(database: str) -> Stores:

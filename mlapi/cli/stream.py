@@ -12,6 +12,12 @@ import click
 from mlapi.config import StreamConfig
 
 if TYPE_CHECKING:
+    from mlapi.backends import Backend
+    from mlapi.cli.common import LocalStores
+    from mlapi.engine import Engine
+    from mlapi.images import Image
+    from mlapi.result import Result
+    from mlapi.sightings.recorder import Recorder
     from mlapi.stream import Stats
 
 from mlapi.cli.common import (
@@ -25,6 +31,42 @@ from mlapi.cli.common import (
 
 
 # -- stream ------------------------------------------------------------------------------
+def face_recorder(names: list[str], engine: Engine, local: LocalStores) -> Recorder | None:
+    """With `recognize` among the detectors and the memory of faces seen on (not
+    MLAPI_NO_FACE_MEMORY), the recorder of each face recognised; `recognize` then keeps
+    what it needs of each face."""
+    from mlapi.sightings.recorder import Recorder
+    from mlapi.sightings.settings import FaceMemory
+
+    memory = FaceMemory.from_env()
+    if "recognize" not in names or memory.no_face_memory:
+        return None
+    engine.runtime.remember_faces = True
+    return Recorder(local.sightings(), memory)
+
+
+class Remembered:
+    """A backend whose every result's faces are offered to the memory of faces seen, as
+    route "stream", from the local user and the stream's source."""
+
+    def __init__(self, detect: Backend, recorder: Recorder, source: str) -> None:
+        import getpass
+
+        self.detect, self.recorder, self.source = detect, recorder, source
+        try:
+            self.client = getpass.getuser()
+        except (KeyError, OSError):  # no user name to be found (a bare container's uid)
+            self.client = ""
+
+    def warm(self) -> None:
+        self.detect.warm()
+
+    def __call__(self, image: bytes | Image) -> Result:
+        result = self.detect(image)
+        self.recorder.offer(result, "stream", self.client, self.source)
+        return result
+
+
 @main.command()
 @click.argument("source")
 @detection_options
@@ -94,7 +136,7 @@ def stream(
     from mlapi.errors import MlapiError
     from mlapi.render import FORMATS
     from mlapi.stream import run_stream
-    from mlapi.stream.sources import kind
+    from mlapi.stream.sources import kind, source_name
 
     if server and annotate:
         raise click.UsageError("--annotate works only locally, not with --server")
@@ -131,6 +173,11 @@ def stream(
             detect.warm()
         except MlapiError as exc:
             fail(exc.message, 2 if exc.status == 400 else 1)
+        # The faces recognised here are remembered as a server's are (a server recognising
+        # for --server remembers them itself).
+        recorder = None if server else face_recorder(names, engine, local)
+        if recorder is not None:
+            detect = Remembered(detect, recorder, source_name(source))
 
         def emit(line: str) -> None:
             click.echo(line)
@@ -151,9 +198,18 @@ def stream(
                 sys.stderr.write("\r" + " " * (console.width - 1) + "\r")
             console.print(text, markup=False, highlight=False)
 
-        stats = run_stream(config, detect, FORMATS[fmt], pool.submit, emit, log, progress)
+        try:
+            stats = run_stream(config, detect, FORMATS[fmt], pool.submit, emit, log, progress)
+        finally:
+            if recorder is not None:
+                recorder.close()  # what is queued is written before the command ends
     if console.is_terminal:
         sys.stderr.write("\r" + " " * (console.width - 1) + "\r")
     width = console.width - 1 if console.is_terminal else None  # one line, never wrapped
     console.print(stats.summary(width), highlight=False)
+    if recorder is not None and recorder.counts["kept"]:
+        console.print(
+            f"{recorder.counts['kept']} face sighting(s) kept (mlapi faces unknown list)",
+            highlight=False,
+        )
     sys.exit(0 if stats.ok else 1)  # unreadable files and undelivered events fail the run

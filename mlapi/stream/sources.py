@@ -4,6 +4,7 @@ opener per kind of source), sampled and read ahead on a thread of their own."""
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -113,6 +114,34 @@ def kind(spec: str) -> str:
     if path.is_dir() or inputs.is_pattern(spec):
         return "folder"
     return "video" if path.exists() else "missing"
+
+
+def source_name(spec: str) -> str:
+    """The source as the memory of faces seen names it: a camera's index, the file or
+    folder as given, a network stream's URL without its user and password, in its netloc
+    or its query (`?user=admin&password=…`, as some cameras take them)."""
+    if kind(spec) != "stream":
+        return spec
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(spec)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a malformed URL: its scheme only, never what may be a password
+        return spec.split(":", 1)[0] + "://"
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    query = [
+        (key, value)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        if not SECRET_PARAMETER.search(key)
+    ]
+    return urlunsplit((parts.scheme, host + port, parts.path, urlencode(query), ""))
+
+
+# Query parameters that may hold a credential, dropped from a stream's name.
+SECRET_PARAMETER = re.compile(r"user|login|pass|pwd|token|auth|key|secret|sig|cred", re.I)
 
 
 def _missing(spec: str, *_: Any) -> Iterator[Frame]:
