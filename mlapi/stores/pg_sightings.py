@@ -466,10 +466,15 @@ class PgSightings:
             if not others:
                 return into
             moved = conn.execute(
-                "UPDATE mlapi_sightings SET cluster = %s "
-                "WHERE person IS NULL AND cluster = ANY(%s) RETURNING cluster, model, embedding",
-                (into, others),
+                "SELECT cluster, model, embedding FROM mlapi_sightings "
+                "WHERE person IS NULL AND cluster = ANY(%s) FOR UPDATE",
+                (others,),
             ).fetchall()
+            conn.execute(
+                "UPDATE mlapi_sightings SET cluster = %s "
+                "WHERE person IS NULL AND cluster = ANY(%s)",
+                (into, others),
+            )
             deltas.removed(moved)
             for _, model, blob in moved:
                 deltas.add(into, model, unpacked(bytes(blob)))
