@@ -98,15 +98,19 @@ def provider_options(text: str) -> dict[str, str]:
     return found
 
 
-def providers(device: str, threads: int, settings: ProviderSettings) -> list[Any]:
+def providers(device: str, threads: int, settings: ProviderSettings, streams: int = 1) -> list[Any]:
     """onnxruntime's providers for a concrete device (not `auto`), best first, each with
-    its options; DeviceUnavailable when this build or machine lacks it."""
+    its options; DeviceUnavailable when this build or machine lacks it. `streams`: how many
+    requests may run the session at once (OpenVINO runs one a stream, each on `threads`
+    threads; onnxruntime's CPU provider needs no telling)."""
     if device == "cpu":
         return [CPU_PROVIDER]
     if device.startswith("openvino:"):
         target = device.split(":", 1)[1]
         check_openvino(target)
-        options = {"device_type": target, "num_of_threads": str(threads)}
+        options = {"device_type": target, "num_streams": str(streams)}
+        if target == "CPU":
+            options["num_of_threads"] = str(threads * streams)
         if settings.openvino_cache is not None:
             settings.openvino_cache.mkdir(parents=True, exist_ok=True)
             options["cache_dir"] = str(settings.openvino_cache)

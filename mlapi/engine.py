@@ -343,8 +343,11 @@ class ModelSessions:
     def _make(self, threads: int) -> Any:
         spin = self.config.spin_microseconds
         if self.device != "cpu":
+            # The narrow session serves every worker at once (OpenVINO: a stream each), the
+            # wide one a request alone.
+            streams = self.config.workers if threads == self.config.intra_op_threads else 1
             try:
-                return on_device(self.model, threads, spin, self.device, self.settings)
+                return on_device(self.model, threads, spin, self.device, self.settings, streams)
             except Exception as exc:  # onnxruntime's own types, and DeviceUnavailable
                 self._fall_back("load", exc)
         return make_session(self.model, threads, spin)

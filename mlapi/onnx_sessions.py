@@ -42,13 +42,18 @@ def make_session(
 
 
 def on_device(
-    model: Path, threads: int, spin_microseconds: int, device: str, settings: ProviderSettings
+    model: Path,
+    threads: int,
+    spin_microseconds: int,
+    device: str,
+    settings: ProviderSettings,
+    streams: int = 1,
 ) -> Any:
-    """A session on `device` (concrete: not `auto`), its provider's options from the
-    settings; DeviceUnavailable, or onnxruntime's error, when the device cannot take it.
-    onnxruntime drops a provider it cannot start with only a log line: that is an error
-    here too."""
-    chosen = providers(device, threads, settings)
+    """A session on `device` (concrete: not `auto`) for `streams` requests at once, its
+    provider's options from the settings; DeviceUnavailable, or onnxruntime's error, when
+    the device cannot take it. onnxruntime drops a provider it cannot start with only a log
+    line: that is an error here too."""
+    chosen = providers(device, threads, settings, streams)
     session = make_session(model, threads, spin_microseconds, chosen)
     wanted = provider_name(device)
     if wanted not in session.get_providers():
