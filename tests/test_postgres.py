@@ -23,7 +23,7 @@ from mlapi.config import ServerConfig, StoreSettings
 from mlapi.engine import Engine
 from mlapi.errors import GalleryError, StoreUnavailable, UserError
 from mlapi.store import ModelCache
-from mlapi.stores import Stores, open_stores, rules
+from mlapi.stores import NewSighting, Retention, Stores, open_stores, rules
 from mlapi.stores.database import MIGRATIONS, Database
 from mlapi.web.auth import CSRF_HEADER, SESSION_COOKIE
 
@@ -347,6 +347,12 @@ def tinydb_install(folder: Path, people: int, per_person: int) -> str:
     (folder / "faces").mkdir()
     for row in list(samples.values())[:3]:  # the console's face pictures, for a few
         (folder / "faces" / f"{row['id']}.jpg").write_bytes(b"\xff\xd8" + str(row["id"]).encode())
+    seen = [  # faces seen: two groups of unknown faces and a known person's
+        NewSighting(1.7e9 + i, "dlib", unit(i % 2), (1, 2, 3, 4), 0.5, b"\xff\xd8%d" % i,
+                    person="person 7" if i == 4 else None, source=f"cam {i}")
+        for i in range(5)
+    ]  # fmt: skip
+    files.sightings.record(seen, Retention(days=1e5, every=0))
     return key
 
 
@@ -372,10 +378,12 @@ def test_db_copy_moves_an_install_without_loss_and_only_once(tmp_path: Path, dat
         "face samples: 5000 copied, 0 already there",
         "face thumbnails: 3 copied, 0 already there",
         "known plates: 2 copied, 0 already there",
+        "face sightings: 5 copied, 0 already there",
     ]
     again = subprocess.run(command, capture_output=True, text=True, check=False)
     assert "face samples: 0 copied, 5000 already there" in again.stdout
     assert "known plates: 0 copied, 2 already there" in again.stdout
+    assert "face sightings: 0 copied, 5 already there" in again.stdout
     moved, files = open_stores(database=database), open_stores(tmp_path)
     try:
         assert moved.accounts.key_user(key) == "ann" and moved.accounts.verify("ann", PASSWORD)
@@ -387,6 +395,16 @@ def test_db_copy_moves_an_install_without_loss_and_only_once(tmp_path: Path, dat
         assert len(pictured) == 3
         assert all(moved.faces.thumbnail(i) == files.faces.thumbnail(i) for i in pictured)
         assert moved.plates.known() == files.plates.known()
+        groups = files.sightings.clusters()
+        assert [(c.id, c.count) for c in moved.sightings.clusters()] == [
+            (c.id, c.count) for c in groups]  # fmt: skip
+        assert moved.sightings.seen("person 7") == files.sightings.seen("person 7")
+        every = [s for c in groups for s in c.sightings] + files.sightings.seen("person 7")
+        assert all(moved.sightings.picture(s.id) == files.sightings.picture(s.id) for s in every)
+        # The groups place new faces as they did (their faceprints' sums were made anew).
+        face = NewSighting(1.8e9, "dlib", unit(1), (1, 2, 3, 4), 0.5, b"\xff\xd8")
+        moved.sightings.record([face], Retention(days=1e5, every=0))
+        assert [c.count for c in moved.sightings.clusters()] == [3, 2]
     finally:
         moved.close()
 

@@ -44,7 +44,8 @@ def db_upgrade(database: str) -> None:
     help="The data folder to copy from (default: MLAPI_DATA_DIR's).",
 )
 def db_copy(target: str, folder: Path | None) -> None:
-    """Copy this install's users, API keys, signing secret and faces into PostgreSQL.
+    """Copy this install's users, API keys, signing secret, known plates and faces (the
+    gallery, and the faces seen with their pictures) into PostgreSQL.
 
     Nothing is changed in the files; ids and hashes are kept (keys and tokens go on
     working), and running it again copies nothing twice."""

@@ -1,14 +1,16 @@
 """`mlapi db copy`: the data folder's TinyDB files into PostgreSQL, rows keeping their ids
-and hashes, so keys, tokens and samples go on working."""
+and hashes, so keys, tokens, samples and the faces seen (groups included) go on working."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from mlapi import text
+from mlapi.stores import pg_sightings
 from mlapi.stores.database import (
     LONG,
     Database,
@@ -18,12 +20,13 @@ from mlapi.stores.files import FileSnapshot
 
 def copy_files(folder: Path, db: Database) -> dict[str, tuple[int, int]]:
     """Copy the TinyDB files in `folder` (users, API keys, the signing secret, the gallery,
-    the known plates) into the database: {what: (copied, already there)}. Rows keep their
-    ids and hashes, so keys, tokens and samples go on working, and a second run copies
-    nothing again."""
+    the known plates, the faces seen with their pictures) into the database: {what:
+    (copied, already there)}. Rows keep their ids and hashes, so keys, tokens and samples
+    go on working, and a second run copies nothing again."""
     users = FileSnapshot(folder / "users.json").read()[0]
     gallery = FileSnapshot(folder / "gallery.json").read()[0]
     plates = FileSnapshot(folder / "plates.json").read()[0]
+    seen = FileSnapshot(folder / "sightings.json").read()[0].get("sightings", {})
     secret_file = folder / "jwt.secret"
     counts: dict[str, tuple[int, int]] = {}
 
@@ -92,4 +95,18 @@ def copy_files(folder: Path, db: Database) -> dict[str, tuple[int, int]]:
                 for r in plates.get("plates", {}).values()
             ],
         )
+        pictures = folder / "sightings"
+        if insert(
+            conn,
+            "face sightings",
+            f"{pg_sightings.INSERT} ON CONFLICT DO NOTHING",
+            [
+                (r["id"], r["seen"], r["model"], base64.b64decode(r["embedding"]), r["box"],
+                 r["quality"], r.get("person"), r.get("similarity", 0.0), r.get("source", ""),
+                 r.get("route", ""), r.get("client", ""), r.get("cluster"),
+                 jpeg.read_bytes() if (jpeg := pictures / f"{r['id']}.jpg").is_file() else None)
+                for _, r in sorted(seen.items(), key=lambda doc: int(doc[0]))
+            ],
+        ):  # fmt: skip
+            pg_sightings.rebuild_sums(conn)  # the groups' sums, for placing new faces
     return counts
