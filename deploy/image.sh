@@ -43,7 +43,7 @@ done
     echo "./run image: building the binary first" >&2
     MLAPI_EXTRAS=$variant ./run build
 }
-version=$(MLAPI_EXTRAS=$variant ./run mlapi --version | awk '{print $NF}')
+version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' mlapi/__init__.py)
 tag="mlapi-vision:$version$suffix"
 
 started=$SECONDS

@@ -256,3 +256,22 @@ def test_openvino_refusing_a_model_falls_back_to_the_cpu_with_one_warning(
     models = sorted(m.split()[1] for m in said)
     assert models == ["blazeface-full", "faceres", "nanodet"], said  # one each
     assert all(step in m for m in said), said
+
+
+def test_models_list_says_where_each_pulled_model_runs(store: ModelCache) -> None:
+    """`mlapi models list --device …` loads each pulled model there: a device column."""
+    import json
+
+    from mlapi.cli import main
+
+    out = CliRunner().invoke(main, ["models", "list", "--json", "--device", "faces=openvino:NPU"])
+    assert out.exit_code == 0, out.output
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["nanodet"]["device"] == "cpu"
+    assert rows["blazeface-full"]["device"].startswith("cpu (not openvino:NPU: ")
+    plain = CliRunner().invoke(main, ["models", "list", "--json"], env={"MLAPI_DEVICE": ""})
+    assert "device" not in json.loads(plain.stdout)[0]  # nothing loaded on the CPU alone
+    if has_openvino():
+        out = CliRunner().invoke(main, ["models", "list", "--json", "--device", "openvino:CPU"])
+        rows = {r["name"]: r for r in json.loads(out.stdout)}
+        assert rows["nanodet"]["device"] == rows["faceres"]["device"] == "openvino:CPU"

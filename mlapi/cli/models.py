@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
-from mlapi.cli.common import fail, main, stderr_console
+from mlapi.cli.common import fail, main, parse_device_setting, stderr_console
 
 
 # -- models ------------------------------------------------------------------------------
@@ -20,11 +21,23 @@ def models() -> None:
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--wide", is_flag=True, help="Every column, however wide the terminal.")
-def models_list(as_json: bool, wide: bool) -> None:
+@click.option(
+    "--device",
+    default="cpu",
+    envvar="MLAPI_DEVICE",
+    metavar="DEVICES",
+    callback=lambda ctx, param, value: parse_device_setting(value or "cpu"),
+    help="Load each pulled model on these devices (as --device of serve, detect and stream "
+    "does) and say where it runs: a device column, after any fall back to the CPU "
+    "[env: MLAPI_DEVICE].",
+)
+def models_list(as_json: bool, wide: bool, device: str) -> None:
     """Every catalog and imported model: task, licence, size, pulled or not.
 
     A narrow terminal gets fewer columns (source first, then licence, size and task go),
-    never a word broken across lines; --wide shows them all."""
+    never a word broken across lines; --wide shows them all. With a --device other than
+    the CPU (or MLAPI_DEVICE set, as for the server), each pulled model is loaded there and
+    a device column says where it runs."""
     from dataclasses import asdict
 
     from rich.console import Console
@@ -35,8 +48,9 @@ def models_list(as_json: bool, wide: bool) -> None:
 
     store = ModelCache()
     rows = store.statuses()
+    where = placed(store, [r.name for r in rows if r.pulled], device) if device != "cpu" else {}
     if as_json:
-        click.echo(dumps([asdict(r) for r in rows]))
+        click.echo(dumps([{**asdict(r), **where_of(where, r.name)} for r in rows]))
         return
     cells = {
         r.name: {
@@ -47,14 +61,20 @@ def models_list(as_json: bool, wide: bool) -> None:
             "source": r.source,
             "pulled": ("bundled" if r.bundled else "yes" if r.pulled else "no")
             + (" (default)" if r.default and not r.pulled else ""),
+            **where_of(where, r.name),
         }
         for r in rows
     }
-    order = ("name", "task", "licence", "size", "source", "pulled")
+    order: tuple[str, ...] = ("name", "task", "licence", "size", "source", "pulled")
+    if where:
+        order += ("device",)
 
     def width(col: str, whole: bool = True) -> int:
         """The column's width: its longest cell, or (licence wraps) its longest word."""
-        words = [c[col] if whole else max(c[col].split() or [""], key=len) for c in cells.values()]
+        words = [
+            c.get(col, "") if whole else max(c.get(col, "").split() or [""], key=len)
+            for c in cells.values()
+        ]
         return max([len(col), *map(len, words)])
 
     def needed(cols: list[str]) -> int:  # each column: its text, a space either side, a rule
@@ -65,16 +85,17 @@ def models_list(as_json: bool, wide: bool) -> None:
     if wide:
         console = Console(width=max(console.width, sum(width(c) + 3 for c in order) + 1))
     else:
-        for drop in ("source", "licence", "size", "task"):  # the least needed first
+        for drop in ("source", "licence", "size", "task", "pulled"):  # the least needed first
             if needed(shown) <= console.width:
                 break
             shown.remove(drop)
     table = Table(title=f"models in {store.root}")
     for col in shown:
         # Words are never cut: only the licence ("MIT, Apache-2.0") wraps, between words.
-        table.add_column(col, no_wrap=col != "licence", min_width=width(col, col != "licence"))
+        wraps = col in ("licence", "device")
+        table.add_column(col, no_wrap=not wraps, min_width=width(col, not wraps))
     for r in rows:
-        table.add_row(*(cells[r.name][col] for col in shown))
+        table.add_row(*(cells[r.name].get(col, "") for col in shown))
     console.print(table)
     left = [c for c in order if c not in shown]
     if left:
@@ -82,6 +103,37 @@ def models_list(as_json: bool, wide: bool) -> None:
             f"({', '.join(left)} left out at {console.width} columns: mlapi models list --wide)",
             highlight=False,
         )
+
+
+def placed(store: Any, names: list[str], device: str) -> dict[str, str]:
+    """Where each of these pulled models runs on `device` (the --device setting; a
+    detector's own entry counts for the models it loads): each ONNX model is loaded there,
+    falling back to the CPU as the server would (the reason said); OpenCV's models run on
+    the CPU."""
+    from mlapi.config import RuntimeConfig
+    from mlapi.engine import Runtime
+    from mlapi.registry import installed
+
+    config = RuntimeConfig(device=device)
+    users: dict[str, str] = {}
+    for detector, cls in sorted(installed(store).items()):
+        for model in cls.models:
+            users.setdefault(model, detector)
+    runtime = Runtime(store, config)
+    found: dict[str, str] = {}
+    try:
+        for name in names:
+            if store.artifact(name).suffix != ".onnx":
+                found[name] = "cpu (OpenCV)"
+                continue
+            found[name] = runtime.onnx_session(name, None, users.get(name)).describe()
+    finally:
+        runtime.helper.shutdown(wait=True)
+    return found
+
+
+def where_of(found: dict[str, str], name: str) -> dict[str, str]:
+    return {"device": found.get(name, "")} if found else {}
 
 
 @models.command("pull")
