@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const PAGES = ["try", "people", "plates", "keys", "status"];
+const PAGES = ["try", "people", "unknown", "plates", "keys", "status"];
 const COLOURS = ["#b91c1c", "#1d4ed8", "#047857", "#7c2d12", "#6d28d9", "#0f766e", "#a21caf", "#854d0e"];
 let csrf = "";
 let signedIn = false;
@@ -95,8 +95,8 @@ function route() {
   }
   const page = PAGES.includes(location.hash.slice(1)) ? location.hash.slice(1) : "try";
   show(page);
-  document.title = `${page[0].toUpperCase()}${page.slice(1)} · mlapi console`;
-  ({ try: loadTry, people: loadPeople, plates: loadPlates, keys: loadKeys, status: loadStatus })[page]();
+  document.title = `${document.querySelector(`#nav a[href="#${page}"]`).textContent} · mlapi console`;
+  ({ try: loadTry, people: loadPeople, unknown: loadUnknown, plates: loadPlates, keys: loadKeys, status: loadStatus })[page]();
 }
 
 async function start() {
@@ -507,7 +507,9 @@ function personCard(person) {
   const addId = `add-${person.name}`;
   return el("li", { class: "person" },
     el("h3", {}, person.name, el("span", { class: "hint" }, ` · ${person.samples.length} sample${person.samples.length === 1 ? "" : "s"}`)),
+    el("p", { class: "last-seen" }, `Last seen: ${when(person.last_seen)}`),
     el("ul", { class: "samples", "aria-label": `Samples of ${person.name}` }, samples),
+    historyBox(person),
     el("form", { class: "row", onsubmit: async (event) => {
       event.preventDefault();
       const files = event.target.querySelector("input[type=file]").files;
@@ -592,6 +594,228 @@ $("test-form").addEventListener("submit", async (event) => {
   } catch (error) {
     out.textContent = error.message;
   }
+});
+
+// Where and when a person was seen, newest first, a page at a time; "Not NAME" when a
+// recognition was wrong: the face is unknown again and the sample that named it goes.
+const HISTORY_PAGE = 20;
+const historiesOpen = new Set(); // people whose history is open, kept open across reloads
+
+function historyBox(person) {
+  const rows = el("tbody");
+  const table = el("table", { class: "history" },
+    el("caption", { class: "visually-hidden" }, `Where ${person.name} was seen`),
+    el("thead", {}, el("tr", {},
+      el("th", { scope: "col" }, "Face"), el("th", { scope: "col" }, "When"), el("th", { scope: "col" }, "Where"),
+      el("th", { scope: "col" }, "Similarity"), el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, "Actions")))),
+    rows);
+  let loaded = false;
+  const opened = () => {
+    if (!loaded) loadHistory(person, rows, 0);
+    loaded = true;
+  };
+  const box = el("details", { class: "history-box", open: historiesOpen.has(person.name), ontoggle: () => {
+    if (box.open) {
+      historiesOpen.add(person.name);
+      opened();
+    } else {
+      historiesOpen.delete(person.name);
+    }
+  } },
+  el("summary", {}, `History: where ${person.name} was seen`),
+  el("div", { class: "scroll" }, table));
+  if (box.open) opened();
+  return box;
+}
+
+async function loadHistory(person, rows, offset) {
+  const name = encodeURIComponent(person.name);
+  let found;
+  try {
+    found = (await answer(await api("GET", `/console/api/people/${name}/sightings?offset=${offset}&limit=${HISTORY_PAGE}`))).sightings;
+  } catch (error) {
+    rows.replaceChildren(el("tr", {}, el("td", { colspan: 5 }, error.message)));
+    return;
+  }
+  rows.querySelector("tr.more")?.remove();
+  rows.append(...found.map((s) => el("tr", {},
+    el("td", {}, el("img", { src: s.picture, width: 48, height: 48, loading: "lazy", decoding: "async", alt: `${person.name}, seen ${seenAt(s)}` })),
+    el("td", {}, seenAt(s)),
+    el("td", {}, s.source || el("span", { class: "hint" }, "no camera named"), s.client ? el("span", { class: "hint" }, ` · ${s.client}`) : null),
+    el("td", {}, s.similarity !== undefined ? s.similarity.toFixed(2) : ""),
+    el("td", {}, el("button", { type: "button", class: "small danger", onclick: async () => {
+      if (!confirm(`Not ${person.name}? The face becomes unknown again, and the sample of ${person.name} that matched it is removed.`)) return;
+      let said;
+      try {
+        await answer(await api("POST", `/console/api/sightings/${encodeURIComponent(s.id)}/not`));
+        said = `That face is no longer ${person.name}'s: it is under Unknown faces again.`;
+      } catch (error) {
+        said = error.message;
+      }
+      await loadPeople(); // their samples and history as they are now
+      $("people-message").textContent = said;
+    } }, `Not ${person.name}`)))));
+  if (!offset && !found.length) rows.append(el("tr", {}, el("td", { colspan: 5 }, `${person.name} has not been seen yet.`)));
+  if (found.length === HISTORY_PAGE) {
+    rows.append(el("tr", { class: "more" }, el("td", { colspan: 5 },
+      el("button", { type: "button", class: "secondary", onclick: () => loadHistory(person, rows, offset + found.length) }, "Show older"))));
+  }
+}
+
+// -- unknown faces ---------------------------------------------------------------------
+// The groups of faces recognition saw and could not name, most recently seen first, each
+// as a grid of its best faces: named once ("Save", or "maybe NAME" with one click), merged
+// (tick two or more, then "Merge"), forgotten; one face moved out or forgotten.
+const GROUPS_PAGE = 50;
+let unknownShown = []; // the groups listed now, in order (their ids for "Merge")
+
+function unknownSay(text) {
+  $("unknown-error").replaceChildren();
+  $("unknown-message").textContent = text;
+}
+
+function unknownError(text) {
+  $("unknown-message").textContent = "";
+  $("unknown-error").replaceChildren(
+    el("span", { class: "icon", "aria-hidden": "true" }, "!"),
+    el("span", {}, text));
+}
+
+// A change to the groups: the list as it is now, then the answer in words.
+async function unknownChange(pending, done) {
+  let said = null;
+  let failed = null;
+  try {
+    said = done(await answer(await pending));
+  } catch (error) {
+    failed = error.message;
+  }
+  await loadUnknown();
+  if (failed === null) unknownSay(said);
+  else unknownError(failed);
+}
+
+function faceCount(n) {
+  return `${n} face${n === 1 ? "" : "s"}`;
+}
+
+function seenAt(s) {
+  return new Date(s.seen).toLocaleString();
+}
+
+function seenWhere(s) {
+  return s.source || s.route || "";
+}
+
+function namedText(named) {
+  const samples = named.samples.length;
+  const made = samples ? `${faceCount(samples)} became ${samples === 1 ? "a sample" : "samples"}` : "no new sample (the same faces are already theirs)";
+  return `Named ${named.name}: ${made}; ${faceCount(named.attributed)} ${named.attributed === 1 ? "is" : "are"} now theirs.${named.warning ? ` Note: ${named.warning}.` : ""}`;
+}
+
+async function loadUnknown(offset = 0) {
+  const list = $("unknown-list");
+  let listing;
+  try {
+    listing = await answer(await api("GET", `/console/api/unknown?offset=${offset}&limit=${GROUPS_PAGE}`));
+  } catch (error) {
+    unknownError(`The unknown faces could not be listed: ${error.message}`);
+    return;
+  }
+  const { clusters, total } = listing;
+  if (!offset) unknownShown = [];
+  const cards = clusters.map((c, i) => clusterCard(c, offset + i + 1));
+  unknownShown.push(...clusters.map((c) => c.id));
+  if (offset) {
+    list.querySelector("li.more")?.remove();
+    list.append(...cards);
+  } else {
+    list.replaceChildren(...cards);
+  }
+  $("unknown-summary").textContent = total
+    ? `${total} group${total === 1 ? "" : "s"} of unknown faces, ${faceCount(listing.unknown_faces)} in all.`
+    : "";
+  if (!total) list.append(el("li", { class: "hint" }, "No unknown faces: a face recognition sees and cannot name appears here, grouped with others of the same person."));
+  const shown = offset + clusters.length;
+  if (clusters.length && shown < total) {
+    list.append(el("li", { class: "more" }, el("button", { type: "button", onclick: () => loadUnknown(shown) },
+      `Show more groups (${total - shown} not shown)`)));
+  }
+  $("merge").disabled = total < 2;
+}
+
+function faceTile(s, number, group, alone) {
+  const what = `face ${number} of group ${group}`;
+  return el("li", { class: "sample" },
+    el("img", {
+      src: s.picture, width: 96, height: 96, loading: "lazy", decoding: "async",
+      alt: `Face ${number} of group ${group}, seen ${seenAt(s)}${seenWhere(s) ? ` at ${seenWhere(s)}` : ""}`,
+      title: `Seen ${seenAt(s)}${s.source ? ` at ${s.source}` : ""}${s.client ? ` (${s.client})` : ""} · quality ${s.quality.toFixed(2)}`,
+    }),
+    alone ? null : el("button", { type: "button", class: "small secondary", "aria-label": `Move out ${what}`, onclick: () =>
+      unknownChange(api("POST", `/console/api/sightings/${encodeURIComponent(s.id)}/move`), () => `Face ${number} moved to a group of its own.`) }, "Move out"),
+    el("button", { type: "button", class: "small danger", "aria-label": `Forget ${what}`, onclick: () => {
+      if (!confirm("Forget this face and its picture?")) return;
+      unknownChange(api("DELETE", `/console/api/sightings/${encodeURIComponent(s.id)}`), () => "Face forgotten.");
+    } }, "Forget face"));
+}
+
+function clusterCard(c, group) {
+  const heading = `group-${c.id}`;
+  const nameId = `name-${c.id}`;
+  const grid = el("ul", { class: "samples face-grid", "aria-label": `Faces of group ${group}` },
+    c.sightings.map((s, i) => faceTile(s, i + 1, group, c.count === 1)));
+  const more = c.count > c.sightings.length
+    ? el("button", { type: "button", class: "secondary", onclick: async (event) => {
+      try {
+        const [all] = (await answer(await api("GET", `/console/api/unknown?cluster=${encodeURIComponent(c.id)}`))).clusters;
+        grid.replaceChildren(...all.sightings.map((s, i) => faceTile(s, i + 1, group, all.count === 1)));
+        event.target.remove();
+      } catch (error) {
+        unknownError(error.message);
+      }
+    } }, `Show all ${c.count} faces`)
+    : null;
+  const save = (name) => unknownChange(
+    api("POST", `/console/api/unknown/${encodeURIComponent(c.id)}/name`, { name }), namedText);
+  const maybe = c.maybe
+    ? el("div", { class: "row maybe" },
+      el("button", { type: "button", class: "secondary", "aria-describedby": `maybe-${c.id}`, onclick: () => save(c.maybe.name) }, `maybe ${c.maybe.name}`),
+      el("span", { class: "hint", id: `maybe-${c.id}` }, `Looks like ${c.maybe.name} (similarity ${c.maybe.similarity.toFixed(2)}): one click names the group so.`))
+    : null;
+  return el("li", { class: "person cluster", "aria-labelledby": heading, "data-cluster": c.id },
+    el("div", { class: "row" },
+      el("input", { type: "checkbox", id: `merge-${c.id}`, class: "merge-pick", value: c.id }),
+      el("label", { for: `merge-${c.id}` }, el("span", { class: "visually-hidden" }, `Group ${group}: `), "Select to merge"),
+    ),
+    el("h3", { id: heading }, `Group ${group}`,
+      el("span", { class: "hint" }, ` · ${faceCount(c.count)} · last seen ${when(Date.parse(c.last_seen) / 1000)}${c.first_seen !== c.last_seen ? ` · first seen ${when(Date.parse(c.first_seen) / 1000)}` : ""}`)),
+    grid,
+    more,
+    maybe,
+    el("form", { class: "row", onsubmit: (event) => {
+      event.preventDefault();
+      const name = event.target.querySelector("input").value.trim();
+      if (name) save(name);
+    } },
+    el("label", { for: nameId }, "Name"),
+    el("input", { id: nameId, required: true, maxlength: 100, autocomplete: "off", "aria-describedby": heading }),
+    el("button", { type: "submit" }, "Save")),
+    el("button", { type: "button", class: "danger", "aria-label": `Forget group ${group}`, onclick: () => {
+      if (!confirm(`Forget group ${group}: its ${faceCount(c.count)} and their pictures?`)) return;
+      unknownChange(api("DELETE", `/console/api/unknown/${encodeURIComponent(c.id)}`), (done) => `Group ${group} forgotten (${faceCount(done.removed)}).`);
+    } }, "Forget"));
+}
+
+$("merge").addEventListener("click", () => {
+  const picked = [...document.querySelectorAll("#unknown-list .merge-pick:checked")].map((i) => i.value);
+  if (picked.length < 2) {
+    unknownError("Tick two or more groups of the same person to merge them.");
+    return;
+  }
+  // Into the one listed first (the most recently seen); the order on the page decides.
+  picked.sort((a, b) => unknownShown.indexOf(a) - unknownShown.indexOf(b));
+  unknownChange(api("POST", "/console/api/unknown/merge", { clusters: picked }), () => `${picked.length} groups merged into one.`);
 });
 
 // -- plates ----------------------------------------------------------------------------
