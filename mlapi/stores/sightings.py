@@ -189,7 +189,8 @@ class FileSightings:
     # -- writing ---------------------------------------------------------------------------
     def _change(self, edit: Callable[[View, Rows], T]) -> T:
         """Apply `edit` to a copy of the documents (it replaces documents, never changes
-        one in place: readers share them) and write the result once, under the lock."""
+        one in place: readers share them) and write the result once, under the lock; the
+        pictures of the sightings it removed go after."""
         with locked_file(self.path):
             view = self._read()
             rows = dict(view.rows)
@@ -200,11 +201,19 @@ class FileSightings:
                 with self._lock:
                     self._view = View.of(rows)
                     self._stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+            kept = {row["id"] for row in rows.values()}
+            for sighting_id in set(view.sightings) - kept:
+                self._unlink(sighting_id)
             return outcome
+
+    def _unlink(self, sighting_id: str) -> None:
+        with contextlib.suppress(OSError):
+            (self.pictures / f"{sighting_id}.jpg").unlink()
 
     def record(self, batch: Sequence[NewSighting], keep: Retention) -> int:
         if not batch:
             return 0
+        written: list[str] = []  # pictures, removed again if the documents are not
 
         def edit(view: View, rows: Rows) -> int:
             centroids = view.centroids()
@@ -227,6 +236,7 @@ class FileSightings:
                 # The picture before the document, so a listed sighting never lacks one.
                 self.pictures.mkdir(mode=0o700, parents=True, exist_ok=True)
                 write_private(self.pictures / f"{sighting_id}.jpg", new.picture)
+                written.append(sighting_id)
                 rows[str(next_doc)] = _row(sighting_id, new, cluster)
                 next_doc += 1
                 kept += 1
@@ -234,18 +244,12 @@ class FileSightings:
                 rows.pop(doc_id)
             return kept
 
-        kept = self._change(edit)
-        self._tidy_pictures()
-        return kept
-
-    def _tidy_pictures(self) -> None:
-        """Remove the pictures of sightings no longer kept (expired, forgotten)."""
-        view = self._read()
-        with contextlib.suppress(FileNotFoundError):
-            for path in self.pictures.iterdir():
-                if path.suffix == ".jpg" and path.stem not in view.sightings:
-                    with contextlib.suppress(OSError):
-                        path.unlink()
+        try:
+            return self._change(edit)
+        except BaseException:  # no picture without its document
+            for sighting_id in written:
+                self._unlink(sighting_id)
+            raise
 
     def attribute(self, sighting_ids: Sequence[str], person: str) -> int:
         person = rules.person_name(person)
@@ -314,16 +318,13 @@ class FileSightings:
                 rows.pop(view.doc_ids[i])
             return len(ids)
 
-        removed = self._change(edit)
-        self._tidy_pictures()
-        return removed
+        return self._change(edit)
 
     def forget_sighting(self, sighting_id: str) -> None:
         def edit(view: View, rows: Rows) -> None:
             rows.pop(_doc(view, sighting_id))
 
         self._change(edit)
-        self._tidy_pictures()
 
     def forget_all(self) -> int:
         def edit(view: View, rows: Rows) -> int:
@@ -331,9 +332,7 @@ class FileSightings:
             rows.clear()
             return count
 
-        removed = self._change(edit)
-        self._tidy_pictures()
-        return removed
+        return self._change(edit)
 
     def renamed(self, old: str, new: str) -> int:
         def edit(view: View, rows: Rows) -> int:
