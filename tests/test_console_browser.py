@@ -23,8 +23,10 @@ from servers import LiveServer
 from mlapi.config import ServerConfig
 from mlapi.engine import Engine
 from mlapi.images import decode, encode_jpeg
+from mlapi.sightings.settings import FaceMemory
 from mlapi.store import ModelCache
 from mlapi.stores.gallery import Gallery
+from mlapi.web.state import SERVER
 
 PASSWORD = "a console password"
 AXE = "axe-core@4.10.3"
@@ -698,6 +700,127 @@ def test_a_server_with_no_users_says_so_on_the_sign_in_page(
             live.users.add("alice", PASSWORD)
             sign_in(page, live)
             assert notice.is_hidden()
+        finally:
+            context.close()
+            live.stop()
+
+
+def test_unknown_faces_named_on_the_page_then_a_persons_last_seen_and_history(
+    browser: Browser, store: ModelCache, photos: Path, tmp_path: Path, axe: str
+) -> None:
+    """Five men seen twice by a camera: five groups of two faces on "Unknown faces". One
+    face moved out, its group named by typing, the moved face then "maybe Ahmed" with one
+    click; two groups merged, one forgotten. People then shows Ahmed last seen and where;
+    "Not Ahmed" takes one face back to the unknown. Names are shown as text, never markup."""
+    five = (photos / "face_detection_input.jpg").read_bytes()
+    with Engine(store) as engine:
+        live = LiveServer(engine, tmp_path / "data", memory=FaceMemory(sightings_interval=0))
+        live.users.add("alice", PASSWORD)
+        key = live.users.create_key("alice", "door")
+        context = browser.new_context(viewport=DESKTOP)
+        page = context.new_page()
+        page.on("dialog", lambda dialog: dialog.accept())  # "Forget …?", "Not Ahmed?"
+
+        def seen_by_the_camera() -> None:
+            answer = live.upload(
+                "/api/v1/detect",
+                {"image": five},
+                fields={"models": "recognize", "source": "front door"},
+                headers={"X-API-Key": key},
+            )
+            assert answer.status == 200, answer.body
+            live.app[SERVER].recorder.flush()  # type: ignore[union-attr]
+
+        try:
+            seen_by_the_camera()
+            seen_by_the_camera()
+            sign_in(page, live)
+            page.get_by_role("link", name="Unknown faces", exact=True).click()
+            page.get_by_role("heading", name="Unknown faces", exact=True).wait_for()
+            groups = page.locator("#unknown-list li.cluster")
+            groups.nth(4).wait_for()
+            assert groups.count() == 5 and page.title() == "Unknown faces · mlapi console"
+            assert page.locator("#unknown-summary").text_content() == (
+                "5 groups of unknown faces, 10 faces in all."
+            )
+            first = groups.first
+            grid = first.get_by_role("list", name="Faces of group 1").get_by_role("img")
+            assert grid.count() == 2
+            for i in range(2):  # the face pictures, drawn
+                grid.nth(i).evaluate("i => i.decode()")
+                assert grid.nth(i).evaluate("i => i.naturalWidth") == 96
+            assert "front door" in (grid.first.get_attribute("alt") or "")
+            assert serious_violations(page, axe) == []
+            shot(page, "unknown")
+
+            # One face out to a group of its own; the rest of its group named by typing.
+            group_id = first.get_attribute("data-cluster")
+            first.get_by_role("button", name="Move out face 2 of group 1").click()
+            groups.nth(5).wait_for()
+            his = page.locator(f'#unknown-list li[data-cluster="{group_id}"]')
+            his.get_by_label("Name", exact=True).fill("Ahmed")
+            his.get_by_role("button", name="Save", exact=True).click()
+            message = page.locator("#unknown-message")
+            message.filter(has_text="Named Ahmed").wait_for()
+            assert message.text_content() == (
+                "Named Ahmed: 1 face became a sample; 1 face is now theirs."
+            )
+            # The face moved out looks like him now: one click names it so.
+            maybe = page.get_by_role("button", name="maybe Ahmed", exact=True)
+            maybe.wait_for()
+            assert groups.count() == 5
+            maybe.click()
+            message.filter(has_text="no new sample").wait_for()
+            assert groups.count() == 4 and maybe.count() == 0
+
+            # Two groups merged into one of four faces; another forgotten.
+            groups.nth(0).get_by_label("Select to merge").check()
+            groups.nth(1).get_by_label("Select to merge").check()
+            page.get_by_role("button", name="Merge", exact=True).click()
+            message.filter(has_text="2 groups merged into one.").wait_for()
+            assert groups.count() == 3
+            assert groups.nth(0).get_by_role("img").count() == 4
+            groups.nth(2).get_by_role("button", name="Forget group 3").click()
+            message.filter(has_text="Group 3 forgotten (2 faces).").wait_for()
+            assert groups.count() == 2
+            # A name is shown as typed, never as markup.
+            groups.nth(1).get_by_label("Name", exact=True).fill("<img src=x onerror=alert(1)>")
+            groups.nth(1).get_by_role("button", name="Save", exact=True).click()
+            message.filter(has_text="Named <img src=x").wait_for()
+            assert groups.count() == 1
+
+            # Seen once more, now by name: People shows when and where.
+            seen_by_the_camera()
+            page.get_by_role("link", name="People", exact=True).click()
+            card = page.locator(
+                "#people-list li.person", has=page.get_by_role("heading", name="Ahmed")
+            )
+            card.wait_for()
+            last = card.locator(".last-seen").text_content() or ""
+            assert last.startswith("Last seen: ") and last != "Last seen: never"
+            card.get_by_text("History: where Ahmed was seen").click()
+            rows = card.locator("table.history tbody tr")
+            rows.nth(2).wait_for()
+            assert rows.count() == 3  # twice before he had a name, once since
+            assert all("front door" in t for t in rows.all_text_contents())
+            assert card.get_by_role("button", name="Not Ahmed", exact=True).count() == 3
+            stranger = page.locator("#people-list li.person h3").filter(has_text="<img src=x")
+            assert (stranger.text_content() or "").startswith("<img src=x onerror=alert(1)>")
+            assert page.locator('img[src="x"]').count() == 0
+            assert serious_violations(page, axe) == []
+            shot(page, "people-history")
+
+            # "Not Ahmed": that face is unknown again, the sample that named it gone, his
+            # history one shorter (and still open).
+            card.get_by_role("button", name="Not Ahmed", exact=True).first.click()
+            page.locator("#people-message").filter(has_text="no longer Ahmed's").wait_for()
+            rows.nth(1).wait_for()
+            assert rows.count() == 2
+            assert "0 samples" in (card.get_by_role("heading").text_content() or "")
+            # Unknown: the merged group, the forgotten man seen again, and that face.
+            page.get_by_role("link", name="Unknown faces", exact=True).click()
+            groups.nth(2).wait_for()
+            assert groups.count() == 3
         finally:
             context.close()
             live.stop()

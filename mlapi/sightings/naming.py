@@ -173,6 +173,7 @@ def not_person(faces: Faces, sightings: Sightings, sighting_id: str) -> dict[str
         if best is not None and similarity(best[0], s.model) >= MATCH_AT:
             faces.remove_sample(best[1])  # it named this face: it would again
             removed = best[1]
+            faces.create(s.person)  # their last sample gone, they stay a person (with a history)
     cluster = sightings.unattribute(sighting_id)
     return {"sighting": sighting_id, "cluster": cluster, "was": s.person, "removed_sample": removed}
 

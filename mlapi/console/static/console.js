@@ -642,7 +642,8 @@ async function loadHistory(person, rows, offset) {
     el("td", {}, el("img", { src: s.picture, width: 48, height: 48, loading: "lazy", decoding: "async", alt: `${person.name}, seen ${seenAt(s)}` })),
     el("td", {}, seenAt(s)),
     el("td", {}, s.source || el("span", { class: "hint" }, "no camera named"), s.client ? el("span", { class: "hint" }, ` · ${s.client}`) : null),
-    el("td", {}, s.similarity !== undefined ? s.similarity.toFixed(2) : ""),
+    // A face named on Unknown faces has no similarity: a person said who it is.
+    el("td", {}, s.similarity ? s.similarity.toFixed(2) : el("span", { class: "hint" }, "named by hand")),
     el("td", {}, el("button", { type: "button", class: "small danger", onclick: async () => {
       if (!confirm(`Not ${person.name}? The face becomes unknown again, and the sample of ${person.name} that matched it is removed.`)) return;
       let said;
