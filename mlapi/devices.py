@@ -119,6 +119,7 @@ def providers(device: str, threads: int, settings: ProviderSettings, streams: in
     if device.startswith("cuda:"):
         index = int(device.split(":", 1)[1])
         check_cuda(index)
+        preload_cuda()
         return [(CUDA, {"device_id": str(index), **(settings.cuda_options or {})}), CPU_PROVIDER]
     raise DeviceUnavailable(f"{device!r} is not a device onnxruntime can be given")
 
@@ -170,6 +171,17 @@ def cuda_devices() -> int:
     if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
         return 0
     return int(count.value)
+
+
+@functools.cache
+def preload_cuda() -> None:
+    """Load CUDA's and cuDNN's libraries from NVIDIA's wheels, where onnxruntime-gpu
+    installed them (its preload_dlls, 1.21 and later); from the system's otherwise."""
+    import onnxruntime as ort
+
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        preload()
 
 
 def check_cuda(index: int) -> None:
