@@ -8,12 +8,13 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import cv2
 import pytest
-from helpers import run_mlapi
+from helpers import on_terminal, run_mlapi
 
 from mlapi.engine import Engine
 from mlapi.images import decode
@@ -79,7 +80,7 @@ def test_unknown_faces_listed_shown_named_then_recognised_and_their_history(
     assert sorted(c["count"] for c in clusters) == [2] * 5
     table = ok("faces", "unknown", "list")
     assert all(c["id"] in table for c in clusters) and "door" in table
-    assert "5 of 5 group(s), 10 unknown face(s)" in table
+    assert "5 of 5 group(s), 10 unknown face(s)" in table and "name ID NAME" in table
 
     # The leftmost man's group: every face of it, their pictures written to a folder.
     leftmost = min(clusters, key=lambda c: c["sightings"][0]["box"][0])
@@ -131,6 +132,21 @@ def test_merge_move_forget_and_forget_all(seen_twice: Path) -> None:
     assert as_json("faces", "unknown", "list")["clusters"] == []
     assert "no unknown faces" in ok("faces", "unknown", "list")
     assert not list((seen_twice / "sightings").glob("*.jpg"))  # the pictures went too
+
+
+def test_tables_fit_a_terminal_and_never_cut_an_id_or_a_time(seen_twice: Path) -> None:
+    clusters = as_json("faces", "unknown", "list")["clusters"]
+    faces = as_json("faces", "unknown", "show", clusters[0]["id"])["sightings"]
+    for args, ids in (
+        (["faces", "unknown", "list"], [c["id"] for c in clusters]),
+        (["faces", "unknown", "show", clusters[0]["id"]], [s["id"] for s in faces]),
+    ):
+        shown = on_terminal(args, 80)
+        assert all(len(line) <= 80 for line in shown.splitlines()), shown
+        assert "left out at 80 columns: --wide shows them" in shown
+        assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", shown)
+        assert all(i in shown for i in ids)
+        assert "left out" not in on_terminal([*args, "--wide"], 80)
 
 
 @pytest.mark.parametrize(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mlapi.cli.common import database_option, escape, fail, main, stderr_console, stores
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from collections.abc import Callable, Sequence
 
     from mlapi.stores import Sightings
 
@@ -116,12 +116,59 @@ def _box(box: tuple[int, int, int, int]) -> str:
     return ",".join(map(str, box))
 
 
-def _table_console() -> Console:
-    """Tables go to stdout; a pipe or file gets them whole (no column squeezed to 80)."""
+FOLDS = ("SOURCE", "SOURCES")  # the columns that may break a long cell across lines
+
+
+def _print_table(
+    title: str,
+    header: tuple[str, ...],
+    rows: Sequence[tuple[str, ...]],
+    drop: tuple[str, ...],
+    wide: bool,
+) -> None:
+    """A table on stdout whose columns fit the terminal: no time, id or box is ever cut;
+    a narrow terminal gets fewer columns (those of `drop` first) and says which went.
+    A pipe or a file gets every column."""
     from rich.console import Console
+    from rich.table import Table
 
     console = Console()
-    return console if console.is_terminal else Console(width=max(console.width, 200))
+    if wide or not console.is_terminal:
+        console = Console(width=max(console.width, 200))
+
+    def width(column: str) -> int:
+        longest = max([len(column), *(len(row[header.index(column)]) for row in rows)])
+        return min(longest, 10) if column in FOLDS else longest
+
+    shown = list(header)
+    for column in drop:
+        if sum(width(c) + 3 for c in shown) + 1 <= console.width:
+            break
+        shown.remove(column)
+    table = Table(title=title)
+    for column in shown:
+        table.add_column(
+            column,
+            no_wrap=column not in FOLDS,
+            overflow="fold" if column in FOLDS else "ellipsis",
+            min_width=width(column),
+        )
+    for row in rows:
+        table.add_row(*(row[header.index(c)] for c in shown))
+    console.print(table)
+    left = [c.lower() for c in header if c not in shown]
+    if left:
+        stderr_console().print(
+            f"({', '.join(left)} left out at {console.width} columns: --wide shows them)",
+            highlight=False,
+            markup=False,
+        )
+
+
+def _wide(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--wide", is_flag=True, help="Every column, however wide the terminal.")(
+        command
+    )
 
 
 @faces.group("unknown")
@@ -138,12 +185,11 @@ def unknown() -> None:
     "--offset", type=click.IntRange(0), default=0, show_default=True, help="Groups skipped."
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the API's).")
+@_wide
 @database_option
-def unknown_list(limit: int, offset: int, as_json: bool, database: str) -> None:
+def unknown_list(limit: int, offset: int, as_json: bool, wide: bool, database: str) -> None:
     """The groups of unknown faces, most recently seen first: how many faces each has, when
     they were seen, where, and who a group may be."""
-    from rich.table import Table
-
     from mlapi.result import dumps
     from mlapi.sightings import naming
 
@@ -155,29 +201,29 @@ def unknown_list(limit: int, offset: int, as_json: bool, database: str) -> None:
         click.echo(dumps(listing))
         return
     clusters = opened.sightings.clusters()
-    console = _table_console()
     if not clusters:
         stderr_console().print(f"no unknown faces in {escape(opened.where)}", highlight=False)
         return
-    table = Table(title=f"unknown faces in {opened.where}")
-    for column in ("ID", "FACES", "FIRST SEEN", "LAST SEEN", "SOURCES", "MAYBE"):
-        table.add_column(column, no_wrap=column in ("ID", "FACES"))
+    rows = []
     for c in clusters[offset : offset + limit]:
         guess = naming.maybe(opened.faces, c)
-        table.add_row(
-            c.id,
-            str(c.count),
-            _when(c.first_seen),
-            _when(c.last_seen),
-            ", ".join(sorted({s.source for s in c.sightings if s.source})),
-            f"{guess['name']} ({guess['similarity']:.2f})" if guess else "",
+        rows.append(
+            (
+                c.id,
+                str(c.count),
+                _when(c.first_seen),
+                _when(c.last_seen),
+                ", ".join(sorted({s.source for s in c.sightings if s.source})),
+                f"{guess['name']} ({guess['similarity']:.2f})" if guess else "",
+            )
         )
-    console.print(table)
+    header = ("ID", "FACES", "FIRST SEEN", "LAST SEEN", "SOURCES", "MAYBE")
+    _print_table(f"unknown faces in {opened.where}", header, rows, ("FIRST SEEN",), wide)
     shown = len(clusters[offset : offset + limit])
     faces_ = sum(c.count for c in clusters)
     stderr_console().print(
-        f"{shown} of {len(clusters)} group(s), {faces_} unknown face(s); "
-        "look: mlapi faces unknown show ID; name: mlapi faces unknown name ID NAME",
+        f"{shown} of {len(clusters)} group(s), {faces_} unknown face(s)\n"
+        "next: mlapi faces unknown show ID, or name ID NAME",
         highlight=False,
         markup=False,
     )
@@ -192,12 +238,13 @@ def unknown_list(limit: int, offset: int, as_json: bool, database: str) -> None:
     help="Write each face's picture to DIR/SIGHTING_ID.jpg.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the API's).")
+@_wide
 @database_option
-def unknown_show(cluster_id: str, save: Path | None, as_json: bool, database: str) -> None:
+def unknown_show(
+    cluster_id: str, save: Path | None, as_json: bool, wide: bool, database: str
+) -> None:
     """Every face of the group ID, the best first: when and where it was seen, its quality
     (0 to 1) and its box in the image (x1,y1,x2,y2)."""
-    from rich.table import Table
-
     from mlapi.result import dumps
     from mlapi.sightings import naming
 
@@ -209,17 +256,16 @@ def unknown_show(cluster_id: str, save: Path | None, as_json: bool, database: st
         return
     guess = naming.maybe(opened.faces, cluster)
     maybe = f", maybe {guess['name']} ({guess['similarity']:.2f})" if guess else ""
-    table = Table(
-        title=f"group {cluster.id}: {cluster.count} face(s), seen {_when(cluster.first_seen)} "
+    title = (
+        f"group {cluster.id}: {cluster.count} face(s), seen {_when(cluster.first_seen)} "
         f"to {_when(cluster.last_seen)}{maybe}"
     )
-    for column in ("SIGHTING", "SEEN", "SOURCE", "ROUTE", "USER", "QUALITY", "BOX"):
-        table.add_column(column, no_wrap=column in ("SIGHTING", "QUALITY", "BOX"))
-    for s in cluster.sightings:
-        table.add_row(
-            s.id, _when(s.seen), s.source, s.route, s.client, f"{s.quality:.2f}", _box(s.box)
-        )
-    _table_console().print(table)
+    rows = [
+        (s.id, _when(s.seen), s.source, s.route, s.client, f"{s.quality:.2f}", _box(s.box))
+        for s in cluster.sightings
+    ]
+    header = ("SIGHTING", "SEEN", "SOURCE", "ROUTE", "USER", "QUALITY", "BOX")
+    _print_table(title, header, rows, ("ROUTE", "USER", "BOX"), wide)
     if save is not None:
         stderr_console().print(
             f"{saved} picture(s) written to {escape(str(save))}", highlight=False
@@ -337,14 +383,19 @@ def unknown_forget(cluster_id: str | None, everything: bool, yes: bool, database
     help="Write each face's picture to DIR/SIGHTING_ID.jpg.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the API's).")
+@_wide
 @database_option
 def faces_seen(
-    name: str, limit: int, offset: int, save: Path | None, as_json: bool, database: str
+    name: str,
+    limit: int,
+    offset: int,
+    save: Path | None,
+    as_json: bool,
+    wide: bool,
+    database: str,
 ) -> None:
     """Where and when NAME was seen, newest first; a face that was not NAME can be
     corrected with `mlapi faces not SIGHTING`."""
-    from rich.table import Table
-
     from mlapi.result import dumps
     from mlapi.sightings import naming
 
@@ -352,18 +403,15 @@ def faces_seen(
     found = opened.sightings.seen(name, limit, offset)
     if not found and offset == 0 and name not in opened.faces.names():
         fail(f"nobody called {name!r} is known (see mlapi faces list)")
-    _save_pictures(opened.sightings, [s.id for s in found], save)
+    saved = _save_pictures(opened.sightings, [s.id for s in found], save)
     if as_json:
         click.echo(dumps(naming.history(opened.sightings, name, PICTURE, limit, offset)))
         return
     if not found:
         stderr_console().print(f"no sightings of {escape(name)} kept", highlight=False)
         return
-    table = Table(title=f"{name} seen")
-    for column in ("SIGHTING", "SEEN", "SOURCE", "ROUTE", "USER", "SIMILARITY", "BOX"):
-        table.add_column(column, no_wrap=column in ("SIGHTING", "SIMILARITY", "BOX"))
-    for s in found:
-        table.add_row(
+    rows = [
+        (
             s.id,
             _when(s.seen),
             s.source,
@@ -372,7 +420,14 @@ def faces_seen(
             f"{s.similarity:.2f}" if s.similarity else "named",  # named from its group
             _box(s.box),
         )
-    _table_console().print(table)
+        for s in found
+    ]
+    header = ("SIGHTING", "SEEN", "SOURCE", "ROUTE", "USER", "SIMILARITY", "BOX")
+    _print_table(f"{name} seen", header, rows, ("ROUTE", "USER", "BOX"), wide)
+    if save is not None:
+        stderr_console().print(
+            f"{saved} picture(s) written to {escape(str(save))}", highlight=False
+        )
     more = f"; more: --offset {offset + limit}" if len(found) == limit else ""
     stderr_console().print(
         f"not {name}? mlapi faces not SIGHTING{more}", highlight=False, markup=False
