@@ -145,6 +145,7 @@ def test_unknown_faces_are_grouped_by_person_as_they_arrive(store: Sightings, fa
     everyone = store.cluster(ann.id).sightings
     assert [s.quality for s in everyone] == sorted((s.quality for s in everyone), reverse=True)
     assert everyone[:2] == ann.sightings
+    assert [(c.count, c.sightings) for c in store.clusters(best=0)] == [(3, ()), (4, ()), (2, ())]
     # Later batches join the same groups; another model's faceprint never does.
     assert store.record([new(faces.of(1), T0 + 100, source="p1")], EVERY) == 1
     assert store.record([new(faces.of(1), T0 + 101, source="p1", model="faceres")], EVERY) == 1

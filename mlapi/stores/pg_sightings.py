@@ -110,29 +110,46 @@ class PgSightings:
         self.db = db
         self._lock = threading.Lock()
         self._sums: tuple[int, dict[str, Sums]] | None = None  # (version, every cluster)
+        self._listed: tuple[tuple[int, int], list[Cluster]] | None = None  # (version, best)
 
     # -- reading ---------------------------------------------------------------------------
     def clusters(self, best: int = 6) -> list[Cluster]:
-        return self._clusters(None, best)
+        """Read again only when a write moved the version counter since (faces seen, or
+        people naming them): listing 10,000 unknown faces takes a few hundred ms."""
+        with self.db.connection() as conn:
+            version = self._version(conn)
+            with self._lock:
+                if self._listed is not None and self._listed[0] == (version, best):
+                    return list(self._listed[1])
+            found = self._read_clusters(conn, None, best)
+        with self._lock:
+            self._listed = (version, best), found
+        return list(found)
 
     def cluster(self, cluster_id: str) -> Cluster:
-        found = self._clusters(cluster_id, None)
+        with self.db.connection() as conn:
+            found = self._read_clusters(conn, cluster_id, None)
         if not found:
             raise UnknownSighting(f"no group of unknown faces {cluster_id!r}")
         return found[0]
 
-    def _clusters(self, only: str | None, best: int | None) -> list[Cluster]:
+    @staticmethod
+    def _version(conn: Conn) -> int:
+        row = conn.execute("SELECT version FROM mlapi_sightings_version").fetchone()
+        return int(row[0]) if row else 0
+
+    def _read_clusters(self, conn: Conn, only: str | None, best: int | None) -> list[Cluster]:
         """Clusters (one, or all) with their `best` sightings (None: all), in one statement
         (one snapshot): each cluster's count and times by window, its sum from
-        mlapi_clusters on its best row."""
+        mlapi_clusters on its best row; the most recently seen first."""
         where = "person IS NULL AND cluster IS NOT NULL"
         args: list[Any] = []
         if only is not None:
             where += " AND cluster = %s"
             args.append(only)
-        args.append(best if best is not None else 2**31 - 1)
+        args.append(max(best, 1) if best is not None else 2**31 - 1)  # its head row, always
         sql = (
-            f"SELECT {OUTER}, n, first_seen, last_seen, c.total, c.count FROM ("
+            f"SELECT {OUTER}, place, n, first_seen, last_seen, c.total, c.count FROM ("
             f"SELECT {COLUMNS}, row_number() OVER (PARTITION BY cluster "
             'ORDER BY quality DESC, id COLLATE "C") AS place, '
             "count(*) OVER (PARTITION BY cluster) AS n, "
@@ -140,30 +157,38 @@ class PgSightings:
             "max(seen) OVER (PARTITION BY cluster) AS last_seen "
             f"FROM mlapi_sightings WHERE {where}) AS s "
             "LEFT JOIN mlapi_clusters AS c ON c.id = s.cluster AND s.place = 1 "
-            'WHERE place <= %s ORDER BY last_seen DESC, cluster COLLATE "C", place'
+            "WHERE place <= %s"
         )
-        with self.db.connection() as conn:
-            rows = conn.execute(sql, args).fetchall()
-            heads: list[tuple[Sequence[Any], list[Sighting]]] = []
-            for row in rows:
-                if not heads or heads[-1][0][10] != row[10]:
-                    heads.append((row, []))
-                heads[-1][1].append(as_sighting(row))
-            unsummed = [h[10] for h, _ in heads if h[14] is None or h[15] != h[11]]
-            recomputed = self._recompute(conn, unsummed) if unsummed else {}
+        with conn.cursor(binary=True) as cursor:
+            rows = cursor.execute(sql, args).fetchall()
+        members: dict[str, list[tuple[int, Sighting]]] = {}
+        heads: dict[str, Sequence[Any]] = {}
+        for row in rows:
+            members.setdefault(row[10], []).append((row[11], as_sighting(row)))
+            if row[11] == 1:
+                heads[row[10]] = row
+        unsummed = [c for c, h in heads.items() if h[15] is None or h[16] != h[12]]
+        recomputed = self._recompute(conn, unsummed) if unsummed else {}
+        order = sorted(heads, key=lambda c: (-heads[c][14], c))
+        totals = [
+            np.frombuffer(heads[c][15], "<f8") if c not in recomputed else recomputed[c].total
+            for c in order
+        ]
+        centroids = normalise(np.stack(totals)).astype(np.float32) if totals else np.zeros(0)
+        keep = None if best is None else max(best, 0)
         found = []
-        for head, members in heads:
-            sums = recomputed.get(head[10])
-            total = np.frombuffer(head[14], "<f8") if sums is None else sums.total
+        for cluster, centroid in zip(order, centroids, strict=True):
+            head = heads[cluster]
+            mine = [s for _, s in sorted(members[cluster], key=lambda pair: pair[0])]
             found.append(
                 Cluster(
-                    id=head[10],
+                    id=cluster,
                     model=head[2],
-                    count=int(head[11]),
-                    first_seen=float(head[12]),
-                    last_seen=float(head[13]),
-                    centroid=normalise(np.asarray(total, np.float64)).astype(np.float32),
-                    sightings=tuple(members),
+                    count=int(head[12]),
+                    first_seen=float(head[13]),
+                    last_seen=float(head[14]),
+                    centroid=centroid,
+                    sightings=tuple(mine[:keep]),
                 )
             )
         return found
@@ -232,8 +257,7 @@ class PgSightings:
     def _begin(self, conn: Conn) -> int:
         """Within a write's transaction: the lock, then the version it found."""
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SIGHTINGS_LOCK,))
-        row = conn.execute("SELECT version FROM mlapi_sightings_version").fetchone()
-        return int(row[0]) if row else 0
+        return self._version(conn)
 
     def _write_sums(self, conn: Conn, deltas: Deltas) -> Changes:
         """Apply `deltas` to mlapi_clusters (a cluster counting none is deleted) and bump
@@ -270,7 +294,9 @@ class PgSightings:
 
     def _committed(self, version: int, changes: Changes, cleared: bool = False) -> None:
         """After a write committed at `version` + 1: the sums kept in memory follow it, if
-        they were those of `version` (else they are re-read when next needed)."""
+        they were those of `version` (else they are re-read when next needed). A write
+        that failed leaves them as they are: the database is still at `version`, or, if
+        the commit went through unseen, at another, which makes them re-read."""
         with self._lock:
             if cleared:
                 self._sums = (version + 1, {})
@@ -312,36 +338,31 @@ class PgSightings:
         ordered = sorted(batch, key=lambda n: n.seen)
         models = {n.model for n in ordered if n.person is None}
         deltas = Deltas()
-        try:
-            with self.db.connection() as conn, conn.transaction():
-                version = self._begin(conn)
-                centroids = self._centroids(conn, version, models)
-                last = self._last_kept(conn, ordered[0].seen - keep.every) if keep.every > 0 else {}
-                rows: list[tuple[Any, ...]] = []
-                for new in ordered:
-                    cluster = None
-                    if new.person is None:
-                        place = centroids[new.model]
-                        cluster = place.join(new.embedding, keep.join_at)
-                        if cluster is None:
-                            cluster = secrets.token_hex(6)
-                            place.add(cluster, new.embedding)
-                    key = (new.source, new.person or f"cluster {cluster}")
-                    if keep.every > 0 and new.seen - last.get(key, -1e18) < keep.every:
-                        continue  # the same face from the same source a moment ago
-                    last[key] = new.seen
-                    rows.append(_row(secrets.token_hex(6), new, cluster))
-                    if cluster is not None:
-                        deltas.add(cluster, new.model, new.embedding)
-                if rows:
-                    with conn.cursor() as cursor:
-                        cursor.executemany(INSERT, rows)
-                deltas.removed(self._expire(conn, keep, time.time()))
-                changes = self._write_sums(conn, deltas)
-        except BaseException:
-            with self._lock:
-                self._sums = None  # what a failed write left in memory is not trusted
-            raise
+        with self.db.connection() as conn, conn.transaction():
+            version = self._begin(conn)
+            centroids = self._centroids(conn, version, models)
+            last = self._last_kept(conn, ordered[0].seen - keep.every) if keep.every > 0 else {}
+            rows: list[tuple[Any, ...]] = []
+            for new in ordered:
+                cluster = None
+                if new.person is None:
+                    place = centroids[new.model]
+                    cluster = place.join(new.embedding, keep.join_at)
+                    if cluster is None:
+                        cluster = secrets.token_hex(6)
+                        place.add(cluster, new.embedding)
+                key = (new.source, new.person or f"cluster {cluster}")
+                if keep.every > 0 and new.seen - last.get(key, -1e18) < keep.every:
+                    continue  # the same face from the same source a moment ago
+                last[key] = new.seen
+                rows.append(_row(secrets.token_hex(6), new, cluster))
+                if cluster is not None:
+                    deltas.add(cluster, new.model, new.embedding)
+            if rows:
+                with conn.cursor() as cursor:
+                    cursor.executemany(INSERT, rows)
+            deltas.removed(self._expire(conn, keep, time.time()))
+            changes = self._write_sums(conn, deltas)
         self._committed(version, changes)
         return len(rows)
 
@@ -378,15 +399,10 @@ class PgSightings:
     def _write(self, change: Callable[[Conn, Deltas], T]) -> T:
         """Run `change(conn, deltas)` in a write transaction, then keep the sums."""
         deltas = Deltas()
-        try:
-            with self.db.connection() as conn, conn.transaction():
-                version = self._begin(conn)
-                outcome = change(conn, deltas)
-                changes = self._write_sums(conn, deltas)
-        except BaseException:
-            with self._lock:
-                self._sums = None
-            raise
+        with self.db.connection() as conn, conn.transaction():
+            version = self._begin(conn)
+            outcome = change(conn, deltas)
+            changes = self._write_sums(conn, deltas)
         self._committed(version, changes)
         return outcome
 
@@ -528,17 +544,12 @@ class PgSightings:
         self._write(change)
 
     def forget_all(self) -> int:
-        try:
-            with self.db.connection() as conn, conn.transaction():
-                version = self._begin(conn)
-                row = conn.execute("SELECT count(*) FROM mlapi_sightings").fetchone()
-                conn.execute("DELETE FROM mlapi_sightings")
-                conn.execute("DELETE FROM mlapi_clusters")
-                self._write_sums(conn, Deltas())
-        except BaseException:
-            with self._lock:
-                self._sums = None
-            raise
+        with self.db.connection() as conn, conn.transaction():
+            version = self._begin(conn)
+            row = conn.execute("SELECT count(*) FROM mlapi_sightings").fetchone()
+            conn.execute("DELETE FROM mlapi_sightings")
+            conn.execute("DELETE FROM mlapi_clusters")
+            self._write_sums(conn, Deltas())
         self._committed(version, {}, cleared=True)
         return int(row[0]) if row else 0
 
