@@ -38,9 +38,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +54,18 @@ from processes import cpu_name
 from mlapi import attributes, samples
 from mlapi.config import RuntimeConfig
 from mlapi.engine import Engine
-from mlapi.images import encode_jpeg
+from mlapi.images import decode, encode_jpeg
 from mlapi.result import Detection, Result
 from mlapi.sightings import naming
 from mlapi.sightings.clustering import Centroids
-from mlapi.sightings.quality import Seen
+from mlapi.sightings.quality import Seen, measure
+from mlapi.sightings.quality import picture as face_picture
 from mlapi.sightings.recorder import Recorder
 from mlapi.sightings.settings import FaceMemory
 from mlapi.similarity import MATCH_AT, normalise, similarity
 from mlapi.store import ModelCache
 from mlapi.stores import NewSighting, Retention
+from mlapi.stores import sightings as sightings_store
 from mlapi.stores.gallery import Gallery
 from mlapi.stores.sightings import FileSightings
 
@@ -292,7 +294,9 @@ def grouping_section(faces: list[Face], shuffles: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = FileSightings(Path(tmp) / "sightings.json")
         placed = record_all(store, kept, EVERY)
-    stored = score([f.identity or "" for f in kept], [placed.get(str(i), "?") for i in range(len(kept))])
+    stored = score(
+        [f.identity or "" for f in kept], [placed.get(str(i), "?") for i in range(len(kept))]
+    )
     simulated = score(
         [f.identity or "" for f in kept],
         grouped([f.seen.embedding for f in kept], "dlib", MATCH_AT, "centroid"),
@@ -334,7 +338,10 @@ def grouping_section(faces: list[Face], shuffles: int) -> None:
             for join_at in JOIN_AT:
                 s = score(who, grouped(vectors, model, join_at, linkage))
                 mixed = [
-                    score([who[i] for i in o], grouped([vectors[i] for i in o], model, join_at, linkage))
+                    score(
+                        [who[i] for i in o],
+                        grouped([vectors[i] for i in o], model, join_at, linkage),
+                    )
                     for o in orders
                 ]
                 print(
@@ -434,7 +441,10 @@ def gate_section(faces: list[Face], labelled: dict[str, int]) -> None:
         f"{GATE.face_min_pixels} px, sharpness >= {GATE.face_min_sharpness:.0f}, turn <= "
         f"{GATE.face_max_turn:.0f} deg, score >= {GATE.face_min_score})"
     )
-    print("\n| faces | found (labelled) | kept | too small | too blurred | turned too far | low score |")
+    print(
+        "\n| faces | found (labelled) | kept | too small | too blurred | turned too far "
+        "| low score |"
+    )
     print("|---|---|---|---|---|---|---|")
     for label, group, want in (
         ("photos", photos, sum(v for k, v in labelled.items() if not k.startswith(VIDEO))),
@@ -505,7 +515,11 @@ def fill(store: FileSightings, faces: list[Face], total: int, batch: int) -> lis
 
 
 def http_call(
-    port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes, float]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     started = time.perf_counter()
@@ -540,7 +554,7 @@ def health_probe(port: int) -> Iterator[list[float]]:
 def recognition_section(servers: dict[str, ServerProcess], photo: bytes, rounds: int) -> None:
     body, content_type = multipart(photo, "image", {"models": "recognize", "source": "bench"})
     times: dict[str, list[float]] = {label: [] for label in servers}
-    for label, server in servers.items():  # warm
+    for server in servers.values():  # warm
         for _ in range(3):
             status, data, _ = http_call(
                 server.port, "POST", "/api/v1/detect", body,
@@ -559,16 +573,15 @@ def recognition_section(servers: dict[str, ServerProcess], photo: bytes, rounds:
     faces = len(json.loads(data)["detections"])
     base = statistics.median(times[next(iter(servers))])
     print(
-        f"\n### 4a. Recognition per request ({faces} faces, POST /api/v1/detect models=recognize; "
-        f"{rounds} rounds, the servers interleaved)"
+        f"\non `mlapi serve` ({faces} faces, POST /api/v1/detect models=recognize, --workers 1; "
+        f"{rounds} rounds, the servers interleaved; sightings kept every time: "
+        "--sightings-interval 0)"
     )
     print("\n| server | p50 ms | p90 ms | p50 - off |")
     print("|---|---|---|---|")
     for label, values in times.items():
         p50 = statistics.median(values)
-        print(
-            f"| {label} | {ms(p50):.1f} | {ms(pct(values, 90)):.1f} | {ms(p50 - base):+.1f} |"
-        )
+        print(f"| {label} | {ms(p50):.1f} | {ms(pct(values, 90)):.1f} | {ms(p50 - base):+.1f} |")
 
 
 def listing_section(server: ServerProcess, total: int, repeats: int) -> None:
@@ -582,14 +595,16 @@ def listing_section(server: ServerProcess, total: int, repeats: int) -> None:
     for run in range(repeats):
         with health_probe(server.port) as health:
             time.sleep(0.05)
-            status, data, elapsed = http_call(server.port, "GET", "/api/v1/faces/unknown", None, headers)
+            status, data, elapsed = http_call(
+                server.port, "GET", "/api/v1/faces/unknown", None, headers
+            )
             time.sleep(0.05)
         assert status == 200, data[:200]
         listing = json.loads(data)
         label = "first (the file parsed)" if run == 0 else f"again ({run})"
         print(
-            f"| {label} | {ms(elapsed):.0f} | {listing['total']} | {ms(statistics.median(health)):.1f} | "
-            f"{ms(max(health)):.1f} | {len(health)} |"
+            f"| {label} | {ms(elapsed):.0f} | {listing['total']} | "
+            f"{ms(statistics.median(health)):.1f} | {ms(max(health)):.1f} | {len(health)} |"
         )
 
 
@@ -621,33 +636,111 @@ def recorder_section(faces: list[Face], offers: int) -> None:
     )
 
 
-def record_section(store: FileSightings, faces: list[Face], fill_times: list[float], runs: int) -> None:
-    view_total = sum(c.count for c in store.clusters(best=0))
+class GrowingCentroids(Centroids):
+    """Centroids whose matrix of normalised sums grows a row per new cluster, where
+    mlapi's Centroids.add drops the matrix and nearest() stacks every cluster again: a
+    batch of new faces costs O(faces x clusters) copies. For 4d's comparison only."""
+
+    def add(self, cluster: str, embedding: np.ndarray, count: int = 1) -> None:
+        matrix = self._matrix
+        super().add(cluster, embedding, count)
+        if matrix is not None:
+            row = normalise(np.asarray(embedding, np.float64)).astype(np.float32)
+            self._matrix = np.vstack([matrix, row[None, :]])
+
+
+def record_times(
+    store: FileSightings, batch: list[NewSighting], keep: Retention, runs: int
+) -> list[float]:
+    times = []
+    for _ in range(runs):
+        fresh = [replace(n, seen=time.time()) for n in batch]
+        started = time.perf_counter()
+        store.record(fresh, keep)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def record_section(
+    store: FileSightings, faces: list[Face], fill_times: list[float], runs: int
+) -> None:
+    total = sum(c.count for c in store.clusters(best=0))
+    groups = len(store.clusters(best=0))
     picture = encode_jpeg(faces[0].seen.picture, 85)
-    keep = Retention(every=0, most=view_total)
+    keep = Retention(every=0, most=total)
+    rng = np.random.default_rng(7)
+    base = np.stack([f.seen.embedding for f in faces if f.refusal is None])
     rows = []
-    base = next(f for f in faces if f.refusal is None).seen.embedding
     for size in (1, 256):
-        times = []
-        for _ in range(runs):
-            new = [
-                NewSighting(time.time(), "dlib", base, (1, 1, 99, 99), 0.5, picture, source="x")
-                for _ in range(size)
-            ]
-            started = time.perf_counter()
-            store.record(new, keep)
-            times.append(time.perf_counter() - started)
-        rows.append((size, statistics.median(times), max(times)))
+        # New people (each a real faceprint moved as far as another person is): each starts
+        # a group, the costlier case.
+        vectors = normalise(
+            base[rng.integers(0, len(base), size)] + rng.normal(0, 0.037, (size, 128))
+        )
+        batch = [
+            NewSighting(0.0, "dlib", v.astype(np.float32), (1, 1, 99, 99), 0.5, picture, source="x")
+            for v in vectors
+        ]
+        served = record_times(store, batch, keep, runs)
+        with patched(sightings_store, "Centroids", GrowingCentroids):
+            growing = record_times(store, batch, keep, runs)
+        rows.append((size, served, growing))
     print(
-        f"\n### 4d. One record batch in the TinyDB store at {view_total} sightings (the oldest "
-        f"dropped to stay at {view_total}); filling took {sum(fill_times):.1f} s in "
-        f"{len(fill_times)} batches of 256"
+        f"\n### 4d. One record batch in the TinyDB store at {total} sightings in {groups} groups "
+        f"(the oldest dropped to stay at {total}); filling it took {sum(fill_times):.0f} s in "
+        f"{len(fill_times)} batches of 256; {runs} runs each"
     )
-    print("\n| batch | median ms | max ms |")
-    print("|---|---|---|")
-    for size, median, most in rows:
-        print(f"| {size} | {ms(median):.0f} | {ms(most):.0f} |")
-    print(f"| 256 (the last while filling) | {ms(fill_times[-1]):.0f} | - |")
+    print(
+        "\n| batch of new faces | median ms | max ms | with a growing centroid matrix: median ms |"
+    )
+    print("|---|---|---|---|")
+    for size, served, growing in rows:
+        print(
+            f"| {size} | {ms(statistics.median(served)):.0f} | {ms(max(served)):.0f} | "
+            f"{ms(statistics.median(growing)):.0f} |"
+        )
+    print(f"| 256 (the last while filling) | {ms(fill_times[-1]):.0f} | - | - |")
+
+
+@contextmanager
+def patched(module: Any, name: str, value: Any) -> Iterator[None]:
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
+def memo_cost(photo: bytes, rounds: int) -> None:
+    """What recognize does more with the memory on, in this process: measure() and
+    picture() of each face, and the whole detection interleaved on and off."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = RuntimeConfig(workers=1, intra_op_threads=1)  # serve's defaults per request
+        with Engine(ModelCache(), config, gallery=Gallery(Path(tmp) / "g.json")) as engine:
+            found = engine.detect(photo, ["recognize"]).detections
+            image = decode(photo)
+            per_face = []
+            for _ in range(rounds * 5):
+                started = time.perf_counter()
+                for face in found:
+                    measure(image, face)
+                    face_picture(image, face)
+                per_face.append((time.perf_counter() - started) / len(found))
+            times: dict[bool, list[float]] = {False: [], True: []}
+            for r in range(rounds):
+                for on in (False, True) if r % 2 else (True, False):
+                    engine.runtime.remember_faces = on
+                    started = time.perf_counter()
+                    engine.detect(photo, ["recognize"])
+                    times[on].append(time.perf_counter() - started)
+    off, on = statistics.median(times[False]), statistics.median(times[True])
+    print(
+        f"\n### 4a. What the memory adds to recognition ({len(found)} faces in the photo)\n"
+        f"\nin this process: measure() + picture() per face, median "
+        f"{ms(statistics.median(per_face)):.2f} ms; the detection, {rounds} rounds interleaved: "
+        f"off {ms(off):.1f} ms, on {ms(on):.1f} ms (p50), difference {ms(on - off):+.1f} ms"
+    )
 
 
 def costs_section(faces: list[Face], photo: bytes, quick: bool) -> None:
@@ -672,6 +765,7 @@ def costs_section(faces: list[Face], photo: bytes, quick: bool) -> None:
             shutil.copy(Path(tmp) / "sightings.json", Path(full.data) / "sightings.json")
             shutil.copytree(Path(tmp) / "sightings", Path(full.data) / "sightings")
             listing_section(full, total, 3 if quick else 5)
+            memo_cost(photo, rounds)
             recognition_section(servers, photo, rounds)
             listing_section(full, total, 2)
         finally:
