@@ -210,3 +210,31 @@ def test_stream_remembers_the_faces_it_recognises(photos: Path, tmp_path: Path) 
 )
 def test_a_streams_source_is_named_without_credentials(spec: str, name: str) -> None:
     assert source_name(spec) == name
+
+
+def test_on_postgresql_the_same_commands_and_stream_record_there(
+    photos: Path, database: str, tmp_path: Path
+) -> None:
+    video = tmp_path / "door.avi"
+    image = cv2.imread(str(photos / FIVE))
+    assert image is not None
+    writer = cv2.VideoWriter(
+        str(video), cv2.VideoWriter.fourcc(*"MJPG"), 5, (image.shape[1], image.shape[0])
+    )
+    writer.write(image)
+    writer.release()
+    ok("stream", str(video), "-m", "recognize", MLAPI_DATABASE_URL=database)
+    assert as_json("faces", "unknown", "list")["clusters"] == []  # nothing in the data folder
+
+    listed = run_mlapi(["faces", "unknown", "list", "--json", "--database", database])
+    clusters = json.loads(listed.stdout)["clusters"]
+    assert len(clusters) == 5
+    assert {s["source"] for c in clusters for s in c["sightings"]} == {str(video)}
+    leftmost = min(clusters, key=lambda c: c["sightings"][0]["box"][0])
+    named = ok("faces", "unknown", "name", leftmost["id"], "Ahmed", "--database", database)
+    assert "1 sample(s) added" in named and "1 face(s) attributed" in named
+    assert "Ahmed" in ok("faces", "list", "--database", database)
+    assert str(video) in ok("faces", "seen", "Ahmed", "--database", database)
+    done = ok("faces", "unknown", "forget", "--all", "--yes", MLAPI_DATABASE_URL=database)
+    assert "forgot 5 face sighting(s)" in done
+    assert open_stores(database=database).sightings.clusters() == []
