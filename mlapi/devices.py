@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -111,8 +112,7 @@ def providers(device: str, threads: int, settings: ProviderSettings, streams: in
         options = {"device_type": target, "num_streams": str(streams)}
         if target == "CPU":
             options["num_of_threads"] = str(threads * streams)
-        if settings.openvino_cache is not None:
-            settings.openvino_cache.mkdir(parents=True, exist_ok=True)
+        if settings.openvino_cache is not None and _writable(settings.openvino_cache):
             options["cache_dir"] = str(settings.openvino_cache)
         options.update(settings.openvino_options or {})
         return [(OPENVINO, options), CPU_PROVIDER]
@@ -122,6 +122,16 @@ def providers(device: str, threads: int, settings: ProviderSettings, streams: in
         preload_cuda()
         return [(CUDA, {"device_id": str(index), **(settings.cuda_options or {})}), CPU_PROVIDER]
     raise DeviceUnavailable(f"{device!r} is not a device onnxruntime can be given")
+
+
+def _writable(folder: Path) -> bool:
+    """Whether OpenVINO can keep its compiled models here (a read-only cache folder only
+    costs compiling again at each start: no reason to leave OpenVINO)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
 
 
 def _available() -> list[str]:

@@ -259,7 +259,7 @@ class Runtime:
     def devices(self) -> dict[str, str]:
         """The device each loaded detector's models run on, as they run now (after any
         fall back to the CPU); `cpu+openvino:CPU` when its models differ. A detector that
-        runs no onnxruntime model (OpenCV's) reads `cpu`."""
+        runs no onnxruntime model (OpenCV's, which run on the CPU) is not listed."""
         with self._lock:
             used = {name: list(models.values()) for name, models in self._used.items()}
         return {
