@@ -19,43 +19,51 @@ from mlapi.similarity import normalise, similarity
 
 
 class Centroids:
-    """The clusters of one faceprint model: each one's id, embedding sum and count."""
+    """The clusters of one faceprint model: each one's id, embedding sum and count, and
+    their normalised sums as rows of one matrix (grown by doubling, so a batch that starts
+    many clusters never re-stacks them all)."""
 
     def __init__(self, model: str) -> None:
         self.model = model
         self.ids: list[str] = []
         self.sums: list[np.ndarray] = []
         self.counts: list[int] = []
-        self._matrix: np.ndarray | None = None  # normalised sums, made when asked
+        self._at: dict[str, int] = {}
+        self._matrix = np.zeros((0, 0), np.float32)  # normalised sums; rows beyond ids unused
 
     @classmethod
     def of(cls, model: str, members: Iterable[tuple[str, np.ndarray]]) -> Centroids:
         """From (cluster id, normalised embedding) pairs."""
-        found = cls(model)
-        at: dict[str, int] = {}
+        sums: dict[str, np.ndarray] = {}
+        counts: dict[str, int] = {}
         for cluster, embedding in members:
-            if cluster in at:
-                found.sums[at[cluster]] = found.sums[at[cluster]] + embedding
-                found.counts[at[cluster]] += 1
-            else:
-                at[cluster] = len(found.ids)
-                found.add(cluster, embedding)
+            sums[cluster] = sums.get(cluster, 0.0) + np.asarray(embedding, np.float64)
+            counts[cluster] = counts.get(cluster, 0) + 1
+        found = cls(model)
+        for cluster, total in sums.items():
+            found.add(cluster, total, counts[cluster])
         return found
 
     def add(self, cluster: str, embedding: np.ndarray, count: int = 1) -> None:
         """A cluster (its embedding sum and count)."""
+        total = np.asarray(embedding, np.float64)
+        row = len(self.ids)
+        if row == len(self._matrix):
+            grown = np.zeros((max(2 * row, 64), total.shape[-1]), np.float32)
+            if row:
+                grown[:row] = self._matrix[:row]
+            self._matrix = grown
+        self._matrix[row] = normalise(total)
+        self._at[cluster] = row
         self.ids.append(cluster)
-        self.sums.append(np.asarray(embedding, np.float64))
+        self.sums.append(total)
         self.counts.append(count)
-        self._matrix = None
 
     def nearest(self, embedding: np.ndarray) -> tuple[str, float] | None:
         """The most similar cluster and its calibrated similarity, or None if there is none."""
         if not self.ids:
             return None
-        if self._matrix is None:
-            self._matrix = normalise(np.stack(self.sums)).astype(np.float32)
-        scores = self._matrix @ np.asarray(embedding, np.float32)
+        scores = self._matrix[: len(self.ids)] @ np.asarray(embedding, np.float32)
         best = int(np.argmax(scores))
         return self.ids[best], similarity(float(scores[best]), self.model)
 
@@ -64,11 +72,10 @@ class Centroids:
         near = self.nearest(embedding)
         if near is None or near[1] < join_at:
             return None
-        at = self.ids.index(near[0])
+        at = self._at[near[0]]
         self.sums[at] = self.sums[at] + embedding
         self.counts[at] += 1
-        if self._matrix is not None:  # one row changed: the rest stay as they are
-            self._matrix[at] = normalise(self.sums[at]).astype(np.float32)
+        self._matrix[at] = normalise(self.sums[at])  # one row changed: the rest stay
         return near[0]
 
 
