@@ -39,10 +39,10 @@ class Local:
 class Remote:
     """A server's native answer, parsed back into a Result."""
 
-    def __init__(self, url: str, models: list[str], options: Options) -> None:
+    def __init__(self, url: str, models: list[str], options: Options, source: str = "") -> None:
         from mlapi.client import Remote as Client
 
-        self.client = Client(url, models, options, "native")
+        self.client = Client(url, models, options, "native", source)
 
     def warm(self) -> None:
         pass  # the server loads its own models
@@ -53,10 +53,15 @@ class Remote:
 
 
 def backend(
-    server: str | None, engine: Engine | None, models: list[str], options: Options
+    server: str | None,
+    engine: Engine | None,
+    models: list[str],
+    options: Options,
+    source: str = "",
 ) -> Backend:
-    """`--server URL`'s backend, else the local engine's."""
+    """`--server URL`'s backend (`source`: the camera it names to the server), else the
+    local engine's."""
     if server:
-        return Remote(server, models, options)
+        return Remote(server, models, options, source)
     assert engine is not None
     return Local(engine, models, options)

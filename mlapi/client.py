@@ -82,9 +82,13 @@ def detect(
     models: list[str],
     options: dict[str, dict[str, Any]],
     fmt: str,
+    source: str = "",
 ) -> str:
-    """The server's answer for one image, as the exact JSON text it sent."""
+    """The server's answer for one image, as the exact JSON text it sent; `source` names
+    the camera for the faces the server remembers."""
     query: list[tuple[str, str]] = [("format", fmt)]
+    if source:
+        query.append(("source", source))
     if models:
         query.append(("models", ",".join(models)))
     query += [(f"{m}.{k}", str(v)) for m, opts in options.items() for k, v in opts.items()]
@@ -97,10 +101,16 @@ class Remote:
     """Detection on a server with the token `mlapi login` saved: image bytes → JSON text."""
 
     def __init__(
-        self, url: str, models: list[str], options: dict[str, dict[str, Any]], fmt: str
+        self,
+        url: str,
+        models: list[str],
+        options: dict[str, dict[str, Any]],
+        fmt: str,
+        source: str = "",
     ) -> None:
         self.token = credential(url)
         self.url, self.models, self.options, self.fmt = url, models, options, fmt
+        self.source = source
 
     def __call__(self, data: bytes) -> str:
-        return detect(self.url, self.token, data, self.models, self.options, self.fmt)
+        return detect(self.url, self.token, data, self.models, self.options, self.fmt, self.source)

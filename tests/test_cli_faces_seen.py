@@ -15,6 +15,7 @@ from typing import Any
 import cv2
 import pytest
 from helpers import on_terminal, run_mlapi
+from servers import LiveServer
 
 from mlapi.engine import Engine
 from mlapi.images import decode
@@ -23,6 +24,7 @@ from mlapi.sightings.settings import FaceMemory
 from mlapi.store import ModelCache
 from mlapi.stores import open_stores
 from mlapi.stream.sources import source_name
+from mlapi.web.state import SERVER
 
 FIVE = "face_detection_input.jpg"  # five men in a row
 
@@ -238,3 +240,34 @@ def test_on_postgresql_the_same_commands_and_stream_record_there(
     done = ok("faces", "unknown", "forget", "--all", "--yes", MLAPI_DATABASE_URL=database)
     assert "forgot 5 face sighting(s)" in done
     assert open_stores(database=database).sightings.clusters() == []
+
+
+def test_stream_on_a_server_names_its_source_to_the_server(
+    store: ModelCache, photos: Path, tmp_path: Path
+) -> None:
+    video = tmp_path / "door.avi"
+    image = cv2.imread(str(photos / FIVE))
+    assert image is not None
+    writer = cv2.VideoWriter(
+        str(video), cv2.VideoWriter.fourcc(*"MJPG"), 5, (image.shape[1], image.shape[0])
+    )
+    writer.write(image)
+    writer.release()
+    with Engine(store) as engine:
+        server = LiveServer(engine, tmp_path / "server")
+        try:
+            server.users.add("cam", "camera at the door")
+            key = server.users.create_key("cam", "stream")
+            done = run_mlapi(
+                ["stream", str(video), "-m", "recognize", "--server", server.url],
+                MLAPI_API_KEY=key,
+            )
+            assert done.returncode == 0, done.stderr
+            recorder = server.app[SERVER].recorder
+            assert recorder is not None and recorder.flush()
+            faces = [s for c in server.stores.sightings.clusters() for s in c.sightings]
+            assert len(faces) == 5
+            assert {(s.source, s.client) for s in faces} == {(str(video), "cam")}
+        finally:
+            server.stop()
+    assert as_json("faces", "unknown", "list")["clusters"] == []  # none kept here too

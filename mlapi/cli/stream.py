@@ -169,7 +169,9 @@ def stream(
         ThreadPoolExecutor(workers) as pool,
     ):
         try:
-            detect = backend(server, engine, names, opts)
+            # A server remembers the faces it recognises: it is told the source's name.
+            named = source_name(source) if "recognize" in names else ""
+            detect = backend(server, engine, names, opts, named)
             detect.warm()
         except MlapiError as exc:
             fail(exc.message, 2 if exc.status == 400 else 1)
