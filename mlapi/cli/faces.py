@@ -22,7 +22,8 @@ PICTURE = "/api/v1/faces/sightings/{id}/picture"
 # -- faces -------------------------------------------------------------------------------
 @main.group()
 def faces() -> None:
-    """The gallery of known people used by the `recognize` detector (MLAPI_DATA_DIR)."""
+    """The gallery of known people used by the `recognize` detector (MLAPI_DATA_DIR), and
+    the faces it saw (`unknown`, `seen`)."""
 
 
 @faces.command("add")
@@ -171,13 +172,15 @@ def _wide(command: Callable[..., Any]) -> Callable[..., Any]:
     )
 
 
-@faces.group("unknown")
+@faces.group(
+    "unknown", short_help="Unknown faces seen, in groups: list, show, name, merge, forget."
+)
 def unknown() -> None:
     """The faces recognition saw and could not name, in groups of one person each: list
     them, look at a group, name it (its best faces become samples), merge or forget."""
 
 
-@unknown.command("list")
+@unknown.command("list", short_help="The groups of unknown faces, most recently seen first.")
 @click.option(
     "--limit", type=click.IntRange(1), default=100, show_default=True, help="Groups shown."
 )
@@ -229,7 +232,7 @@ def unknown_list(limit: int, offset: int, as_json: bool, wide: bool, database: s
     )
 
 
-@unknown.command("show")
+@unknown.command("show", short_help="Every face of a group.")
 @click.argument("cluster_id", metavar="ID")
 @click.option(
     "--save",
@@ -289,7 +292,7 @@ def _save_pictures(sightings: Sightings, ids: list[str], folder: Path | None) ->
     return written
 
 
-@unknown.command("name")
+@unknown.command("name", short_help="Name a group: its best faces become samples of NAME.")
 @click.argument("cluster_id", metavar="ID")
 @click.argument("name")
 @click.option(
@@ -330,7 +333,7 @@ def unknown_merge(cluster_ids: tuple[str, ...], database: str) -> None:
     click.echo(f"merged {len(cluster_ids)} groups into {into}")
 
 
-@unknown.command("move")
+@unknown.command("move", short_help="Move one face out of its group.")
 @click.argument("sighting_id", metavar="SIGHTING")
 @database_option
 def unknown_move(sighting_id: str, database: str) -> None:
@@ -339,7 +342,7 @@ def unknown_move(sighting_id: str, database: str) -> None:
     click.echo(f"moved {sighting_id} into group {cluster}")
 
 
-@unknown.command("forget")
+@unknown.command("forget", short_help="Forget a group, or every face seen (--all).")
 @click.argument("cluster_id", metavar="ID", required=False)
 @click.option(
     "--all", "everything", is_flag=True, help="Every sighting kept, known and unknown faces."
@@ -368,7 +371,7 @@ def unknown_forget(cluster_id: str | None, everything: bool, yes: bool, database
     click.echo(f"forgot {removed} face sighting(s)")
 
 
-@faces.command("seen")
+@faces.command("seen", short_help="Where and when NAME was seen, newest first.")
 @click.argument("name")
 @click.option(
     "--limit", type=click.IntRange(1), default=50, show_default=True, help="Sightings shown."
@@ -434,7 +437,7 @@ def faces_seen(
     )
 
 
-@faces.command("not")
+@faces.command("not", short_help="Correct a wrong recognition: the face is unknown again.")
 @click.argument("sighting_id", metavar="SIGHTING")
 @database_option
 def faces_not(sighting_id: str, database: str) -> None:
