@@ -101,7 +101,8 @@ def sign_in(page: Page, server: LiveServer) -> None:
 
 def visit(page: Page, name: str) -> None:
     page.get_by_role("link", name=name, exact=True).click()
-    page.wait_for_function(f"() => location.hash === '#{name.lower()}'")
+    anchor = {"Unknown faces": "unknown"}.get(name, name.lower())
+    page.wait_for_function(f"() => location.hash === '#{anchor}'")
     page.wait_for_load_state("networkidle")
 
 
@@ -427,12 +428,13 @@ def test_a_phone_sized_screen(browser: Browser, server: LiveServer, photos: Path
         table = page.locator("#try-table")
         assert table.evaluate("t => t.scrollWidth <= t.parentElement.clientWidth")
         assert "female" in (page.locator("#try-table tbody").text_content() or "")
-        for name in ("Try", "People", "Plates", "Keys", "Status"):
+        for name in ("Try", "People", "Unknown faces", "Plates", "Keys", "Status"):
             visit(page, name)
             assert page.get_by_role("link", name=name, exact=True).is_visible()
             wide = page.evaluate("() => document.documentElement.scrollWidth - innerWidth")
             assert wide <= 0, f"{name} scrolls sideways by {wide} px on a phone"
-        # The header is one row: the name, the five pages and Sign out, side by side.
+        # The header is one row: the name, the six pages (on two lines) and Sign out, side
+        # by side.
         tops = page.evaluate(
             """() => ['.brand', '#nav', '#sign-out'].map((s) =>
                 document.querySelector(s).getBoundingClientRect())
