@@ -245,7 +245,7 @@ def test_people_need_a_name_and_a_session(server: LiveServer) -> None:
     assert browser.call("POST", "/console/api/people/new", {"name": "Ada"}).status == 409
     assert browser.call("POST", "/console/api/people/new", {"name": " "}).status == 400
     listed = browser.call("GET", "/console/api/people").json()["people"]
-    assert listed == [{"name": "Ada", "samples": []}]
+    assert listed == [{"name": "Ada", "last_seen": None, "samples": []}]  # never seen yet
     assert browser.call("PUT", "/console/api/people/Ada", {"name": "Ada L"}).status == 200
     assert browser.call("DELETE", "/console/api/people/Ada%20L").status == 200
     assert browser.call("GET", "/console/api/samples/abc/face.jpg").status == 404
