@@ -15,6 +15,7 @@ import pytest
 from servers import Answer, LiveServer
 from test_console import PASSWORD, Browser
 
+from mlapi.config import ServerConfig
 from mlapi.engine import Engine
 from mlapi.images import decode
 from mlapi.sightings.settings import FaceMemory
@@ -71,7 +72,7 @@ def test_unknown_faces_named_merged_forgotten_and_a_persons_history(
     browser = Browser(server)
     assert browser.sign_in().status == 200
     listed = ok(browser.call("GET", "/console/api/unknown"))
-    assert listed["total"] == 5 and listed["unknown_faces"] == 10
+    assert listed["total"] == 5 and listed["unknown_faces"] == 10 and listed["remembering"]
     assert sorted(c["count"] for c in listed["clusters"]) == [2] * 5
     face = listed["clusters"][0]["sightings"][0]
     assert face["source"] == "front door" and face["client"] == "alice"
@@ -174,3 +175,22 @@ def test_paging_the_groups(server: LiveServer, photos: Path) -> None:
     assert all(len(c["sightings"]) == 1 for c in page["clusters"])
     people = ok(browser.call("GET", "/console/api/people"))
     assert people["people"] == []
+
+
+def test_a_server_that_keeps_no_faces_says_so(tmp_path: Path) -> None:
+    with Engine(ModelCache(tmp_path / "cache")) as engine:
+        live = LiveServer(
+            engine,
+            tmp_path / "data",
+            ServerConfig(models=()),
+            memory=FaceMemory(no_face_memory=True),
+        )
+        try:
+            live.users.add("alice", PASSWORD)
+            browser = Browser(live)
+            browser.sign_in()
+            listed = ok(browser.call("GET", "/console/api/unknown"))
+            assert listed["clusters"] == [] and listed["remembering"] is False
+            assert ok(browser.call("GET", "/console/api/people/Ada/sightings"))["sightings"] == []
+        finally:
+            live.stop()

@@ -41,7 +41,8 @@ def _id(request: web.Request, name: str, what: str) -> str:
 
 @signed_in_only(
     "the groups of unknown faces, most recently seen first, each with its best faces and "
-    "maybe a known person it resembles; ?cluster=ID: every face of one group",
+    "maybe a known person it resembles; ?cluster=ID: every face of one group; `remembering`: "
+    "whether this server keeps the faces it sees (false with --no-face-memory)",
     params=[
         _query("offset", 0, 10**9, "groups to skip"),
         _query("limit", GROUPS, GROUPS_MOST, "groups in the page"),
@@ -70,7 +71,8 @@ async def unknown(request: web.Request) -> web.Response:
     listing = await in_state(
         request, naming.unknown_listing, state.faces, state.sightings, PICTURE, best, limit, offset
     )
-    return json_text({**listing, "offset": offset, "limit": limit})
+    remembering = state.recorder is not None
+    return json_text({**listing, "offset": offset, "limit": limit, "remembering": remembering})
 
 
 @signed_in_only(

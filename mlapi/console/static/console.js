@@ -736,7 +736,11 @@ async function loadUnknown(offset = 0) {
   $("unknown-summary").textContent = total
     ? `${total} group${total === 1 ? "" : "s"} of unknown faces, ${faceCount(listing.unknown_faces)} in all.`
     : "";
-  if (!total) list.append(el("li", { class: "hint" }, "No unknown faces: a face recognition sees and cannot name appears here, grouped with others of the same person."));
+  if (!total) {
+    list.append(el("li", { class: "hint" }, listing.remembering
+      ? "No unknown faces: a face recognition sees and cannot name appears here, grouped with others of the same person."
+      : "No unknown faces: this server keeps none of the faces it sees (it was started with --no-face-memory)."));
+  }
   const shown = offset + clusters.length;
   if (clusters.length && shown < total) {
     list.append(el("li", { class: "more" }, el("button", { type: "button", onclick: () => loadUnknown(shown) },
