@@ -65,7 +65,6 @@ from mlapi.sightings.settings import FaceMemory
 from mlapi.similarity import MATCH_AT, normalise, similarity
 from mlapi.store import ModelCache
 from mlapi.stores import NewSighting, Retention
-from mlapi.stores import sightings as sightings_store
 from mlapi.stores.gallery import Gallery
 from mlapi.stores.sightings import FileSightings
 
@@ -323,6 +322,14 @@ def grouping_section(faces: list[Face], shuffles: int) -> None:
     print(
         f"\npeople seen once: {len(once)}, of whom {int(sum(once))} in a group of their own "
         "(or one they lead)"
+    )
+    print(
+        "photos alone, per person seen more than once: "
+        + ", ".join(
+            f"{who} {n} sightings in {count} groups (completeness {complete:.2f})"
+            for who, (n, _, complete, count) in photos_only.per_person.items()
+            if n > 1
+        )
     )
     at = [placed.get(str(i), "?") for i in range(len(kept))]
     for who in sorted({f.identity or "" for f in kept}):
@@ -680,19 +687,6 @@ def recorder_section(faces: list[Face], offers: int) -> None:
     )
 
 
-class GrowingCentroids(Centroids):
-    """Centroids whose matrix of normalised sums grows a row per new cluster, where
-    mlapi's Centroids.add drops the matrix and nearest() stacks every cluster again: a
-    batch of new faces costs O(faces x clusters) copies. For 4d's comparison only."""
-
-    def add(self, cluster: str, embedding: np.ndarray, count: int = 1) -> None:
-        matrix = self._matrix
-        super().add(cluster, embedding, count)
-        if matrix is not None:
-            row = normalise(np.asarray(embedding, np.float64)).astype(np.float32)
-            self._matrix = np.vstack([matrix, row[None, :]])
-
-
 def record_times(
     store: FileSightings, batch: list[NewSighting], keep: Retention, runs: int
 ) -> list[float]:
@@ -725,35 +719,17 @@ def record_section(
             NewSighting(0.0, "dlib", v.astype(np.float32), (1, 1, 99, 99), 0.5, picture, source="x")
             for v in vectors
         ]
-        served = record_times(store, batch, keep, runs)
-        with patched(sightings_store, "Centroids", GrowingCentroids):
-            growing = record_times(store, batch, keep, runs)
-        rows.append((size, served, growing))
+        rows.append((size, record_times(store, batch, keep, runs)))
     print(
         f"\n### 4d. One record batch in the TinyDB store at {total} sightings in {groups} groups "
         f"(the oldest dropped to stay at {total}); filling it took {sum(fill_times):.0f} s in "
         f"{len(fill_times)} batches of 256; {runs} runs each"
     )
-    print(
-        "\n| batch of new faces | median ms | max ms | with a growing centroid matrix: median ms |"
-    )
-    print("|---|---|---|---|")
-    for size, served, growing in rows:
-        print(
-            f"| {size} | {ms(statistics.median(served)):.0f} | {ms(max(served)):.0f} | "
-            f"{ms(statistics.median(growing)):.0f} |"
-        )
-    print(f"| 256 (the last while filling) | {ms(fill_times[-1]):.0f} | - | - |")
-
-
-@contextmanager
-def patched(module: Any, name: str, value: Any) -> Iterator[None]:
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
+    print("\n| batch of new faces | median ms | max ms |")
+    print("|---|---|---|")
+    for size, times in rows:
+        print(f"| {size} | {ms(statistics.median(times)):.0f} | {ms(max(times)):.0f} |")
+    print(f"| 256 (the last while filling: most join a group) | {ms(fill_times[-1]):.0f} | - |")
 
 
 def memo_cost(photo: bytes, rounds: int) -> None:
