@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
+
+SIGHTINGS = ("kept", "repeated", "refused", "dropped", "failed")  # see mlapi.sightings
 
 
 class Snapshot(TypedDict):
@@ -19,6 +21,7 @@ class Snapshot(TypedDict):
     inference: list[tuple[str, int, float]]  # detector, runs, seconds
     latency: list[tuple[str, int, float]]  # route, requests answered, seconds
     ready: bool
+    sightings: NotRequired[list[tuple[str, int]]]  # faces seen, by outcome
 
 
 def merge(snapshots: list[Snapshot]) -> Snapshot:
@@ -29,7 +32,10 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
     seconds: dict[str, float] = {}
     answered: Counter[str] = Counter()
     took: dict[str, float] = {}
+    seen: Counter[str] = Counter()
     for snap in snapshots:
+        for outcome, n in snap.get("sightings", []):
+            seen[outcome] += n
         for route, count, elapsed in snap.get("latency", []):
             answered[route] += count
             took[route] = took.get(route, 0.0) + elapsed
@@ -48,6 +54,7 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
         "inference": [(name, runs[name], seconds[name]) for name in sorted(runs)],
         "latency": [(route, answered[route], took[route]) for route in sorted(answered)],
         "ready": all(snap["ready"] for snap in snapshots),
+        "sightings": sorted(seen.items()),
     }
 
 
@@ -92,6 +99,14 @@ def render(snap: Snapshot, processes: int = 1, devices: Mapping[str, str] | None
     for route, answered, took in snap.get("latency", []):
         lines.append(f'mlapi_request_seconds_count{{route="{_label(route)}"}} {answered}')
         lines.append(f'mlapi_request_seconds_sum{{route="{_label(route)}"}} {took:.6f}')
+    counted = dict(snap.get("sightings", []))
+    lines += [
+        "# HELP mlapi_face_sightings_total Faces recognition saw, by what became of them: "
+        "kept, repeated (the same face from the same source a moment ago), refused (the "
+        "quality gate), dropped (the recorder's queue full) or failed (the store away).",
+        "# TYPE mlapi_face_sightings_total counter",
+        *(f'mlapi_face_sightings_total{{outcome="{o}"}} {counted.get(o, 0)}' for o in SIGHTINGS),
+    ]
     lines += [
         "# HELP mlapi_processes Server processes answering on this port.",
         "# TYPE mlapi_processes gauge",

@@ -117,6 +117,7 @@ class ServerState:
             "inference": [(n, r, s) for n, (r, s) in self.engine.timings.snapshot().items()],
             "latency": [(route, n, spent) for route, (n, spent) in self.latency.items()],
             "ready": self.ready,
+            "sightings": list(self.recorder.counts.items()) if self.recorder else [],
         }
         if self.base is None:
             return metrics.merge([live])
