@@ -79,7 +79,9 @@ async def _faces(
     fields = upload.fields
     wanted = {p.strip() for p in fields.get("face_plugins", "").split(",")} & set(PLUGINS)
     threshold = _number(fields, "det_prob_threshold", 0.8, 0.0, 1.0)
-    models = ["faceprint"] if recognise else ["faces"]
+    # recognize beside faceprint: its answer is not shown here (subjects are ranked below),
+    # but it keeps each face for the memory of faces seen, as every dialect's recognition.
+    models = ["recognize", "faceprint"] if recognise else ["faces"]
     models += sorted({PLUGINS[p] for p in wanted})
     options = {"faces": {"confidence": face_threshold(threshold)}}
     result = await run_detection(request, upload.image, models, options)
