@@ -87,9 +87,10 @@ class ProviderSettings:
 
 
 def provider_options(text: str) -> dict[str, str]:
-    """`KEY=VALUE,KEY=VALUE` (the --openvino-options and --cuda-options settings)."""
+    """`KEY=VALUE,KEY=VALUE` (the --openvino-options and --cuda-options settings); a comma
+    inside brackets is the value's (`reshape_input=x[1,3,416,416]`)."""
     found: dict[str, str] = {}
-    for part in (p.strip() for p in text.split(",")):
+    for part in (p.strip() for p in re.split(r",(?![^\[]*\])", text)):
         if not part:
             continue
         key, sep, value = part.partition("=")

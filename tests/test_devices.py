@@ -279,3 +279,39 @@ def test_models_list_says_where_each_pulled_model_runs(store: ModelCache) -> Non
         out = CliRunner().invoke(main, ["models", "list", "--json", "--device", "openvino:CPU"])
         rows = {r["name"]: r for r in json.loads(out.stdout)}
         assert rows["nanodet"]["device"] == rows["faceres"]["device"] == "openvino:CPU"
+
+
+def test_provider_options_keep_the_commas_inside_brackets() -> None:
+    text = "precision=FP16,reshape_input=input_1:0[1,3,32..64,32..64], num_streams=2"
+    assert devices.provider_options(text) == {
+        "precision": "FP16",
+        "reshape_input": "input_1:0[1,3,32..64,32..64]",
+        "num_streams": "2",
+    }
+    with pytest.raises(ValueError):
+        devices.provider_options("precision")
+
+
+def test_a_model_that_fails_to_run_on_openvino_runs_again_on_the_cpu(
+    store: ModelCache, photos: Path, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """A session OpenVINO made but cannot run (NanoDet's input fixed smaller than any
+    photo: OpenVINO refuses the tensor at run time) is made again on the CPU, which answers
+    the same request: one warning, the CPU's answers from the first request on."""
+    needs_openvino()
+    images = [p.read_bytes() for p in sorted(photos.glob("*.jpg"))]
+    with Engine(store) as cpu:
+        expected = [cpu.detect(image, ["objects"]).detections for image in images]
+    config = RuntimeConfig(
+        device="objects=openvino:CPU",
+        openvino_options="reshape_input=input_1:0[1,3,32..64,32..64]",
+        openvino_cache=tmp_path,
+    )
+    caplog.set_level(logging.INFO, "mlapi")
+    with Engine(store, config) as engine:
+        engine.warm(["objects"])
+        assert engine.runtime.devices() == {"objects": "openvino:CPU"}  # made there
+        assert [engine.detect(image, ["objects"]).detections for image in images] == expected
+        assert engine.runtime.devices() == {"objects": "cpu"}
+    said = fallbacks(caplog)
+    assert len(said) == 1 and said[0].startswith("model nanodet could not run on openvino:CPU")
