@@ -777,14 +777,19 @@ def costs_section(faces: list[Face], photo: bytes, quick: bool) -> None:
             "memory off (--no-face-memory)": ServerProcess(*models, "--no-face-memory"),
             "memory on (served defaults)": ServerProcess(*models),
             "memory on, every face kept": ServerProcess(*models, "--sightings-interval", "0"),
+            f"memory on (served defaults), {total} kept": ServerProcess(
+                *models, "--sightings-max", str(total)
+            ),
             f"memory on, every face kept, {total} kept": ServerProcess(
                 *models, "--sightings-interval", "0", "--sightings-max", str(total)
             ),
         }
         try:
             full = servers[f"memory on, every face kept, {total} kept"]
-            shutil.copy(Path(tmp) / "sightings.json", Path(full.data) / "sightings.json")
-            shutil.copytree(Path(tmp) / "sightings", Path(full.data) / "sightings")
+            for label, server in servers.items():
+                if label.endswith(f"{total} kept"):
+                    shutil.copy(Path(tmp) / "sightings.json", Path(server.data) / "sightings.json")
+                    shutil.copytree(Path(tmp) / "sightings", Path(server.data) / "sightings")
             listing_section(full, total, 3 if quick else 5, "first (the file parsed)")
             memo_cost(photo, rounds)
             recognition_section(servers, photo, rounds)

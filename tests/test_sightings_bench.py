@@ -79,6 +79,7 @@ def test_quick_run_prints_every_table(store: ModelCache) -> None:
         "| memory off (--no-face-memory) |",
         "| memory on (served defaults) |",
         "| memory on, every face kept, 2000 kept |",
+        "| memory on (served defaults), 2000 kept |",
         "### 4b.",
         "| first (the file parsed) |",
         "### 4c.",
