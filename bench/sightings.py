@@ -1,6 +1,6 @@
 """The memory of faces seen (issue 34), measured on the labelled public photos (not a test).
 
-    .venv/bin/python bench/sightings.py            # everything (about 10 minutes on 2 cores)
+    .venv/bin/python bench/sightings.py            # everything (about 5 minutes on 2 cores)
     .venv/bin/python bench/sightings.py --quick    # fewer frames, requests and sightings
 
 1. Grouping: every face with a known identity (the single-person photos of
