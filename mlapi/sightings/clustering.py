@@ -44,6 +44,19 @@ class Centroids:
             found.add(cluster, total, counts[cluster])
         return found
 
+    @classmethod
+    def of_sums(
+        cls, model: str, clusters: list[str], sums: np.ndarray, counts: list[int]
+    ) -> Centroids:
+        """From each cluster's embedding sum (one row each) and count."""
+        found = cls(model)
+        found.ids = list(clusters)
+        found.sums = list(np.asarray(sums, np.float64))
+        found.counts = list(counts)
+        found._at = {c: at for at, c in enumerate(clusters)}
+        found._matrix = normalise(np.asarray(sums, np.float64)).astype(np.float32)
+        return found
+
     def add(self, cluster: str, embedding: np.ndarray, count: int = 1) -> None:
         """A cluster (its embedding sum and count)."""
         total = np.asarray(embedding, np.float64)

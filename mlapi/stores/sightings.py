@@ -14,6 +14,7 @@ back what it just wrote.
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import json
 import os
@@ -28,7 +29,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from mlapi.errors import UnknownSighting
-from mlapi.sightings.clustering import Centroids, centroid
+from mlapi.sightings.clustering import Centroids
+from mlapi.similarity import normalise
 from mlapi.stores import Cluster, NewSighting, Retention, Sighting, rules
 from mlapi.stores.files import locked_file, write_private
 from mlapi.stores.gallery import SAMPLE_ID, loads_in_pieces
@@ -72,35 +74,66 @@ class View:
     doc_ids: dict[str, str] = field(default_factory=dict)  # sighting id → document id
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
     members: dict[str, list[str]] = field(default_factory=dict)  # cluster → ids, best first
+    _sums: dict[str, tuple[str, np.ndarray]] | None = None  # cluster → (model, sum)
     _clusters: list[Cluster] | None = None
 
     @classmethod
-    def of(cls, rows: Rows) -> View:
+    def of(cls, rows: Rows, previous: View | None = None) -> View:
+        """The view of `rows`; a document `previous` already read (the same object: a
+        change replaces documents, never edits one) is not converted again."""
         view = cls(rows)
+        known = previous.rows if previous is not None else {}
+        fresh: list[tuple[str, str]] = []  # (sighting id, packed faceprint) to decode
         for doc_id, row in rows.items():
-            s = as_sighting(row)
+            if known.get(doc_id) is row and previous is not None:
+                s = previous.sightings[row["id"]]
+                view.vectors[s.id] = previous.vectors[s.id]
+            else:
+                s = as_sighting(row)
+                fresh.append((s.id, row["embedding"]))
             view.sightings[s.id] = s
             view.doc_ids[s.id] = doc_id
-            view.vectors[s.id] = unpack(row["embedding"])
             if s.person is None and s.cluster:
                 view.members.setdefault(s.cluster, []).append(s.id)
+        view.vectors.update(unpack_all(fresh))
         for ids in view.members.values():
             ids.sort(key=lambda i: (-view.sightings[i].quality, i))
         return view
+
+    def sums(self) -> dict[str, tuple[str, np.ndarray]]:
+        """Each cluster's model and faceprint sum, in one pass per model; made once."""
+        if self._sums is None:
+            self._sums = {}
+            for model, (clusters, totals) in self._model_sums().items():
+                self._sums.update(zip(clusters, ((model, t) for t in totals), strict=True))
+        return self._sums
+
+    def _model_sums(self) -> dict[str, tuple[list[str], np.ndarray]]:
+        """Per model: its clusters and their faceprint sums, one row each."""
+        by_model: dict[str, list[str]] = {}
+        for cluster, ids in self.members.items():
+            by_model.setdefault(self.sightings[ids[0]].model, []).append(cluster)
+        found = {}
+        for model, clusters in by_model.items():
+            counts = [len(self.members[c]) for c in clusters]
+            stacked = np.stack([self.vectors[i] for c in clusters for i in self.members[c]])
+            starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+            found[model] = (clusters, np.add.reduceat(stacked.astype(np.float64), starts))
+        return found
 
     def cluster(self, cluster_id: str, best: int | None = None) -> Cluster:
         ids = self.members.get(cluster_id)
         if not ids:
             raise UnknownSighting(f"no group of unknown faces {cluster_id!r}")
         seen = [self.sightings[i].seen for i in ids]
-        first = self.sightings[ids[0]]
+        model, total = self.sums()[cluster_id]
         return Cluster(
             id=cluster_id,
-            model=first.model,
+            model=model,
             count=len(ids),
             first_seen=min(seen),
             last_seen=max(seen),
-            centroid=centroid(np.stack([self.vectors[i] for i in ids])),
+            centroid=normalise(total).astype(np.float32),
             sightings=tuple(self.sightings[i] for i in ids[:best]),
         )
 
@@ -114,11 +147,25 @@ class View:
 
     def centroids(self) -> dict[str, Centroids]:
         """Each faceprint model's clusters, to place new unknown faces."""
-        by_model: dict[str, list[tuple[str, np.ndarray]]] = {}
-        for cluster, ids in self.members.items():
-            model = self.sightings[ids[0]].model
-            by_model.setdefault(model, []).extend((cluster, self.vectors[i]) for i in ids)
-        return {model: Centroids.of(model, pairs) for model, pairs in by_model.items()}
+        return {
+            model: Centroids.of_sums(
+                model, clusters, totals, [len(self.members[c]) for c in clusters]
+            )
+            for model, (clusters, totals) in self._model_sums().items()
+        }
+
+
+def unpack_all(packed: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+    """Many packed faceprints at once: one array per length, each row a view of it."""
+    by_length: dict[int, list[tuple[str, str]]] = {}
+    for sighting_id, text in packed:
+        by_length.setdefault(len(text), []).append((sighting_id, text))
+    found: dict[str, np.ndarray] = {}
+    for group in by_length.values():
+        raw = b"".join(binascii.a2b_base64(t) for _, t in group)
+        flat = np.frombuffer(raw, "<f4").reshape(len(group), -1)
+        found.update((sighting_id, flat[at]) for at, (sighting_id, _) in enumerate(group))
+    return found
 
 
 class FileSightings:
@@ -199,7 +246,7 @@ class FileSightings:
                 write_private(self.path, json.dumps({TABLE: rows}, sort_keys=True).encode())
                 st = os.stat(self.path)
                 with self._lock:
-                    self._view = View.of(rows)
+                    self._view = View.of(rows, view)
                     self._stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
             kept = {row["id"] for row in rows.values()}
             for sighting_id in set(view.sightings) - kept:
