@@ -32,6 +32,8 @@ from mlapi.web.bodies import (
 )
 from mlapi.web.dialect import Dialect, Handler, Routes, api_error, plain_error
 from mlapi.web.inference import in_pool, run_detection
+from mlapi.web.seen import MERGE_BODY, NAME_BODY, Pages, history_params, unknown_params
+from mlapi.web.seen import handlers as seen_handlers
 from mlapi.web.state import (
     AUTHENTICATED,
     ENGINE,
@@ -46,11 +48,14 @@ __all__ = [
     "AUTHENTICATED",
     "CSRF_HEADER",
     "ENGINE",
+    "MERGE_BODY",
+    "NAME_BODY",
     "SERVER",
     "SESSION_COOKIE",
     "USER",
     "Dialect",
     "Handler",
+    "Pages",
     "RequestError",
     "Routes",
     "ServerState",
@@ -62,6 +67,7 @@ __all__ = [
     "console_session",
     "fetch_for",
     "give_back_slot",
+    "history_params",
     "in_pool",
     "in_state",
     "json_object",
@@ -72,7 +78,9 @@ __all__ = [
     "read_credentials",
     "read_upload",
     "run_detection",
+    "seen_handlers",
     "signed_in",
     "split_options",
+    "unknown_params",
     "whole_number",
 ]
