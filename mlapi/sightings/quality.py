@@ -65,9 +65,8 @@ def turn(face: Detection) -> float | None:
     None when the detector gives no such keypoints."""
     if len(face.keypoints) < 6:
         return None
-    nose = np.asarray(face.keypoints[2], np.float64)
-    right, left = np.asarray(face.keypoints[4], np.float64), np.asarray(face.keypoints[5])
-    to_right, to_left = float(np.linalg.norm(nose - right)), float(np.linalg.norm(nose - left))
+    (nx, ny), (rx, ry), (lx, ly) = face.keypoints[2], face.keypoints[4], face.keypoints[5]
+    to_right, to_left = math.hypot(nx - rx, ny - ry), math.hypot(nx - lx, ny - ly)
     if to_right + to_left <= 0:
         return None
     lean = (to_right - to_left) / (to_right + to_left)  # -1..1: one ear hidden behind
@@ -85,7 +84,7 @@ def measure(image: Image, face: Detection) -> Quality:
         1.0 - (turned or 0.0) / 90.0,
         max(min(face.confidence, 1.0), 0.0),
     )
-    score = float(np.prod(factors) ** (1 / len(factors)))
+    score = math.prod(factors) ** (1 / len(factors))  # plain floats: a few µs per face
     return Quality(score, width, sharp, turned, face.confidence)
 
 
