@@ -479,3 +479,22 @@ def consistent(store: Sightings) -> None:
         vectors = store.embeddings([s.id for s in whole.sightings])
         mean = np.sum([vectors[s.id] for s in whole.sightings], axis=0, dtype=np.float64)
         assert np.allclose(c.centroid, mean / np.linalg.norm(mean), atol=1e-5), c.id
+
+
+def test_warming_reads_another_writers_faces_before_a_listing_asks(
+    store: Sightings, tmp_path: Path, faces: Faces
+) -> None:
+    """What the server calls when idle: afterwards a listing finds another process's (or
+    replica's) faces without reading them again itself."""
+    if isinstance(store, FileSightings):
+        other: Sightings = FileSightings(store.path)
+    else:
+        assert isinstance(store, PgSightings)
+        other = PgSightings(store.db)
+    assert store.clusters() == []
+    other.record([new(faces.of(1), T0), new(faces.of(2), T0 + 1)], EVERY)
+    store.warm()
+    warmed = store._view if isinstance(store, FileSightings) else None
+    assert sorted(c.count for c in store.clusters()) == [1, 1]
+    if isinstance(store, FileSightings):  # listed from the view warm() made: not read again
+        assert store._view is warmed and warmed._clusters is not None

@@ -25,6 +25,7 @@ QUEUE = 1024  # faces waiting for the writer; more are dropped (and counted)
 BATCH = 256  # faces per write at most
 PAUSE = 1.0  # seconds between writes at least: a file store rewrites its file on each
 WRITE_SHARE = 10  # and at least ten times the last write's time
+WARM_EVERY = 1.0  # seconds idle between checks that the listings are up to date
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,11 @@ class Offered:
 
 
 class Recorder:
-    def __init__(self, store: Sightings, memory: FaceMemory, pause: float = PAUSE) -> None:
-        self.store, self.memory, self.pause = store, memory, pause
+    def __init__(
+        self, store: Sightings, memory: FaceMemory, pause: float = PAUSE, warm: bool = False
+    ) -> None:
+        """`warm`: when idle, keep the store's listings up to date (a server's listings)."""
+        self.store, self.memory, self.pause, self.warm = store, memory, pause, warm
         self.counts: Counter[str] = Counter()  # kept, refused, dropped, repeated, failed
         self._queue: queue.Queue[Offered | None] = queue.Queue(QUEUE)
         self._pending = 0  # offered and not yet written (or failed)
@@ -81,7 +85,11 @@ class Recorder:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=WARM_EVERY if self.warm else None)
+            except queue.Empty:
+                self._keep_warm()
+                continue
             if first is None:
                 return
             batch = [first]
@@ -100,6 +108,12 @@ class Recorder:
             # 10,000 faces rewrites 10 MB) waits longer, so the writer takes at most about
             # a tenth of the time beside the requests it shares the interpreter with.
             time.sleep(max(self.pause, WRITE_SHARE * (time.perf_counter() - started)))
+
+    def _keep_warm(self) -> None:
+        try:
+            self.store.warm()
+        except Exception as exc:  # the store is away: the next listing says so
+            log.debug("could not re-read the faces seen: %s", exc)
 
     def _write(self, batch: list[Offered]) -> None:
         try:

@@ -247,6 +247,12 @@ class Sightings(Protocol):
         """Each person's latest sighting."""
         ...
 
+    def warm(self) -> None:
+        """Bring what the listings read up to date after another process's or replica's
+        writes (cheap when there were none): the server calls it when idle, so a listing
+        seldom waits for a re-read."""
+        ...
+
 
 class Plates(Protocol):
     """Known plates: names for plates, and for the plates a pattern matches."""

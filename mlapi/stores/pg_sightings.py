@@ -126,6 +126,9 @@ class PgSightings:
             self._listed = (version, best), found
         return list(found)
 
+    def warm(self) -> None:
+        self.clusters()  # the API's page (6 faces a group): one version read if unchanged
+
     def cluster(self, cluster_id: str) -> Cluster:
         with self.db.connection() as conn:
             found = self._read_clusters(conn, cluster_id, None)

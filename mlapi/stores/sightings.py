@@ -255,6 +255,9 @@ class FileSightings:
         mine.sort(key=lambda s: (-s.seen, s.id))
         return mine[offset : offset + limit]
 
+    def warm(self) -> None:
+        self._read().clusters()
+
     def last_seen(self) -> dict[str, float]:
         last: dict[str, float] = {}
         for s in self._read().sightings.values():

@@ -44,7 +44,7 @@ class ServerState:
         self.sightings = stores.sightings
         # The faces recognition sees, written off the request path (see mlapi.sightings).
         self.recorder = (
-            None if self.memory.no_face_memory else Recorder(self.sightings, self.memory)
+            None if self.memory.no_face_memory else Recorder(self.sightings, self.memory, warm=True)
         )
         engine.runtime.remember_faces = self.recorder is not None
         engine.runtime.face_gate = self.memory
