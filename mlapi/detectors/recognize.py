@@ -54,7 +54,12 @@ class Recognize(Detector):
                 memo = Seen(model, vector, measure(image, face), picture(image, face))
             found.append(
                 Detection(
-                    face.label, face.confidence, face.box, self.name, face.keypoints, attrs,
+                    face.label,
+                    face.confidence,
+                    face.box,
+                    self.name,
+                    face.keypoints,
+                    attrs,
                     memo=memo,
                 )
             )
