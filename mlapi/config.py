@@ -6,6 +6,7 @@ here, so `mlapi --help` stays instant."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import os
@@ -276,17 +277,25 @@ class StoreSettings:
 
     @classmethod
     def from_env(cls) -> StoreSettings:
-        """The settings from their environment variables (the commands other than serve);
-        one unset or not a number keeps its default."""
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            default = getattr(cls, f.name)  # every store setting is a number with a default
-            raw = os.environ.get(env_name(f), "")
-            try:
-                values[f.name] = type(default)(float(raw)) if raw else default
-            except ValueError:
-                values[f.name] = default
-        return cls(**values)
+        return from_environment(cls)
+
+
+def from_environment(cls: type[T]) -> T:
+    """Settings of `cls` from their environment variables (the commands other than serve,
+    which read them as its options do): one unset or unreadable keeps its default; a flag is
+    on for 1, true, yes or on."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        raw = os.environ.get(env_name(f), "").strip()
+        default = getattr(cls, f.name)  # each such setting is a flag or a number with a default
+        if not raw:
+            continue
+        if isinstance(default, bool):
+            values[f.name] = raw.lower() in {"1", "true", "yes", "on"}
+            continue
+        with contextlib.suppress(ValueError):
+            values[f.name] = type(default)(float(raw))
+    return cls(**values)
 
 
 @dataclass

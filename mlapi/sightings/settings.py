@@ -4,13 +4,10 @@ the other commands read the same environment variables (`from_env`). Nothing hea
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from mlapi.config import env_name, setting
+from mlapi.config import from_environment, setting
 
 if TYPE_CHECKING:
     from mlapi.stores import Retention
@@ -74,20 +71,7 @@ class FaceMemory:
 
     @classmethod
     def from_env(cls) -> FaceMemory:
-        """The settings from their environment variables (the commands other than serve);
-        one unset or unreadable keeps its default."""
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = os.environ.get(env_name(f), "").strip()
-            default = getattr(cls, f.name)
-            if not raw:
-                continue
-            if isinstance(default, bool):
-                values[f.name] = raw.lower() in {"1", "true", "yes", "on"}
-                continue
-            with contextlib.suppress(ValueError):
-                values[f.name] = type(default)(float(raw))
-        return cls(**values)
+        return from_environment(cls)
 
     def retention(self) -> Retention:
         """What the stores keep: the settings' bounds, and unknown faces joining a cluster
