@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from mlapi.cli.common import database_option, escape, fail, main, stderr_console, stores
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from mlapi.stores import Sightings
 
@@ -166,10 +166,17 @@ def _print_table(
         )
 
 
-def _wide(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--wide", is_flag=True, help="Every column, however wide the terminal.")(
-        command
-    )
+# Options the faces-seen commands share.
+_wide = click.option("--wide", is_flag=True, help="Every column, however wide the terminal.")
+_as_json = click.option(
+    "--json", "as_json", is_flag=True, help="Machine-readable output (the API's)."
+)
+_save = click.option(
+    "--save",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Write each face's picture to DIR/SIGHTING_ID.jpg.",
+)
 
 
 @faces.group(
@@ -187,7 +194,7 @@ def unknown() -> None:
 @click.option(
     "--offset", type=click.IntRange(0), default=0, show_default=True, help="Groups skipped."
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the API's).")
+@_as_json
 @_wide
 @database_option
 def unknown_list(limit: int, offset: int, as_json: bool, wide: bool, database: str) -> None:
@@ -234,13 +241,8 @@ def unknown_list(limit: int, offset: int, as_json: bool, wide: bool, database: s
 
 @unknown.command("show", short_help="Every face of a group.")
 @click.argument("cluster_id", metavar="ID")
-@click.option(
-    "--save",
-    type=click.Path(file_okay=False, path_type=Path),
-    metavar="DIR",
-    help="Write each face's picture to DIR/SIGHTING_ID.jpg.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the API's).")
+@_save
+@_as_json
 @_wide
 @database_option
 def unknown_show(
@@ -379,13 +381,8 @@ def unknown_forget(cluster_id: str | None, everything: bool, yes: bool, database
 @click.option(
     "--offset", type=click.IntRange(0), default=0, show_default=True, help="Sightings skipped."
 )
-@click.option(
-    "--save",
-    type=click.Path(file_okay=False, path_type=Path),
-    metavar="DIR",
-    help="Write each face's picture to DIR/SIGHTING_ID.jpg.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the API's).")
+@_save
+@_as_json
 @_wide
 @database_option
 def faces_seen(
