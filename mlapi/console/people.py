@@ -16,6 +16,7 @@ from mlapi.result import dumps
 from mlapi.similarity import normalise, similarity
 from mlapi.stores import Sample
 from mlapi.web.kit import (
+    ANY_OFFSET,
     ENGINE,
     SERVER,
     RequestError,
@@ -24,7 +25,9 @@ from mlapi.web.kit import (
     json_object,
     json_text,
     off_loop,
+    page_param,
     read_upload,
+    whole_number,
 )
 
 MAX_PHOTOS = 10  # photos per "add person" form
@@ -35,29 +38,19 @@ PEOPLE_PAGE = 100  # people per page of the listing unless `limit` asks for anot
 PEOPLE_PAGE_MOST = 1000  # a larger `limit` is cut to this
 
 
-def _page_param(name: str, default: int, description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": {"type": "integer", "minimum": 0, "default": default},
-    }
-
-
 @signed_in_only(
     "known people (by name) and their samples, a page at a time: `total` counts everyone",
     params=[
-        _page_param("offset", 0, "people to skip, in name order"),
-        _page_param("limit", PEOPLE_PAGE, f"people in the page (at most {PEOPLE_PAGE_MOST})"),
+        page_param("offset", 0, ANY_OFFSET, "people to skip, in name order"),
+        page_param("limit", PEOPLE_PAGE, PEOPLE_PAGE_MOST, "people in the page"),
     ],
 )
 async def people(request: web.Request) -> web.Response:
     """A page of `limit` people from `offset` in name order, with every sample of each,
     and `total`: a gallery of 30,000 samples is 3 MB of JSON at once. Built off the
     event loop, which goes on answering meanwhile."""
-    offset = _whole(request, "offset", 0)
-    limit = min(_whole(request, "limit", PEOPLE_PAGE), PEOPLE_PAGE_MOST)
+    offset = whole_number(request, "offset", 0, ANY_OFFSET)
+    limit = whole_number(request, "limit", PEOPLE_PAGE, PEOPLE_PAGE_MOST)
     state = request.app[SERVER]
     faces, sightings = state.faces, state.sightings
     names, samples, last = await in_state(
@@ -65,15 +58,6 @@ async def people(request: web.Request) -> web.Response:
     )
     page = await off_loop(request, _people_page, names, samples, offset, limit, last)
     return web.Response(text=page, content_type="application/json")
-
-
-def _whole(request: web.Request, name: str, default: int) -> int:
-    raw = request.query.get(name, "")
-    if not raw:
-        return default
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
-        raise RequestError(400, f"{name} must be a whole number from 0, got {raw[:20]!r}")
-    return int(raw)
 
 
 def _people_page(

@@ -309,6 +309,20 @@ def split_options(fields: dict[str, str], allowed: set[str]) -> tuple[list[str],
     return models, options
 
 
+ANY_OFFSET = 10**9  # more than any page's offset can be (whole_number reads 9 digits)
+
+
+def page_param(name: str, default: int, most: int, what: str) -> dict[str, Any]:
+    """The OpenAPI entry of a query parameter whole_number reads."""
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": what,
+        "schema": {"type": "integer", "minimum": 0, "maximum": most, "default": default},
+    }
+
+
 def whole_number(request: web.Request, name: str, default: int, most: int) -> int:
     """A query parameter that is a whole number from 0 (default `default`, cut to `most`);
     anything else a 400 that says so."""

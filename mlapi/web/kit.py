@@ -23,9 +23,11 @@ from mlapi.web.auth import (
     signed_in,
 )
 from mlapi.web.bodies import (
+    ANY_OFFSET,
     Upload,
     fetch_for,
     json_object,
+    page_param,
     read_upload,
     split_options,
     whole_number,
@@ -45,6 +47,7 @@ from mlapi.web.state import (
 )
 
 __all__ = [
+    "ANY_OFFSET",
     "AUTHENTICATED",
     "CSRF_HEADER",
     "ENGINE",
@@ -74,6 +77,7 @@ __all__ = [
     "json_text",
     "off_loop",
     "own_host",
+    "page_param",
     "plain_error",
     "read_credentials",
     "read_upload",

@@ -15,12 +15,11 @@ from mlapi.errors import RequestError
 from mlapi.openapi import body
 from mlapi.sightings import naming
 from mlapi.web.answers import json_text
-from mlapi.web.bodies import json_object, whole_number
+from mlapi.web.bodies import ANY_OFFSET, json_object, page_param, whole_number
 from mlapi.web.state import SERVER, in_state
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ID = re.compile(r"[0-9a-f]{1,64}")  # group and sighting ids
-EVERY_OFFSET = 10**9
 
 
 @dataclass(frozen=True)
@@ -35,20 +34,10 @@ class Pages:
     most_best: int = 50  # the largest `best`
 
 
-def page_param(name: str, default: int, most: int, what: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": what,
-        "schema": {"type": "integer", "minimum": 0, "maximum": most, "default": default},
-    }
-
-
 def unknown_params(pages: Pages) -> list[dict[str, Any]]:
     """The OpenAPI parameters of the listing of unknown faces."""
     return [
-        page_param("offset", 0, EVERY_OFFSET, "groups to skip"),
+        page_param("offset", 0, ANY_OFFSET, "groups to skip"),
         page_param("limit", pages.groups, pages.most, "groups in the page"),
         page_param("best", pages.best, pages.most_best, "faces shown per group, the best first"),
         {
@@ -63,7 +52,7 @@ def unknown_params(pages: Pages) -> list[dict[str, Any]]:
 
 def history_params(pages: Pages) -> list[dict[str, Any]]:
     return [
-        page_param("offset", 0, EVERY_OFFSET, "sightings to skip"),
+        page_param("offset", 0, ANY_OFFSET, "sightings to skip"),
         page_param("limit", pages.history, pages.most, "sightings in the page"),
     ]
 
@@ -116,7 +105,7 @@ def handlers(pages: Pages) -> dict[str, Handler]:
             one = await in_state(request, state.sightings.cluster, cluster)
             shown = await in_state(request, naming.shown_cluster, state.faces, one, pages.picture)
             return json_text({"clusters": [shown], "total": 1, "offset": 0, "limit": 1})
-        offset = whole_number(request, "offset", 0, EVERY_OFFSET)
+        offset = whole_number(request, "offset", 0, ANY_OFFSET)
         limit = whole_number(request, "limit", pages.groups, pages.most)
         best = whole_number(request, "best", pages.best, pages.most_best)
         listing = await in_state(
@@ -187,7 +176,7 @@ def handlers(pages: Pages) -> dict[str, Handler]:
 
     async def person_sightings(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        offset = whole_number(request, "offset", 0, EVERY_OFFSET)
+        offset = whole_number(request, "offset", 0, ANY_OFFSET)
         limit = whole_number(request, "limit", pages.history, pages.most)
         found = await in_state(
             request, naming.history, request.app[SERVER].sightings, name, pages.picture, limit,
