@@ -299,6 +299,7 @@ class FileSightings:
             last = _last_kept(view.sightings.values())
             next_doc = max((int(d) for d in rows), default=0) + 1
             kept = 0
+            self.pictures.mkdir(mode=0o700, parents=True, exist_ok=True)
             for new in sorted(batch, key=lambda n: n.seen):
                 cluster = None
                 if new.person is None:
@@ -313,7 +314,6 @@ class FileSightings:
                 last[key] = new.seen
                 sighting_id = secrets.token_hex(6)
                 # The picture before the document, so a listed sighting never lacks one.
-                self.pictures.mkdir(mode=0o700, parents=True, exist_ok=True)
                 write_private(self.pictures / f"{sighting_id}.jpg", new.picture)
                 written.append(sighting_id)
                 rows[str(next_doc)] = _row(sighting_id, new, cluster)
