@@ -82,6 +82,20 @@ def parse_device_setting(text: str) -> str:
         raise click.BadParameter(str(exc)) from exc
 
 
+def device_option(help: str) -> Callable[[Callable[..., Any]], Any]:
+    """`--device` (MLAPI_DEVICE) of the commands other than serve, which reads it as a
+    setting; `help` says what the command does with it."""
+    return click.option(
+        "--device",
+        default=RuntimeConfig.device,
+        show_default=True,
+        envvar="MLAPI_DEVICE",
+        metavar="DEVICES",
+        callback=lambda ctx, param, value: parse_device_setting(value or "cpu"),
+        help=f"{help} [env: MLAPI_DEVICE]",
+    )
+
+
 def parse_provider_options(text: str) -> str:
     """`--openvino-options`, `--cuda-options`: KEY=VALUE pairs, comma-separated."""
     from mlapi.devices import provider_options
@@ -204,16 +218,9 @@ def detection_options(command: Callable[..., Any]) -> Callable[..., Any]:
             envvar="MLAPI_SERVER",
             help="Detect on this mlapi server instead (after `mlapi login`) [env: MLAPI_SERVER].",
         ),
-        click.option(
-            "--device",
-            default=RuntimeConfig.device,
-            show_default=True,
-            envvar="MLAPI_DEVICE",
-            metavar="DEVICES",
-            callback=lambda ctx, param, value: parse_device_setting(value or "cpu"),
-            help="Where the models run: cpu, auto, openvino[:CPU|GPU|NPU|AUTO] or cuda[:N], "
-            "then DETECTOR=DEVICE for one detector, comma-separated (docs/accelerators.md) "
-            "[env: MLAPI_DEVICE].",
+        device_option(
+            "Where the models run: cpu, auto, openvino[:CPU|GPU|NPU|AUTO] or cuda[:N], then "
+            "DETECTOR=DEVICE for one detector, comma-separated (docs/accelerators.md)."
         ),
         click.option(
             "--workers",

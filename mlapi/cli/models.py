@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from mlapi.cli.common import fail, main, parse_device_setting, stderr_console
+from mlapi.cli.common import device_option, fail, main, stderr_console
 
 
 # -- models ------------------------------------------------------------------------------
@@ -21,15 +21,9 @@ def models() -> None:
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--wide", is_flag=True, help="Every column, however wide the terminal.")
-@click.option(
-    "--device",
-    default="cpu",
-    envvar="MLAPI_DEVICE",
-    metavar="DEVICES",
-    callback=lambda ctx, param, value: parse_device_setting(value or "cpu"),
-    help="Load each pulled model on these devices (as --device of serve, detect and stream "
-    "does) and say where it runs: a device column, after any fall back to the CPU "
-    "[env: MLAPI_DEVICE].",
+@device_option(
+    "Load each pulled model on these devices (as --device of serve, detect and stream does) "
+    "and say where it runs: a device column, after any fall back to the CPU."
 )
 def models_list(as_json: bool, wide: bool, device: str) -> None:
     """Every catalog and imported model: task, licence, size, pulled or not.
